@@ -1,0 +1,45 @@
+package projector
+
+import (
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// Orthonormalize returns an orthonormal basis of the columns of a ([m, k], k small) by classical
+// Gram–Schmidt applied twice per column (CGS2). One pass of Gram–Schmidt, or Cholesky-QR, loses
+// orthogonality on ill-conditioned input in float32; the second pass restores it to rounding level.
+//
+// A column whose remaining norm is below tol times the largest input column norm — a zero or
+// linearly dependent column — comes out as zeros rather than NaN, so callers can mask it.
+func Orthonormalize(a *Node, tol float64) *Node {
+	if a.Rank() != 2 {
+		panicf("Orthonormalize: want a matrix [m, k], got shape %s", a.Shape())
+	}
+	k := a.Shape().Dim(1)
+	colNorms := Sqrt(ReduceSum(Square(a), 0))
+	threshold := MulScalar(ReduceAllMax(colNorms), tol)
+	cols := make([]*Node, 0, k)
+	for j := range k {
+		v := Slice(a, AxisRange(), AxisElem(j)) // [m, 1]
+		if j > 0 {
+			q := Concatenate(cols, 1) // [m, j]
+			for range 2 {
+				v = Sub(v, dot(q, dot(Transpose(q, 0, 1), v)))
+			}
+		}
+		norm := Sqrt(ReduceAllSum(Square(v)))
+		keep := GreaterThan(norm, threshold)
+		safeNorm := Where(keep, norm, OnesLike(norm))
+		cols = append(cols, Where(keep, Div(v, safeNorm), ZerosLike(v)))
+	}
+	return Concatenate(cols, 1)
+}
+
+// OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's non-zero columns
+// (zero columns are masked-out directions, not a loss of orthonormality).
+func OrthonormalityError(q *Node) *Node {
+	k := q.Shape().Dim(1)
+	qtq := dot(Transpose(q, 0, 1), q)
+	present := ConvertDType(GreaterThan(ReduceSum(Square(q), 0), ScalarZero(q.Graph(), q.DType())), q.DType())
+	want := Mul(DiagonalWithValue(ScalarOne(q.Graph(), q.DType()), k), InsertAxes(present, 0))
+	return ReduceAllMax(Abs(Sub(qtq, want)))
+}

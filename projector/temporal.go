@@ -1,0 +1,152 @@
+package projector
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// Temporal is a temporal subspace learned in the graph from a stack of flattened gradients.
+//
+// All fields are graph nodes; shapes are fixed at graph-build time by the stack's shape and the
+// maximum rank k, so a refresh that picks a different effective rank (variance threshold) does not
+// change shapes: directions beyond Rank are zero columns of Basis.
+type Temporal struct {
+	// Basis [P, k]: orthonormal columns spanning the top singular directions, in the stack's dtype.
+	// Columns at index ≥ Rank are zero.
+	Basis *Node
+	// SingularValues [k], descending, in the stack's dtype (zero beyond the stack's numerical rank).
+	SingularValues *Node
+	// ExplainedVariance (scalar): Σ_{i<Rank} σᵢ² / Σ_all σᵢ², the share of the stack's energy kept.
+	ExplainedVariance *Node
+	// Rank (scalar int32): the number of non-zero columns of Basis.
+	Rank *Node
+	// Valid (scalar bool): false when the stack had no finite, non-zero energy; Basis is then all
+	// zeros and callers should keep their previous basis.
+	Valid *Node
+}
+
+// TemporalOptions configures LearnTemporal.
+type TemporalOptions struct {
+	// Rank k: the number of columns of the basis (the maximum rank). Required, 1 ≤ k ≤ min(n, P).
+	Rank int
+	// VarianceThreshold in (0, 1]: if set, the effective rank is the smallest r ≤ k whose leading
+	// directions explain at least this share of the stack's energy. Zero keeps all k directions.
+	VarianceThreshold float64
+	// ComputeDType of the Gram matrix and eigen-solve. Invalid (the default) means Float64: the
+	// method of snapshots squares the condition number, and the n×n work is tiny.
+	ComputeDType dtypes.DType
+	// Sweeps of the Jacobi eigen-solver; 0 means DefaultJacobiSweeps.
+	Sweeps int
+}
+
+// CheckTemporal validates a temporal subspace request before any graph is built, with an error
+// that names the problem and what would work.
+func CheckTemporal(numSnapshots, dim int, opts TemporalOptions) error {
+	switch {
+	case opts.Rank < 1:
+		return fmt.Errorf("rank %d is impossible: a subspace needs at least 1 direction (use rank ≥ 1)", opts.Rank)
+	case numSnapshots < 1:
+		return fmt.Errorf("no snapshots: the stack of gradients has %d rows (warm-up must record at least rank=%d gradients)", numSnapshots, opts.Rank)
+	case opts.Rank > numSnapshots:
+		return fmt.Errorf("rank %d exceeds the %d gradient snapshots: n snapshots span at most n directions (lower the rank to ≤ %d, or record more warm-up steps)", opts.Rank, numSnapshots, numSnapshots)
+	case opts.Rank > dim:
+		return fmt.Errorf("rank %d exceeds the variable's %d elements (lower the rank to ≤ %d)", opts.Rank, dim, dim)
+	case opts.VarianceThreshold < 0 || opts.VarianceThreshold > 1:
+		return fmt.Errorf("variance threshold %g is outside [0, 1] (use e.g. 0.9, or 0 to keep exactly rank directions)", opts.VarianceThreshold)
+	}
+	return nil
+}
+
+// LearnTemporal learns the top-k right singular vectors of a stack of flattened gradients
+// snapshots ([n, P], one gradient per row) by the method of snapshots: the n×n Gram matrix
+// G·Gᵀ = U·Σ²·Uᵀ is decomposed with Jacobi rotations, then V = Gᵀ·U·Σ⁻¹. This costs n²·P
+// multiply-adds, against P²·n for an eigen-solve of GᵀG, and needs no SVD op (GoMLX has none).
+//
+// The result is re-orthonormalised (CGS2), so it holds to rounding level even when the stack is
+// ill-conditioned. A zero or non-finite stack yields Valid = false and a zero basis, never NaN.
+func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
+	if snapshots.Rank() != 2 {
+		panicf("LearnTemporal: want a stack of flattened gradients [n, P], got shape %s", snapshots.Shape())
+	}
+	n, p := snapshots.Shape().Dim(0), snapshots.Shape().Dim(1)
+	if err := CheckTemporal(n, p, opts); err != nil {
+		panicf("LearnTemporal: %v", err)
+	}
+	outDType := snapshots.DType()
+	cdt := opts.ComputeDType
+	if cdt == dtypes.InvalidDType {
+		cdt = dtypes.Float64
+	}
+	sweeps := opts.Sweeps
+	if sweeps <= 0 {
+		sweeps = DefaultJacobiSweeps
+	}
+	k := opts.Rank
+	g := snapshots.Graph()
+
+	// Non-finite rows would poison the Gram matrix: zero the whole stack and report it invalid.
+	finite := LogicalAll(IsFinite(snapshots))
+	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
+
+	gram := dot(stack, Transpose(stack, 0, 1)) // [n, n]
+	lambda, u := SymmetricEigen(gram, sweeps)
+	lambda = Max(lambda, ZerosLike(lambda)) // rounding can leave tiny negatives
+	total := ReduceAllSum(lambda)
+	valid := LogicalAnd(finite, GreaterThan(total, ScalarZero(g, cdt)))
+
+	// A direction is numerically meaningful if its energy is above rounding noise of the largest.
+	lambdaMax := ReduceAllMax(lambda)
+	noise := MulScalar(lambdaMax, float64(n)*1e-13)
+	lambdaK := Slice(lambda, AxisRange(0, k))
+	usable := GreaterThan(lambdaK, noise)
+
+	// Effective rank: all k, or the fewest leading directions reaching the variance threshold.
+	keep := usable
+	if opts.VarianceThreshold > 0 {
+		safeTotal := Where(valid, total, OnesLike(total))
+		cumShare := Div(CumSum(lambdaK, 0), safeTotal)
+		// Direction i is kept if the directions before it explain less than the threshold.
+		before := Sub(cumShare, Div(lambdaK, safeTotal))
+		keep = LogicalAnd(keep, LessThan(before, Scalar(g, cdt, opts.VarianceThreshold*(1-1e-9))))
+	}
+	keep = LogicalAnd(keep, valid)
+	rank := ReduceSum(ConvertDType(keep, dtypes.Int32), 0)
+
+	sigma := Sqrt(lambdaK)
+	safeSigma := Where(keep, sigma, OnesLike(sigma))
+	uk := Slice(u, AxisRange(), AxisRange(0, k))                          // [n, k]
+	v := Div(dot(Transpose(stack, 0, 1), uk), InsertAxes(safeSigma, 0)) // [P, k]
+	v = Where(InsertAxes(keep, 0), v, ZerosLike(v))
+	v = Orthonormalize(v, 1e-10)
+
+	keptEnergy := ReduceAllSum(Where(keep, lambdaK, ZerosLike(lambdaK)))
+	explained := Where(valid, Div(keptEnergy, Where(valid, total, OnesLike(total))), ZerosLike(total))
+	return Temporal{
+		Basis:             ConvertDType(v, outDType),
+		SingularValues:    ConvertDType(Where(usable, sigma, ZerosLike(sigma)), outDType),
+		ExplainedVariance: ConvertDType(explained, outDType),
+		Rank:              rank,
+		Valid:             valid,
+	}
+}
+
+// Coefficients returns Vᵀ·g: the coordinates ([k]) of the flattened gradient g ([P]) in the basis.
+func Coefficients(basis, g *Node) *Node { return dot(Transpose(basis, 0, 1), g) }
+
+// Lift returns V·c: the vector ([P]) with coordinates c ([k]) in the basis.
+func Lift(basis, c *Node) *Node { return dot(basis, c) }
+
+// Project returns V·(Vᵀ·g), the orthogonal projection of the flattened g ([P]) onto span(V).
+func Project(basis, g *Node) *Node { return Lift(basis, Coefficients(basis, g)) }
+
+// RelativeResidual returns ‖g − V·Vᵀ·g‖ / ‖g‖ (scalar): 0 when the subspace holds g entirely,
+// 1 when g is orthogonal to it. A zero g gives 0.
+func RelativeResidual(basis, g *Node) *Node {
+	residual := Sub(g, Project(basis, g))
+	gNorm := Sqrt(ReduceAllSum(Square(g)))
+	rNorm := Sqrt(ReduceAllSum(Square(residual)))
+	positive := GreaterThan(gNorm, ZerosLike(gNorm))
+	return Where(positive, Div(rNorm, Where(positive, gNorm, OnesLike(gNorm))), ZerosLike(gNorm))
+}
