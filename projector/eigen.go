@@ -118,7 +118,7 @@ func sortDescending(values, vectors *Node) (*Node, *Node) {
 	before := LogicalOr(GreaterThan(vj, vi), LogicalAnd(Equal(vj, vi), LessThan(jj, ii)))
 	rank := ReduceSum(ConvertDType(before, dtypes.Int32), -1) // [n]: position of λ_i once sorted
 	perm := OneHot(rank, n, dtype)                            // perm[i, rank_i] = 1
-	sortedValues := dot(Transpose(perm, 0, 1), values)       // sorted[r] = λ_{i: rank_i = r}
+	sortedValues := dot(Transpose(perm, 0, 1), values)        // sorted[r] = λ_{i: rank_i = r}
 	sortedVectors := dot(vectors, perm)                       // column r = u_{i: rank_i = r}
 	return sortedValues, sortedVectors
 }

@@ -116,7 +116,7 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 
 	sigma := Sqrt(lambdaK)
 	safeSigma := Where(keep, sigma, OnesLike(sigma))
-	uk := Slice(u, AxisRange(), AxisRange(0, k))                          // [n, k]
+	uk := Slice(u, AxisRange(), AxisRange(0, k))                        // [n, k]
 	v := Div(dot(Transpose(stack, 0, 1), uk), InsertAxes(safeSigma, 0)) // [P, k]
 	v = Where(InsertAxes(keep, 0), v, ZerosLike(v))
 	v = Orthonormalize(v, 1e-10)
