@@ -22,6 +22,13 @@ const DefaultJacobiSweeps = 10
 // Only the lower-cost n ≤ 64 case is intended (Gram matrices of a few dozen snapshots, k×k
 // matrices): each rotation costs two n×n×n products.
 func SymmetricEigen(a *Node, sweeps int) (values, vectors *Node) {
+	return symmetricEigen(a, sweeps, nil)
+}
+
+// symmetricEigen is SymmetricEigen; a non-nil run (scalar bool) skips the rotations when false
+// (the result is then meaningless), so callers can gate the work without nesting closures — the Go
+// backend supports no While inside an If.
+func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	if a.Rank() != 2 || a.Shape().Dim(0) != a.Shape().Dim(1) {
 		exceptions.Panicf("projector.SymmetricEigen: want a square matrix, got shape %s", a.Shape())
 	}
@@ -39,17 +46,20 @@ func SymmetricEigen(a *Node, sweeps int) (values, vectors *Node) {
 	a = MulScalar(Add(a, Transpose(a, 0, 1)), 0.5)
 
 	// The loop state carries the current pair (p, q), p < q, advanced in cyclic row order.
-	total := int32(n * (n - 1) / 2 * sweeps)
+	total := Const(g, int32(n*(n-1)/2*sweeps))
+	if run != nil {
+		total = Where(run, total, ZerosLike(total))
+	}
 	i32 := shapes.Make(dtypes.Int32)
-	cond := NewClosure(g, func(g *Graph) []*Node {
+	cond := NewIsolatedClosure(g, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		_ = Parameter(g, "p", i32)
 		_ = Parameter(g, "q", i32)
 		_ = Parameter(g, "a", a.Shape())
 		_ = Parameter(g, "u", eye.Shape())
-		return []*Node{LessThan(i, Const(g, total))}
+		return []*Node{LessThan(i, total)}
 	})
-	body := NewClosure(g, func(g *Graph) []*Node {
+	body := NewIsolatedClosure(g, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		p := Parameter(g, "p", i32)
 		q := Parameter(g, "q", i32)

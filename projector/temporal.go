@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 )
 
@@ -67,6 +68,21 @@ func CheckTemporal(numSnapshots, dim int, opts TemporalOptions) error {
 // The result is re-orthonormalised (CGS2), so it holds to rounding level even when the stack is
 // ill-conditioned. A zero or non-finite stack yields Valid = false and a zero basis, never NaN.
 func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
+	return learnTemporal(snapshots, opts, nil, Temporal{})
+}
+
+// LearnTemporalWhen is LearnTemporal computed only when learn (a scalar bool) is true; otherwise
+// it returns previous (a Temporal of the same shapes, e.g. read from state variables). The Gram
+// product, the eigen-solve and the basis are each skipped on the other steps, so a step graph can
+// hold a refresh at the cost of a few scalar ops.
+//
+// A learned result that is not Valid (zero or non-finite stack) is replaced by previous, with
+// Valid false: callers keep their basis and can count the event.
+func LearnTemporalWhen(learn, snapshots *Node, opts TemporalOptions, previous Temporal) Temporal {
+	return learnTemporal(snapshots, opts, learn, previous)
+}
+
+func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous Temporal) Temporal {
 	if snapshots.Rank() != 2 {
 		panicf("LearnTemporal: want a stack of flattened gradients [n, P], got shape %s", snapshots.Shape())
 	}
@@ -74,7 +90,6 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 	if err := CheckTemporal(n, p, opts); err != nil {
 		panicf("LearnTemporal: %v", err)
 	}
-	outDType := snapshots.DType()
 	cdt := opts.ComputeDType
 	if cdt == dtypes.InvalidDType {
 		cdt = dtypes.Float64
@@ -83,15 +98,59 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 	if sweeps <= 0 {
 		sweeps = DefaultJacobiSweeps
 	}
-	k := opts.Rank
 	g := snapshots.Graph()
 
-	// Non-finite rows would poison the Gram matrix: zero the whole stack and report it invalid.
-	finite := LogicalAll(IsFinite(snapshots))
+	// gated runs fn in the current function, or behind an If when learning is gated.
+	gated := func(fn func() []*Node, otherwise func() []*Node) []*Node {
+		if learn == nil {
+			return fn()
+		}
+		return If(learn,
+			NewIsolatedClosure(g, func(*Graph) []*Node { return fn() }),
+			NewIsolatedClosure(g, func(*Graph) []*Node { return otherwise() }))
+	}
+
+	// Stage 1, n²·P: the Gram matrix of the stack. Non-finite rows would poison it: the whole
+	// stack is then treated as zero and reported invalid.
+	gramAndFinite := gated(func() []*Node {
+		finite := LogicalAll(IsFinite(snapshots))
+		stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
+		return []*Node{dot(stack, Transpose(stack, 0, 1)), finite}
+	}, func() []*Node {
+		return []*Node{Zeros(g, shapes.Make(cdt, n, n)), Const(g, false)}
+	})
+	gram, finite := gramAndFinite[0], gramAndFinite[1]
+
+	// Stage 2, n³ per rotation: the eigen-solve (a While, which cannot nest inside an If).
+	lambda, u := symmetricEigen(gram, sweeps, learn)
+
+	// Stage 3, n·k·P: the basis, its spectrum and the chosen rank.
+	learned := gated(func() []*Node {
+		t := temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
+		if learn == nil {
+			return []*Node{t.Basis, t.SingularValues, t.ExplainedVariance, t.Rank, t.Valid}
+		}
+		return []*Node{
+			Where(t.Valid, t.Basis, previous.Basis),
+			Where(t.Valid, t.SingularValues, previous.SingularValues),
+			Where(t.Valid, t.ExplainedVariance, previous.ExplainedVariance),
+			Where(t.Valid, t.Rank, previous.Rank),
+			t.Valid,
+		}
+	}, func() []*Node {
+		return []*Node{previous.Basis, previous.SingularValues, previous.ExplainedVariance, previous.Rank, Const(g, false)}
+	})
+	return Temporal{Basis: learned[0], SingularValues: learned[1], ExplainedVariance: learned[2], Rank: learned[3], Valid: learned[4]}
+}
+
+// temporalFromEigen turns the eigen-decomposition of the Gram matrix into the basis V = Gᵀ·U·Σ⁻¹.
+func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions, cdt dtypes.DType) Temporal {
+	g := snapshots.Graph()
+	n := snapshots.Shape().Dim(0)
+	k := opts.Rank
+	outDType := snapshots.DType()
 	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
 
-	gram := dot(stack, Transpose(stack, 0, 1)) // [n, n]
-	lambda, u := SymmetricEigen(gram, sweeps)
 	lambda = Max(lambda, ZerosLike(lambda)) // rounding can leave tiny negatives
 	total := ReduceAllSum(lambda)
 	valid := LogicalAnd(finite, GreaterThan(total, ScalarZero(g, cdt)))
@@ -104,8 +163,8 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 
 	// Effective rank: all k, or the fewest leading directions reaching the variance threshold.
 	keep := usable
+	safeTotal := Where(valid, total, OnesLike(total))
 	if opts.VarianceThreshold > 0 {
-		safeTotal := Where(valid, total, OnesLike(total))
 		cumShare := Div(CumSum(lambdaK, 0), safeTotal)
 		// Direction i is kept if the directions before it explain less than the threshold.
 		before := Sub(cumShare, Div(lambdaK, safeTotal))
@@ -122,7 +181,7 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 	v = Orthonormalize(v, 1e-10)
 
 	keptEnergy := ReduceAllSum(Where(keep, lambdaK, ZerosLike(lambdaK)))
-	explained := Where(valid, Div(keptEnergy, Where(valid, total, OnesLike(total))), ZerosLike(total))
+	explained := Where(valid, Div(keptEnergy, safeTotal), ZerosLike(total))
 	return Temporal{
 		Basis:             ConvertDType(v, outDType),
 		SingularValues:    ConvertDType(Where(usable, sigma, ZerosLike(sigma)), outDType),

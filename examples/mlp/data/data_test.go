@@ -1,0 +1,535 @@
+package data
+
+import (
+	"compress/gzip"
+	"errors"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func testdataDir(t *testing.T) string {
+	t.Helper()
+	dir, err := FindTestdata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func checkShape(t *testing.T, d *Dataset, rows, cols, classes int) {
+	t.Helper()
+	if len(d.X) != rows || len(d.Y) != rows {
+		t.Fatalf("%s: got %d rows and %d labels, want %d", d.Name, len(d.X), len(d.Y), rows)
+	}
+	for i, row := range d.X {
+		if len(row) != cols {
+			t.Fatalf("%s: row %d has %d features, want %d", d.Name, i, len(row), cols)
+		}
+		for j, v := range row {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				t.Fatalf("%s: X[%d][%d] = %v", d.Name, i, j, v)
+			}
+		}
+	}
+	if d.NumClasses != classes {
+		t.Fatalf("%s: NumClasses = %d, want %d", d.Name, d.NumClasses, classes)
+	}
+	if d.FeatureNames != nil && len(d.FeatureNames) != cols {
+		t.Fatalf("%s: %d feature names for %d features", d.Name, len(d.FeatureNames), cols)
+	}
+	for i, y := range d.Y {
+		if y < 0 || y >= classes {
+			t.Fatalf("%s: Y[%d] = %d outside [0, %d)", d.Name, i, y, classes)
+		}
+	}
+}
+
+func TestFindTestdata(t *testing.T) {
+	dir := testdataDir(t)
+	if filepath.Base(dir) != "testdata" {
+		t.Errorf("FindTestdata() = %q, want a directory named testdata", dir)
+	}
+	if !isFile(filepath.Join(dir, "README.md")) || !isFile(filepath.Join(filepath.Dir(dir), "go.mod")) {
+		t.Errorf("FindTestdata() = %q, which is not next to a go.mod or lacks README.md", dir)
+	}
+
+	t.Run("not found", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		_, err := FindTestdata()
+		if err == nil || !strings.Contains(err.Error(), "testdata/README.md") || !strings.Contains(err.Error(), "go.mod") {
+			t.Fatalf("FindTestdata() outside the repository: err = %v, want a message about go.mod and testdata/README.md", err)
+		}
+	})
+}
+
+func TestBreastCancer(t *testing.T) {
+	d, err := BreastCancer(testdataDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkShape(t, d, 569, 30, 2)
+	if got := d.ClassCounts(); !slices.Equal(got, []int{212, 357}) {
+		t.Errorf("class counts (malignant, benign) = %v, want [212 357]", got)
+	}
+	if d.X[0][0] != 17.99 || d.X[0][29] != 0.1189 || d.Y[0] != 0 {
+		t.Errorf("first row starts %v, ends %v, label %d; want 17.99 ... 0.1189, label 0", d.X[0][0], d.X[0][29], d.Y[0])
+	}
+	if d.FeatureNames[0] != "mean radius" || d.FeatureNames[29] != "worst fractal dimension" {
+		t.Errorf("unexpected feature names %q ... %q", d.FeatureNames[0], d.FeatureNames[29])
+	}
+}
+
+func TestDigitsOneVsRest(t *testing.T) {
+	dir := testdataDir(t)
+	perDigit := []int{178, 182, 177, 183, 181, 182, 181, 179, 174, 180}
+	for digit, want := range perDigit {
+		d, err := DigitsOneVsRest(dir, digit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkShape(t, d, 1797, 64, 2)
+		if got := d.ClassCounts(); got[1] != want || got[0] != 1797-want {
+			t.Errorf("digit %d: class counts %v, want [%d %d]", digit, got, 1797-want, want)
+		}
+	}
+	d, err := DigitsOneVsRest(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ClassCounts()[1] != 178 {
+		t.Errorf("digit 0 has %d positives, want 178", d.ClassCounts()[1])
+	}
+	if d.FeatureNames[9] != "pixel_1_1" {
+		t.Errorf("FeatureNames[9] = %q, want pixel_1_1", d.FeatureNames[9])
+	}
+	for i, row := range d.X {
+		for j, v := range row {
+			if v < 0 || v > 16 || v != math.Trunc(v) {
+				t.Fatalf("pixel X[%d][%d] = %v, want an integer in 0..16", i, j, v)
+			}
+		}
+	}
+	for _, bad := range []int{-1, 10} {
+		if _, err := DigitsOneVsRest(dir, bad); err == nil || !strings.Contains(err.Error(), "0..9") {
+			t.Errorf("DigitsOneVsRest(dir, %d): err = %v, want an error about 0..9", bad, err)
+		}
+	}
+}
+
+func TestDiabetesBinarised(t *testing.T) {
+	d, err := DiabetesBinarised(testdataDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkShape(t, d, 442, 10, 2)
+	counts := d.ClassCounts()
+	if diff := counts[0] - counts[1]; diff < -2 || diff > 2 {
+		t.Errorf("class counts %v are not close to 50/50", counts)
+	}
+	if !slices.Equal(counts, []int{221, 221}) {
+		t.Errorf("class counts %v, want exactly [221 221] for the shipped file (median 140.5)", counts)
+	}
+	if want := []float64{59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87}; !slices.Equal(d.X[0], want) {
+		t.Errorf("first row %v, want %v", d.X[0], want)
+	}
+	if d.Y[0] != 1 { // target 151 > 140.5
+		t.Errorf("Y[0] = %d, want 1 (target 151 is above the median)", d.Y[0])
+	}
+}
+
+func TestMedianTieRule(t *testing.T) {
+	// Odd count: the middle value is the median and counts as class 0.
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median = %v, want 2", m)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median = %v, want 2.5", m)
+	}
+	dir := t.TempDir()
+	writeGzip(t, filepath.Join(dir, DiabetesDataFile), "1 2 3 4 5 6 7 8 9 10\n"+strings.Repeat("0 0 0 0 0 0 0 0 0 0\n", 2))
+	writeGzip(t, filepath.Join(dir, DiabetesTargetFile), "1\n2\n3\n")
+	d, err := DiabetesBinarised(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(d.Y, []int{0, 0, 1}) {
+		t.Errorf("labels %v for targets 1,2,3 (median 2), want [0 0 1]: equal to the median is 0", d.Y)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeGzip(t *testing.T, path, content string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	if _, err := zw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantParseError(t *testing.T, err error, file string, line, column int, fragment string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("expected an error for malformed %s, got nil", file)
+	}
+	msg := err.Error()
+	var pe *ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %q is not a *ParseError", msg)
+	}
+	if filepath.Base(pe.Path) != file || pe.Line != line || pe.Column != column {
+		t.Errorf("ParseError at %s line %d column %d, want %s line %d column %d (%q)",
+			filepath.Base(pe.Path), pe.Line, pe.Column, file, line, column, msg)
+	}
+	for _, want := range []string{file, "line " + strconv.Itoa(line), fragment} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if column > 0 && !strings.Contains(msg, "column "+strconv.Itoa(column)) {
+		t.Errorf("error %q does not mention column %d", msg, column)
+	}
+}
+
+func TestMalformedInput(t *testing.T) {
+	t.Run("bad number in breast cancer", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, BreastCancerFile), "2,3,malignant,benign\n1,2,3,0\n4,5x,6,1\n")
+		_, err := BreastCancer(dir)
+		wantParseError(t, err, BreastCancerFile, 3, 2, `"5x" is not a finite number`)
+	})
+	t.Run("NaN rejected", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, BreastCancerFile), "1,3,malignant,benign\n1,NaN,3,0\n")
+		_, err := BreastCancer(dir)
+		wantParseError(t, err, BreastCancerFile, 2, 2, "not a finite number")
+	})
+	t.Run("bad label", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, BreastCancerFile), "1,3,malignant,benign\n1,2,3,2\n")
+		_, err := BreastCancer(dir)
+		wantParseError(t, err, BreastCancerFile, 2, 4, "class label")
+	})
+	t.Run("wrong field count", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, BreastCancerFile), "2,3,malignant,benign\n1,2,3,0\n1,2,0\n")
+		_, err := BreastCancer(dir)
+		wantParseError(t, err, BreastCancerFile, 3, 0, "expected 4 fields")
+	})
+	t.Run("row count differs from header", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, BreastCancerFile), "3,3,malignant,benign\n1,2,3,0\n")
+		_, err := BreastCancer(dir)
+		if err == nil || !strings.Contains(err.Error(), "announces 3 samples") {
+			t.Fatalf("err = %v, want a sample-count mismatch", err)
+		}
+	})
+	t.Run("bad pixel in gzipped digits", func(t *testing.T) {
+		dir := t.TempDir()
+		good := strings.Repeat("0,", 64) + "3\n"
+		bad := strings.Repeat("0,", 10) + "oops," + strings.Repeat("0,", 53) + "3\n"
+		writeGzip(t, filepath.Join(dir, DigitsFile), good+good+bad)
+		_, err := DigitsOneVsRest(dir, 3)
+		wantParseError(t, err, DigitsFile, 3, 11, `"oops"`)
+	})
+	t.Run("corrupt gzip", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, DigitsFile), "not gzip at all\n")
+		_, err := DigitsOneVsRest(dir, 3)
+		if err == nil || !strings.Contains(err.Error(), DigitsFile) || !strings.Contains(err.Error(), "gzip") {
+			t.Fatalf("err = %v, want an error naming the file and gzip", err)
+		}
+	})
+	t.Run("bad diabetes target", func(t *testing.T) {
+		dir := t.TempDir()
+		writeGzip(t, filepath.Join(dir, DiabetesDataFile), strings.Repeat("1 2 3 4 5 6 7 8 9 10\n", 3))
+		writeGzip(t, filepath.Join(dir, DiabetesTargetFile), "1.5e+02\n7.5e+01\n1.4e+02x\n")
+		_, err := DiabetesBinarised(dir)
+		wantParseError(t, err, DiabetesTargetFile, 3, 1, `"1.4e+02x"`)
+	})
+	t.Run("bad diabetes feature", func(t *testing.T) {
+		dir := t.TempDir()
+		writeGzip(t, filepath.Join(dir, DiabetesDataFile), "1 2 3 4 5 6 7 8 9 10\n1 2 3 4 5 6 7 - 9 10\n")
+		writeGzip(t, filepath.Join(dir, DiabetesTargetFile), "1\n2\n")
+		_, err := DiabetesBinarised(dir)
+		wantParseError(t, err, DiabetesDataFile, 2, 8, `"-"`)
+	})
+	t.Run("diabetes row mismatch", func(t *testing.T) {
+		dir := t.TempDir()
+		writeGzip(t, filepath.Join(dir, DiabetesDataFile), "1 2 3 4 5 6 7 8 9 10\n")
+		writeGzip(t, filepath.Join(dir, DiabetesTargetFile), "1\n2\n")
+		_, err := DiabetesBinarised(dir)
+		if err == nil || !strings.Contains(err.Error(), "has 1 rows") || !strings.Contains(err.Error(), "has 2") {
+			t.Fatalf("err = %v, want a row-count mismatch", err)
+		}
+	})
+}
+
+func TestMissingFile(t *testing.T) {
+	dir := t.TempDir()
+	loaders := map[string]func() error{
+		BreastCancerFile: func() error { _, err := BreastCancer(dir); return err },
+		DigitsFile:       func() error { _, err := DigitsOneVsRest(dir, 0); return err },
+		DiabetesDataFile: func() error { _, err := DiabetesBinarised(dir); return err },
+	}
+	for file, load := range loaders {
+		err := load()
+		if err == nil {
+			t.Fatalf("%s: expected an error for a missing file", file)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, filepath.Join(dir, file)) || !strings.Contains(msg, "testdata/") || !strings.Contains(msg, "not found") {
+			t.Errorf("error %q should name %s, say it was not found and point at testdata/", msg, filepath.Join(dir, file))
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("error %q does not wrap fs.ErrNotExist", msg)
+		}
+	}
+}
+
+func TestStratifiedSplit(t *testing.T) {
+	d, err := BreastCancer(testdataDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := subset(d, seq(len(d.X)), "")
+	counts := d.ClassCounts()
+	for _, frac := range []float64{0.2, 0.25, 0.5} {
+		trainIdx, testIdx := stratifiedIndices(d, frac, 7)
+		// Disjoint and covering all rows.
+		all := append(slices.Clone(trainIdx), testIdx...)
+		slices.Sort(all)
+		if !slices.Equal(all, seq(len(d.X))) {
+			t.Fatalf("frac %v: train and test indices are not a partition of all %d rows", frac, len(d.X))
+		}
+		train, test := StratifiedSplit(d, frac, 7)
+		if len(train.X)+len(test.X) != len(d.X) {
+			t.Fatalf("frac %v: %d + %d rows, want %d", frac, len(train.X), len(test.X), len(d.X))
+		}
+		for i, j := range testIdx {
+			if !slices.Equal(test.X[i], d.X[j]) || test.Y[i] != d.Y[j] {
+				t.Fatalf("frac %v: test row %d does not match dataset row %d", frac, i, j)
+			}
+		}
+		for i, j := range trainIdx {
+			if !slices.Equal(train.X[i], d.X[j]) || train.Y[i] != d.Y[j] {
+				t.Fatalf("frac %v: train row %d does not match dataset row %d", frac, i, j)
+			}
+		}
+		// Class ratios preserved to within one sample.
+		testCounts := test.ClassCounts()
+		trainCounts := train.ClassCounts()
+		for c := range counts {
+			ideal := frac * float64(counts[c])
+			if math.Abs(float64(testCounts[c])-ideal) > 1 {
+				t.Errorf("frac %v class %d: %d test samples, ideal %.1f", frac, c, testCounts[c], ideal)
+			}
+			if trainCounts[c]+testCounts[c] != counts[c] {
+				t.Errorf("frac %v class %d: %d + %d != %d", frac, c, trainCounts[c], testCounts[c], counts[c])
+			}
+		}
+		if train.Name != "breast_cancer/train" || test.Name != "breast_cancer/test" || test.NumClasses != 2 || len(test.FeatureNames) != 30 {
+			t.Errorf("metadata not carried over: %q %q %d %d", train.Name, test.Name, test.NumClasses, len(test.FeatureNames))
+		}
+		// Deterministic for a seed, different for another seed.
+		train2, test2 := StratifiedSplit(d, frac, 7)
+		if !reflect.DeepEqual(train, train2) || !reflect.DeepEqual(test, test2) {
+			t.Errorf("frac %v: two splits with the same seed differ", frac)
+		}
+		_, test3 := StratifiedSplit(d, frac, 8)
+		if reflect.DeepEqual(test, test3) {
+			t.Errorf("frac %v: seeds 7 and 8 give the same split", frac)
+		}
+		// The split holds copies: standardising it leaves d untouched.
+		Standardize(train, test)
+		if !reflect.DeepEqual(d, orig) {
+			t.Fatalf("frac %v: standardising the split modified the original dataset", frac)
+		}
+	}
+	// Each small class keeps at least one sample on each side.
+	tiny := &Dataset{Name: "tiny", X: [][]float64{{0}, {1}, {2}, {3}, {4}}, Y: []int{0, 0, 0, 1, 1}, NumClasses: 2}
+	tr, te := StratifiedSplit(tiny, 0.1, 1)
+	if !slices.Equal(tr.ClassCounts(), []int{2, 1}) || !slices.Equal(te.ClassCounts(), []int{1, 1}) {
+		t.Errorf("tiny split: train %v test %v, want [2 1] and [1 1]", tr.ClassCounts(), te.ClassCounts())
+	}
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+func columnStats(x [][]float64, j int) (mean, std float64) {
+	for _, row := range x {
+		mean += row[j]
+	}
+	mean /= float64(len(x))
+	for _, row := range x {
+		std += (row[j] - mean) * (row[j] - mean)
+	}
+	return mean, math.Sqrt(std / float64(len(x)))
+}
+
+func TestStandardize(t *testing.T) {
+	dir := testdataDir(t)
+	d, err := DigitsOneVsRest(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	train, test := StratifiedSplit(d, 0.25, 1)
+	constant := make([]bool, 64)
+	for j := range constant {
+		_, std := columnStats(train.X, j)
+		constant[j] = std == 0
+	}
+	if !constant[0] { // pixel_0_0 is always blank
+		t.Fatal("expected pixel_0_0 to be constant in the digits training set")
+	}
+	Standardize(train, test)
+	for j := range 64 {
+		mean, std := columnStats(train.X, j)
+		if constant[j] {
+			if mean != 0 || std != 0 {
+				t.Errorf("constant feature %d: mean %v std %v after standardising, want 0 0", j, mean, std)
+			}
+			for i, row := range test.X {
+				if row[j] != 0 {
+					t.Errorf("constant feature %d: test row %d is %v, want 0", j, i, row[j])
+				}
+			}
+			continue
+		}
+		if math.Abs(mean) > 1e-9 || math.Abs(std-1) > 1e-9 {
+			t.Errorf("feature %d: train mean %v std %v, want 0 and 1", j, mean, std)
+		}
+	}
+	for _, ds := range []*Dataset{train, test} {
+		for i, row := range ds.X {
+			for j, v := range row {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					t.Fatalf("%s X[%d][%d] = %v", ds.Name, i, j, v)
+				}
+			}
+		}
+	}
+
+	// The test set is transformed with the training statistics.
+	tr := &Dataset{X: [][]float64{{1, 5}, {3, 5}}}
+	te := &Dataset{X: [][]float64{{5, 9}}}
+	Standardize(tr, te)
+	if !slices.Equal(tr.X[0], []float64{-1, 0}) || !slices.Equal(tr.X[1], []float64{1, 0}) || !slices.Equal(te.X[0], []float64{3, 0}) {
+		t.Errorf("got train %v test %v, want [[-1 0] [1 0]] and [[3 0]]", tr.X, te.X)
+	}
+	Standardize(&Dataset{X: [][]float64{{1}, {2}}}, nil) // nil test set is allowed
+}
+
+func TestSynthetic(t *testing.T) {
+	a := Synthetic(42, 1000, 20)
+	checkShape(t, a, 1000, 20, 2)
+	if c := a.ClassCounts(); c[0] < 450 || c[1] < 450 {
+		t.Errorf("class counts %v, want roughly balanced", c)
+	}
+	if !reflect.DeepEqual(a, Synthetic(42, 1000, 20)) {
+		t.Error("Synthetic is not deterministic for a fixed seed")
+	}
+	b := Synthetic(43, 1000, 20)
+	if reflect.DeepEqual(a.X, b.X) || reflect.DeepEqual(a.Y, b.Y) {
+		t.Error("Synthetic gives the same data for seeds 42 and 43")
+	}
+	roles := map[string]int{}
+	for _, name := range a.FeatureNames {
+		roles[strings.SplitN(name, "_", 2)[0]]++
+	}
+	if roles["informative"] != 5 || roles["redundant"] != 3 || roles["noise"] != 12 {
+		t.Errorf("feature roles %v, want 5 informative, 3 redundant, 12 noise", roles)
+	}
+	// Degenerate sizes still work.
+	for _, f := range []int{1, 2, 3, 6} {
+		checkShape(t, Synthetic(1, 7, f), 7, f, 2)
+	}
+}
+
+// logisticAccuracy trains a plain L2-regularised logistic regression by full
+// batch gradient descent and returns its accuracy on test.
+func logisticAccuracy(train, test *Dataset) float64 {
+	nf := len(train.X[0])
+	w := make([]float64, nf)
+	var b float64
+	grad := make([]float64, nf)
+	const lr, l2, epochs = 0.5, 1e-3, 500
+	n := float64(len(train.X))
+	for range epochs {
+		clear(grad)
+		var gb float64
+		for i, x := range train.X {
+			z := b
+			for j, v := range x {
+				z += w[j] * v
+			}
+			e := 1/(1+math.Exp(-z)) - float64(train.Y[i])
+			for j, v := range x {
+				grad[j] += e * v
+			}
+			gb += e
+		}
+		for j := range w {
+			w[j] -= lr * (grad[j]/n + l2*w[j])
+		}
+		b -= lr * gb / n
+	}
+	correct := 0
+	for i, x := range test.X {
+		z := b
+		for j, v := range x {
+			z += w[j] * v
+		}
+		if (z > 0) == (test.Y[i] == 1) {
+			correct++
+		}
+	}
+	return float64(correct) / float64(len(test.X))
+}
+
+func TestSyntheticLearnable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains logistic regressions")
+	}
+	var sum float64
+	seeds := []int64{1, 2, 3, 4, 5}
+	for _, seed := range seeds {
+		d := Synthetic(seed, 1000, 20)
+		train, test := StratifiedSplit(d, 0.25, seed)
+		Standardize(train, test)
+		acc := logisticAccuracy(train, test)
+		t.Logf("seed %d: logistic regression test accuracy %.3f", seed, acc)
+		sum += acc
+	}
+	if mean := sum / float64(len(seeds)); mean < 0.83 || mean > 0.96 {
+		t.Errorf("mean logistic regression accuracy %.3f, want roughly 0.85-0.95", mean)
+	}
+}

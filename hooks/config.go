@@ -1,0 +1,219 @@
+// Package hooks is the GoMLX glue of the gradient-subspace projector: an optimizer wrapper that
+// learns a low-rank subspace of each selected variable's gradients and trains inside it, plus the
+// host-side monitor that reports what it did.
+//
+// Using it is one change to a GoMLX program: wrap the optimizer it already uses.
+//
+//	opt := hooks.Subspace(optimizer.Adam().Done()).Rank(4).Done()
+//	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
+//
+// What happens per selected variable W (by default: every trainable float variable of rank ≥ 2,
+// i.e. weight matrices and kernels; biases and scalars keep full updates):
+//
+//  1. Warm-up: the first WarmUp steps are ordinary full steps; each step's flattened gradient is
+//     recorded into a ring buffer of snapshots.
+//  2. At the end of warm-up the top-Rank right singular vectors V of the snapshot stack are learned
+//     in the graph (projector.LearnTemporal).
+//  3. Every later step feeds the base optimizer the coefficients c = Vᵀg instead of g. The base
+//     optimizer keeps its state (e.g. Adam's moments) on those k coefficients, and the update
+//     V·Δc is lifted back, so it lies in span(V) whatever the base optimizer does elementwise.
+//  4. Every CheckEvery steps a drift check compares the full gradient with its projection; a
+//     relative residual above ResidualThreshold, or a smoothed loss that stopped falling for
+//     LossPatience checks, re-learns V from the most recent WarmUp gradients.
+//
+// All of it runs inside the one compiled step graph: phases are selected by a step counter held
+// in a variable, and the SVD sits behind an If, so neither the phase switch nor a refresh
+// recompiles anything. The state (snapshots, bases, counters) lives in GoMLX variables under the
+// "subspace" scope, so checkpoints carry it.
+//
+// The temporal subspace saves optimizer state and work on the projected variables, not gradient
+// FLOPs: the full gradient is still computed by back-propagation, then projected.
+package hooks
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+)
+
+// Hyperparameter names, readable from the scope's params by Config.FromScope, in GoMLX's style.
+const (
+	ParamRank              = "subspace_rank"
+	ParamVarianceThreshold = "subspace_variance_threshold"
+	ParamWarmUp            = "subspace_warmup"
+	ParamCheckEvery        = "subspace_check_every"
+	ParamResidualThreshold = "subspace_residual_threshold"
+	ParamLossPatience      = "subspace_loss_patience"
+	ParamWeightDecay       = "subspace_weight_decay"
+)
+
+// Defaults, chosen to work on small problems without tuning.
+const (
+	DefaultRank              = 4
+	DefaultWarmUp            = 10
+	DefaultCheckEvery        = 25
+	DefaultResidualThreshold = 0.5
+	DefaultLossPatience      = 4
+	// LossEMADecay smooths the loss for the plateau signal (≈ a 10-step window).
+	LossEMADecay = 0.9
+	// LossMinImprovement: a check counts as progress when the smoothed loss fell by this share.
+	LossMinImprovement = 1e-3
+)
+
+// StateScope is the scope (under the optimizer's scope) holding the projector's variables.
+const StateScope = "subspace"
+
+// Config builds the subspace optimizer; create it with Subspace and finish with Done.
+type Config struct {
+	base              optimizer.Interface
+	enabled           bool
+	rank              int
+	varianceThreshold float64
+	warmUp            int
+	checkEvery        int
+	residualThreshold float64
+	lossPatience      int
+	weightDecay       float64
+	selectFn          func(v *model.Variable) bool
+	selectDesc        string
+}
+
+// Subspace starts the configuration of a gradient-subspace optimizer wrapping base, which must be
+// one of GoMLX's optimizers or any optimizer that also implements
+// UpdateGraphWithGradients (train.OptimizeWithGradients): SGD, Adam, AdamW, RMSProp do.
+func Subspace(base optimizer.Interface) *Config {
+	return &Config{
+		base:              base,
+		enabled:           true,
+		rank:              DefaultRank,
+		warmUp:            DefaultWarmUp,
+		checkEvery:        DefaultCheckEvery,
+		residualThreshold: DefaultResidualThreshold,
+		lossPatience:      DefaultLossPatience,
+		selectFn:          DefaultSelection,
+		selectDesc:        "every trainable float variable of rank ≥ 2",
+	}
+}
+
+// FromScope reads the hyperparameters set in the scope's params (see the Param* constants),
+// keeping the current values for those not set.
+func (c *Config) FromScope(scope *model.Scope) *Config {
+	c.rank = model.GetParamOr(scope, ParamRank, c.rank)
+	c.varianceThreshold = model.GetParamOr(scope, ParamVarianceThreshold, c.varianceThreshold)
+	c.warmUp = model.GetParamOr(scope, ParamWarmUp, c.warmUp)
+	c.checkEvery = model.GetParamOr(scope, ParamCheckEvery, c.checkEvery)
+	c.residualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.residualThreshold)
+	c.lossPatience = model.GetParamOr(scope, ParamLossPatience, c.lossPatience)
+	c.weightDecay = model.GetParamOr(scope, ParamWeightDecay, c.weightDecay)
+	return c
+}
+
+// Enabled turns projection on (the default) or off. Off, the wrapper delegates every call to the
+// base optimizer unchanged: training is exactly that of the base optimizer.
+func (c *Config) Enabled(enabled bool) *Config { c.enabled = enabled; return c }
+
+// Rank sets k, the number of directions kept per variable (the maximum, if VarianceThreshold is
+// set). It must satisfy 1 ≤ k ≤ WarmUp and k ≤ the variable's number of elements.
+func (c *Config) Rank(k int) *Config { c.rank = k; return c }
+
+// VarianceThreshold in (0, 1] chooses the rank at each SVD: the fewest leading directions (at most
+// Rank) explaining this share of the recent gradients' energy. Zero (the default) keeps Rank.
+func (c *Config) VarianceThreshold(share float64) *Config { c.varianceThreshold = share; return c }
+
+// WarmUp sets N0: the number of full steps whose gradients are recorded before the first SVD,
+// and the number of recent gradients a refresh learns from.
+func (c *Config) WarmUp(steps int) *Config { c.warmUp = steps; return c }
+
+// CheckEvery sets K: a drift check runs every K projected steps. Zero disables drift refreshes.
+func (c *Config) CheckEvery(steps int) *Config { c.checkEvery = steps; return c }
+
+// ResidualThreshold sets the relative residual ‖g − VVᵀg‖/‖g‖ above which a check refreshes the
+// basis. It must be in (0, 1]; 1 disables the residual trigger.
+func (c *Config) ResidualThreshold(r float64) *Config { c.residualThreshold = r; return c }
+
+// LossPatience sets how many consecutive checks without the smoothed loss falling trigger a
+// refresh. Zero disables the loss trigger.
+func (c *Config) LossPatience(checks int) *Config { c.lossPatience = checks; return c }
+
+// WeightDecay applies decoupled weight decay (AdamW-style, scaled by the learning rate) to the
+// projected variables' full values. The base optimizer only sees their coefficients, so an AdamW
+// base decays the unprojected variables itself but needs this for the projected ones.
+func (c *Config) WeightDecay(decay float64) *Config { c.weightDecay = decay; return c }
+
+// Variables selects the projected variables by their full path (e.g. "/dense_0/weights"); the
+// default selection is replaced. Each named variable must exist and be projectable.
+func (c *Config) Variables(paths ...string) *Config {
+	set := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		set[p] = true
+	}
+	c.selectFn = func(v *model.Variable) bool { return set[v.Path()] }
+	c.selectDesc = fmt.Sprintf("variables %q", paths)
+	return c
+}
+
+// Matching selects the projected variables whose full path matches the regular expression.
+func (c *Config) Matching(pattern string) *Config {
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		c.selectFn = nil
+		c.selectDesc = fmt.Sprintf("invalid pattern %q: %v", pattern, err)
+		return c
+	}
+	c.selectFn = func(v *model.Variable) bool { return re.MatchString(v.Path()) }
+	c.selectDesc = fmt.Sprintf("variables matching %q", pattern)
+	return c
+}
+
+// Select sets a predicate choosing the projected variables among the trainable ones.
+func (c *Config) Select(fn func(v *model.Variable) bool) *Config {
+	c.selectFn = fn
+	c.selectDesc = "a custom predicate"
+	return c
+}
+
+// DefaultSelection projects every float variable of rank ≥ 2: weight matrices and kernels.
+// Biases, scales and scalars keep full updates; they are small and their gradients are not
+// low-rank in any useful sense.
+func DefaultSelection(v *model.Variable) bool {
+	return v.Shape().Rank() >= 2 && v.DType().IsFloat()
+}
+
+// Validate checks the configuration alone (variables are checked when the graph is built).
+func (c *Config) Validate() error {
+	switch {
+	case c.base == nil:
+		return fmt.Errorf("hooks.Subspace: the base optimizer is nil (wrap e.g. optimizer.Adam().Done())")
+	case c.selectFn == nil:
+		return fmt.Errorf("hooks.Subspace: %s", c.selectDesc)
+	case c.rank < 1:
+		return fmt.Errorf("hooks.Subspace: Rank(%d) is impossible: use a rank ≥ 1", c.rank)
+	case c.warmUp < c.rank:
+		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.rank, c.rank, c.warmUp)
+	case c.varianceThreshold < 0 || c.varianceThreshold > 1:
+		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) is outside [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
+	case c.checkEvery < 0:
+		return fmt.Errorf("hooks.Subspace: CheckEvery(%d) is negative (0 disables drift checks)", c.checkEvery)
+	case c.residualThreshold <= 0 || c.residualThreshold > 1:
+		return fmt.Errorf("hooks.Subspace: ResidualThreshold(%g) is outside (0, 1] (1 disables the residual trigger)", c.residualThreshold)
+	case c.lossPatience < 0:
+		return fmt.Errorf("hooks.Subspace: LossPatience(%d) is negative (0 disables the loss trigger)", c.lossPatience)
+	case c.weightDecay < 0:
+		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is negative", c.weightDecay)
+	}
+	if _, ok := c.base.(gradientOptimizer); c.enabled && !ok {
+		return fmt.Errorf("hooks.Subspace: base optimizer %T does not implement UpdateGraphWithGradients "+
+			"(train.OptimizeWithGradients), which the projector needs to feed it projected coefficients; "+
+			"GoMLX's SGD, Adam, AdamW and RMSProp implement it", c.base)
+	}
+	return nil
+}
+
+// Done returns the optimizer. An invalid configuration is reported by Validate, and by the first
+// TrainStep (as the error of building the step graph).
+func (c *Config) Done() *Optimizer {
+	cfg := *c
+	return &Optimizer{cfg: cfg, configErr: c.Validate()}
+}

@@ -1,0 +1,270 @@
+package hooks
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/gobackend"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	backendOnce   sync.Once
+	sharedBackend compute.Backend
+)
+
+// testBackend returns the Go backend, shared by the package's tests.
+func testBackend(t testing.TB) compute.Backend {
+	t.Helper()
+	backendOnce.Do(func() {
+		b, err := gobackend.New("")
+		require.NoError(t, err)
+		sharedBackend = b
+	})
+	return sharedBackend
+}
+
+// toyProblem is a fixed regression batch: y = tanh(x·a) with a little noise.
+func toyProblem(n, features int) (x, y *tensors.Tensor) {
+	x64, y64 := toyProblem64(n, features)
+	xs, ys := tensors.MustCopyFlatData[float64](x64), tensors.MustCopyFlatData[float64](y64)
+	x32, y32 := make([]float32, len(xs)), make([]float32, len(ys))
+	for i, v := range xs {
+		x32[i] = float32(v)
+	}
+	for i, v := range ys {
+		y32[i] = float32(v)
+	}
+	return tensors.FromFlatDataAndDimensions(x32, n, features), tensors.FromFlatDataAndDimensions(y32, n, 1)
+}
+
+func toyProblem64(n, features int) (x, y *tensors.Tensor) {
+	rng := rand.New(rand.NewPCG(42, 0))
+	xs := make([]float64, n*features)
+	ys := make([]float64, n)
+	a := make([]float64, features)
+	for i := range a {
+		a[i] = rng.NormFloat64()
+	}
+	for i := range n {
+		var s float64
+		for j := range features {
+			v := rng.NormFloat64()
+			xs[i*features+j] = v
+			s += v * a[j]
+		}
+		ys[i] = math.Tanh(s) + 0.05*rng.NormFloat64()
+	}
+	return tensors.FromFlatDataAndDimensions(xs, n, features), tensors.FromFlatDataAndDimensions(ys, n, 1)
+}
+
+func mlp(scope *model.Scope, x *Node) *Node {
+	h := layers.DenseWithBias(scope.In("hidden"), x, 16)
+	h = activation.Apply(activation.TypeTanh, h)
+	return layers.DenseWithBias(scope.In("output"), h, 1)
+}
+
+const firstLayer = "/hidden/dense/weights"
+
+type run struct {
+	store   *model.Store
+	trainer *train.Trainer
+	float64 bool // train in float64 (for tests whose tolerance is below float32 rounding)
+}
+
+func newRun(t *testing.T, opt optimizer.Interface) *run {
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(7))
+	return &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
+}
+
+func (r *run) step(t *testing.T) float64 {
+	t.Helper()
+	metrics, err := r.trainer.TrainStep(r.batch())
+	require.NoError(t, err)
+	if r.float64 {
+		return metrics[0].Value().(float64)
+	}
+	return float64(metrics[0].Value().(float32))
+}
+
+// batch returns fresh tensors each step: the trainer takes ownership of (and frees) a batch.
+func (r *run) batch() train.Batch {
+	x, y := toyProblem(64, 12)
+	if r.float64 {
+		x, y = toyProblem64(64, 12)
+	}
+	return train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}
+}
+
+func (r *run) value(t *testing.T, path string) []float64 {
+	t.Helper()
+	v := r.store.GetVariable(path)
+	require.NotNil(t, v, "variable %s", path)
+	value := v.MustValue()
+	if r.float64 {
+		return tensors.MustCopyFlatData[float64](value)
+	}
+	var out []float64
+	for _, x := range tensors.MustCopyFlatData[float32](value) {
+		out = append(out, float64(x))
+	}
+	return out
+}
+
+func baseOptimizers() map[string]func() optimizer.Interface {
+	return map[string]func() optimizer.Interface{
+		"sgd": func() optimizer.Interface {
+			return optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(0.05).Done()
+		},
+		"adam":    func() optimizer.Interface { return optimizer.Adam().LearningRate(0.01).Done() },
+		"adamw":   func() optimizer.Interface { return optimizer.Adam().LearningRate(0.01).WeightDecay(0.01).Done() },
+		"rmsprop": func() optimizer.Interface { return optimizer.RMSProp().LearningRate(0.01).Done() },
+	}
+}
+
+func TestDisabledIsExactlyTheBaseOptimizer(t *testing.T) {
+	for name, base := range baseOptimizers() {
+		t.Run(name, func(t *testing.T) {
+			stock := newRun(t, base())
+			wrapped := newRun(t, Subspace(base()).Enabled(false).Done())
+			for range 15 {
+				require.Equal(t, stock.step(t), wrapped.step(t))
+			}
+			require.Equal(t, stock.value(t, firstLayer), wrapped.value(t, firstLayer))
+		})
+	}
+}
+
+func TestProjectedUpdateLiesInSubspace(t *testing.T) {
+	const rank, warmUp = 3, 6
+	for name, base := range baseOptimizers() {
+		t.Run(name, func(t *testing.T) {
+			// In float64, so that the check measures the projection, not float32 rounding of the
+			// stored weights (≈ 4e-7 absolute here, above 1e-5·‖Δw‖).
+			opt := Subspace(base()).Rank(rank).WarmUp(warmUp).CheckEvery(0).Done()
+			r := newRun(t, opt)
+			r.float64 = true
+			for range warmUp + 2 {
+				r.step(t)
+			}
+			// After warm-up: every step's update of the projected weight lies in span(V).
+			basisPath := "/subspace/hidden/dense/weights_basis"
+			for range 5 {
+				before := r.value(t, firstLayer)
+				r.step(t)
+				after := r.value(t, firstLayer)
+				v := r.value(t, basisPath)
+				p := len(before)
+				delta := make([]float64, p)
+				var deltaNorm float64
+				for i := range p {
+					delta[i] = after[i] - before[i]
+					deltaNorm += delta[i] * delta[i]
+				}
+				deltaNorm = math.Sqrt(deltaNorm)
+				require.Greater(t, deltaNorm, 0.0, "the projected weight must move")
+				// residual = Δ − V(VᵀΔ)
+				coef := make([]float64, rank)
+				for i := range p {
+					for j := range rank {
+						coef[j] += v[i*rank+j] * delta[i]
+					}
+				}
+				var residNorm float64
+				for i := range p {
+					r := delta[i]
+					for j := range rank {
+						r -= v[i*rank+j] * coef[j]
+					}
+					residNorm += r * r
+				}
+				require.LessOrEqual(t, math.Sqrt(residNorm), 1e-5*deltaNorm, "update leaves the subspace")
+			}
+			// Biases (not selected) still train with full updates, and nothing recompiled.
+			require.Equal(t, 1, opt.Builds())
+			report, err := opt.Report(r.store)
+			require.NoError(t, err)
+			require.Len(t, report.Variables, 2, "both weight matrices are projected by default")
+			require.Equal(t, int64(1), report.SVDs)
+			for _, v := range report.Variables {
+				require.True(t, v.Valid)
+				require.Equal(t, rank, v.Rank)
+				require.Greater(t, v.ExplainedVariance, 0.5)
+			}
+		})
+	}
+}
+
+func TestSubspaceTrainsAndRefreshes(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
+		Rank(4).WarmUp(8).CheckEvery(5).ResidualThreshold(0.3).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	var logged []string
+	mon.Logf = func(format string, args ...any) { logged = append(logged, format) }
+	first := r.step(t)
+	require.NoError(t, mon.Observe())
+	var last float64
+	for range 150 {
+		last = r.step(t)
+		require.NoError(t, mon.Observe())
+	}
+	require.Less(t, last, 0.5*first, "training must reduce the loss (first %g, last %g)", first, last)
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Equal(t, int64(151), report.Steps)
+	require.Equal(t, int64((151-8)/5), report.Checks, "a check every 5 steps after warm-up")
+	require.Equal(t, report.SVDs, int64(len(mon.Events)), "the monitor saw every SVD")
+	require.Equal(t, CauseWarmUp, mon.Events[0].Cause)
+	require.Equal(t, int64(8), mon.Events[0].Step)
+	require.Equal(t, report.SVDs, 1+report.Refreshes)
+	require.Equal(t, report.Refreshes, report.RefreshesResidual+report.RefreshesLoss)
+	require.Positive(t, report.Refreshes, "a 0.3 residual threshold on a rank-4 subspace must trigger refreshes")
+	require.Len(t, logged, len(mon.Events))
+	require.Equal(t, 1, opt.Builds(), "refreshes must not recompile the step graph")
+	t.Log(report)
+}
+
+func TestConfigurationErrors(t *testing.T) {
+	adam := optimizer.Adam().Done()
+	for _, tc := range []struct {
+		cfg  *Config
+		want string
+	}{
+		{Subspace(adam).Rank(0), "Rank(0) is impossible"},
+		{Subspace(adam).Rank(8).WarmUp(4), "WarmUp(4) is shorter than Rank(8)"},
+		{Subspace(adam).VarianceThreshold(2), "VarianceThreshold(2) is outside"},
+		{Subspace(adam).ResidualThreshold(0), "ResidualThreshold(0) is outside"},
+		{Subspace(adam).Matching("("), "invalid pattern"},
+		{Subspace(nil), "base optimizer is nil"},
+	} {
+		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
+		// The same error surfaces from the first training step, not as a crash.
+		if tc.cfg.base != nil {
+			r := newRun(t, tc.cfg.Done())
+			_, err := r.trainer.TrainStep(r.batch())
+			require.ErrorContains(t, err, tc.want)
+		}
+	}
+	// A selection that matches nothing names the trainable variables.
+	r := newRun(t, Subspace(adam).Variables("/no/such/var").Done())
+	_, err := r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "matches none of the 4 trainable variables")
+	require.ErrorContains(t, err, firstLayer)
+	// A selected variable too small for the rank.
+	r = newRun(t, Subspace(adam).Rank(4).Variables("/output/dense/biases").Done())
+	_, err = r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "fewer than Rank(4)")
+}

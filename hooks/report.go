@@ -1,0 +1,196 @@
+package hooks
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+)
+
+// Report is what the projector did so far, read from its state variables.
+type Report struct {
+	Steps             int64   // steps taken by the optimizer
+	WarmUp            int     // configured warm-up steps
+	SVDs              int64   // bases learned: the end of warm-up plus refreshes
+	Refreshes         int64   // SVDs triggered by a drift check
+	RefreshesResidual int64   // … because the residual was above the threshold
+	RefreshesLoss     int64   // … because the smoothed loss stopped falling
+	Checks            int64   // drift checks run
+	LastCheckResidual float64 // largest relative residual at the last check
+	LastSVDStep       int64
+	LastSVDCause      int
+	Variables         []VariableReport
+}
+
+// VariableReport is the state of one projected variable.
+type VariableReport struct {
+	Path              string
+	Shape             string
+	MaxRank           int     // configured k
+	Rank              int     // effective rank of the current basis
+	ExplainedVariance float64 // of the snapshots the current basis was learned from
+	Residual          float64 // relative residual at the last check
+	Valid             bool    // a basis has been learned
+}
+
+// MeanExplainedVariance averages the explained variance over the projected variables.
+func (r Report) MeanExplainedVariance() float64 {
+	if len(r.Variables) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, v := range r.Variables {
+		sum += v.ExplainedVariance
+	}
+	return sum / float64(len(r.Variables))
+}
+
+// String formats the report for people: a summary line and one line per variable.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "subspace: %d steps (warm-up %d), %d SVDs, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
+		r.Steps, r.WarmUp, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
+	for _, v := range r.Variables {
+		state := "warming up"
+		if v.Valid {
+			state = fmt.Sprintf("rank %d/%d, explained variance %.3f, residual %.3f", v.Rank, v.MaxRank, v.ExplainedVariance, v.Residual)
+		}
+		fmt.Fprintf(&b, "  %-32s %-14s temporal: %s\n", v.Path, v.Shape, state)
+	}
+	return b.String()
+}
+
+// Report reads the projector's state from the store (the trainer's). It is cheap: a few scalars
+// per projected variable. Before the first step it returns an empty report.
+func (o *Optimizer) Report(store *model.Store) (Report, error) {
+	o.mu.Lock()
+	root, vars := o.stateRoot, append([]ProjectedVariable(nil), o.projected...)
+	o.mu.Unlock()
+	r := Report{WarmUp: o.cfg.warmUp}
+	if root == "" {
+		return r, nil
+	}
+	var err error
+	read := func(p string) any {
+		if err != nil {
+			return nil
+		}
+		v := store.GetVariable(p)
+		if v == nil {
+			err = fmt.Errorf("hooks: state variable %s is missing from the store", p)
+			return nil
+		}
+		var t *tensors.Tensor
+		t, err = v.Value()
+		if err != nil {
+			return nil
+		}
+		return t.Value()
+	}
+	asInt := func(x any) int64 {
+		switch x := x.(type) {
+		case int64:
+			return x
+		case int32:
+			return int64(x)
+		}
+		return 0
+	}
+	asFloat := func(x any) float64 {
+		switch x := x.(type) {
+		case float32:
+			return float64(x)
+		case float64:
+			return x
+		}
+		return 0
+	}
+	at := func(name string) string { return path.Join(root, name) }
+	r.Steps = asInt(read(at("step")))
+	r.SVDs = asInt(read(at("svds")))
+	r.Refreshes = asInt(read(at("refreshes")))
+	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
+	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
+	r.Checks = asInt(read(at("checks")))
+	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
+	r.LastSVDStep = asInt(read(at("last_svd_step")))
+	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
+	for _, pv := range vars {
+		scope, name := model.SplitPath(pv.Path)
+		base := path.Join(root, scope, name) + "_"
+		r.Variables = append(r.Variables, VariableReport{
+			Path:              pv.Path,
+			Shape:             fmt.Sprint(pv.Shape.Dimensions),
+			MaxRank:           pv.Rank,
+			Rank:              int(asInt(read(base + "rank"))),
+			ExplainedVariance: asFloat(read(base + "explained")),
+			Residual:          asFloat(read(base + "residual")),
+			Valid:             asInt(read(base+"valid")) > 0,
+		})
+	}
+	return r, err
+}
+
+// Event is one SVD of the bases, as seen by a Monitor.
+type Event struct {
+	Step              int64
+	Cause             int
+	Residual          float64 // largest relative residual at the check (refreshes only)
+	ExplainedVariance float64 // mean over the projected variables, after the SVD
+}
+
+func (e Event) String() string {
+	s := fmt.Sprintf("step %d: SVD of the gradient subspace (%s)", e.Step, CauseName(e.Cause))
+	switch e.Cause {
+	case CauseResidual:
+		s += fmt.Sprintf(": residual %.3f", e.Residual)
+	}
+	return s + fmt.Sprintf("; explained variance %.3f", e.ExplainedVariance)
+}
+
+// Monitor watches the projector after each step and logs every SVD with its cause.
+type Monitor struct {
+	opt    *Optimizer
+	store  *model.Store
+	seen   int64
+	Events []Event
+	// Logf receives one line per event; nil keeps them silent (they are still in Events).
+	Logf func(format string, args ...any)
+}
+
+// NewMonitor creates a monitor of o's state in store.
+func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
+	return &Monitor{opt: o, store: store}
+}
+
+// Observe reads the state after a step and records (and logs) SVDs since the last call. Called
+// after every step it sees every event; called less often it sees the last one and the counts.
+func (m *Monitor) Observe() error {
+	r, err := m.opt.Report(m.store)
+	if err != nil || r.SVDs == m.seen {
+		return err
+	}
+	if r.SVDs > m.seen+1 && m.Logf != nil {
+		m.Logf("subspace: %d SVDs happened between observations; the last one:", r.SVDs-m.seen-1)
+	}
+	m.seen = r.SVDs
+	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause, ExplainedVariance: r.MeanExplainedVariance()}
+	if e.Cause == CauseResidual {
+		e.Residual = r.LastCheckResidual
+	}
+	m.Events = append(m.Events, e)
+	if m.Logf != nil {
+		m.Logf("subspace: %s", e)
+	}
+	return nil
+}
+
+// AttachToLoop makes the loop call Observe after every step.
+func (m *Monitor) AttachToLoop(loop *train.Loop) {
+	loop.OnStep("subspace monitor", train.Priority(0), func(_ *train.Loop, _ []*tensors.Tensor) error {
+		return m.Observe()
+	})
+}
