@@ -115,7 +115,13 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 		exceptions.Panicf("%v", o.configErr)
 	}
 	if !o.cfg.enabled {
+		forwardMark := len(g.Nodes())
 		o.cfg.base.UpdateGraph(scope, g, loss)
+		end := len(g.Nodes())
+		o.mu.Lock()
+		o.lastGraph, o.builds = g, o.builds+1
+		o.marks = GraphMarks{Forward: forwardMark, Gradient: end, Projector: end}
+		o.mu.Unlock()
 		return
 	}
 	if !loss.IsScalar() {

@@ -268,3 +268,35 @@ func TestConfigurationErrors(t *testing.T) {
 	_, err = r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "fewer than Rank(4)")
 }
+
+func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
+	// Batch 64, 12 → 16 → 1. Forward: 2·64·12·16 + 2·64·16·1. Backward: ∂W and ∂x of the output
+	// layer, ∂W only of the first (nothing needs ∂x of the input).
+	forward := int64(2*64*12*16 + 2*64*16*1)
+	gradient := int64(2*64*16*1*2 + 2*64*12*16)
+
+	stock := Subspace(optimizer.Adam().Done()).Enabled(false).Done()
+	r := newRun(t, stock)
+	r.step(t)
+	f, err := stock.StepFLOPs()
+	require.NoError(t, err)
+	require.Equal(t, forward, f.Forward)
+	require.Equal(t, gradient, f.Gradient)
+	require.Zero(t, f.Projector)
+
+	const k, n0 = 3, 6
+	proj := Subspace(optimizer.Adam().Done()).Rank(k).WarmUp(n0).Done()
+	r = newRun(t, proj)
+	r.step(t)
+	f, err = proj.StepFLOPs()
+	require.NoError(t, err)
+	require.Equal(t, forward, f.Forward)
+	require.Equal(t, gradient, f.Gradient, "the temporal subspace keeps the full backward")
+	// Per step, per projected variable of P elements: the residual (Vᵀg and V·c), the
+	// coefficients Vᵀg and the lift V·Δc: 4 products of 2·P·k.
+	p1, p2 := int64(12*16), int64(16*1)
+	require.Equal(t, 4*2*k*(p1+p2), f.Projector)
+	require.Positive(t, f.PerSVD)
+	_, err = Subspace(optimizer.Adam().Done()).Done().StepFLOPs()
+	require.ErrorContains(t, err, "no step graph built yet")
+}

@@ -17,6 +17,14 @@ import (
 // function scope"). While fn runs, this helper leaves only main-function scalars in the cache, and
 // afterwards restores the cache as it was, so scalars never leak across functions.
 func NewIsolatedClosure(g *Graph, fn func(g *Graph) []*Node) *Function {
+	return newIsolatedClosure(g, 1, fn)
+}
+
+// newIsolatedClosure builds the closure and records its nodes as gated work run trips times
+// each time the closure runs (1 for an If branch, the iteration count for a While body).
+func newIsolatedClosure(g *Graph, trips int, fn func(g *Graph) []*Node) *Function {
+	start := len(g.Nodes())
+	defer func() { recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips}) }()
 	cache := scalarCacheOf(g)
 	if cache == nil {
 		return NewClosure(g, fn)
@@ -55,4 +63,25 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 		return nil
 	}
 	return cache
+}
+
+// GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that
+// the projector gates: they run only on the steps that learn a basis, Trips times each.
+type GatedRange struct {
+	Start, End int
+	Trips      int
+}
+
+type gatedKey struct{}
+
+func recordGated(g *Graph, r GatedRange) {
+	ranges, _ := g.State(gatedKey{}).([]GatedRange)
+	g.AttachState(gatedKey{}, append(ranges, r))
+}
+
+// GatedRanges returns the node ranges of g built inside gated closures, innermost ranges first;
+// FLOP accounting uses them to tell per-step work from per-refresh work.
+func GatedRanges(g *Graph) []GatedRange {
+	ranges, _ := g.State(gatedKey{}).([]GatedRange)
+	return ranges
 }

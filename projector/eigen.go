@@ -22,10 +22,10 @@ const DefaultJacobiSweeps = 10
 // Only the lower-cost n ≤ 64 case is intended (Gram matrices of a few dozen snapshots, k×k
 // matrices): each rotation costs two n×n×n products.
 func SymmetricEigen(a *Node, sweeps int) (values, vectors *Node) {
-	return symmetricEigen(a, sweeps, nil)
+	return sortDescending(symmetricEigen(a, sweeps, nil))
 }
 
-// symmetricEigen is SymmetricEigen; a non-nil run (scalar bool) skips the rotations when false
+// symmetricEigen is SymmetricEigen without the final sort; a non-nil run (scalar bool) skips the rotations when false
 // (the result is then meaningless), so callers can gate the work without nesting closures — the Go
 // backend supports no While inside an If.
 func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
@@ -51,7 +51,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		total = Where(run, total, ZerosLike(total))
 	}
 	i32 := shapes.Make(dtypes.Int32)
-	cond := NewIsolatedClosure(g, func(g *Graph) []*Node {
+	cond := newIsolatedClosure(g, n*(n-1)/2*sweeps, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		_ = Parameter(g, "p", i32)
 		_ = Parameter(g, "q", i32)
@@ -59,7 +59,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		_ = Parameter(g, "u", eye.Shape())
 		return []*Node{LessThan(i, total)}
 	})
-	body := NewIsolatedClosure(g, func(g *Graph) []*Node {
+	body := newIsolatedClosure(g, n*(n-1)/2*sweeps, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		p := Parameter(g, "p", i32)
 		q := Parameter(g, "q", i32)
@@ -101,8 +101,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		return []*Node{AddScalar(i, 1), pNext, qNext, aNext, uNext}
 	})
 	out := While(cond, body, Const(g, int32(0)), Const(g, int32(0)), Const(g, int32(1)), a, eye)
-	diag := ReduceSum(Mul(out[3], eye), -1)
-	return sortDescending(diag, out[4])
+	return ReduceSum(Mul(out[3], eye), -1), out[4]
 }
 
 // tinyFor is the relative size below which an off-diagonal entry counts as zero.

@@ -121,7 +121,8 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 	})
 	gram, finite := gramAndFinite[0], gramAndFinite[1]
 
-	// Stage 2, n³ per rotation: the eigen-solve (a While, which cannot nest inside an If).
+	// Stage 2, n³ per rotation: the eigen-solve (a While, which cannot nest inside an If). Its
+	// result is sorted in stage 3.
 	lambda, u := symmetricEigen(gram, sweeps, learn)
 
 	// Stage 3, n·k·P: the basis, its spectrum and the chosen rank.
@@ -151,6 +152,7 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 	outDType := snapshots.DType()
 	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
 
+	lambda, u = sortDescending(lambda, u)
 	lambda = Max(lambda, ZerosLike(lambda)) // rounding can leave tiny negatives
 	total := ReduceAllSum(lambda)
 	valid := LogicalAnd(finite, GreaterThan(total, ScalarZero(g, cdt)))
