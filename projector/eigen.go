@@ -4,77 +4,107 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
-	"github.com/gomlx/gomlx/support/exceptions"
 )
 
-// DefaultJacobiSweeps is the number of cyclic Jacobi sweeps used by SymmetricEigen. Cyclic Jacobi
-// converges quadratically once off-diagonal entries are small; for the n ≤ 64 matrices this
-// package decomposes, 10 sweeps take the off-diagonal norm to rounding level.
-const DefaultJacobiSweeps = 10
+// DefaultJacobiSweeps is the number of Jacobi sweeps used by SymmetricEigen. Jacobi converges
+// quadratically once off-diagonal entries are small: measured against gonum in float64, 6 sweeps
+// reach 1e-9 relative accuracy up to n = 24 and 5 do not; 8 leave a margin for larger n.
+const DefaultJacobiSweeps = 8
 
-// SymmetricEigen decomposes the symmetric matrix a ([n, n]) as a = U·diag(λ)·Uᵀ with cyclic Jacobi
+// SymmetricEigen decomposes the symmetric matrix a ([n, n]) as a = U·diag(λ)·Uᵀ with Jacobi
 // rotations, built from products and elementwise ops only, so it runs on every GoMLX backend.
 //
 // It returns the eigenvalues sorted in descending order ([n]) and the matching eigenvectors as the
-// columns of vectors ([n, n]). The rotations run inside a While loop, so the graph stays small
-// whatever n and the number of sweeps.
+// columns of vectors ([n, n]).
 //
-// Only the lower-cost n ≤ 64 case is intended (Gram matrices of a few dozen snapshots, k×k
-// matrices): each rotation costs two n×n×n products.
+// The rotations are applied in parallel (round-robin) order: each iteration of a While loop
+// rotates n/2 disjoint (p, q) pairs at once with one orthogonal matrix, so a sweep takes n−1
+// iterations rather than n(n−1)/2. Loop iterations, not FLOPs, dominate on small matrices.
+// Intended for n ≤ 64 (Gram matrices of a few dozen snapshots).
 func SymmetricEigen(a *Node, sweeps int) (values, vectors *Node) {
 	return sortDescending(symmetricEigen(a, sweeps, nil))
 }
 
-// symmetricEigen is SymmetricEigen without the final sort; a non-nil run (scalar bool) skips the rotations when false
-// (the result is then meaningless), so callers can gate the work without nesting closures — the Go
-// backend supports no While inside an If.
+// symmetricEigen is SymmetricEigen without the final sort; a non-nil run (scalar bool) skips the
+// rotations when false (the result is then meaningless), so callers can gate the work without
+// nesting closures — the Go backend supports no While inside an If.
 func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	if a.Rank() != 2 || a.Shape().Dim(0) != a.Shape().Dim(1) {
-		exceptions.Panicf("projector.SymmetricEigen: want a square matrix, got shape %s", a.Shape())
+		panicf("SymmetricEigen: want a square matrix, got shape %s", a.Shape())
 	}
 	if !a.DType().IsFloat() {
-		exceptions.Panicf("projector.SymmetricEigen: want a float matrix, got dtype %s", a.DType())
+		panicf("SymmetricEigen: want a float matrix, got dtype %s", a.DType())
 	}
 	g := a.Graph()
 	n := a.Shape().Dim(0)
 	dtype := a.DType()
-	eye := DiagonalWithValue(ScalarOne(g, dtype), n)
 	if n == 1 {
-		return Reshape(a, 1), eye
+		return Reshape(a, 1), DiagonalWithValue(ScalarOne(g, dtype), 1)
 	}
 	// Symmetrise: rounding in a Gram product can leave a tiny asymmetry that Jacobi would amplify.
 	a = MulScalar(Add(a, Transpose(a, 0, 1)), 0.5)
+	// An odd size is padded with a zero row and column: rotations pairing the pad have a zero
+	// off-diagonal entry, so they are identities and the pad never mixes with the rest.
+	m := n + n%2
+	if m != n {
+		a = Pad(a, ScalarZero(g, dtype), PadAxis{End: 1}, PadAxis{End: 1})
+	}
+	eye := DiagonalWithValue(ScalarOne(g, dtype), m)
 
-	// The loop state carries the current pair (p, q), p < q, advanced in cyclic row order.
-	total := Const(g, int32(n*(n-1)/2*sweeps))
+	// Round-robin schedule: in round r, position 0 stays and the others rotate; pair i is
+	// (slot i, slot m−1−i). pTable/qTable [rounds, m/2, m] hold the pairs as one-hot rows.
+	rounds := m - 1
+	half := m / 2
+	pTable := make([][][]float64, rounds)
+	qTable := make([][][]float64, rounds)
+	for r := range rounds {
+		slots := make([]int, m)
+		slots[0] = 0
+		for i := 1; i < m; i++ {
+			slots[i] = 1 + (i-1+r)%(m-1)
+		}
+		pTable[r] = make([][]float64, half)
+		qTable[r] = make([][]float64, half)
+		for i := range half {
+			p, q := slots[i], slots[m-1-i]
+			if p > q {
+				p, q = q, p
+			}
+			pTable[r][i] = make([]float64, m)
+			qTable[r][i] = make([]float64, m)
+			pTable[r][i][p] = 1
+			qTable[r][i][q] = 1
+		}
+	}
+	total := Const(g, int32(rounds*sweeps))
 	if run != nil {
 		total = Where(run, total, ZerosLike(total))
 	}
 	i32 := shapes.Make(dtypes.Int32)
-	cond := newIsolatedClosure(g, n*(n-1)/2*sweeps, func(g *Graph) []*Node {
+	trips := rounds * sweeps
+	cond := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
-		_ = Parameter(g, "p", i32)
-		_ = Parameter(g, "q", i32)
 		_ = Parameter(g, "a", a.Shape())
 		_ = Parameter(g, "u", eye.Shape())
 		return []*Node{LessThan(i, total)}
 	})
-	body := newIsolatedClosure(g, n*(n-1)/2*sweeps, func(g *Graph) []*Node {
+	body := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
-		p := Parameter(g, "p", i32)
-		q := Parameter(g, "q", i32)
 		am := Parameter(g, "a", a.Shape())
 		u := Parameter(g, "u", eye.Shape())
-		ep := OneHot(p, n, dtype) // [n]
-		eq := OneHot(q, n, dtype)
-		// a_pq, a_pp, a_qq as one-hot quadratic forms.
-		aEq := dot(am, eq)
-		aEp := dot(am, ep)
-		apq := ReduceAllSum(Mul(ep, aEq))
-		app := ReduceAllSum(Mul(ep, aEp))
-		aqq := ReduceAllSum(Mul(eq, aEq))
-		// Rotation angle (Numerical Recipes' formulation): θ = (a_qq − a_pp)/(2a_pq),
-		// t = sign(θ)/(|θ| + √(θ²+1)), c = 1/√(t²+1), s = t·c. Where a_pq is negligible, t = 0.
+		// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
+		// on the Go backend).
+		round := OneHot(ModScalar(i, rounds), rounds, dtype)                          // [rounds]
+		pm := Reshape(dot(round, Reshape(Const(g, pTable), rounds, half*m)), half, m) // [m/2, m]
+		qm := Reshape(dot(round, Reshape(Const(g, qTable), rounds, half*m)), half, m) // [m/2, m]
+		pm, qm = ConvertDType(pm, dtype), ConvertDType(qm, dtype)
+		aq := dot(am, Transpose(qm, 0, 1))                // [m, m/2]: columns q of a
+		ap := dot(am, Transpose(pm, 0, 1))                // [m, m/2]: columns p of a
+		apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0) // [m/2]
+		app := ReduceSum(Mul(Transpose(pm, 0, 1), ap), 0)
+		aqq := ReduceSum(Mul(Transpose(qm, 0, 1), aq), 0)
+		// Rotation angles (Numerical Recipes' formulation): θ = (a_qq − a_pp)/(2a_pq),
+		// t = sign(θ)/(|θ| + √(θ²+1)), c = 1/√(t²+1), s = t·c; t = 0 where a_pq is negligible.
 		scale := Add(Abs(app), Abs(aqq))
 		negligible := LessOrEqual(Abs(apq), MulScalar(scale, tinyFor(dtype)))
 		safeApq := Where(negligible, OnesLike(apq), apq)
@@ -84,24 +114,24 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		t = Where(negligible, ZerosLike(t), t)
 		c := Rsqrt(AddScalar(Square(t), 1))
 		s := Mul(t, c)
-		// J = I + (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ)
-		outer := func(x, y *Node) *Node { return Mul(InsertAxes(x, -1), InsertAxes(y, 0)) }
-		j := Add(DiagonalWithValue(ScalarOne(g, dtype), n),
-			Add(Mul(AddScalar(c, -1), Add(outer(ep, ep), outer(eq, eq))),
-				Mul(s, Sub(outer(ep, eq), outer(eq, ep)))))
+		// J = I + Σ_pairs (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ): the pairs are disjoint.
+		scaled := func(x, w *Node) *Node { return Mul(x, InsertAxes(w, -1)) } // rows of x times w
+		cm1 := AddScalar(c, -1)
+		j := Add(eye, Add(
+			Add(dot(Transpose(pm, 0, 1), scaled(pm, cm1)), dot(Transpose(qm, 0, 1), scaled(qm, cm1))),
+			Sub(dot(Transpose(pm, 0, 1), scaled(qm, s)), dot(Transpose(qm, 0, 1), scaled(pm, s)))))
 		aNext := dot(dot(Transpose(j, 0, 1), am), j)
 		uNext := dot(u, j)
-		// Next pair: (p, q+1), or (p+1, p+2) at the end of a row, or (0, 1) at the end of a sweep.
-		rowDone := GreaterOrEqual(AddScalar(q, 1), Const(g, int32(n)))
-		sweepDone := LogicalAnd(rowDone, GreaterOrEqual(AddScalar(p, 2), Const(g, int32(n))))
-		pNext := Where(rowDone, AddScalar(p, 1), p)
-		qNext := Where(rowDone, AddScalar(p, 2), AddScalar(q, 1))
-		pNext = Where(sweepDone, ZerosLike(p), pNext)
-		qNext = Where(sweepDone, OnesLike(q), qNext)
-		return []*Node{AddScalar(i, 1), pNext, qNext, aNext, uNext}
+		return []*Node{AddScalar(i, 1), aNext, uNext}
 	})
-	out := While(cond, body, Const(g, int32(0)), Const(g, int32(0)), Const(g, int32(1)), a, eye)
-	return ReduceSum(Mul(out[3], eye), -1), out[4]
+	out := While(cond, body, Const(g, int32(0)), a, eye)
+	values = ReduceSum(Mul(out[1], eye), -1)
+	vectors = out[2]
+	if m != n {
+		values = Slice(values, AxisRange(0, n))
+		vectors = Slice(vectors, AxisRange(0, n), AxisRange(0, n))
+	}
+	return values, vectors
 }
 
 // tinyFor is the relative size below which an off-diagonal entry counts as zero.

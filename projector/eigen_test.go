@@ -17,7 +17,7 @@ func TestSymmetricEigenMatchesGonum(t *testing.T) {
 	backend, err := gobackend.New("")
 	require.NoError(t, err)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int{1, 2, 5, 12} {
+	for _, n := range []int{1, 2, 5, 12, 17, 24} {
 		// A random symmetric matrix with a spread spectrum, including a repeated eigenvalue.
 		b := make([]float64, n*n)
 		for i := range b {
