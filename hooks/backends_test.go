@@ -1,0 +1,49 @@
+package hooks
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/stretchr/testify/require"
+)
+
+// TestEveryBackend trains with the projector on each backend present: the Go backend always,
+// XLA on CPU and CUDA when a PJRT plugin for them is found (otherwise the subtest says what it
+// needs and skips).
+func TestEveryBackend(t *testing.T) {
+	for _, config := range []string{"go", "xla:cpu", "xla:cuda"} {
+		t.Run(config, func(t *testing.T) {
+			backend, err := backends.New(config)
+			if err != nil {
+				if config == "go" {
+					t.Fatal(err)
+				}
+				first, _, _ := strings.Cut(err.Error(), "\n")
+				t.Skipf("needs a PJRT plugin for %s (point PJRT_PLUGIN_LIBRARY_PATH at it): %s", config, first)
+			}
+			store := model.NewStore()
+			store.SetParam(model.ParamInitialSeed, int64(3))
+			opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).CheckEvery(5).Done()
+			trainer := train.NewTrainer(backend, store, mlp, loss.MeanSquaredError, opt, nil, nil)
+			r := &run{store: store, trainer: trainer}
+			first := r.step(t)
+			var last float64
+			for range 60 {
+				last = r.step(t)
+			}
+			require.Less(t, last, 0.7*first, "%s: the loss must fall", config)
+			report, err := opt.Report(store)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, report.SVDs, int64(1))
+			for _, v := range report.Variables {
+				require.True(t, v.Valid, "%s: %s has no basis", config, v.Path)
+			}
+			require.Equal(t, 1, opt.Builds())
+		})
+	}
+}
