@@ -22,8 +22,8 @@
 //     LossPatience checks, re-learns V from the most recent WarmUp gradients.
 //
 // All of it runs inside the one compiled step graph: phases are selected by a step counter held
-// in a variable, and the SVD sits behind an If, so neither the phase switch nor a refresh
-// recompiles anything. The state (snapshots, bases, counters) lives in GoMLX variables under the
+// in a variable, and the SVD is gated (projector.LearnTemporalWhen), so neither the phase switch
+// nor a refresh recompiles anything. The state (snapshots, bases, counters) lives in GoMLX variables under the
 // "subspace" scope, so checkpoints carry it.
 //
 // The temporal subspace saves optimizer state and work on the projected variables, not gradient

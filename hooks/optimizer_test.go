@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -299,4 +300,52 @@ func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
 	require.Positive(t, f.PerSVD)
 	_, err = Subspace(optimizer.Adam().Done()).Done().StepFLOPs()
 	require.ErrorContains(t, err, "no step graph built yet")
+}
+
+func TestLossPlateauTriggersRefresh(t *testing.T) {
+	// Residual trigger off; a plateau of 2 checks (every 3 steps) triggers a refresh. Plain SGD
+	// with a tiny learning rate barely moves the loss, so the smoothed loss stops falling.
+	opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(1e-6).Done()).
+		Rank(2).WarmUp(4).CheckEvery(3).ResidualThreshold(1).LossPatience(2).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	for range 40 {
+		r.step(t)
+		require.NoError(t, mon.Observe())
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Zero(t, report.RefreshesResidual, "the residual trigger is off")
+	require.Positive(t, report.RefreshesLoss)
+	require.Equal(t, report.Refreshes, report.RefreshesLoss)
+	for _, e := range mon.Events[1:] {
+		require.Equal(t, CauseLoss, e.Cause)
+		require.Contains(t, e.String(), "smoothed loss stopped falling")
+	}
+	// Patience 2 at a check every 3 steps: at most one refresh per 6 steps after warm-up.
+	require.LessOrEqual(t, report.RefreshesLoss, int64((40-4)/6))
+}
+
+// TestSameSeedSameLosses: two runs with the same seed agree exactly, losses and projector state,
+// through warm-up and refreshes. It guards the gated SVD against the Go backend's parallel
+// scheduler (compute v0.1.14 could recycle a buffer a closure returned; see projector.gate).
+func TestSameSeedSameLosses(t *testing.T) {
+	trace := func() []string {
+		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
+			Rank(4).WarmUp(8).CheckEvery(5).ResidualThreshold(0.3).Done()
+		r := newRun(t, opt)
+		var lines []string
+		for range 120 {
+			loss := r.step(t)
+			rep, err := opt.Report(r.store)
+			require.NoError(t, err)
+			lines = append(lines, fmt.Sprintf("step %d loss %v checks %d svds %d refreshes %d residual %v",
+				rep.Steps, loss, rep.Checks, rep.SVDs, rep.Refreshes, rep.LastCheckResidual))
+		}
+		return lines
+	}
+	first := trace()
+	for range 3 {
+		require.Equal(t, first, trace())
+	}
 }

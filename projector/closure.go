@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"fmt"
 	"reflect"
 	"unsafe"
 
@@ -63,6 +64,50 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 		return nil
 	}
 	return cache
+}
+
+// gate returns fn(inputs) when run (a scalar bool) is true, and otherwise (nodes with the shapes
+// of fn's outputs) when it is false; fn is then not executed. A nil run calls fn directly.
+//
+// It is a While with a trip count of 0 or 1 whose state carries inputs and outputs explicitly, so
+// the closures capture nothing: the Go backend (compute v0.1.14) can release a captured buffer
+// that a closure returned as its output, corrupting later steps, while explicit operands follow
+// its ownership protocol. A While (not an If) also keeps the gated work at one closure level.
+func gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
+	if run == nil {
+		return fn(inputs)
+	}
+	g := run.Graph()
+	trips := Where(run, Const(g, int32(1)), Const(g, int32(0)))
+	state := append(append([]*Node{trips}, inputs...), otherwise...)
+	params := func(g *Graph) []*Node {
+		nodes := make([]*Node, len(state))
+		for i, s := range state {
+			nodes[i] = Parameter(g, fmt.Sprintf("s%d", i), s.Shape())
+		}
+		return nodes
+	}
+	cond := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
+		p := params(g)
+		return []*Node{GreaterThan(p[0], Const(g, int32(0)))}
+	})
+	body := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
+		p := params(g)
+		outs := fn(p[1 : 1+len(inputs)])
+		if len(outs) != len(otherwise) {
+			panicf("gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
+		}
+		next := append([]*Node{Const(g, int32(0))}, p[1:1+len(inputs)]...)
+		for i, o := range outs {
+			if !o.Shape().Equal(otherwise[i].Shape()) {
+				panicf("gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
+			}
+			next = append(next, o)
+		}
+		return next
+	})
+	out := While(cond, body, state...)
+	return out[1+len(inputs):]
 }
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that

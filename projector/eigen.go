@@ -82,14 +82,17 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	}
 	i32 := shapes.Make(dtypes.Int32)
 	trips := rounds * sweeps
+	// The loop limit travels in the state: closures capture nothing (see gate).
 	cond := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
+		limit := Parameter(g, "limit", i32)
 		_ = Parameter(g, "a", a.Shape())
 		_ = Parameter(g, "u", eye.Shape())
-		return []*Node{LessThan(i, total)}
+		return []*Node{LessThan(i, limit)}
 	})
 	body := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
+		limit := Parameter(g, "limit", i32)
 		am := Parameter(g, "a", a.Shape())
 		u := Parameter(g, "u", eye.Shape())
 		// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
@@ -122,11 +125,11 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 			Sub(dot(Transpose(pm, 0, 1), scaled(qm, s)), dot(Transpose(qm, 0, 1), scaled(pm, s)))))
 		aNext := dot(dot(Transpose(j, 0, 1), am), j)
 		uNext := dot(u, j)
-		return []*Node{AddScalar(i, 1), aNext, uNext}
+		return []*Node{AddScalar(i, 1), limit, aNext, uNext}
 	})
-	out := While(cond, body, Const(g, int32(0)), a, eye)
-	values = ReduceSum(Mul(out[1], eye), -1)
-	vectors = out[2]
+	out := While(cond, body, Const(g, int32(0)), total, a, eye)
+	values = ReduceSum(Mul(out[2], eye), -1)
+	vectors = out[3]
 	if m != n {
 		values = Slice(values, AxisRange(0, n))
 		vectors = Slice(vectors, AxisRange(0, n), AxisRange(0, n))

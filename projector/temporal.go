@@ -100,47 +100,40 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 	}
 	g := snapshots.Graph()
 
-	// gated runs fn in the current function, or behind an If when learning is gated.
-	gated := func(fn func() []*Node, otherwise func() []*Node) []*Node {
-		if learn == nil {
-			return fn()
-		}
-		return If(learn,
-			NewIsolatedClosure(g, func(*Graph) []*Node { return fn() }),
-			NewIsolatedClosure(g, func(*Graph) []*Node { return otherwise() }))
-	}
-
 	// Stage 1, n²·P: the Gram matrix of the stack. Non-finite rows would poison it: the whole
 	// stack is then treated as zero and reported invalid.
-	gramAndFinite := gated(func() []*Node {
-		finite := LogicalAll(IsFinite(snapshots))
-		stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
-		return []*Node{dot(stack, Transpose(stack, 0, 1)), finite}
-	}, func() []*Node {
-		return []*Node{Zeros(g, shapes.Make(cdt, n, n)), Const(g, false)}
-	})
+	gramAndFinite := gate(learn, []*Node{snapshots},
+		[]*Node{Zeros(g, shapes.Make(cdt, n, n)), Const(g, false)},
+		func(in []*Node) []*Node {
+			s := in[0]
+			finite := LogicalAll(IsFinite(s))
+			stack := ConvertDType(Where(finite, s, ZerosLike(s)), cdt)
+			return []*Node{dot(stack, Transpose(stack, 0, 1)), finite}
+		})
 	gram, finite := gramAndFinite[0], gramAndFinite[1]
 
-	// Stage 2, n³ per rotation: the eigen-solve (a While, which cannot nest inside an If). Its
-	// result is sorted in stage 3.
+	// Stage 2, n³ per rotation: the eigen-solve (its own While, zero trips when not learning).
+	// Its result is sorted in stage 3.
 	lambda, u := symmetricEigen(gram, sweeps, learn)
 
 	// Stage 3, n·k·P: the basis, its spectrum and the chosen rank.
-	learned := gated(func() []*Node {
-		t := temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
-		if learn == nil {
-			return []*Node{t.Basis, t.SingularValues, t.ExplainedVariance, t.Rank, t.Valid}
-		}
-		return []*Node{
-			Where(t.Valid, t.Basis, previous.Basis),
-			Where(t.Valid, t.SingularValues, previous.SingularValues),
-			Where(t.Valid, t.ExplainedVariance, previous.ExplainedVariance),
-			Where(t.Valid, t.Rank, previous.Rank),
-			t.Valid,
-		}
-	}, func() []*Node {
-		return []*Node{previous.Basis, previous.SingularValues, previous.ExplainedVariance, previous.Rank, Const(g, false)}
-	})
+	if learn == nil {
+		return temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
+	}
+	prev := []*Node{previous.Basis, previous.SingularValues, previous.ExplainedVariance, previous.Rank}
+	learned := gate(learn, append([]*Node{snapshots, lambda, u, finite}, prev...),
+		append(append([]*Node{}, prev...), Const(g, false)),
+		func(in []*Node) []*Node {
+			t := temporalFromEigen(in[0], in[1], in[2], in[3], opts, cdt)
+			old := in[4:]
+			return []*Node{
+				Where(t.Valid, t.Basis, old[0]),
+				Where(t.Valid, t.SingularValues, old[1]),
+				Where(t.Valid, t.ExplainedVariance, old[2]),
+				Where(t.Valid, t.Rank, old[3]),
+				t.Valid,
+			}
+		})
 	return Temporal{Basis: learned[0], SingularValues: learned[1], ExplainedVariance: learned[2], Rank: learned[3], Valid: learned[4]}
 }
 
