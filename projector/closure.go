@@ -1,7 +1,6 @@
 package projector
 
 import (
-	"fmt"
 	"reflect"
 	"unsafe"
 
@@ -69,45 +68,76 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 // gate returns fn(inputs) when run (a scalar bool) is true, and otherwise (nodes with the shapes
 // of fn's outputs) when it is false; fn is then not executed. A nil run calls fn directly.
 //
-// It is a While with a trip count of 0 or 1 whose state carries inputs and outputs explicitly, so
-// the closures capture nothing: the Go backend (compute v0.1.14) can release a captured buffer
-// that a closure returned as its output, corrupting later steps, while explicit operands follow
-// its ownership protocol. A While (not an If) also keeps the gated work at one closure level.
+// It is an If whose branches capture inputs and otherwise. Captured values need care on the Go
+// backend (compute v0.1.14): a branch given ownership of a captured buffer (granted when the If is
+// its last user) may return it as its output while the caller also releases it, corrupting later
+// steps. keepAlive gives every captured value one more use after the If, so ownership is never
+// granted and a branch returning a captured value returns a copy. (A While with explicit state
+// avoids captures too, but copies every state buffer it does not own on every step.)
 func gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
 	if run == nil {
 		return fn(inputs)
 	}
 	g := run.Graph()
-	trips := Where(run, Const(g, int32(1)), Const(g, int32(0)))
-	state := append(append([]*Node{trips}, inputs...), otherwise...)
-	params := func(g *Graph) []*Node {
-		nodes := make([]*Node, len(state))
-		for i, s := range state {
-			nodes[i] = Parameter(g, fmt.Sprintf("s%d", i), s.Shape())
-		}
-		return nodes
-	}
-	cond := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
-		p := params(g)
-		return []*Node{GreaterThan(p[0], Const(g, int32(0)))}
-	})
-	body := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
-		p := params(g)
-		outs := fn(p[1 : 1+len(inputs)])
+	onTrue := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
+		outs := fn(inputs)
 		if len(outs) != len(otherwise) {
 			panicf("gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
 		}
-		next := append([]*Node{Const(g, int32(0))}, p[1:1+len(inputs)]...)
 		for i, o := range outs {
 			if !o.Shape().Equal(otherwise[i].Shape()) {
 				panicf("gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
 			}
-			next = append(next, o)
 		}
-		return next
+		return outs
 	})
-	out := While(cond, body, state...)
-	return out[1+len(inputs):]
+	onFalse := newIsolatedClosure(g, 1, func(g *Graph) []*Node { return otherwise })
+	outs := If(run, onTrue, onFalse)
+	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
+}
+
+// keepAlive returns outs with a use of each captured node folded into its first float output: one
+// element of each is gathered at an index computed from that output (so the gather runs after the
+// If), selected away by a constant-false Where (so NaN or Inf cannot leak), and added in.
+func keepAlive(outs, captured []*Node) []*Node {
+	target := -1
+	for i, o := range outs {
+		if o.DType().IsFloat() {
+			target = i
+			break
+		}
+	}
+	if target < 0 {
+		panicf("gate: needs at least one float output")
+	}
+	out := outs[target]
+	g := out.Graph()
+	// zero (int32) depends on the If's output.
+	firstOut := Reshape(Slice(out, firstElement(out)...))
+	zero := Where(IsNaN(firstOut), Const(g, int32(0)), Const(g, int32(0)))
+	touched := ScalarZero(g, out.DType())
+	for _, c := range captured {
+		var element *Node
+		if c.Rank() == 0 {
+			element = Where(Equal(zero, zero), c, c)
+		} else {
+			element = Reshape(Gather(c, BroadcastToDims(zero, 1, c.Rank())))
+		}
+		element = ConvertDType(element, out.DType())
+		touched = Add(touched, Where(Const(g, false), element, ZerosLike(element)))
+	}
+	result := append([]*Node{}, outs...)
+	result[target] = Add(out, touched)
+	return result
+}
+
+// firstElement is the slice spec of a tensor's first element (all axes at index 0).
+func firstElement(x *Node) []SliceAxisSpec {
+	specs := make([]SliceAxisSpec, x.Rank())
+	for i := range specs {
+		specs[i] = AxisRange(0, 1)
+	}
+	return specs
 }
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that
