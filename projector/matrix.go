@@ -1,0 +1,171 @@
+package projector
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// Side says on which side of a weight matrix W ∈ R^{m×n} (used as y = x·W) the basis lives.
+type Side int
+
+const (
+	// Left: Q ∈ R^{m×r} spans the column space of ∂W; the coefficient is Qᵀ·∂W ∈ R^{r×n},
+	// computed directly as (x·Q)ᵀ·∂y.
+	Left Side = iota
+	// Right: Q ∈ R^{n×r} spans the row space of ∂W; the coefficient is ∂W·Q ∈ R^{m×r},
+	// computed directly as xᵀ·(∂y·Q).
+	Right
+)
+
+func (s Side) String() string {
+	if s == Left {
+		return "left"
+	}
+	return "right"
+}
+
+// SmallerSide returns the side of the smaller dimension of an m×n matrix (Left when m ≤ n): its
+// basis is the cheaper to learn and to store.
+func SmallerSide(m, n int) Side {
+	if m <= n {
+		return Left
+	}
+	return Right
+}
+
+// CheckMatrix validates a matrix-subspace request with an error that names the fix.
+func CheckMatrix(m, n, rank int, side Side) error {
+	dim := m
+	if side == Right {
+		dim = n
+	}
+	switch {
+	case rank < 1:
+		return fmt.Errorf("rank %d is impossible: a subspace needs at least 1 direction (use rank ≥ 1)", rank)
+	case rank > dim:
+		return fmt.Errorf("rank %d exceeds the %s side of the %d×%d weight (%d): lower the rank to ≤ %d", rank, side, m, n, dim, dim)
+	}
+	return nil
+}
+
+// Matrix is a matrix subspace learned in the graph.
+type Matrix struct {
+	Basis             *Node // Q: [m, r] (Left) or [n, r] (Right), orthonormal columns
+	ExplainedVariance *Node // ‖Qᵀ∂W‖²/‖∂W‖² (Left) or ‖∂W·Q‖²/‖∂W‖² (Right), scalar
+	Valid             *Node // false for a zero or non-finite gradient: Basis is then the previous one
+}
+
+// DefaultPowerIterations of LearnMatrix. With a warm start from the previous basis, two
+// iterations track a slowly moving subspace; a cold start from a random sketch needs them too.
+const DefaultPowerIterations = 2
+
+// LearnMatrix learns an orthonormal basis of the dominant rank-r subspace of a gradient
+// grad ([m, n]) on the given side, by randomized subspace iteration built from products only:
+// Y = ∂W·Ω (Left) with Ω = ∂Wᵀ·Q_prev when a previous basis is given (a warm start: a refresh is
+// a few power iterations, not a cold SVD) or a fixed Gaussian sketch otherwise, then
+// Y ← orth(∂W·∂Wᵀ·Y) powerIterations times. Orthonormalisation is CGS2 (Orthonormalize).
+//
+// previous may be nil; prevValid (scalar bool, may be nil) says whether it holds a basis yet.
+// A zero or non-finite gradient returns Valid = false and the previous basis (or zeros).
+func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, powerIterations int) Matrix {
+	if grad.Rank() != 2 {
+		panicf("LearnMatrix: want a gradient matrix [m, n], got shape %s", grad.Shape())
+	}
+	m, n := grad.Shape().Dim(0), grad.Shape().Dim(1)
+	if err := CheckMatrix(m, n, rank, side); err != nil {
+		panicf("LearnMatrix: %v", err)
+	}
+	g := grad.Graph()
+	dtype := grad.DType()
+	// Work on A = ∂W (Left) or ∂Wᵀ (Right): the basis spans A's column space.
+	a := grad
+	if side == Right {
+		a = Transpose(grad, 0, 1)
+	}
+	cols := a.Shape().Dim(1)
+	finite := LogicalAll(IsFinite(a))
+	a = Where(finite, a, ZerosLike(a))
+	energy := ReduceAllSum(Square(a))
+	valid := LogicalAnd(finite, GreaterThan(energy, ZerosLike(energy)))
+
+	// Start: A·Aᵀ·Q_prev when warm, A·Ω (a fixed Gaussian Ω, seeded for reproducibility) when cold.
+	omega := ConstAsDType(g, dtype, gaussianSketch(cols, rank))
+	y := dot(a, omega)
+	if previous != nil {
+		warm := dot(a, dot(Transpose(a, 0, 1), previous))
+		useWarm := prevValid
+		if useWarm == nil {
+			useWarm = Const(g, true)
+		}
+		// A warm start that lost rank (e.g. the gradient is orthogonal to Q_prev) falls back cold.
+		warmNorms := ReduceSum(Square(warm), 0)
+		fullRank := LogicalAll(GreaterThan(warmNorms, MulScalar(ReduceAllMax(warmNorms), 1e-12)))
+		y = Where(LogicalAnd(useWarm, fullRank), warm, y)
+	}
+	y = Orthonormalize(y, 1e-7)
+	for range powerIterations {
+		y = Orthonormalize(dot(a, dot(Transpose(a, 0, 1), y)), 1e-7)
+	}
+
+	kept := ReduceAllSum(Square(dot(Transpose(y, 0, 1), a)))
+	safeEnergy := Where(valid, energy, OnesLike(energy))
+	explained := Where(valid, Div(kept, safeEnergy), ZerosLike(energy))
+	fallback := ZerosLike(y)
+	if previous != nil {
+		fallback = previous
+	}
+	basis := Where(valid, y, fallback)
+	return Matrix{Basis: basis, ExplainedVariance: explained, Valid: valid}
+}
+
+// gaussianSketch is a fixed pseudo-random [n, r] matrix, the same for every graph: a cold start
+// must be reproducible run after run.
+func gaussianSketch(n, r int) [][]float64 {
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(r)))
+	out := make([][]float64, n)
+	for i := range out {
+		out[i] = make([]float64, r)
+		for j := range out[i] {
+			out[i][j] = rng.NormFloat64()
+		}
+	}
+	return out
+}
+
+// DirectCoefficients computes the projected gradient of W ([m, n]) in a product y = x·W without
+// building ∂W = xᵀ·∂y: Left returns (x·Q)ᵀ·∂y ([r, n]), Right returns xᵀ·(∂y·Q) ([m, r]). x is
+// [B, m] and dy is [B, n] (leading axes flattened into B): B·r·(m+n) multiply-adds instead of
+// B·m·n.
+func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
+	if side == Left {
+		return dot(Transpose(dot(x, basis), 0, 1), dy)
+	}
+	return dot(Transpose(x, 0, 1), dot(dy, basis))
+}
+
+// ProjectMatrix returns the coefficients of a full gradient ([m, n]): Qᵀ·∂W (Left) or ∂W·Q (Right).
+func ProjectMatrix(grad, basis *Node, side Side) *Node {
+	if side == Left {
+		return dot(Transpose(basis, 0, 1), grad)
+	}
+	return dot(grad, basis)
+}
+
+// LiftMatrix maps coefficients back to the weight's space: Q·c (Left) or c·Qᵀ (Right), [m, n].
+func LiftMatrix(basis, coefficients *Node, side Side) *Node {
+	if side == Left {
+		return dot(basis, coefficients)
+	}
+	return dot(coefficients, Transpose(basis, 0, 1))
+}
+
+// MatrixResidual is ‖∂W − lift(project(∂W))‖/‖∂W‖ (0 for a zero gradient).
+func MatrixResidual(grad, basis *Node, side Side) *Node {
+	residual := Sub(grad, LiftMatrix(basis, ProjectMatrix(grad, basis, side), side))
+	gNorm := Sqrt(ReduceAllSum(Square(grad)))
+	rNorm := Sqrt(ReduceAllSum(Square(residual)))
+	positive := GreaterThan(gNorm, ZerosLike(gNorm))
+	return Where(positive, Div(rNorm, Where(positive, gNorm, OnesLike(gNorm))), ZerosLike(gNorm))
+}
