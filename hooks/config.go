@@ -1,33 +1,31 @@
 // Package hooks is the GoMLX glue of the gradient-subspace projector: an optimizer wrapper that
-// learns a low-rank subspace of each selected variable's gradients and trains inside it, plus the
-// host-side monitor that reports what it did.
+// trains selected variables inside low-rank subspaces of their gradients, the host-side monitor
+// that reports what it did, and FLOP accounting of the compiled step.
 //
 // Using it is one change to a GoMLX program: wrap the optimizer it already uses.
 //
-//	opt := hooks.Subspace(optimizer.Adam().Done()).Rank(4).Done()
+//	opt := hooks.Subspace(optimizer.Adam().Done()).Rank(8).Done()
 //	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
 //
-// What happens per selected variable W (by default: every trainable float variable of rank ≥ 2,
-// i.e. weight matrices and kernels; biases and scalars keep full updates):
+// By default every trainable float variable of rank ≥ 2 (weight matrices and kernels) is
+// projected; biases and scalars keep full updates. Two subspaces (Mode):
 //
-//  1. Warm-up: the first WarmUp steps are ordinary full steps; each step's flattened gradient is
-//     recorded into a ring buffer of snapshots.
-//  2. At the end of warm-up the top-Rank right singular vectors V of the snapshot stack are learned
-//     in the graph (projector.LearnTemporal).
-//  3. Every later step feeds the base optimizer the coefficients c = Vᵀg instead of g. The base
-//     optimizer keeps its state (e.g. Adam's moments) on those k coefficients, and the update
-//     V·Δc is lifted back, so it lies in span(V) whatever the base optimizer does elementwise.
-//  4. Every CheckEvery steps a drift check compares the full gradient with its projection; a
-//     relative residual above ResidualThreshold, or a smoothed loss that stopped falling for
-//     LossPatience checks, re-learns V from the most recent WarmUp gradients.
+//   - Matrix (default): a basis Q on one side of each weight W (used as y = x·W). Where W feeds a
+//     single product, the projected gradient is computed directly as (x·Q)ᵀ·∂y and the product's
+//     back-propagation skips ∂W (GoMLX's VJPs for FusedDense and DotGeneral are wrapped to honour
+//     that, for the marked products only). The base optimizer runs on the coefficient, so its
+//     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases are learned in
+//     the graph by randomized subspace iteration on the full gradient, which is built only on
+//     warm-up and drift-check steps.
+//   - Temporal (the original method): each flattened gradient is projected on the top singular
+//     vectors of a ring buffer of recent gradients; warm-up steps are full steps.
 //
-// All of it runs inside the one compiled step graph: phases are selected by a step counter held
-// in a variable, and the SVD is gated (projector.LearnTemporalWhen), so neither the phase switch
-// nor a refresh recompiles anything. The state (snapshots, bases, counters) lives in GoMLX variables under the
-// "subspace" scope, so checkpoints carry it.
-//
-// The temporal subspace saves optimizer state and work on the projected variables, not gradient
-// FLOPs: the full gradient is still computed by back-propagation, then projected.
+// Every CheckEvery steps a drift check measures the relative residual ‖g − proj(g)‖/‖g‖ of a full
+// gradient; above ResidualThreshold, or when a smoothed loss stops falling for LossPatience
+// checks, the bases are re-learned. All of it runs inside the one compiled step graph: phases
+// come from a step counter held in a variable and the learning is gated, so neither phase
+// switches nor refreshes recompile anything. The state (bases, snapshots, counters) lives in GoMLX
+// variables under the "subspace" scope, so checkpoints carry it.
 package hooks
 
 import (
@@ -36,6 +34,7 @@ import (
 
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // Hyperparameter names, readable from the scope's params by Config.FromScope, in GoMLX's style.
@@ -47,6 +46,7 @@ const (
 	ParamResidualThreshold = "subspace_residual_threshold"
 	ParamLossPatience      = "subspace_loss_patience"
 	ParamWeightDecay       = "subspace_weight_decay"
+	ParamMode              = "subspace_mode"
 )
 
 // Defaults, chosen to work on small problems without tuning.
@@ -65,9 +65,47 @@ const (
 // StateScope is the scope (under the optimizer's scope) holding the projector's variables.
 const StateScope = "subspace"
 
+// Mode selects the subspace a variable's gradient is projected on.
+type Mode int
+
+const (
+	// Matrix (the default) keeps an orthonormal basis Q on one side of each weight matrix and,
+	// where the weight is used in a single product y = x·W, computes the projected gradient
+	// directly as (x·Q)ᵀ·∂y: back-propagation never builds ∂W. The base optimizer's state lives
+	// on the coefficient ([r, n] or [m, r]).
+	Matrix Mode = iota
+	// Temporal is the original method: the flattened gradient is projected on the top singular
+	// vectors of a stack of recent gradients, after a full backward pass. It saves optimizer
+	// state and work, not gradient FLOPs. Warm-up steps are full steps.
+	Temporal
+)
+
+func (m Mode) String() string {
+	if m == Temporal {
+		return "temporal"
+	}
+	return "matrix"
+}
+
+// ParseMode reads "matrix" or "temporal".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "matrix":
+		return Matrix, nil
+	case "temporal":
+		return Temporal, nil
+	}
+	return Matrix, fmt.Errorf("unknown subspace mode %q (use matrix or temporal)", s)
+}
+
+// sideAuto lets the plan pick the smaller side of each matrix.
+const sideAuto = -1
+
 // Config builds the subspace optimizer; create it with Subspace and finish with Done.
 type Config struct {
 	base              optimizer.Interface
+	mode              Mode
+	side              int // sideAuto, or a projector.Side
 	enabled           bool
 	rank              int
 	varianceThreshold float64
@@ -78,6 +116,8 @@ type Config struct {
 	weightDecay       float64
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
+	explicit          bool // variables chosen by the user: impossible ones are errors, not skipped
+	paramErr          error
 }
 
 // Subspace starts the configuration of a gradient-subspace optimizer wrapping base, which must be
@@ -86,6 +126,8 @@ type Config struct {
 func Subspace(base optimizer.Interface) *Config {
 	return &Config{
 		base:              base,
+		mode:              Matrix,
+		side:              sideAuto,
 		enabled:           true,
 		rank:              DefaultRank,
 		warmUp:            DefaultWarmUp,
@@ -107,8 +149,21 @@ func (c *Config) FromScope(scope *model.Scope) *Config {
 	c.residualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.residualThreshold)
 	c.lossPatience = model.GetParamOr(scope, ParamLossPatience, c.lossPatience)
 	c.weightDecay = model.GetParamOr(scope, ParamWeightDecay, c.weightDecay)
+	if mode, err := ParseMode(model.GetParamOr(scope, ParamMode, c.mode.String())); err != nil {
+		c.paramErr = err
+	} else {
+		c.mode = mode
+	}
 	return c
 }
+
+// Mode selects the matrix (default) or the temporal subspace.
+func (c *Config) Mode(mode Mode) *Config { c.mode = mode; return c }
+
+// Side fixes the side of the matrix subspace's basis for every variable (projector.Left: Q on
+// W's input side; projector.Right: on its output side). By default each variable takes its
+// smaller side: the basis is cheaper to learn and store.
+func (c *Config) Side(side projector.Side) *Config { c.side = int(side); return c }
 
 // Enabled turns projection on (the default) or off. Off, the wrapper delegates every call to the
 // base optimizer unchanged: training is exactly that of the base optimizer.
@@ -151,6 +206,7 @@ func (c *Config) Variables(paths ...string) *Config {
 	}
 	c.selectFn = func(v *model.Variable) bool { return set[v.Path()] }
 	c.selectDesc = fmt.Sprintf("variables %q", paths)
+	c.explicit = true
 	return c
 }
 
@@ -164,6 +220,7 @@ func (c *Config) Matching(pattern string) *Config {
 	}
 	c.selectFn = func(v *model.Variable) bool { return re.MatchString(v.Path()) }
 	c.selectDesc = fmt.Sprintf("variables matching %q", pattern)
+	c.explicit = true
 	return c
 }
 
@@ -171,6 +228,7 @@ func (c *Config) Matching(pattern string) *Config {
 func (c *Config) Select(fn func(v *model.Variable) bool) *Config {
 	c.selectFn = fn
 	c.selectDesc = "a custom predicate"
+	c.explicit = true
 	return c
 }
 
@@ -184,14 +242,22 @@ func DefaultSelection(v *model.Variable) bool {
 // Validate checks the configuration alone (variables are checked when the graph is built).
 func (c *Config) Validate() error {
 	switch {
+	case c.paramErr != nil:
+		return fmt.Errorf("hooks.Subspace: %s: %v", ParamMode, c.paramErr)
 	case c.base == nil:
 		return fmt.Errorf("hooks.Subspace: the base optimizer is nil (wrap e.g. optimizer.Adam().Done())")
 	case c.selectFn == nil:
 		return fmt.Errorf("hooks.Subspace: %s", c.selectDesc)
 	case c.rank < 1:
 		return fmt.Errorf("hooks.Subspace: Rank(%d) is impossible: use a rank ≥ 1", c.rank)
-	case c.warmUp < c.rank:
+	case c.mode == Temporal && c.warmUp < c.rank:
 		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.rank, c.rank, c.warmUp)
+	case c.warmUp < 1:
+		return fmt.Errorf("hooks.Subspace: WarmUp(%d) must be ≥ 1: the first basis is learned during warm-up", c.warmUp)
+	case c.side != sideAuto && c.side != int(projector.Left) && c.side != int(projector.Right):
+		return fmt.Errorf("hooks.Subspace: Side(%d) is neither projector.Left nor projector.Right", c.side)
+	case c.varianceThreshold > 0 && c.mode == Matrix:
+		return fmt.Errorf("hooks.Subspace: VarianceThreshold applies to the temporal subspace: use Mode(hooks.Temporal), or drop it (the matrix subspace keeps Rank directions)")
 	case c.varianceThreshold < 0 || c.varianceThreshold > 1:
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) is outside [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
 	case c.checkEvery < 0:
@@ -210,6 +276,9 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// WarmUpSteps returns the configured warm-up length N0.
+func (c Config) WarmUpSteps() int { return c.warmUp }
 
 // Done returns the optimizer. An invalid configuration is reported by Validate, and by the first
 // TrainStep (as the error of building the step graph).

@@ -10,28 +10,26 @@ import (
 	"github.com/gradsub/gradsub/projector"
 )
 
-// FLOPs splits the product work of one training step, counted from the step graph itself: each
-// product (DotGeneral, FusedDense, the used outputs of FusedDenseVJP) costs 2·M·N·K FLOPs.
-// Elementwise work is not counted: products dominate, and they are what projection changes.
+// FLOPs splits the product work of one training step, counted from the compiled step graph: each
+// live product (DotGeneral, FusedDense, the used outputs of FusedDenseVJP) costs 2·M·N·K FLOPs.
+// Products nothing reads (the backends drop them) are not counted; elementwise work is not
+// counted either: products dominate, and they are what projection changes.
 type FLOPs struct {
-	Forward   int64 // the model and loss
-	Gradient  int64 // back-propagation
-	Projector int64 // projection, drift signals and the base optimizer, every step
-	// PerSVD is the gated work of one basis SVD (all projected variables together): paid at the
-	// end of warm-up and at each refresh only.
+	Forward  int64 // the model and loss
+	Gradient int64 // back-propagation, including the projection of the gradients
+	// Optimizer is the base optimizer, the lift of the update and the drift bookkeeping.
+	Optimizer int64
+	// PerSVD is the gated work of learning or checking the bases (all projected variables
+	// together), paid on warm-up, drift-check and refresh steps only.
 	PerSVD int64
 }
 
-// Step returns the FLOPs of an ordinary step: everything but the gated SVD.
-func (f FLOPs) Step() int64 { return f.Forward + f.Gradient + f.Projector }
-
-// GradientAndProjector is the cost of producing the update from the loss: what projection
-// promises to reduce.
-func (f FLOPs) GradientAndProjector() int64 { return f.Gradient + f.Projector }
+// Step returns the FLOPs of an ordinary step: everything but the gated work.
+func (f FLOPs) Step() int64 { return f.Forward + f.Gradient + f.Optimizer }
 
 func (f FLOPs) String() string {
-	return fmt.Sprintf("forward %s, gradient %s, projector %s, per SVD %s",
-		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Projector), HumanFLOPs(f.PerSVD))
+	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per SVD/check %s",
+		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerSVD))
 }
 
 // HumanFLOPs formats a FLOP count with an SI prefix.
@@ -47,20 +45,51 @@ func HumanFLOPs(n int64) string {
 }
 
 // StepFLOPs counts the products of the last step graph built by the optimizer. With projection
-// disabled (Enabled(false)) the graph is the base optimizer's own, and Projector is zero.
+// disabled (Enabled(false)) the graph is the base optimizer's own.
 func (o *Optimizer) StepFLOPs() (FLOPs, error) {
 	g, marks := o.StepGraph()
 	if g == nil {
 		return FLOPs{}, fmt.Errorf("hooks: no step graph built yet: run a training step first")
 	}
-	return CountFLOPs(g, marks), nil
+	o.mu.Lock()
+	roots := o.roots
+	o.mu.Unlock()
+	return CountFLOPs(g, marks, roots), nil
 }
 
-// CountFLOPs counts the products of g, split by the marks.
-func CountFLOPs(g *Graph, marks GraphMarks) FLOPs {
+// Live returns the nodes of g that the given roots (a step's outputs) depend on: what the
+// backends execute. Nodes built but never read are dropped by both backends.
+func Live(g *Graph, roots []*Node) map[*Node]bool {
+	live := make(map[*Node]bool, len(g.Nodes()))
+	stack := append([]*Node{}, roots...)
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if live[n] {
+			continue
+		}
+		live[n] = true
+		stack = append(stack, n.Inputs()...)
+	}
+	// Gated closures read captured values and run their own nodes: keep the closures' nodes of
+	// a live gate (their outputs are live) by keeping every node of a gated range.
+	for _, r := range projector.GatedRanges(g) {
+		for _, n := range g.Nodes()[r.Start:r.End] {
+			live[n] = true
+		}
+	}
+	return live
+}
+
+// CountFLOPs counts the live products of g (see Live), split by the marks.
+func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 	nodes := g.Nodes()
+	live := Live(g, roots)
 	consumed := make(map[*Node]bool, len(nodes))
 	for _, n := range nodes {
+		if !live[n] {
+			continue
+		}
 		for _, in := range n.Inputs() {
 			consumed[in] = true
 		}
@@ -68,6 +97,9 @@ func CountFLOPs(g *Graph, marks GraphMarks) FLOPs {
 	gated := projector.GatedRanges(g)
 	var f FLOPs
 	for i, n := range nodes {
+		if !live[n] {
+			continue
+		}
 		cost := productFLOPs(n, consumed)
 		if cost == 0 {
 			continue
@@ -82,7 +114,7 @@ func CountFLOPs(g *Graph, marks GraphMarks) FLOPs {
 		case i < marks.Gradient:
 			f.Gradient += cost
 		default:
-			f.Projector += cost
+			f.Optimizer += cost
 		}
 	}
 	return f

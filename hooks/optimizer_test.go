@@ -148,13 +148,13 @@ func TestDisabledIsExactlyTheBaseOptimizer(t *testing.T) {
 	}
 }
 
-func TestProjectedUpdateLiesInSubspace(t *testing.T) {
+func TestTemporalUpdateLiesInSubspace(t *testing.T) {
 	const rank, warmUp = 3, 6
 	for name, base := range baseOptimizers() {
 		t.Run(name, func(t *testing.T) {
 			// In float64, so that the check measures the projection, not float32 rounding of the
 			// stored weights (≈ 4e-7 absolute here, above 1e-5·‖Δw‖).
-			opt := Subspace(base()).Rank(rank).WarmUp(warmUp).CheckEvery(0).Done()
+			opt := Subspace(base()).Mode(Temporal).Rank(rank).WarmUp(warmUp).CheckEvery(0).Done()
 			r := newRun(t, opt)
 			r.float64 = true
 			for range warmUp + 2 {
@@ -208,8 +208,8 @@ func TestProjectedUpdateLiesInSubspace(t *testing.T) {
 	}
 }
 
-func TestSubspaceTrainsAndRefreshes(t *testing.T) {
-	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
+func TestTemporalTrainsAndRefreshes(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(Temporal).
 		Rank(4).WarmUp(8).CheckEvery(5).ResidualThreshold(0.3).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
@@ -245,8 +245,10 @@ func TestConfigurationErrors(t *testing.T) {
 		want string
 	}{
 		{Subspace(adam).Rank(0), "Rank(0) is impossible"},
-		{Subspace(adam).Rank(8).WarmUp(4), "WarmUp(4) is shorter than Rank(8)"},
-		{Subspace(adam).VarianceThreshold(2), "VarianceThreshold(2) is outside"},
+		{Subspace(adam).Mode(Temporal).Rank(8).WarmUp(4), "WarmUp(4) is shorter than Rank(8)"},
+		{Subspace(adam).VarianceThreshold(0.9), "VarianceThreshold applies to the temporal subspace"},
+		{Subspace(adam).WarmUp(0), "WarmUp(0) must be ≥ 1"},
+		{Subspace(adam).Mode(Temporal).VarianceThreshold(2), "VarianceThreshold(2) is outside"},
 		{Subspace(adam).ResidualThreshold(0), "ResidualThreshold(0) is outside"},
 		{Subspace(adam).Matching("("), "invalid pattern"},
 		{Subspace(nil), "base optimizer is nil"},
@@ -264,10 +266,26 @@ func TestConfigurationErrors(t *testing.T) {
 	_, err := r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "matches none of the 4 trainable variables")
 	require.ErrorContains(t, err, firstLayer)
-	// A selected variable too small for the rank.
-	r = newRun(t, Subspace(adam).Rank(4).Variables("/output/dense/biases").Done())
+	// A selected variable too small for the rank, or not a matrix.
+	r = newRun(t, Subspace(adam).Mode(Temporal).Rank(4).Variables("/output/dense/biases").Done())
 	_, err = r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "fewer than Rank(4)")
+	r = newRun(t, Subspace(adam).Variables("/output/dense/biases").Done())
+	_, err = r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "is not a matrix")
+	// Explicitly selected, a [16, 1] matrix cannot take rank 4 on its smaller side.
+	r = newRun(t, Subspace(adam).Rank(4).Variables("/output/dense/weights").Done())
+	_, err = r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "rank 4 exceeds the right side")
+	// By default it is left out, with the reason in the plan.
+	opt := Subspace(adam).Rank(4).Done()
+	r = newRun(t, opt)
+	r.step(t)
+	plan := opt.Plan()
+	require.Len(t, plan, 4)
+	require.Equal(t, PathDirect, plan[0].Path, opt.PlanString())
+	require.Equal(t, PathFull, plan[2].Path, opt.PlanString())
+	require.Contains(t, plan[2].Why, "smaller side (1) is ≤ Rank(4)")
 }
 
 func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
@@ -283,20 +301,21 @@ func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, forward, f.Forward)
 	require.Equal(t, gradient, f.Gradient)
-	require.Zero(t, f.Projector)
+	require.Zero(t, f.Optimizer)
 
 	const k, n0 = 3, 6
-	proj := Subspace(optimizer.Adam().Done()).Rank(k).WarmUp(n0).Done()
+	proj := Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(k).WarmUp(n0).Done()
 	r = newRun(t, proj)
 	r.step(t)
 	f, err = proj.StepFLOPs()
 	require.NoError(t, err)
 	require.Equal(t, forward, f.Forward)
-	require.Equal(t, gradient, f.Gradient, "the temporal subspace keeps the full backward")
-	// Per step, per projected variable of P elements: the residual (Vᵀg and V·c), the
-	// coefficients Vᵀg and the lift V·Δc: 4 products of 2·P·k.
+	// The temporal subspace keeps the full backward. Per step, per projected variable of P
+	// elements: the residual (Vᵀg and V·c) and the coefficients Vᵀg on the gradient side, the
+	// lift V·Δc on the optimizer side: products of 2·P·k each.
 	p1, p2 := int64(12*16), int64(16*1)
-	require.Equal(t, 4*2*k*(p1+p2), f.Projector)
+	require.Equal(t, gradient+3*2*k*(p1+p2), f.Gradient)
+	require.Equal(t, 2*k*(p1+p2), f.Optimizer)
 	require.Positive(t, f.PerSVD)
 	_, err = Subspace(optimizer.Adam().Done()).Done().StepFLOPs()
 	require.ErrorContains(t, err, "no step graph built yet")
@@ -305,7 +324,7 @@ func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
 func TestLossPlateauTriggersRefresh(t *testing.T) {
 	// Residual trigger off; a plateau of 2 checks (every 3 steps) triggers a refresh. Plain SGD
 	// with a tiny learning rate barely moves the loss, so the smoothed loss stops falling.
-	opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(1e-6).Done()).
+	opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(1e-6).Done()).Mode(Temporal).
 		Rank(2).WarmUp(4).CheckEvery(3).ResidualThreshold(1).LossPatience(2).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
@@ -330,8 +349,14 @@ func TestLossPlateauTriggersRefresh(t *testing.T) {
 // through warm-up and refreshes. It guards the gated SVD against the Go backend's parallel
 // scheduler (compute v0.1.14 could recycle a buffer a closure returned; see projector.gate).
 func TestSameSeedSameLosses(t *testing.T) {
+	for _, mode := range []Mode{Temporal, Matrix} {
+		t.Run(mode.String(), func(t *testing.T) { testSameSeedSameLosses(t, mode) })
+	}
+}
+
+func testSameSeedSameLosses(t *testing.T, mode Mode) {
 	trace := func() []string {
-		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
+		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).
 			Rank(4).WarmUp(8).CheckEvery(5).ResidualThreshold(0.3).Done()
 		r := newRun(t, opt)
 		var lines []string

@@ -12,13 +12,17 @@ import (
 
 // Report is what the projector did so far, read from its state variables.
 type Report struct {
-	Steps             int64   // steps taken by the optimizer
-	WarmUp            int     // configured warm-up steps
-	SVDs              int64   // bases learned: the end of warm-up plus refreshes
-	Refreshes         int64   // SVDs triggered by a drift check
-	RefreshesResidual int64   // … because the residual was above the threshold
-	RefreshesLoss     int64   // … because the smoothed loss stopped falling
-	Checks            int64   // drift checks run
+	Steps             int64 // steps taken by the optimizer
+	Mode              Mode
+	WarmUp            int   // configured warm-up steps
+	SVDs              int64 // bases learned: the end of warm-up plus refreshes
+	Refreshes         int64 // SVDs triggered by a drift check
+	RefreshesResidual int64 // … because the residual was above the threshold
+	RefreshesLoss     int64 // … because the smoothed loss stopped falling
+	Checks            int64 // drift checks run
+	// GatedRuns counts the steps that ran the gated work (FLOPs.PerSVD): temporal, the SVDs;
+	// matrix, the warm-up steps and the drift checks (each builds a full gradient).
+	GatedRuns         int64
 	LastCheckResidual float64 // largest relative residual at the last check
 	LastSVDStep       int64
 	LastSVDCause      int
@@ -29,6 +33,8 @@ type Report struct {
 type VariableReport struct {
 	Path              string
 	Shape             string
+	Kind              Path    // temporal, direct or post-hoc
+	Side              string  // matrix subspace: left or right
 	MaxRank           int     // configured k
 	Rank              int     // effective rank of the current basis
 	ExplainedVariance float64 // of the snapshots the current basis was learned from
@@ -51,14 +57,14 @@ func (r Report) MeanExplainedVariance() float64 {
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "subspace: %d steps (warm-up %d), %d SVDs, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
-		r.Steps, r.WarmUp, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
+	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d), %d SVDs, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
+		r.Mode, r.Steps, r.WarmUp, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
 	for _, v := range r.Variables {
 		state := "warming up"
 		if v.Valid {
 			state = fmt.Sprintf("rank %d/%d, explained variance %.3f, residual %.3f", v.Rank, v.MaxRank, v.ExplainedVariance, v.Residual)
 		}
-		fmt.Fprintf(&b, "  %-32s %-14s temporal: %s\n", v.Path, v.Shape, state)
+		fmt.Fprintf(&b, "  %-32s %-14s %s: %s\n", v.Path, v.Shape, v.Kind, state)
 	}
 	return b.String()
 }
@@ -67,9 +73,9 @@ func (r Report) String() string {
 // per projected variable. Before the first step it returns an empty report.
 func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	o.mu.Lock()
-	root, vars := o.stateRoot, append([]ProjectedVariable(nil), o.projected...)
+	root, plan := o.stateRoot, append([]PlanEntry(nil), o.plan...)
 	o.mu.Unlock()
-	r := Report{WarmUp: o.cfg.warmUp}
+	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp}
 	if root == "" {
 		return r, nil
 	}
@@ -118,18 +124,31 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
 	r.LastSVDStep = asInt(read(at("last_svd_step")))
 	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
-	for _, pv := range vars {
-		scope, name := model.SplitPath(pv.Path)
+	r.GatedRuns = r.SVDs
+	if o.cfg.mode == Matrix {
+		r.GatedRuns = min(r.Steps, int64(o.cfg.warmUp)) + r.Checks
+	}
+	for _, e := range plan {
+		if e.Path == PathFull {
+			continue
+		}
+		scope, name := model.SplitPath(e.Variable)
 		base := path.Join(root, scope, name) + "_"
-		r.Variables = append(r.Variables, VariableReport{
-			Path:              pv.Path,
-			Shape:             fmt.Sprint(pv.Shape.Dimensions),
-			MaxRank:           pv.Rank,
-			Rank:              int(asInt(read(base + "rank"))),
+		vr := VariableReport{
+			Path:              e.Variable,
+			Shape:             fmt.Sprint(e.Shape.Dimensions),
+			Kind:              e.Path,
+			Side:              e.Side,
+			MaxRank:           e.Rank,
+			Rank:              e.Rank,
 			ExplainedVariance: asFloat(read(base + "explained")),
 			Residual:          asFloat(read(base + "residual")),
 			Valid:             asInt(read(base+"valid")) > 0,
-		})
+		}
+		if e.Path == PathTemporal {
+			vr.Rank = int(asInt(read(base + "rank")))
+		}
+		r.Variables = append(r.Variables, vr)
 	}
 	return r, err
 }

@@ -65,7 +65,7 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 	return cache
 }
 
-// gate returns fn(inputs) when run (a scalar bool) is true, and otherwise (nodes with the shapes
+// Gate returns fn(inputs) when run (a scalar bool) is true, and otherwise (nodes with the shapes
 // of fn's outputs) when it is false; fn is then not executed. A nil run calls fn directly.
 //
 // It is an If whose branches capture inputs and otherwise. Captured values need care on the Go
@@ -74,7 +74,7 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 // steps. keepAlive gives every captured value one more use after the If, so ownership is never
 // granted and a branch returning a captured value returns a copy. (A While with explicit state
 // avoids captures too, but copies every state buffer it does not own on every step.)
-func gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
+func Gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
 	if run == nil {
 		return fn(inputs)
 	}
@@ -82,16 +82,18 @@ func gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node)
 	onTrue := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
 		outs := fn(inputs)
 		if len(outs) != len(otherwise) {
-			panicf("gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
+			panicf("Gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
 		}
 		for i, o := range outs {
 			if !o.Shape().Equal(otherwise[i].Shape()) {
-				panicf("gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
+				panicf("Gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
 			}
 		}
 		return outs
 	})
-	onFalse := newIsolatedClosure(g, 1, func(g *Graph) []*Node { return otherwise })
+	// A copy: a closure's Return replaces returned parent-scope nodes in the slice it is given
+	// (by closure-local Identity nodes), and otherwise is read again below.
+	onFalse := newIsolatedClosure(g, 1, func(g *Graph) []*Node { return append([]*Node{}, otherwise...) })
 	outs := If(run, onTrue, onFalse)
 	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
 }
@@ -108,7 +110,7 @@ func keepAlive(outs, captured []*Node) []*Node {
 		}
 	}
 	if target < 0 {
-		panicf("gate: needs at least one float output")
+		panicf("Gate: needs at least one float output")
 	}
 	out := outs[target]
 	g := out.Graph()

@@ -102,7 +102,7 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 
 	// Stage 1, n²·P: the Gram matrix of the stack. Non-finite rows would poison it: the whole
 	// stack is then treated as zero and reported invalid.
-	gramAndFinite := gate(learn, []*Node{snapshots},
+	gramAndFinite := Gate(learn, []*Node{snapshots},
 		[]*Node{Zeros(g, shapes.Make(cdt, n, n)), Const(g, false)},
 		func(in []*Node) []*Node {
 			s := in[0]
@@ -121,7 +121,7 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 		return temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
 	}
 	prev := []*Node{previous.Basis, previous.SingularValues, previous.ExplainedVariance, previous.Rank}
-	learned := gate(learn, append([]*Node{snapshots, lambda, u, finite}, prev...),
+	learned := Gate(learn, append([]*Node{snapshots, lambda, u, finite}, prev...),
 		append(append([]*Node{}, prev...), Const(g, false)),
 		func(in []*Node) []*Node {
 			t := temporalFromEigen(in[0], in[1], in[2], in[3], opts, cdt)

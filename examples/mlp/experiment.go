@@ -58,20 +58,21 @@ type RunResult struct {
 	Events       []hooks.Event
 }
 
-// GradientWorkPerStep is the mean product work of producing an update from the loss over the run:
-// back-propagation, the projector's per-step products, and the SVDs amortised over the steps.
+// GradientWorkPerStep is the mean product work of turning the loss into an update over the run:
+// back-propagation and the projection of the gradients, the optimizer's products (the lift), and
+// the gated learning and checking amortised over the steps.
 func (r RunResult) GradientWorkPerStep() float64 {
-	svds := float64(r.Report.SVDs)
-	return float64(r.FLOPs.GradientAndProjector()) + svds*float64(r.FLOPs.PerSVD)/float64(r.Steps)
+	gated := float64(r.Report.GatedRuns) * float64(r.FLOPs.PerSVD) / float64(r.Steps)
+	return float64(r.FLOPs.Gradient+r.FLOPs.Optimizer) + gated
 }
 
 // trainOnce trains the MLP on the split with plain full-batch gradient descent: stock if projected
-// is false, else with the first layer's weights in the temporal gradient subspace.
-func trainOnce(backend compute.Backend, split DataSplit, setup Setup, seed int64, projected bool, logf func(string, ...any)) (RunResult, error) {
+// is false, else with the first layer's weights in the gradient subspace of the given mode.
+func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks.Mode, seed int64, projected bool, logf func(string, ...any)) (RunResult, error) {
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, seed)
 	base := optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(setup.LearningRate).Done()
-	opt := hooks.Subspace(base).Enabled(projected).
+	opt := hooks.Subspace(base).Mode(mode).Enabled(projected).
 		Variables(firstLayerWeights).Rank(setup.Rank).WarmUp(setup.WarmUp).CheckEvery(setup.CheckEvery).Done()
 	trainer := train.NewTrainer(backend, store, mlpModel, loss.BinaryCrossentropyLogits, opt, nil, nil)
 	monitor := opt.NewMonitor(store)
@@ -175,8 +176,8 @@ type Row struct {
 }
 
 // RunRow trains both variants on every seed and aggregates them.
-func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, seeds int, progress func(string, ...any), logf func(string, ...any)) (Row, error) {
-	row := Row{Dataset: d.Name, Setup: setup.Name, Mode: "temporal", Seeds: seeds, Epochs: setup.Epochs,
+func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, mode hooks.Mode, seeds int, progress func(string, ...any), logf func(string, ...any)) (Row, error) {
+	row := Row{Dataset: d.Name, Setup: setup.Name, Mode: mode.String(), Seeds: seeds, Epochs: setup.Epochs,
 		Rank: setup.Rank, WarmUp: setup.WarmUp, Backend: backend.Name()}
 	var baseAcc, subAcc, explained, refreshes []float64
 	var baseSec, subSec, baseFLOPs, subFLOPs float64
@@ -184,13 +185,13 @@ func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, seeds int, pr
 		seed := int64(s + 1)
 		split := MakeSplit(d, seed)
 		if progress != nil {
-			progress("%s/%s: seed %d of %d", d.Name, setup.Name, s+1, seeds)
+			progress("%s/%s/%s: seed %d of %d", d.Name, setup.Name, mode, s+1, seeds)
 		}
 		// Alternate which variant runs first, so drift in machine load does not favour one.
 		var base, sub RunResult
 		var err error
-		runBase := func() error { base, err = trainOnce(backend, split, setup, seed, false, nil); return err }
-		runSub := func() error { sub, err = trainOnce(backend, split, setup, seed, true, logf); return err }
+		runBase := func() error { base, err = trainOnce(backend, split, setup, mode, seed, false, nil); return err }
+		runSub := func() error { sub, err = trainOnce(backend, split, setup, mode, seed, true, logf); return err }
 		order := []func() error{runBase, runSub}
 		if s%2 == 1 {
 			order[0], order[1] = order[1], order[0]

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/gradsub/gradsub/examples/mlp/data"
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
 )
@@ -12,6 +13,12 @@ import (
 // layer trained in a rank-4 gradient subspace (drift refresh on), test accuracy stays within one
 // point of stock gradient descent on every dataset, and the baseline is a properly trained MLP.
 func TestTrainedSetupMatchesBaseline(t *testing.T) {
+	for _, mode := range []hooks.Mode{hooks.Temporal, hooks.Matrix} {
+		t.Run(mode.String(), func(t *testing.T) { testTrainedSetupMatchesBaseline(t, mode) })
+	}
+}
+
+func testTrainedSetupMatchesBaseline(t *testing.T, mode hooks.Mode) {
 	if testing.Short() {
 		t.Skip("trains 4 datasets × 2 seeds × 2 variants for 500 epochs; skipped with -short")
 	}
@@ -26,7 +33,7 @@ func TestTrainedSetupMatchesBaseline(t *testing.T) {
 		d, err := ds.Load(dir)
 		require.NoError(t, err)
 		d.Name = ds.Name
-		row, err := RunRow(backend, d, trained, 2, nil, nil)
+		row, err := RunRow(backend, d, trained, mode, 2, nil, nil)
 		require.NoError(t, err)
 		t.Logf("%-14s baseline %.3f subspace %.3f (Δ %+.3f), explained %.3f, refreshes %.1f",
 			row.Dataset, row.BaselineAccuracy, row.SubspaceAccuracy, row.DeltaAccuracy, row.ExplainedVariance, row.Refreshes)
@@ -38,9 +45,10 @@ func TestTrainedSetupMatchesBaseline(t *testing.T) {
 }
 
 func TestRunRejectsBadFlags(t *testing.T) {
-	require.ErrorContains(t, run("all", "nope", 1, "", "go", "", false), `-setup "nope"`)
-	require.ErrorContains(t, run("iris", "all", 1, "", "go", "", false), `-dataset "iris"`)
-	require.ErrorContains(t, run("all", "all", 0, "", "go", "", false), "-seeds 0")
-	require.ErrorContains(t, run("synthetic", "seed", 1, "", "tpu", "", false), `unknown backend "tpu"`)
-	require.ErrorContains(t, run("digits", "seed", 1, "", "go", t.TempDir(), false), "digits.csv.gz")
+	require.ErrorContains(t, run("all", "nope", "temporal", 1, "", "go", "", false), `-setup "nope"`)
+	require.ErrorContains(t, run("iris", "all", "temporal", 1, "", "go", "", false), `-dataset "iris"`)
+	require.ErrorContains(t, run("all", "all", "temporal", 0, "", "go", "", false), "-seeds 0")
+	require.ErrorContains(t, run("all", "all", "spectral", 1, "", "go", "", false), `unknown subspace mode "spectral"`)
+	require.ErrorContains(t, run("synthetic", "seed", "temporal", 1, "", "tpu", "", false), `unknown backend "tpu"`)
+	require.ErrorContains(t, run("digits", "seed", "matrix", 1, "", "go", t.TempDir(), false), "digits.csv.gz")
 }

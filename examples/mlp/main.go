@@ -1,6 +1,7 @@
 // Command mlp reproduces the original write-up's table: a two-layer MLP (10 hidden units) trained
 // by full-batch gradient descent on four classic datasets, stock against the first layer's
-// weights trained in a gradient subspace (hooks.Subspace wrapping the same optimizer).
+// weights trained in a gradient subspace (hooks.Subspace wrapping the same optimizer), in the
+// temporal mode of the write-up (default) or the matrix mode (-mode matrix).
 //
 //	go run ./examples/mlp                       # both setups, all four datasets, 5 seeds
 //	go run ./examples/mlp -dataset digits -setup trained -seeds 3 -json rows.json
@@ -20,6 +21,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/gradsub/gradsub/examples/mlp/data"
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/janpfeifer/must"
 )
@@ -43,19 +45,24 @@ func main() {
 		flagDataset = flag.String("dataset", "all", "dataset: all, synthetic, breast_cancer, digits, diabetes")
 		flagSetup   = flag.String("setup", "all", "setup: all, seed (20 epochs, warm-up 10, rank 2), trained (500 epochs, rank 4, drift refresh)")
 		flagSeeds   = flag.Int("seeds", 5, "seeds per dataset and setup (mean ± std over them)")
+		flagMode    = flag.String("mode", "temporal", "subspace: temporal (the original write-up's) or matrix (projected gradients computed directly)")
 		flagJSON    = flag.String("json", "", "also write the rows as JSON objects, one per line, to this file (- for stdout)")
 		flagBackend = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		flagData    = flag.String("data", "", "directory of the datasets (default: the repository's testdata/)")
 		flagVerbose = flag.Bool("v", false, "log every SVD of the subspace with its cause")
 	)
 	flag.Parse()
-	if err := run(*flagDataset, *flagSetup, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagVerbose); err != nil {
+	if err := run(*flagDataset, *flagSetup, *flagMode, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagVerbose); err != nil {
 		fmt.Fprintln(os.Stderr, "mlp:", err)
 		os.Exit(1)
 	}
 }
 
-func run(datasetFlag, setupFlag string, seeds int, jsonPath, backendFlag, dataDir string, verbose bool) error {
+func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFlag, dataDir string, verbose bool) error {
+	mode, err := hooks.ParseMode(modeFlag)
+	if err != nil {
+		return fmt.Errorf("-mode: %w", err)
+	}
 	if seeds < 1 {
 		return fmt.Errorf("-seeds %d: need at least 1 seed", seeds)
 	}
@@ -103,7 +110,7 @@ func run(datasetFlag, setupFlag string, seeds int, jsonPath, backendFlag, dataDi
 		}
 		d.Name = ds.Name
 		for _, setup := range setups {
-			row, err := RunRow(backend, d, setup, seeds, progress, logf)
+			row, err := RunRow(backend, d, setup, mode, seeds, progress, logf)
 			if err != nil {
 				return err
 			}
@@ -120,16 +127,17 @@ func run(datasetFlag, setupFlag string, seeds int, jsonPath, backendFlag, dataDi
 // PrintTable prints the write-up's columns, plus explained variance and refreshes.
 func PrintTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "dataset\tsetup\tbaseline acc\tsubspace acc\tΔ\tgradient FLOPs ↓\twall time ↓\texplained var\trefreshes\t")
+	fmt.Fprintln(tw, "dataset\tsetup\tmode\tbaseline acc\tsubspace acc\tΔ\tgradient FLOPs ↓\twall time ↓\texplained var\trefreshes\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.3f ± %.3f\t%.3f ± %.3f\t%+.3f\t%s\t%s\t%.3f\t%.1f\t\n",
-			r.Dataset, r.Setup, r.BaselineAccuracy, r.BaselineAccuracyStd, r.SubspaceAccuracy, r.SubspaceAccuracyStd,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f ± %.3f\t%.3f ± %.3f\t%+.3f\t%s\t%s\t%.3f\t%.1f\t\n",
+			r.Dataset, r.Setup, r.Mode, r.BaselineAccuracy, r.BaselineAccuracyStd, r.SubspaceAccuracy, r.SubspaceAccuracyStd,
 			r.DeltaAccuracy, reduction(r.GradientFLOPsRatio), reduction(r.WallTimeRatio), r.ExplainedVariance, r.Refreshes)
 	}
 	must.M(tw.Flush())
 	fmt.Fprintln(w, "\n↓ columns: 1 − subspace/baseline (negative: the subspace run did more work or took longer).")
-	fmt.Fprintln(w, "Gradient FLOPs: products of back-propagation plus the projector's, SVDs amortised, counted from the compiled graphs.")
-	fmt.Fprintln(w, "The temporal subspace projects after a full backward pass, so it cannot save gradient FLOPs: the matrix mode does.")
+	fmt.Fprintln(w, "Gradient FLOPs: products from the loss to the update (back-propagation, projection, lift), with the gated")
+	fmt.Fprintln(w, "learning and checks amortised; counted from the compiled graphs. Temporal mode projects after a full")
+	fmt.Fprintln(w, "backward pass, so it cannot save them; matrix mode computes the projected gradient directly.")
 }
 
 func reduction(ratio float64) string {

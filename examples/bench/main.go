@@ -1,0 +1,338 @@
+// Command bench measures what the matrix subspace saves on MLP training steps: step time (stock
+// and subspace timed in interleaved blocks in the same process, so machine noise hits both), the
+// gradient FLOPs counted from the compiled step graphs next to the analytic bound, and the
+// optimizer-state bytes of the projected variables.
+//
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config wide -blocks 5
+//
+// Configurations: "mnist" is a 784-256-10 MLP, batch 256, Adam, first layer projected at rank 8;
+// "wide" is a 1024-wide MLP with 4 hidden layers, every dense layer projected at rank 8.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks"
+	"github.com/gradsub/gradsub/internal/backends"
+)
+
+// Config is one benchmark: an MLP and which of its layers are projected.
+type Config struct {
+	Name      string
+	Input     int
+	Hidden    []int
+	Classes   int
+	Batch     int
+	Rank      int
+	Projected []string // variable paths; nil: the default selection (every dense layer)
+}
+
+var configs = []Config{
+	{Name: "mnist", Input: 784, Hidden: []int{256}, Classes: 10, Batch: 256, Rank: 8,
+		Projected: []string{"/layer_0/dense/weights"}},
+	{Name: "wide", Input: 1024, Hidden: []int{1024, 1024, 1024, 1024}, Classes: 10, Batch: 256, Rank: 8},
+}
+
+func (c Config) model(scope *model.Scope, x *Node) *Node {
+	for i, width := range c.Hidden {
+		x = layers.DenseWithBias(scope.In("layer_%d", i), x, width)
+		x = activation.Apply(activation.TypeRelu, x)
+	}
+	return layers.DenseWithBias(scope.In("logits"), x, c.Classes)
+}
+
+// Result is one configuration's measurements; ratios are subspace / stock.
+type Result struct {
+	Config              string  `json:"config"`
+	Backend             string  `json:"backend"`
+	StockStepMs         float64 `json:"stock_step_ms"`
+	SubspaceStepMs      float64 `json:"subspace_step_ms"`
+	StepTimeRatio       float64 `json:"step_time_ratio"`
+	StockGradientFLOPs  int64   `json:"stock_gradient_flops"`
+	SubspaceGradFLOPs   int64   `json:"subspace_gradient_flops"`
+	ProjectedGradRatio  float64 `json:"projected_layers_gradient_flops_ratio"`
+	StepFLOPsRatio      float64 `json:"step_flops_ratio"`
+	AnalyticFLOPsRatio  float64 `json:"analytic_step_flops_ratio"`
+	StockStateBytes     int64   `json:"stock_state_bytes"`
+	SubspaceStateBytes  int64   `json:"subspace_state_bytes"`
+	StateBytesRatio     float64 `json:"state_bytes_ratio"`
+	GatedStepsFraction  float64 `json:"gated_steps_fraction"`
+	ProjectedVariables  int     `json:"projected_variables"`
+	DirectPathVariables int     `json:"direct_path_variables"`
+}
+
+type variant struct {
+	opt     *hooks.Optimizer
+	store   *model.Store
+	trainer *train.Trainer
+}
+
+func newVariant(backend compute.Backend, c Config, projected, frozenProjected bool) *variant {
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(1))
+	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank)
+	if c.Projected != nil {
+		cfg = cfg.Variables(c.Projected...)
+	}
+	opt := cfg.Done()
+	modelFn := c.model
+	if frozenProjected {
+		// The projected layers frozen: the step graph's gradient FLOPs are then those of the
+		// other layers, which both variants share.
+		modelFn = func(scope *model.Scope, x *Node) *Node {
+			y := c.model(scope, x)
+			for v := range scope.Store().IterVariables() {
+				if c.isProjected(v) {
+					v.SetTrainable(false)
+				}
+			}
+			return y
+		}
+	}
+	trainer := train.NewTrainer(backend, store, modelFn, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
+	return &variant{opt: opt, store: store, trainer: trainer}
+}
+
+func (c Config) isProjected(v *model.Variable) bool {
+	if c.Projected != nil {
+		return slices.Contains(c.Projected, v.Path())
+	}
+	return hooks.DefaultSelection(v)
+}
+
+// batch returns a fresh random batch (the trainer takes ownership of it).
+func (c Config) batch(rng *rand.Rand) train.Batch {
+	x := make([]float32, c.Batch*c.Input)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	y := make([]int32, c.Batch)
+	for i := range y {
+		y[i] = int32(rng.IntN(c.Classes))
+	}
+	return train.Batch{
+		Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, c.Batch, c.Input)},
+		Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, c.Batch, 1)},
+	}
+}
+
+func (v *variant) steps(c Config, rng *rand.Rand, n int) (time.Duration, error) {
+	var total time.Duration
+	for range n {
+		b := c.batch(rng) // built outside the timed region
+		start := time.Now()
+		if _, err := v.trainer.TrainStep(b); err != nil {
+			return 0, err
+		}
+		total += time.Since(start)
+	}
+	return total, nil
+}
+
+// stateBytes sums the optimizer state kept for the projected variables: the base optimizer's
+// (under its scope) and the projector's (bases, coefficients).
+func stateBytes(store *model.Store, c Config) int64 {
+	var projected []string
+	for v := range store.IterVariables() {
+		if v.Trainable && c.isProjected(v) {
+			projected = append(projected, v.Path())
+		}
+	}
+	var total int64
+	for v := range store.IterVariables() {
+		if v.Trainable {
+			continue
+		}
+		for _, p := range projected {
+			if strings.HasSuffix(v.Scope(), strings.TrimSuffix(p, "/weights")) && strings.HasPrefix(v.Name(), "weights") {
+				total += int64(v.Shape().Memory())
+				break
+			}
+		}
+	}
+	return total
+}
+
+// analyticRatio is the step-FLOP ratio the direct path allows for a chain of dense layers:
+// forward and ∂x are unchanged; each projected ∂W (2·B·m·n) becomes 2·B·r·(m+n), plus the lift
+// 2·r·m·n; gated work is left out.
+func analyticRatio(c Config) float64 {
+	dims := append(append([]int{c.Input}, c.Hidden...), c.Classes)
+	b, r := float64(c.Batch), float64(c.Rank)
+	var stock, sub float64
+	for i := 0; i+1 < len(dims); i++ {
+		m, n := float64(dims[i]), float64(dims[i+1])
+		forward, dW, dx := 2*b*m*n, 2*b*m*n, 2*b*m*n
+		if i == 0 {
+			dx = 0 // nothing needs the input's gradient
+		}
+		stock += forward + dW + dx
+		projected := c.Projected == nil || i == 0
+		if projected {
+			sub += forward + dx + 2*b*r*(m+n) + 2*r*m*n
+		} else {
+			sub += forward + dW + dx
+		}
+	}
+	return sub / stock
+}
+
+func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(string, ...any)) (Result, error) {
+	res := Result{Config: c.Name, Backend: backend.Name()}
+	stock := newVariant(backend, c, false, false)
+	sub := newVariant(backend, c, true, false)
+	frozen := newVariant(backend, c, false, true)
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Compile and warm up both (the subspace variant past its warm-up phase).
+	warm := sub.opt.Config().WarmUpSteps() + 5
+	for _, v := range []*variant{stock, sub} {
+		if _, err := v.steps(c, rng, warm); err != nil {
+			return res, err
+		}
+	}
+	if _, err := frozen.steps(c, rng, 1); err != nil {
+		return res, err
+	}
+	logf("%s: %s", c.Name, strings.TrimSpace(sub.opt.PlanString()))
+	var tStock, tSub time.Duration
+	for i := range blocks {
+		order := []*variant{stock, sub}
+		if i%2 == 1 {
+			order = []*variant{sub, stock}
+		}
+		for _, v := range order {
+			d, err := v.steps(c, rng, blockSteps)
+			if err != nil {
+				return res, err
+			}
+			if v == stock {
+				tStock += d
+			} else {
+				tSub += d
+			}
+		}
+		logf("%s: block %d of %d: stock %.2f ms/step, subspace %.2f ms/step", c.Name, i+1, blocks,
+			msPerStep(tStock, (i+1)*blockSteps), msPerStep(tSub, (i+1)*blockSteps))
+	}
+	n := blocks * blockSteps
+	res.StockStepMs, res.SubspaceStepMs = msPerStep(tStock, n), msPerStep(tSub, n)
+	res.StepTimeRatio = res.SubspaceStepMs / res.StockStepMs
+
+	fs, err := stock.opt.StepFLOPs()
+	if err != nil {
+		return res, err
+	}
+	fp, err := sub.opt.StepFLOPs()
+	if err != nil {
+		return res, err
+	}
+	ff, err := frozen.opt.StepFLOPs()
+	if err != nil {
+		return res, err
+	}
+	res.StockGradientFLOPs, res.SubspaceGradFLOPs = fs.Gradient, fp.Gradient
+	// The projected layers' share: total gradient FLOPs less the other layers' (the frozen run).
+	res.ProjectedGradRatio = float64(fp.Gradient-ff.Gradient) / float64(fs.Gradient-ff.Gradient)
+	report, err := sub.opt.Report(sub.store)
+	if err != nil {
+		return res, err
+	}
+	res.GatedStepsFraction = float64(report.GatedRuns) / float64(report.Steps)
+	gatedPerStep := res.GatedStepsFraction * float64(fp.PerSVD)
+	res.StepFLOPsRatio = (float64(fp.Step()) + gatedPerStep) / float64(fs.Step())
+	res.AnalyticFLOPsRatio = analyticRatio(c)
+	res.StockStateBytes, res.SubspaceStateBytes = stateBytes(stock.store, c), stateBytes(sub.store, c)
+	res.StateBytesRatio = float64(res.SubspaceStateBytes) / float64(res.StockStateBytes)
+	for _, e := range sub.opt.Plan() {
+		if e.Path != hooks.PathFull {
+			res.ProjectedVariables++
+		}
+		if e.Path == hooks.PathDirect {
+			res.DirectPathVariables++
+		}
+	}
+	return res, nil
+}
+
+func msPerStep(d time.Duration, steps int) float64 {
+	return float64(d.Microseconds()) / 1000 / float64(steps)
+}
+
+func main() {
+	flagConfig := flag.String("config", "all", "benchmark: all, mnist (784-256-10, first layer at rank 8), wide (1024-wide, 4 hidden layers, all projected)")
+	flagBlocks := flag.Int("blocks", 6, "interleaved timing blocks per variant")
+	flagSteps := flag.Int("steps", 25, "steps per timing block")
+	flagBackend := flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
+	flagJSON := flag.String("json", "", "also write the results as JSON lines to this file")
+	flag.Parse()
+	backend, err := backends.New(backends.Config(*flagBackend))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	var results []Result
+	for _, c := range configs {
+		if *flagConfig != "all" && *flagConfig != c.Name {
+			continue
+		}
+		r, err := run(backend, c, *flagBlocks, *flagSteps, logf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		results = append(results, r)
+	}
+	if len(results) == 0 {
+		fmt.Fprintf(os.Stderr, "bench: unknown -config %q (use all, mnist or wide)\n", *flagConfig)
+		os.Exit(1)
+	}
+	fmt.Printf("backend: %s\n\n", results[0].Backend)
+	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | gated steps |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range results {
+		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %.0f%% |\n",
+			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
+			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanBytes(r.StockStateBytes), humanBytes(r.SubspaceStateBytes),
+			r.StateBytesRatio, 100*r.GatedStepsFraction)
+	}
+	if *flagJSON != "" {
+		f, err := os.Create(*flagJSON)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		enc := json.NewEncoder(f)
+		for _, r := range results {
+			_ = enc.Encode(r)
+		}
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

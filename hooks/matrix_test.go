@@ -1,0 +1,236 @@
+package hooks
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/nn"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/projector"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMatrixUpdateLiesInSubspace(t *testing.T) {
+	const rank = 3
+	for name, base := range baseOptimizers() {
+		t.Run(name, func(t *testing.T) {
+			opt := Subspace(base()).Rank(rank).WarmUp(2).CheckEvery(0).Done()
+			r := newRun(t, opt)
+			r.float64 = true // the check measures the projection, not float32 rounding
+			for range 4 {
+				r.step(t)
+			}
+			plan := opt.Plan()
+			require.Equal(t, PathDirect, plan[0].Path, opt.PlanString())
+			require.Equal(t, "left", plan[0].Side, "W [12, 16]: the smaller side is the input side")
+			m, n := 12, 16
+			for range 3 {
+				before := r.value(t, firstLayer)
+				r.step(t)
+				after := r.value(t, firstLayer)
+				q := r.value(t, "/subspace/hidden/dense/weights_basis") // [m, rank]
+				var deltaNorm, residNorm float64
+				for j := range n {
+					col := make([]float64, m) // column j of ΔW
+					for i := range m {
+						col[i] = after[i*n+j] - before[i*n+j]
+						deltaNorm += col[i] * col[i]
+					}
+					coef := make([]float64, rank)
+					for i := range m {
+						for c := range rank {
+							coef[c] += q[i*rank+c] * col[i]
+						}
+					}
+					for i := range m {
+						res := col[i]
+						for c := range rank {
+							res -= q[i*rank+c] * coef[c]
+						}
+						residNorm += res * res
+					}
+				}
+				require.Greater(t, deltaNorm, 0.0)
+				require.LessOrEqual(t, math.Sqrt(residNorm), 1e-5*math.Sqrt(deltaNorm), "update leaves span(Q)")
+			}
+			// The base optimizer's state for the projected weight has the coefficient's shape.
+			for v := range r.store.IterVariables() {
+				if v.Trainable {
+					continue
+				}
+				if v.Shape().Equal(shapes.Make(dtypes.Float64, m, n)) {
+					t.Fatalf("full-size state variable %s %s: the matrix subspace must keep none", v.Path(), v.Shape())
+				}
+			}
+			require.Equal(t, 1, opt.Builds())
+		})
+	}
+}
+
+// TestDirectPathBuildsNoWeightGradient inspects the compiled step: on ordinary steps (the gated
+// learning and checking aside) no live product computes xᵀ·∂y for the projected weight. The
+// only product of the weight's shape left is the lift Q·Δc, which contracts over the rank.
+func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
+	const rank = 3
+	weightProducts := func(opt *Optimizer) (contractions []int) {
+		g, _ := opt.StepGraph()
+		opt.mu.Lock()
+		roots := opt.roots
+		opt.mu.Unlock()
+		live := Live(g, roots)
+		gated := projector.GatedRanges(g)
+		consumed := map[*Node]bool{}
+		for _, n := range g.Nodes() {
+			if live[n] {
+				for _, in := range n.Inputs() {
+					consumed[in] = true
+				}
+			}
+		}
+		for i, n := range g.Nodes() {
+			if _, inGate := gatedTrips(gated, i); inGate || !live[n] {
+				continue
+			}
+			switch n.Type() {
+			case NodeTypeDotGeneral:
+				if n.Shape().Dimensions[0] == 12 && n.Rank() == 2 && n.Shape().Dim(1) == 16 {
+					contractions = append(contractions, int(productFLOPs(n, consumed)/(2*12*16)))
+				}
+			case NodeTypeFusedDenseVJP:
+				for _, split := range splitsOf(n, consumed) {
+					if split.Shape().Equal(n.Inputs()[1].Shape()) && n.Inputs()[1].Shape().Dim(0) == 12 {
+						contractions = append(contractions, n.Inputs()[0].Shape().Dim(0))
+					}
+				}
+			}
+		}
+		return
+	}
+	stock := Subspace(optimizer.Adam().Done()).Enabled(false).Done()
+	newRun(t, stock).step(t)
+	require.Equal(t, []int{64}, weightProducts(stock), "stock back-propagation builds ∂W = xᵀ·∂y over the batch of 64")
+
+	opt := Subspace(optimizer.Adam().Done()).Rank(rank).Done()
+	newRun(t, opt).step(t)
+	require.Equal(t, PathDirect, opt.Plan()[0].Path)
+	require.Equal(t, []int{rank}, weightProducts(opt), "only the lift (contracting over the rank) may have W's shape")
+
+	f, err := opt.StepFLOPs()
+	require.NoError(t, err)
+	sf, err := stock.StepFLOPs()
+	require.NoError(t, err)
+	// Stock: ∂W₁ (2·64·12·16) + the output layer's ∂W₂ and ∂x (2·2·64·16). Direct: (x·Q)ᵀ·∂y is
+	// 2·64·12·3 + 2·3·64·16, and no ∂x for the first layer.
+	require.Equal(t, int64(2*64*12*16+2*2*64*16), sf.Gradient)
+	require.Equal(t, int64(2*64*12*rank+2*rank*64*16+2*2*64*16), f.Gradient)
+	require.Equal(t, int64(2*12*rank*16), f.Optimizer, "the lift Q·Δc")
+	require.Positive(t, f.PerSVD)
+}
+
+// TestDirectCoefficientsForEachProduct: for each kind of product GoMLX's layers build, the
+// projected gradient computed from ∂y equals the projection of the full gradient ∂W.
+func TestDirectCoefficientsForEachProduct(t *testing.T) {
+	const b, s, m, h, k, r = 5, 3, 6, 2, 4, 2
+	n := h * k
+	rng := rand.New(rand.NewPCG(4, 4))
+	randTensor := func(dims ...int) *tensors.Tensor {
+		size := 1
+		for _, d := range dims {
+			size *= d
+		}
+		data := make([]float32, size)
+		for i := range data {
+			data[i] = float32(rng.NormFloat64())
+		}
+		return tensors.FromFlatDataAndDimensions(data, dims...)
+	}
+	cases := []struct {
+		name   string
+		x, w   *tensors.Tensor
+		bias   bool
+		build  func(x, w, bias *Node) *Node
+		kind   string
+		wIsLHS bool
+	}{
+		{name: "dense", x: randTensor(b, m), w: randTensor(m, n), bias: true, kind: "FusedDense",
+			build: func(x, w, bias *Node) *Node { return nn.Dense(x, w, bias, compute.DenseLayoutInputOutputs) }},
+		{name: "dense, batch axes, rank-3 weight", x: randTensor(b, s, m), w: randTensor(m, h, k), kind: "FusedDense",
+			build: func(x, w, _ *Node) *Node { return nn.Dense(x, w, nil, compute.DenseLayoutInputOutputs) }},
+		{name: "dense, outputs-input layout", x: randTensor(b, s, m), w: randTensor(n, m), bias: true, kind: "FusedDense",
+			build: func(x, w, bias *Node) *Node { return nn.Dense(x, w, bias, compute.DenseLayoutOutputsInput) }},
+		{name: "matmul", x: randTensor(b, m), w: randTensor(m, n), kind: "DotGeneral",
+			build: func(x, w, _ *Node) *Node { return MatMul(x, w) }},
+		{name: "einsum, batch axes", x: randTensor(b, s, m), w: randTensor(m, h, k), kind: "DotGeneral",
+			build: func(x, w, _ *Node) *Node { return Einsum("bsd,dhk->bshk", x, w) }},
+		{name: "einsum, weight on the left", x: randTensor(b, s, m), w: randTensor(m, n), kind: "DotGeneral", wIsLHS: true,
+			build: func(x, w, _ *Node) *Node { return Einsum("dn,bsd->nbs", w, x) }},
+		{name: "dot general, contracting the weight's last axis", x: randTensor(b, m), w: randTensor(n, m), kind: "DotGeneral",
+			build: func(x, w, _ *Node) *Node { return Dot(x, w).General([]int{1}, nil, []int{1}, nil) }},
+	}
+	for _, tc := range cases {
+		for _, side := range []projector.Side{projector.Left, projector.Right} {
+			t.Run(tc.name+"/"+side.String(), func(t *testing.T) {
+				basisRows := m
+				if side == projector.Right {
+					basisRows = n
+				}
+				var kind string
+				outs, err := ExecOnceN(testBackend(t), func(x, w, bias, q *Node) []*Node {
+					if !tc.bias {
+						bias = nil
+					}
+					y := tc.build(x, w, bias)
+					weights := ConstAsDType(x.Graph(), dtypes.Float32, 1.0)
+					loss := ReduceAllSum(Mul(Square(y), weights))
+					p, why := findProduct(x.Graph(), w)
+					require.NotNil(t, p, why)
+					kind = p.kind
+					require.Equal(t, m, p.m)
+					require.Equal(t, n, p.n)
+					grads := Gradient(loss, w, p.node)
+					q = projector.Orthonormalize(q, 1e-7)
+					direct := projector.DirectCoefficients(p.xRows(p.x), p.dyRows(grads[1]), q, side)
+					full := projector.ProjectMatrix(p.fromW(grads[0]), q, side)
+					relErr := Div(Sqrt(ReduceAllSum(Square(Sub(direct, full)))), Sqrt(ReduceAllSum(Square(full))))
+					roundTrip := ReduceAllMax(Abs(Sub(p.toW(p.fromW(w)), w)))
+					return []*Node{relErr, roundTrip}
+				}, tc.x, tc.w, randTensor(n), randTensor(basisRows, r))
+				require.NoError(t, err)
+				require.Equal(t, tc.kind, kind)
+				require.Less(t, outs[0].Value().(float32), float32(1e-5), "direct coefficients ≠ projected full gradient")
+				require.Zero(t, outs[1].Value().(float32), "fromW/toW must be inverses")
+			})
+		}
+	}
+}
+
+func TestMatrixTrainsAndRefreshes(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
+		Rank(4).WarmUp(5).CheckEvery(5).ResidualThreshold(0.3).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	first := r.step(t)
+	require.NoError(t, mon.Observe())
+	var last float64
+	for range 150 {
+		last = r.step(t)
+		require.NoError(t, mon.Observe())
+	}
+	require.Less(t, last, 0.5*first, "training must reduce the loss (first %g, last %g)", first, last)
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Equal(t, int64((151-5)/5), report.Checks)
+	require.Equal(t, 5+report.Refreshes, report.SVDs, "a basis per warm-up step, then one per refresh")
+	require.Equal(t, report.SVDs, int64(len(mon.Events)))
+	require.Equal(t, 1, opt.Builds())
+	require.Len(t, report.Variables, 1, "the [16, 1] output layer stays full at rank 4")
+	require.Equal(t, PathDirect, report.Variables[0].Kind)
+	require.Greater(t, report.Variables[0].ExplainedVariance, 0.5)
+	t.Log(report)
+}

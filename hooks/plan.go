@@ -1,0 +1,101 @@
+package hooks
+
+import (
+	"fmt"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/projector"
+)
+
+// makePlan decides each trainable variable's path, and finds the products of the direct ones.
+// A selected variable that cannot be projected at all is an error naming it and the fix.
+func (o *Optimizer) makePlan(g *Graph, trainables []*model.Variable) ([]PlanEntry, []*product) {
+	cfg := &o.cfg
+	plan := make([]PlanEntry, len(trainables))
+	products := make([]*product, len(trainables))
+	selected, projected := 0, 0
+	for i, v := range trainables {
+		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Path: PathFull, Rank: cfg.rank}
+		if !cfg.selectFn(v) {
+			e.Why = "not selected (" + cfg.selectDesc + ")"
+			plan[i] = e
+			continue
+		}
+		selected++
+		if err := o.checkProjectable(v); err != nil {
+			exceptions.Panicf("%v", err)
+		}
+		projected++
+		if cfg.mode == Temporal {
+			e.Path, e.Why = PathTemporal, fmt.Sprintf("flattened gradient (%d elements) on a temporal basis", v.Shape().Size())
+			plan[i] = e
+			continue
+		}
+		p, why := findProduct(g, v.NodeValue(g))
+		var m, n int
+		if p != nil {
+			m, n = p.m, p.n
+			e.Path, e.Why = PathDirect, fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/m, m, m, n)
+		} else {
+			m = v.Shape().Dim(0)
+			n = v.Shape().Size() / m
+			e.Path, e.Why = PathPostHoc, "full gradient projected: "+why
+		}
+		side := projector.SmallerSide(m, n)
+		if cfg.side != sideAuto {
+			side = projector.Side(cfg.side)
+		}
+		if !cfg.explicit && min(m, n) <= cfg.rank {
+			// The default selection leaves out matrices that a rank-k basis would not shrink.
+			e.Path, e.Why = PathFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), cfg.rank)
+			plan[i] = e
+			projected--
+			continue
+		}
+		if err := projector.CheckMatrix(m, n, cfg.rank, side); err != nil {
+			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
+		}
+		e.Side = side.String()
+		products[i] = p
+		plan[i] = e
+	}
+	if selected == 0 {
+		var paths []string
+		for _, v := range trainables {
+			paths = append(paths, fmt.Sprintf("%s %s", v.Path(), v.Shape()))
+		}
+		exceptions.Panicf("hooks.Subspace: the selection (%s) matches none of the %d trainable variables %v; "+
+			"choose some with Variables(paths...), Matching(regexp) or Select(fn), or use Enabled(false) to train without projection",
+			cfg.selectDesc, len(trainables), paths)
+	}
+	if projected == 0 {
+		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at Rank(%d):\n%s(lower the rank, or choose other variables)", selected, cfg.rank, planLines(plan))
+	}
+	return plan, products
+}
+
+// checkProjectable explains why a selected variable cannot be projected, if it cannot.
+func (o *Optimizer) checkProjectable(v *model.Variable) error {
+	shape := v.Shape()
+	switch {
+	case !v.DType().IsFloat():
+		return fmt.Errorf("hooks.Subspace: variable %s has dtype %s: only float variables can be projected (leave it out of the selection)", v.Path(), v.DType())
+	case o.cfg.mode == Matrix && shape.Rank() < 2:
+		return fmt.Errorf("hooks.Subspace: variable %s %s is not a matrix: the matrix subspace needs rank ≥ 2 (leave it out of the selection, or use Mode(hooks.Temporal))", v.Path(), shape)
+	case shape.Size() < o.cfg.rank:
+		return fmt.Errorf("hooks.Subspace: variable %s %s has %d elements, fewer than Rank(%d): lower the rank or leave it out of the selection", v.Path(), shape, shape.Size(), o.cfg.rank)
+	}
+	return nil
+}
+
+func planLines(plan []PlanEntry) string {
+	var s string
+	for _, e := range plan {
+		if e.Path == PathFull && e.Why != "" {
+			s += fmt.Sprintf("  %s %v: %s\n", e.Variable, e.Shape.Dimensions, e.Why)
+		}
+	}
+	return s
+}

@@ -1,0 +1,170 @@
+package hooks
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// product is the single product node through which a weight W reaches the loss, seen as the
+// matrix product y₂ = x₂·W₂ with x₂ [B, m], W₂ [m, n], y₂ [B, n]: the form the direct path needs.
+// Leading and free axes are flattened; contracting axes are moved last on x and first on W.
+type product struct {
+	node *Node // the product's output (FusedDense or DotGeneral)
+	x    *Node // the other operand
+	m, n int
+	kind string
+
+	xRows   func(x *Node) *Node  // x → x₂ [B, m]
+	dyRows  func(dy *Node) *Node // ∂y → ∂y₂ [B, n]
+	toW     func(w2 *Node) *Node // [m, n] → W's shape
+	fromW   func(w *Node) *Node  // W → W₂ [m, n]
+	hasBias bool
+}
+
+// findProduct returns the product consuming w (the variable's value node), or why there is none
+// the direct path can use.
+func findProduct(g *Graph, w *Node) (*product, string) {
+	var consumers []*Node
+	for _, n := range g.Nodes()[w.Id()+1:] {
+		if slices.Contains(n.Inputs(), w) {
+			consumers = append(consumers, n)
+		}
+	}
+	switch {
+	case len(consumers) == 0:
+		return nil, "not used by the model"
+	case len(consumers) > 1:
+		var kinds []string
+		for _, c := range consumers {
+			kinds = append(kinds, c.Type().String())
+		}
+		return nil, fmt.Sprintf("used by %d ops (%s): the direct path needs a single product", len(consumers), strings.Join(kinds, ", "))
+	}
+	c := consumers[0]
+	switch c.Type() {
+	case NodeTypeFusedDense:
+		return fusedDenseProduct(c, w)
+	case NodeTypeDotGeneral:
+		return dotGeneralProduct(c, w)
+	}
+	return nil, fmt.Sprintf("consumed by a %s op, not a product", c.Type())
+}
+
+func fusedDenseProduct(node, w *Node) (*product, string) {
+	desc := node.String()
+	if node.Inputs()[1] != w {
+		return nil, "used as the input of a dense layer, not its weight"
+	}
+	if !strings.Contains(desc, "Activation:{Type:None}") {
+		return nil, "its dense layer fuses an activation (∂y would be taken after it)"
+	}
+	x := node.Inputs()[0]
+	in := x.Shape().Dim(-1)
+	wDims := w.Shape().Dimensions
+	n := w.Shape().Size() / in
+	p := &product{node: node, x: x, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
+	p.xRows = func(x *Node) *Node { return Reshape(x, x.Shape().Size()/in, in) }
+	p.dyRows = func(dy *Node) *Node { return Reshape(dy, dy.Shape().Size()/n, n) }
+	switch {
+	case strings.Contains(desc, "WeightLayout:InputOutputs"):
+		p.fromW = func(w *Node) *Node { return Reshape(w, in, n) }
+		p.toW = func(w2 *Node) *Node { return Reshape(w2, wDims...) }
+	case strings.Contains(desc, "WeightLayout:OutputsInput"):
+		p.fromW = func(w *Node) *Node { return Transpose(Reshape(w, n, in), 0, 1) }
+		p.toW = func(w2 *Node) *Node { return Reshape(Transpose(w2, 0, 1), wDims...) }
+	default:
+		return nil, "its dense layer has an unknown weight layout"
+	}
+	return p, ""
+}
+
+var axesRE = regexp.MustCompile(`(lhsContractingAxes|lhsBatchAxes|rhsContractingAxes|rhsBatchAxes)=\[([0-9 ]*)\]`)
+
+// dotAxes reads a DotGeneral node's axes from its description, the only public view of them.
+func dotAxes(node *Node) map[string][]int {
+	axes := map[string][]int{}
+	for _, m := range axesRE.FindAllStringSubmatch(node.String(), -1) {
+		var list []int
+		for _, f := range strings.Fields(m[2]) {
+			v, _ := strconv.Atoi(f)
+			list = append(list, v)
+		}
+		axes[m[1]] = list
+	}
+	return axes
+}
+
+func dotGeneralProduct(node, w *Node) (*product, string) {
+	axes := dotAxes(node)
+	lhs, rhs := node.Inputs()[0], node.Inputs()[1]
+	wIsRHS := rhs == w
+	if !wIsRHS && lhs != w {
+		return nil, "not an operand of its product"
+	}
+	if lhs == rhs {
+		return nil, "multiplied by itself"
+	}
+	if len(axes["lhsBatchAxes"]) > 0 || len(axes["rhsBatchAxes"]) > 0 {
+		return nil, "its product has batch axes shared with the weight"
+	}
+	x, wC, xC := lhs, axes["rhsContractingAxes"], axes["lhsContractingAxes"]
+	if !wIsRHS {
+		x, wC, xC = rhs, axes["lhsContractingAxes"], axes["rhsContractingAxes"]
+	}
+	if len(wC) == 0 {
+		return nil, "its product contracts no axis of the weight"
+	}
+	free := func(rank int, contracting []int) []int {
+		var out []int
+		for a := range rank {
+			if !slices.Contains(contracting, a) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	wF, xF := free(w.Rank(), wC), free(x.Rank(), xC)
+	m := 1
+	for _, a := range wC {
+		m *= w.Shape().Dim(a)
+	}
+	n := w.Shape().Size() / m
+	if len(wF) == 0 {
+		return nil, "its product leaves no free axis of the weight"
+	}
+	wPerm := append(append([]int{}, wC...), wF...)
+	permutedDims := make([]int, len(wPerm))
+	for i, a := range wPerm {
+		permutedDims[i] = w.Shape().Dim(a)
+	}
+	inverse := make([]int, len(wPerm))
+	for i, a := range wPerm {
+		inverse[a] = i
+	}
+	xPerm := append(append([]int{}, xF...), xC...)
+	p := &product{node: node, x: x, m: m, n: n, kind: "DotGeneral"}
+	p.fromW = func(w *Node) *Node { return Reshape(TransposeAllAxes(w, wPerm...), m, n) }
+	p.toW = func(w2 *Node) *Node { return TransposeAllAxes(Reshape(w2, permutedDims...), inverse...) }
+	p.xRows = func(x *Node) *Node { return Reshape(TransposeAllAxes(x, xPerm...), x.Shape().Size()/m, m) }
+	// The output's axes are (lhs free…, rhs free…).
+	numXF, numWF := len(xF), len(wF)
+	p.dyRows = func(dy *Node) *Node {
+		if !wIsRHS { // y = (W free…, x free…): put x's free axes first
+			perm := make([]int, 0, numXF+numWF)
+			for i := range numXF {
+				perm = append(perm, numWF+i)
+			}
+			for i := range numWF {
+				perm = append(perm, i)
+			}
+			dy = TransposeAllAxes(dy, perm...)
+		}
+		return Reshape(dy, dy.Shape().Size()/n, n)
+	}
+	return p, ""
+}

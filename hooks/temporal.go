@@ -1,0 +1,88 @@
+package hooks
+
+import (
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/projector"
+)
+
+// temporalVar projects a variable's flattened gradient on a basis learned from a ring buffer of
+// recent gradients. Warm-up steps are full steps of the base optimizer.
+type temporalVar struct {
+	st        *stepState
+	v         *model.Variable
+	flat      *Node // the step's full gradient, flattened [P]; zeros if non-finite
+	recorded  *Node // the snapshot stack including this step's gradient
+	resid     *Node
+	basis     *model.Variable
+	coef      *model.Variable
+	explained *model.Variable
+	rank      *model.Variable
+	valid     *model.Variable
+	residVar  *model.Variable
+	coefGrad  *Node
+	useProj   *Node
+}
+
+func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
+	cfg := &st.o.cfg
+	g := st.g
+	p := v.Shape().Size()
+	dtype := v.DType()
+	h := &temporalVar{
+		st: st, v: v,
+		basis:     st.varState(v, "basis", shapes.Make(dtype, p, cfg.rank)),
+		coef:      st.varState(v, "coefficients", shapes.Make(dtype, cfg.rank)),
+		explained: st.varState(v, "explained", shapes.Make(dtype)),
+		rank:      st.varState(v, "rank", shapes.Make(dtypes.Int32)),
+		valid:     st.varState(v, "valid", shapes.Make(dtypes.Int32)),
+		residVar:  st.varState(v, "residual", shapes.Make(dtype)),
+	}
+	snapshots := st.varState(v, "snapshots", shapes.Make(dtype, cfg.warmUp, p))
+	// Record this step's gradient in the ring buffer (row (t−1) mod N0). A non-finite gradient is
+	// recorded as zeros: it must not reach the SVD.
+	flat := Reshape(grad, p)
+	h.flat = Where(LogicalAll(IsFinite(flat)), flat, ZerosLike(flat))
+	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.warmUp)), dtypes.Int32)
+	h.recorded = DynamicUpdateSlice(snapshots.NodeValue(g), InsertAxes(h.flat, 0), []*Node{row, Const(g, int32(0))})
+	snapshots.SetNodeValue(h.recorded)
+	h.resid = projector.RelativeResidual(h.basis.NodeValue(g), h.flat)
+	return h
+}
+
+func (h *temporalVar) variable() *model.Variable { return h.v }
+func (h *temporalVar) residual() *Node           { return h.resid }
+func (h *temporalVar) fullUpdateInBase() bool    { return true }
+func (h *temporalVar) useProjection() *Node      { return h.useProj }
+
+func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
+
+func (h *temporalVar) lift(step *Node) *Node {
+	return Reshape(projector.Lift(h.basis.NodeValue(h.st.g), step), h.v.Shape().Dimensions...)
+}
+
+// learn re-learns the basis from the snapshots when learnNow is true (gated, see
+// projector.LearnTemporalWhen); an invalid result (zero or non-finite stack) keeps the old one.
+func (h *temporalVar) learn(learnNow *Node) {
+	cfg := &h.st.o.cfg
+	g := h.st.g
+	h.residVar.SetNodeValue(Where(h.st.isCheck, h.resid, h.residVar.NodeValue(g)))
+	previous := projector.Temporal{
+		Basis:             h.basis.NodeValue(g),
+		SingularValues:    ZerosLike(h.coef.NodeValue(g)),
+		ExplainedVariance: h.explained.NodeValue(g),
+		Rank:              h.rank.NodeValue(g),
+	}
+	t := projector.LearnTemporalWhen(learnNow, h.recorded,
+		projector.TemporalOptions{Rank: cfg.rank, VarianceThreshold: cfg.varianceThreshold}, previous)
+	h.basis.SetNodeValue(t.Basis)
+	h.explained.SetNodeValue(t.ExplainedVariance)
+	h.rank.SetNodeValue(t.Rank)
+	oldValid := h.valid.NodeValue(g)
+	newValid := Where(t.Valid, OnesLike(oldValid), oldValid)
+	h.valid.SetNodeValue(newValid)
+	h.coefGrad = projector.Coefficients(t.Basis, h.flat)
+	h.useProj = LogicalAnd(LogicalNot(h.st.warm), GreaterThan(newValid, ZerosLike(newValid)))
+}

@@ -1,0 +1,92 @@
+package hooks
+
+import (
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// directKey marks, in a graph's state, the product nodes whose weight takes the direct path: their
+// weight gradient is computed by the projector from ∂y, so back-propagation must not build it.
+type directKey struct{}
+
+// directProducts is the set of product nodes (by node) on the direct path in a graph.
+type directProducts map[*Node]bool
+
+func directSet(g *Graph) directProducts {
+	set, _ := g.State(directKey{}).(directProducts)
+	return set
+}
+
+// markDirect records that p's weight w takes the direct path in g.
+func markDirect(g *Graph, p *product, w *Node) {
+	set := directSet(g)
+	if set == nil {
+		set = directProducts{}
+		g.AttachState(directKey{}, set)
+	}
+	set[p.node] = true
+	g.AttachState(directWeightKey{p.node}, w)
+}
+
+// The VJPs of FusedDense and DotGeneral are wrapped once, at start-up: for a product marked
+// direct they return no weight gradient (zeros that nothing reads, no product), and for FusedDense
+// they decompose ∂x and ∂b (the fused VJP would compute ∂W with them). Every other node, in every
+// graph, gets GoMLX's own VJP unchanged.
+func init() {
+	stockDense := VJPRegistration[NodeTypeFusedDense]
+	VJPRegistration[NodeTypeFusedDense] = func(node *Node, vjps []*Node, outputShape shapes.Shape) []*Node {
+		if !directSet(node.Graph())[node] {
+			return stockDense(node, vjps, outputShape)
+		}
+		return directDenseVJP(node, vjps[0])
+	}
+	stockDot := VJPRegistration[NodeTypeDotGeneral]
+	VJPRegistration[NodeTypeDotGeneral] = func(node *Node, vjps []*Node, outputShape shapes.Shape) []*Node {
+		if !directSet(node.Graph())[node] {
+			return stockDot(node, vjps, outputShape)
+		}
+		// GoMLX's DotGeneral VJP builds each operand's gradient as its own product: the
+		// weight's is dropped here (zeros in its place), so it is never built into a step.
+		grads := stockDot(node, vjps, outputShape)
+		p, _ := dotGeneralProduct(node, weightOperand(node))
+		if p == nil {
+			return grads
+		}
+		for i, in := range node.Inputs() {
+			if in != p.x {
+				grads[i] = Zeros(node.Graph(), in.Shape())
+			}
+		}
+		return grads
+	}
+}
+
+// weightOperand returns the operand of a direct DotGeneral that is a projected weight: the one
+// recorded by the optimizer.
+func weightOperand(node *Node) *Node {
+	if w, ok := node.Graph().State(directWeightKey{node}).(*Node); ok {
+		return w
+	}
+	return node.Inputs()[1]
+}
+
+type directWeightKey struct{ node *Node }
+
+// directDenseVJP is FusedDense's VJP without ∂W: ∂x = ∂y·Wᵀ and ∂b = Σ ∂y, each its own op, so
+// the backends drop ∂x where nothing needs it (a first layer).
+func directDenseVJP(node, dy *Node) []*Node {
+	inputs := node.Inputs()
+	x, w := inputs[0], inputs[1]
+	p, _ := fusedDenseProduct(node, w)
+	dy2 := p.dyRows(ConvertDType(dy, w.DType()))
+	dx := Reshape(dot(dy2, Transpose(p.fromW(w), 0, 1)), x.Shape().Dimensions...)
+	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
+	if len(inputs) > 2 {
+		b := inputs[2]
+		db := Reshape(ReduceSum(dy2, 0), b.Shape().Dimensions...)
+		grads = append(grads, ConvertDType(db, b.DType()))
+	}
+	return grads
+}
+
+func dot(a, b *Node) *Node { return Dot(a, b).Product() }
