@@ -3,6 +3,9 @@ package hooks
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
@@ -45,5 +48,34 @@ func TestEveryBackend(t *testing.T) {
 			}
 			require.Equal(t, 1, opt.Builds())
 		})
+	}
+}
+
+// TestGatedWorkWithLargeOpsCompletes trains in matrix mode with ops large enough to split their
+// work across the worker pool inside the gated branch (a 1536×64 input): on compute v0.1.14's
+// default parallel schedule this hung (see internal/backends.GoSafeOptions); the project's Go
+// backend configuration must complete it.
+func TestGatedWorkWithLargeOpsCompletes(t *testing.T) {
+	backend, err := backends.New("go")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		store := model.NewStore()
+		opt := Subspace(optimizer.Adam().Done()).Rank(4).WarmUp(6).CheckEvery(2).Done()
+		trainer := train.NewTrainer(backend, store, mlp, loss.MeanSquaredError, opt, nil, nil)
+		for range 12 {
+			x, y := toyProblem(1536, 64)
+			if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("training hung in the gated branch (Go backend scheduling; see internal/backends.GoSafeOptions)")
 	}
 }

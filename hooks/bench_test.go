@@ -1,0 +1,69 @@
+package hooks
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/internal/backends"
+)
+
+// BenchmarkMNISTStep times one training step of a 784-256-10 MLP, batch 256, Adam: stock, and with
+// the first layer in a rank-8 matrix subspace. Compare with benchstat, same run:
+//
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go test ./hooks -run '^$' -bench MNISTStep -count 6 > steps.txt
+//	benchstat -col /variant steps.txt
+//
+// examples/bench reports the same ratio, the FLOPs and the optimizer state in one table.
+func BenchmarkMNISTStep(b *testing.B) {
+	backend, err := backends.New("go")
+	if err != nil {
+		b.Fatal(err)
+	}
+	model2 := func(scope *model.Scope, x *Node) *Node {
+		h := activation.Apply(activation.TypeRelu, layers.DenseWithBias(scope.In("layer_0"), x, 256))
+		return layers.DenseWithBias(scope.In("logits"), h, 10)
+	}
+	for _, variant := range []string{"stock", "matrix"} {
+		b.Run("variant="+variant, func(b *testing.B) {
+			store := model.NewStore()
+			opt := Subspace(optimizer.Adam().Done()).Enabled(variant == "matrix").Rank(8).
+				Variables("/layer_0/dense/weights").Done()
+			trainer := train.NewTrainer(backend, store, model2, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
+			rng := rand.New(rand.NewPCG(1, 2))
+			batch := func() train.Batch {
+				x := make([]float32, 256*784)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				y := make([]int32, 256)
+				for i := range y {
+					y[i] = int32(rng.IntN(10))
+				}
+				return train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, 256, 784)},
+					Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, 256, 1)}}
+			}
+			for range 15 { // compile, and leave the warm-up phase
+				if _, err := trainer.TrainStep(batch()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				bt := batch()
+				b.StartTimer()
+				if _, err := trainer.TrainStep(bt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
