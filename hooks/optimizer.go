@@ -436,7 +436,7 @@ func (o *Optimizer) PlanString() string {
 		if e.Path != PathFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
 		}
-		fmt.Fprintf(&b, "  %-36s %-16v %-28s %s\n", e.Variable, e.Shape.Dimensions, detail, e.Why)
+		fmt.Fprintf(&b, "  %-36s %-14s %-28s %s\n", e.Variable, fmt.Sprint(e.Shape.Dimensions), detail, e.Why)
 	}
 	return b.String()
 }

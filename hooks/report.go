@@ -162,7 +162,7 @@ type Event struct {
 }
 
 func (e Event) String() string {
-	s := fmt.Sprintf("step %d: SVD of the gradient subspace (%s)", e.Step, CauseName(e.Cause))
+	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, CauseName(e.Cause))
 	switch e.Cause {
 	case CauseResidual:
 		s += fmt.Sprintf(": residual %.3f", e.Residual)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -76,6 +77,7 @@ func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks
 		Variables(firstLayerWeights).Rank(setup.Rank).WarmUp(setup.WarmUp).CheckEvery(setup.CheckEvery).Done()
 	trainer := train.NewTrainer(backend, store, mlpModel, loss.BinaryCrossentropyLogits, opt, nil, nil)
 	monitor := opt.NewMonitor(store)
+	showPlan := projected && logf != nil
 	monitor.Logf = logf
 
 	var res RunResult
@@ -87,6 +89,9 @@ func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks
 		x, y := split.Train.Tensors()
 		if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
 			return res, err
+		}
+		if showPlan && epoch == 0 {
+			logf("%s", strings.TrimSpace(opt.PlanString()))
 		}
 		if projected {
 			if err := monitor.Observe(); err != nil {
