@@ -32,6 +32,17 @@ func (f FLOPs) String() string {
 		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerSVD))
 }
 
+// HumanBytes formats a byte count with a binary prefix.
+func HumanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
 // HumanFLOPs formats a FLOP count with an SI prefix.
 func HumanFLOPs(n int64) string {
 	x := float64(n)

@@ -215,13 +215,7 @@ func TestMatrixTrainsAndRefreshes(t *testing.T) {
 		Rank(4).WarmUp(5).CheckEvery(5).ResidualThreshold(0.3).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
-	first := r.step(t)
-	require.NoError(t, mon.Observe())
-	var last float64
-	for range 150 {
-		last = r.step(t)
-		require.NoError(t, mon.Observe())
-	}
+	first, last := r.stepsObserved(t, mon, 151)
 	require.Less(t, last, 0.5*first, "training must reduce the loss (first %g, last %g)", first, last)
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)

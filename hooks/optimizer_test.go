@@ -100,6 +100,20 @@ func (r *run) step(t *testing.T) float64 {
 	return float64(metrics[0].Value().(float32))
 }
 
+// stepsObserved trains n steps, observing the monitor after each; it returns the first and last
+// losses.
+func (r *run) stepsObserved(t *testing.T, mon *Monitor, n int) (first, last float64) {
+	t.Helper()
+	for i := range n {
+		last = r.step(t)
+		require.NoError(t, mon.Observe())
+		if i == 0 {
+			first = last
+		}
+	}
+	return first, last
+}
+
 // batch returns fresh tensors each step: the trainer takes ownership of (and frees) a batch.
 func (r *run) batch() train.Batch {
 	x, y := toyProblem(64, 12)
@@ -215,13 +229,7 @@ func TestTemporalTrainsAndRefreshes(t *testing.T) {
 	mon := opt.NewMonitor(r.store)
 	var logged []string
 	mon.Logf = func(format string, args ...any) { logged = append(logged, format) }
-	first := r.step(t)
-	require.NoError(t, mon.Observe())
-	var last float64
-	for range 150 {
-		last = r.step(t)
-		require.NoError(t, mon.Observe())
-	}
+	first, last := r.stepsObserved(t, mon, 151)
 	require.Less(t, last, 0.5*first, "training must reduce the loss (first %g, last %g)", first, last)
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)

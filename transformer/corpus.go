@@ -65,6 +65,9 @@ func LoadCorpus(roots []string, extensions []string, maxBytes int) (*Corpus, err
 			if err != nil {
 				return nil, fmt.Errorf("transformer: reading corpus file %s: %w", p, err)
 			}
+			if room := maxBytes - len(c.Train) - len(c.Eval); maxBytes > 0 && len(content) > room {
+				content = content[:room]
+			}
 			rel, _ := filepath.Rel(root, p)
 			h := fnv.New32a()
 			h.Write([]byte(rel))

@@ -310,7 +310,7 @@ func main() {
 	for _, r := range results {
 		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %.0f%% |\n",
 			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
-			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanBytes(r.StockStateBytes), humanBytes(r.SubspaceStateBytes),
+			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, hooks.HumanBytes(r.StockStateBytes), hooks.HumanBytes(r.SubspaceStateBytes),
 			r.StateBytesRatio, 100*r.GatedStepsFraction)
 	}
 	if *flagJSON != "" {
@@ -325,14 +325,4 @@ func main() {
 			_ = enc.Encode(r)
 		}
 	}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -1,0 +1,422 @@
+// Command transformer trains the same decoder-only transformer, from the same initialisation and
+// on the same batches, with stock AdamW, Adam and SGD, and with the gradient-subspace projector
+// wrapping AdamW in temporal and in matrix mode, then prints one side-by-side table and writes the
+// loss curves (PNG), a markdown report and, with -json, the rows for scripts.
+//
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/transformer
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/transformer -steps 600 -width 512 -depth 4 -backend xla:cuda
+//
+// The task is byte-level language modelling on the Go standard library's source tree (present
+// wherever Go runs) or on the files named with -corpus.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks"
+	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/transformer"
+	"github.com/schollz/progressbar/v3"
+)
+
+// Options of a comparison run.
+type Options struct {
+	Model       transformer.Config
+	Steps       int
+	Batch       int
+	Rank        int
+	LR          float64 // Adam and AdamW
+	SGDLR       float64
+	WeightDecay float64 // AdamW
+	EvalEvery   int
+	EvalBatches int
+	WarmUp      int // projector warm-up steps
+	CheckEvery  int // projector drift-check interval
+	Seed        int64
+	Variants    []string
+	Quiet       bool
+}
+
+// Variant names: the stock optimizers, and AdamW wrapped by the projector in each mode.
+var allVariants = []string{"adamw", "adam", "sgd", "subspace-temporal", "subspace-matrix"}
+
+// Row is one variant's results.
+type Row struct {
+	Variant        string    `json:"variant"`
+	Optimizer      string    `json:"optimizer"`
+	Mode           string    `json:"mode"` // stock, temporal or matrix
+	Steps          int       `json:"steps"`
+	TrainLoss      float64   `json:"train_loss"` // mean batch loss over the last tenth of the steps
+	EvalLoss       float64   `json:"eval_loss"`
+	StepMs         float64   `json:"step_ms"`
+	TokensPerSec   float64   `json:"tokens_per_s"`
+	GradientFLOPs  float64   `json:"gradient_flops_per_step"` // incl. the gated learning amortised
+	StepFLOPs      float64   `json:"step_flops_per_step"`
+	StateBytes     int64     `json:"optimizer_state_bytes"`
+	Refreshes      int64     `json:"refreshes"`
+	BasesLearned   int64     `json:"bases_learned"`
+	Backend        string    `json:"backend"`
+	TrainCurve     []float64 `json:"-"`
+	EvalCurve      []float64 `json:"-"`
+	EvalCurveSteps []int     `json:"-"`
+}
+
+func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
+	adamw := optimizer.Adam().LearningRate(o.LR).WeightDecay(o.WeightDecay).Done()
+	switch variant {
+	case "adamw":
+		return hooks.Subspace(adamw).Enabled(false).Done(), nil
+	case "adam":
+		return hooks.Subspace(optimizer.Adam().LearningRate(o.LR).Done()).Enabled(false).Done(), nil
+	case "sgd":
+		return hooks.Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(o.SGDLR).Done()).Enabled(false).Done(), nil
+	case "subspace-temporal", "subspace-matrix":
+		mode, warmUp := hooks.Matrix, o.WarmUp
+		if variant == "subspace-temporal" {
+			// The temporal basis is learned from the warm-up gradients: it needs at least rank.
+			mode, warmUp = hooks.Temporal, max(o.WarmUp, o.Rank, 10)
+		}
+		cfg := hooks.Subspace(adamw).Mode(mode).Rank(o.Rank).Matching(transformer.ProjectionPattern).
+			WarmUp(warmUp).CheckEvery(o.CheckEvery).WeightDecay(o.WeightDecay)
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return cfg.Done(), nil
+	}
+	return nil, fmt.Errorf("unknown variant %q (use %s)", variant, strings.Join(allVariants, ", "))
+}
+
+// runVariant trains one variant and measures it. Stock variants run through the wrapper with
+// projection disabled, which is bit-for-bit the base optimizer and lets FLOPs be counted alike.
+func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant string, o Options) (Row, error) {
+	row := Row{Variant: variant, Steps: o.Steps, Backend: backend.Name(), Mode: "stock"}
+	switch {
+	case strings.HasPrefix(variant, "subspace-"):
+		row.Optimizer, row.Mode = "adamw", strings.TrimPrefix(variant, "subspace-")
+	default:
+		row.Optimizer = variant
+	}
+	opt, err := newOptimizer(variant, o)
+	if err != nil {
+		return row, err
+	}
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, o.Seed) // the same initialisation for every variant
+	trainer := train.NewTrainer(backend, store, o.Model.Logits, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
+	batches, err := transformer.NewBatches(corpus.Train, o.Batch, o.Model.SeqLen, uint64(o.Seed))
+	if err != nil {
+		return row, err
+	}
+	evalSet, err := evalBatches(corpus.Eval, o)
+	if err != nil {
+		return row, err
+	}
+	var bar *progressbar.ProgressBar
+	if !o.Quiet {
+		bar = progressbar.NewOptions(o.Steps, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-18s", variant)), progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
+	}
+	const untimed = 3 // the first steps compile the graph
+	var timed time.Duration
+	for step := range o.Steps {
+		x, y := batches.Next()
+		start := time.Now()
+		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		if err != nil {
+			return row, fmt.Errorf("%s, step %d: %w", variant, step+1, err)
+		}
+		if step >= untimed {
+			timed += time.Since(start)
+		}
+		lossValue := float64(metrics[0].Value().(float32))
+		row.TrainCurve = append(row.TrainCurve, lossValue)
+		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
+			ev, err := evalLoss(backend, store, o, evalSet)
+			if err != nil {
+				return row, err
+			}
+			row.EvalCurve = append(row.EvalCurve, ev)
+			row.EvalCurveSteps = append(row.EvalCurveSteps, step+1)
+		}
+		if bar != nil {
+			desc := fmt.Sprintf("%-18s loss %.3f", variant, lossValue)
+			if row.Mode != "stock" && step%10 == 0 {
+				if r, err := opt.Report(store); err == nil {
+					desc += fmt.Sprintf(" rank %d residual %.2f refreshes %d", o.Rank, r.LastCheckResidual, r.Refreshes)
+				}
+			}
+			bar.Describe(desc)
+			_ = bar.Add(1)
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	tail := max(1, o.Steps/10)
+	for _, l := range row.TrainCurve[o.Steps-tail:] {
+		row.TrainLoss += l / float64(tail)
+	}
+	row.EvalLoss = row.EvalCurve[len(row.EvalCurve)-1]
+	row.StepMs = float64(timed.Microseconds()) / 1000 / float64(max(1, o.Steps-untimed))
+	row.TokensPerSec = float64(o.Batch*o.Model.SeqLen) / (row.StepMs / 1000)
+	flops, err := opt.StepFLOPs()
+	if err != nil {
+		return row, err
+	}
+	report, err := opt.Report(store)
+	if err != nil {
+		return row, err
+	}
+	gated := float64(report.GatedRuns) * float64(flops.PerSVD) / float64(o.Steps)
+	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
+	row.StepFLOPs = float64(flops.Step()) + gated
+	row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs
+	row.StateBytes = optimizerStateBytes(store)
+	if !o.Quiet && row.Mode != "stock" {
+		fmt.Fprint(os.Stderr, opt.PlanString())
+	}
+	return row, nil
+}
+
+// optimizerStateBytes sums the variables optimizers keep beside the model: moments, bases,
+// snapshots, coefficients (not the scalar counters and learning rates).
+func optimizerStateBytes(store *model.Store) int64 {
+	var total int64
+	for v := range store.IterVariables() {
+		if v.Trainable || v.Shape().IsScalar() {
+			continue
+		}
+		p := v.Path()
+		if strings.HasPrefix(p, "/"+optimizer.AdamDefaultScope+"/") || strings.HasPrefix(p, "/"+hooks.StateScope+"/") {
+			total += int64(v.Shape().Memory())
+		}
+	}
+	return total
+}
+
+type batchPair struct{ x, y []int32 }
+
+func evalBatches(data []byte, o Options) ([]batchPair, error) {
+	b, err := transformer.NewBatches(data, o.Batch, o.Model.SeqLen, 12345)
+	if err != nil {
+		return nil, fmt.Errorf("evaluation part: %w", err)
+	}
+	var out []batchPair
+	for range o.EvalBatches {
+		x, y := b.Next()
+		out = append(out, batchPair{tensors.MustCopyFlatData[int32](x), tensors.MustCopyFlatData[int32](y)})
+	}
+	return out, nil
+}
+
+// evalLoss is the mean next-byte cross-entropy (nats) on the fixed evaluation batches.
+func evalLoss(backend compute.Backend, store *model.Store, o Options, set []batchPair) (float64, error) {
+	exec, err := model.NewExec(backend, store, func(scope *model.Scope, x, y *graph.Node) *graph.Node {
+		logits := o.Model.Logits(scope, x)
+		return graph.ReduceAllMean(loss.SparseCategoricalCrossEntropyLogits([]*graph.Node{y}, []*graph.Node{logits}))
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer exec.Finalize()
+	var total float64
+	for _, b := range set {
+		out, err := exec.Call(tensors.FromFlatDataAndDimensions(b.x, o.Batch, o.Model.SeqLen),
+			tensors.FromFlatDataAndDimensions(b.y, o.Batch, o.Model.SeqLen, 1))
+		if err != nil {
+			return 0, err
+		}
+		total += float64(out[0].Value().(float32))
+	}
+	return total / float64(len(set)), nil
+}
+
+// AnalyticGradientRatio is the gradient-FLOP ratio the direct path allows at this size: every
+// projection's ∂W (2·N·m·n over N tokens) becomes 2·N·r·(m+n) plus the lift 2·r·m·n, while the
+// input gradients, the attention products' backward and the head's remain.
+func AnalyticGradientRatio(c transformer.Config, batch, rank int) float64 {
+	n := float64(batch * c.SeqLen)
+	d, mlp, r, v := float64(c.Width), float64(c.MLP), float64(rank), float64(c.Vocab)
+	type mat struct{ m, n float64 }
+	proj := []mat{{d, d}, {d, d}, {d, d}, {d, d}, {d, mlp}, {mlp, d}}
+	attentionBackward := 8 * float64(batch) * float64(c.SeqLen) * float64(c.SeqLen) * d // ∂ of QKᵀ and AV
+	var stock, sub float64
+	for range c.Depth {
+		for _, p := range proj {
+			dW, dx := 2*n*p.m*p.n, 2*n*p.m*p.n
+			stock += dW + dx
+			sub += dx + 2*n*r*(p.m+p.n) + 2*r*p.m*p.n
+		}
+		stock += attentionBackward
+		sub += attentionBackward
+	}
+	head := 2 * (2 * n * d * v) // its ∂W and ∂x
+	return (sub + head) / (stock + head)
+}
+
+func main() {
+	def := transformer.DefaultConfig()
+	var (
+		steps    = flag.Int("steps", 200, "training steps per variant")
+		batch    = flag.Int("batch", 8, "sequences per batch")
+		width    = flag.Int("width", def.Width, "model width")
+		depth    = flag.Int("depth", def.Depth, "transformer blocks")
+		heads    = flag.Int("heads", def.Heads, "attention heads")
+		mlp      = flag.Int("mlp", def.MLP, "feed-forward hidden width")
+		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
+		rank     = flag.Int("rank", 8, "subspace rank")
+		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps that re-learn the basis every step)")
+		check    = flag.Int("check-every", 50, "projector drift-check interval (each check builds a full gradient)")
+		lr       = flag.Float64("lr", 2e-3, "Adam and AdamW learning rate")
+		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
+		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
+		maxBytes = flag.Int("max-bytes", 8<<20, "read at most this many corpus bytes")
+		variants = flag.String("variants", strings.Join(allVariants, ","), "comma-separated variants to compare")
+		out      = flag.String("out", "transformer-report", "directory for loss.png and report.md")
+		jsonPath = flag.String("json", "", "also write the rows as JSON lines to this file")
+		backendF = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
+		quiet    = flag.Bool("q", false, "no progress bars")
+	)
+	flag.Parse()
+	o := Options{
+		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
+		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+	}
+	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
+		fmt.Fprintln(os.Stderr, "transformer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {
+	if err := o.Model.Validate(); err != nil {
+		return err
+	}
+	if o.Steps < 1 || o.Batch < 1 || o.Rank < 1 {
+		return fmt.Errorf("-steps %d, -batch %d and -rank %d must be ≥ 1", o.Steps, o.Batch, o.Rank)
+	}
+	for _, v := range o.Variants {
+		if _, err := newOptimizer(v, o); err != nil {
+			return err
+		}
+	}
+	backend, err := backends.New(backends.Config(backendFlag))
+	if err != nil {
+		return err
+	}
+	roots, exts := []string{transformer.GoSource(runtime.GOROOT())}, []string{".go"}
+	if corpusFlag != "" {
+		roots, exts = strings.Split(corpusFlag, ","), nil
+	}
+	corpus, err := transformer.LoadCorpus(roots, exts, maxBytes)
+	if err != nil {
+		return err
+	}
+	unigram := transformer.UnigramEntropy(corpus.Train)
+	fmt.Fprintf(os.Stderr, "backend %s; corpus %d files (%d eval), %.1f MB train, %.1f MB eval; unigram entropy %.3f nats/byte\n",
+		backend.Name(), corpus.Files, corpus.EvalFiles, float64(len(corpus.Train))/1e6, float64(len(corpus.Eval))/1e6, unigram)
+	var rows []Row
+	for _, v := range o.Variants {
+		row, err := runVariant(backend, corpus, v, o)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+	}
+	bound := AnalyticGradientRatio(o.Model, o.Batch, o.Rank)
+	table := formatTable(rows, bound)
+	fmt.Print(table)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
+		return err
+	}
+	if err := writeReport(filepath.Join(outDir, "report.md"), o, corpus, unigram, table); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(outDir, "loss.png"), filepath.Join(outDir, "report.md"))
+	if jsonPath != "" {
+		f, err := os.Create(jsonPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		enc := json.NewEncoder(f)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// formatTable renders the rows as a markdown table with ratios against stock AdamW.
+func formatTable(rows []Row, bound float64) string {
+	var ref *Row
+	for i := range rows {
+		if rows[i].Variant == "adamw" {
+			ref = &rows[i]
+		}
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
+	fmt.Fprintln(tw, "| variant\t| train loss\t| eval loss\t| ms/step\t| tokens/s\t| gradient FLOPs/step\t| step FLOPs/step\t| optimizer state\t| bases learned (refreshes)\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
+	for _, r := range rows {
+		rel := func(x, base float64) string {
+			if ref == nil || base == 0 {
+				return ""
+			}
+			return fmt.Sprintf(" (%.2f)", x/base)
+		}
+		var refEval, refMs, refGrad, refStep float64
+		if ref != nil {
+			refEval, refMs, refGrad, refStep = ref.EvalLoss, ref.StepMs, ref.GradientFLOPs, ref.StepFLOPs
+		}
+		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t|\n",
+			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, rel(r.StepMs, refMs), r.TokensPerSec,
+			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
+			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), hooks.HumanBytes(r.StateBytes), r.BasesLearned, r.Refreshes)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+
+		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n", bound)
+	return b.String()
+}
+
+func writeReport(path string, o Options, corpus *transformer.Corpus, unigram float64, table string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := io.Writer(f)
+	fmt.Fprintf(w, "# Transformer: stock optimizers against the gradient-subspace projector\n\n")
+	fmt.Fprintf(w, "Model: width %d, %d blocks, %d heads, MLP %d, sequence %d bytes. Batch %d, %d steps, rank %d (warm-up %d, drift check every %d), AdamW lr %g (decay %g), SGD lr %g.\n\n",
+		o.Model.Width, o.Model.Depth, o.Model.Heads, o.Model.MLP, o.Model.SeqLen, o.Batch, o.Steps, o.Rank, o.WarmUp, o.CheckEvery, o.LR, o.WeightDecay, o.SGDLR)
+	fmt.Fprintf(w, "Corpus: %d files (%d for evaluation), %.1f MB; unigram entropy %.3f nats/byte (%.2f bits). Train loss is the mean batch loss over the last tenth of the steps; eval loss is on %d fixed held-out batches.\n\n",
+		corpus.Files, corpus.EvalFiles, float64(len(corpus.Train)+len(corpus.Eval))/1e6, unigram, unigram/math.Ln2, o.EvalBatches)
+	fmt.Fprintf(w, "%s\n![loss curves](loss.png)\n", table)
+	return nil
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/gradsub/gradsub/transformer"
+	"github.com/stretchr/testify/require"
+)
+
+func tinyOptions() Options {
+	return Options{
+		Model: transformer.Config{Vocab: 256, Width: 32, Depth: 1, Heads: 2, MLP: 64, SeqLen: 16},
+		Steps: 14, Batch: 2, Rank: 4, LR: 3e-3, SGDLR: 0.1, WeightDecay: 0.01,
+		EvalEvery: 7, EvalBatches: 2, WarmUp: 3, CheckEvery: 5, Seed: 1, Variants: allVariants, Quiet: true,
+	}
+}
+
+func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "rows.json")
+	corpus := transformer.GoSource(runtime.GOROOT()) + "/strings"
+	require.NoError(t, run(tinyOptions(), corpus, 300_000, dir, jsonPath, "go"))
+	for _, name := range []string{"loss.png", "report.md"} {
+		info, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err)
+		require.Positive(t, info.Size())
+	}
+	raw, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, len(allVariants))
+	modes := map[string]string{}
+	for _, line := range lines {
+		var row map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &row))
+		for _, key := range []string{"optimizer", "mode", "step_ms", "eval_loss", "gradient_flops_per_step", "optimizer_state_bytes"} {
+			require.Contains(t, row, key)
+		}
+		modes[row["variant"].(string)] = row["mode"].(string)
+		require.Positive(t, row["eval_loss"].(float64))
+	}
+	require.Equal(t, map[string]string{"adamw": "stock", "adam": "stock", "sgd": "stock",
+		"subspace-temporal": "temporal", "subspace-matrix": "matrix"}, modes)
+}
+
+func TestRunRejectsBadInput(t *testing.T) {
+	o := tinyOptions()
+	o.Variants = []string{"lion"}
+	require.ErrorContains(t, run(o, "", 1000, t.TempDir(), "", "go"), `unknown variant "lion"`)
+	o = tinyOptions()
+	o.Model.Heads = 3
+	require.ErrorContains(t, run(o, "", 1000, t.TempDir(), "", "go"), "not a multiple of 3 heads")
+	require.ErrorContains(t, run(tinyOptions(), "/no/such/corpus", 1000, t.TempDir(), "", "go"), "/no/such/corpus")
+	require.ErrorContains(t, run(tinyOptions(), "", 1000, t.TempDir(), "", "nope"), `unknown backend "nope"`)
+}
+
+func TestAnalyticGradientRatio(t *testing.T) {
+	// Width 256, sequence 128: the issue's estimate of the bound is about 0.54.
+	r := AnalyticGradientRatio(transformer.DefaultConfig(), 8, 8)
+	require.Greater(t, r, 0.45)
+	require.Less(t, r, 0.65)
+	// More rank costs more; no projection is the stock ratio's ceiling.
+	require.Less(t, r, AnalyticGradientRatio(transformer.DefaultConfig(), 8, 64))
+}
