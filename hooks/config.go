@@ -60,6 +60,9 @@ const (
 	LossEMADecay = 0.9
 	// LossMinImprovement: a check counts as progress when the smoothed loss fell by this share.
 	LossMinImprovement = 1e-3
+	// ExplodeFactor: after warm-up, a step whose loss exceeds this multiple of the smoothed loss
+	// is skipped (like a step with a non-finite loss or gradient).
+	ExplodeFactor = 100
 )
 
 // StateScope is the scope (under the optimizer's scope) holding the projector's variables.

@@ -104,8 +104,14 @@ func (h *matrixVar) gate(fullGrad func(in []*Node) *Node, inputs ...*Node) {
 }
 
 func (h *matrixVar) variable() *model.Variable { return h.v }
-func (h *matrixVar) fullUpdateInBase() bool    { return false }
-func (h *matrixVar) useProjection() *Node      { return h.useProj }
+func (h *matrixVar) stepCoefficients() *Node {
+	if h.p == nil {
+		return nil // post-hoc: the full gradient is checked
+	}
+	return h.stepCoef
+}
+func (h *matrixVar) fullUpdateInBase() bool { return false }
+func (h *matrixVar) useProjection() *Node   { return h.useProj }
 
 // residual is read at checks, where the gate ran.
 func (h *matrixVar) residual() *Node { return h.gated[2] }
@@ -120,6 +126,7 @@ func (h *matrixVar) lift(step *Node) *Node {
 func (h *matrixVar) learn(learnNow *Node) {
 	g := h.st.g
 	take := LogicalAnd(learnNow, h.gated[4])
+	h.st.countKept(LogicalAnd(learnNow, LogicalNot(h.gated[4])))
 	h.basis.SetNodeValue(Where(take, h.gated[0], h.oldBasis))
 	h.coefGrad = Where(take, h.gated[1], h.stepCoef)
 	h.explained.SetNodeValue(Where(take, h.gated[3], h.explained.NodeValue(g)))

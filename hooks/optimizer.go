@@ -149,6 +149,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	}
 	grads := Gradient(loss, wrt...)
 
+	guard := newStepGuard(scope, g)
 	st := o.newStepState(scope, g, loss)
 	var handlers []handler
 	for i, v := range trainables {
@@ -165,9 +166,11 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 		}
 		handlers = append(handlers, h)
 	}
+	st.checkStep(grads, handlers)
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
 	st.applyBase(trainables, grads, handlers)
+	guard.restoreUnless(st.ok, st.counterPath("skipped_steps"))
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
 
@@ -180,6 +183,7 @@ type stepState struct {
 	loss  *Node
 
 	t       *Node // this step's number, 1-based (int64)
+	ok      *Node // the step's loss and gradients are finite and the loss did not explode
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t ≤ WarmUp
@@ -206,6 +210,17 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node) *step
 		st.isCheck = Const(g, false)
 	}
 	return st
+}
+
+// counterPath is the full path of a counter of the state scope.
+func (st *stepState) counterPath(name string) string { return path.Join(st.root.Scope(), name) }
+
+// countKept counts learning attempts that found a zero or non-finite gradient and kept the
+// previous basis.
+func (st *stepState) countKept(kept *Node) {
+	c := st.counter("bases_kept", dtypes.Int64)
+	old := c.NodeValue(st.g)
+	c.SetNodeValue(Where(kept, AddScalar(old, 1), old))
 }
 
 // counter returns a scalar non-trainable state variable (zero-initialised) in the state scope.
@@ -240,6 +255,51 @@ type handler interface {
 	fullUpdateInBase() bool
 	// lift maps a coefficient step to the variable's shape.
 	lift(step *Node) *Node
+	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
+	// path), to be checked for finiteness; nil if there is none.
+	stepCoefficients() *Node
+}
+
+// stepGuard remembers every variable's value at the start of the projector's part of a step, so
+// that a skipped step can leave the store exactly as it was.
+type stepGuard struct {
+	scope  *model.Scope
+	g      *Graph
+	before map[*model.Variable]*Node
+	mark   int
+}
+
+func newStepGuard(scope *model.Scope, g *Graph) *stepGuard {
+	sg := &stepGuard{scope: scope, g: g, before: map[*model.Variable]*Node{}, mark: len(g.Nodes())}
+	for v := range scope.Store().IterVariables() {
+		if v.InUseByGraph(g) {
+			sg.before[v] = v.NodeValue(g)
+		}
+	}
+	return sg
+}
+
+// restoreUnless makes every variable changed since the guard was taken keep its old value when
+// ok is false, except the named counter. Variables created since (projector and optimizer state
+// on the first build) start from their parameter node, named after the variable's path.
+func (sg *stepGuard) restoreUnless(ok *Node, except string) {
+	for v := range sg.scope.Store().IterVariables() {
+		if !v.InUseByGraph(sg.g) || v.Path() == except {
+			continue
+		}
+		old, seen := sg.before[v]
+		if !seen {
+			for _, n := range sg.g.Nodes()[sg.mark:] {
+				if n.Type() == NodeTypeParameter && n.GetParameterName() == v.Path() {
+					old = n
+					break
+				}
+			}
+		}
+		if current := v.NodeValue(sg.g); old != nil && current != old {
+			v.SetNodeValue(Where(ok, current, old))
+		}
+	}
 }
 
 // driftAndLearn runs the drift check (on check steps) and learns the bases where due.
@@ -255,7 +315,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	ema := emaVar.NodeValue(g)
 	isFirst := Equal(st.t, Const(g, int64(1)))
 	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
-	newEMA = Where(IsFinite(st.loss), newEMA, ema)
+	newEMA = Where(st.ok, newEMA, ema)
 	emaVar.SetNodeValue(newEMA)
 
 	// Loss trigger: at a check, progress means the EMA fell below the best by LossMinImprovement.
@@ -277,8 +337,10 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	if cfg.residualThreshold < 1 {
 		residualTrigger = LogicalAnd(st.isCheck, GreaterThan(maxResid, Scalar(g, ldt, cfg.residualThreshold)))
 	}
+	residualTrigger = LogicalAnd(residualTrigger, st.ok)
+	lossTrigger = LogicalAnd(lossTrigger, st.ok)
 	refresh := LogicalOr(residualTrigger, lossTrigger)
-	learnNow := LogicalOr(st.learnAt, refresh)
+	learnNow := LogicalAnd(LogicalOr(st.learnAt, refresh), st.ok)
 
 	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
 	newBest := Where(LogicalOr(st.warm, LogicalOr(refresh, LogicalAnd(st.isCheck, improved))), newEMA, best)
@@ -324,13 +386,13 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	byVar := make(map[*model.Variable]handler, len(hs))
 	byCoef := make(map[*model.Variable]handler, len(hs))
 	zero := make(map[handler]*Node, len(hs))
-	before := make(map[handler]*Node, len(hs))
+	weightBefore := make(map[handler]*Node, len(hs))
 	for _, h := range hs {
 		v := h.variable()
 		byVar[v] = h
 		coef, _ := h.coefficients()
 		byCoef[coef] = h
-		before[h] = v.NodeValue(g)
+		weightBefore[h] = v.NodeValue(g)
 		zero[h] = ZerosLike(coef.NodeValue(g))
 		coef.SetNodeValue(zero[h])
 		coef.SetTrainable(true)
@@ -376,9 +438,9 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v := h.variable()
 		coef, _ := h.coefficients()
 		step := Sub(coef.NodeValue(g), zero[h])
-		projected := Add(before[h], h.lift(step))
+		projected := Add(weightBefore[h], h.lift(step))
 		if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
-			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before[h], wd)))
+			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(weightBefore[h], wd)))
 		}
 		if h.fullUpdateInBase() {
 			projected = Where(h.useProjection(), projected, v.NodeValue(g))
@@ -386,6 +448,32 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v.SetNodeValue(projected)
 		coef.SetNodeValue(zero[h])
 	}
+}
+
+// checkStep decides whether this step's update is applied: not if the loss or any gradient is
+// non-finite, nor if, after warm-up, the loss exploded (above ExplodeFactor times its smoothed
+// value). A skipped step leaves weights, optimizer state and bases as they were; it is counted
+// in "skipped_steps" and reported.
+func (st *stepState) checkStep(grads []*Node, hs []handler) {
+	g := st.g
+	ok := IsFinite(st.loss)
+	for _, grad := range grads {
+		ok = LogicalAnd(ok, LogicalAll(IsFinite(grad)))
+	}
+	// On the direct path the gradient reaching the optimizer is (x·Q)ᵀ·∂y: a non-finite input
+	// can leave ∂y finite (a saturating activation) and still poison it.
+	for _, h := range hs {
+		if c := h.stepCoefficients(); c != nil {
+			ok = LogicalAnd(ok, LogicalAll(IsFinite(c)))
+		}
+	}
+	ema := st.root.WithInitializer(initializer.Zero).VariableWithShape("loss_ema", shapes.Make(st.loss.DType())).SetTrainable(false).NodeValue(g)
+	exploded := LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
+		GreaterThan(st.loss, MulScalar(ema, ExplodeFactor)))
+	st.ok = LogicalAnd(ok, LogicalNot(exploded))
+	skipped := st.counter("skipped_steps", dtypes.Int64)
+	old := skipped.NodeValue(g)
+	skipped.SetNodeValue(Where(st.ok, old, AddScalar(old, 1)))
 }
 
 // learningRate returns the base optimizer's learning-rate node, if it keeps one in the usual place.

@@ -24,6 +24,8 @@ type Report struct {
 	// matrix, the warm-up steps and the drift checks (each builds a full gradient).
 	GatedRuns         int64
 	LastCheckResidual float64 // largest relative residual at the last check
+	SkippedSteps      int64   // steps whose update was not applied: non-finite or exploding loss or gradient
+	BasesKept         int64   // learning attempts that met a zero or non-finite gradient and kept the basis
 	LastSVDStep       int64
 	LastSVDCause      int
 	Variables         []VariableReport
@@ -57,8 +59,8 @@ func (r Report) MeanExplainedVariance() float64 {
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d), %d SVDs, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
-		r.Mode, r.Steps, r.WarmUp, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
+	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
+		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
 	for _, v := range r.Variables {
 		state := "warming up"
 		if v.Valid {
@@ -121,6 +123,8 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
 	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
 	r.Checks = asInt(read(at("checks")))
+	r.SkippedSteps = asInt(read(at("skipped_steps")))
+	r.BasesKept = asInt(read(at("bases_kept")))
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
 	r.LastSVDStep = asInt(read(at("last_svd_step")))
 	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
@@ -172,10 +176,11 @@ func (e Event) String() string {
 
 // Monitor watches the projector after each step and logs every SVD with its cause.
 type Monitor struct {
-	opt    *Optimizer
-	store  *model.Store
-	seen   int64
-	Events []Event
+	opt     *Optimizer
+	store   *model.Store
+	seen    int64
+	skipped int64
+	Events  []Event
 	// Logf receives one line per event; nil keeps them silent (they are still in Events).
 	Logf func(format string, args ...any)
 }
@@ -189,8 +194,17 @@ func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
 // after every step it sees every event; called less often it sees the last one and the counts.
 func (m *Monitor) Observe() error {
 	r, err := m.opt.Report(m.store)
-	if err != nil || r.SVDs == m.seen {
+	if err != nil {
 		return err
+	}
+	if r.SkippedSteps > m.skipped {
+		if m.Logf != nil {
+			m.Logf("subspace: %d step(s) skipped by step %d: non-finite or exploding loss or gradient; weights, optimizer state and bases kept", r.SkippedSteps-m.skipped, r.Steps)
+		}
+		m.skipped = r.SkippedSteps
+	}
+	if r.SVDs == m.seen {
+		return nil
 	}
 	if r.SVDs > m.seen+1 && m.Logf != nil {
 		m.Logf("subspace: %d SVDs happened between observations; the last one:", r.SVDs-m.seen-1)

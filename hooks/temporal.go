@@ -53,6 +53,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 }
 
 func (h *temporalVar) variable() *model.Variable { return h.v }
+func (h *temporalVar) stepCoefficients() *Node   { return nil }
 func (h *temporalVar) residual() *Node           { return h.resid }
 func (h *temporalVar) fullUpdateInBase() bool    { return true }
 func (h *temporalVar) useProjection() *Node      { return h.useProj }
@@ -80,6 +81,7 @@ func (h *temporalVar) learn(learnNow *Node) {
 	h.basis.SetNodeValue(t.Basis)
 	h.explained.SetNodeValue(t.ExplainedVariance)
 	h.rank.SetNodeValue(t.Rank)
+	h.st.countKept(LogicalAnd(learnNow, LogicalNot(t.Valid)))
 	oldValid := h.valid.NodeValue(g)
 	newValid := Where(t.Valid, OnesLike(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)
