@@ -87,6 +87,10 @@ func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, pow
 	cols := a.Shape().Dim(1)
 	finite := LogicalAll(IsFinite(a))
 	a = Where(finite, a, ZerosLike(a))
+	// The subspace does not depend on scale: normalise to unit max-magnitude, so that the power
+	// iterations (A·Aᵀ)^q neither underflow (a gradient of 1e-11) nor overflow float32.
+	scale := ReduceAllMax(Abs(a))
+	a = Div(a, Where(GreaterThan(scale, ZerosLike(scale)), scale, OnesLike(scale)))
 	energy := ReduceAllSum(Square(a))
 	valid := LogicalAnd(finite, GreaterThan(energy, ZerosLike(energy)))
 
