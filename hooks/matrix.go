@@ -35,7 +35,7 @@ type matrixVar struct {
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n int, side projector.Side) *matrixVar {
 	cfg := &st.o.cfg
-	dtype := v.DType()
+	dtype := stateDType(v)
 	basisRows := m
 	coefShape := shapes.Make(dtype, cfg.rank, n)
 	if side == projector.Right {
@@ -60,9 +60,10 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	h := newMatrixVar(st, v, p.m, p.n, sideOf(side))
 	h.p, h.toW = p, p.toW
 	x2 := p.xRows(p.x)
-	dy2 := p.dyRows(ConvertDType(dy, v.DType()))
-	if x2.DType() != v.DType() {
-		x2 = ConvertDType(x2, v.DType())
+	sdt := stateDType(v)
+	dy2 := p.dyRows(ConvertDType(dy, sdt))
+	if x2.DType() != sdt {
+		x2 = ConvertDType(x2, sdt)
 	}
 	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
 	h.gate(func(in []*Node) *Node { return Dot(Transpose(in[0], 0, 1), in[1]).Product() }, x2, dy2)
@@ -76,7 +77,7 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string)
 	h := newMatrixVar(st, v, m, n, sideOf(side))
 	dims := v.Shape().Dimensions
 	h.toW = func(w2 *Node) *Node { return Reshape(w2, dims...) }
-	grad2 := Reshape(grad, m, n)
+	grad2 := ConvertDType(Reshape(grad, m, n), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.gate(func(in []*Node) *Node { return in[0] }, grad2)
 	return h
@@ -90,7 +91,7 @@ func (h *matrixVar) gate(fullGrad func(in []*Node) *Node, inputs ...*Node) {
 	g := st.g
 	cfg := &st.o.cfg
 	run := LogicalOr(st.warm, st.isCheck)
-	scalar := ScalarZero(g, h.v.DType())
+	scalar := ScalarZero(g, stateDType(h.v))
 	otherwise := []*Node{h.oldBasis, ZerosLike(h.stepCoef), scalar, scalar, Const(g, false)}
 	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
 	h.gated = projector.Gate(run, in, otherwise, func(in []*Node) []*Node {
@@ -119,7 +120,7 @@ func (h *matrixVar) residual() *Node { return h.gated[2] }
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
 func (h *matrixVar) lift(step *Node) *Node {
-	return h.toW(projector.LiftMatrix(h.basis.NodeValue(h.st.g), step, h.side))
+	return ConvertDType(h.toW(projector.LiftMatrix(h.basis.NodeValue(h.st.g), step, h.side)), h.v.DType())
 }
 
 // learn takes the gated basis when learnNow and the gate produced a valid one.
@@ -134,6 +135,16 @@ func (h *matrixVar) learn(learnNow *Node) {
 	newValid := LogicalOr(h.oldValid, take)
 	h.valid.SetNodeValue(ConvertDType(newValid, dtypes.Int32))
 	h.useProj = newValid
+}
+
+// stateDType is the dtype of a projected variable's bases, coefficients and statistics: its own
+// for float32 and float64, float32 for half precision (bfloat16, float16), which cannot hold an
+// orthonormal basis or sums of squares to useful precision.
+func stateDType(v *model.Variable) dtypes.DType {
+	if v.DType().IsHalfPrecision() {
+		return dtypes.Float32
+	}
+	return v.DType()
 }
 
 func sideOf(s string) projector.Side {

@@ -30,7 +30,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	cfg := &st.o.cfg
 	g := st.g
 	p := v.Shape().Size()
-	dtype := v.DType()
+	dtype := stateDType(v)
 	h := &temporalVar{
 		st: st, v: v,
 		basis:     st.varState(v, "basis", shapes.Make(dtype, p, cfg.rank)),
@@ -43,7 +43,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	snapshots := st.varState(v, "snapshots", shapes.Make(dtype, cfg.warmUp, p))
 	// Record this step's gradient in the ring buffer (row (t−1) mod N0). A non-finite gradient is
 	// recorded as zeros: it must not reach the SVD.
-	flat := Reshape(grad, p)
+	flat := ConvertDType(Reshape(grad, p), dtype)
 	h.flat = Where(LogicalAll(IsFinite(flat)), flat, ZerosLike(flat))
 	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.warmUp)), dtypes.Int32)
 	h.recorded = DynamicUpdateSlice(snapshots.NodeValue(g), InsertAxes(h.flat, 0), []*Node{row, Const(g, int32(0))})
@@ -61,7 +61,7 @@ func (h *temporalVar) useProjection() *Node      { return h.useProj }
 func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
 func (h *temporalVar) lift(step *Node) *Node {
-	return Reshape(projector.Lift(h.basis.NodeValue(h.st.g), step), h.v.Shape().Dimensions...)
+	return ConvertDType(Reshape(projector.Lift(h.basis.NodeValue(h.st.g), step), h.v.Shape().Dimensions...), h.v.DType())
 }
 
 // learn re-learns the basis from the snapshots when learnNow is true (gated, see
