@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/gobackend"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -381,4 +382,29 @@ func testSameSeedSameLosses(t *testing.T, mode Mode) {
 	for range 3 {
 		require.Equal(t, first, trace())
 	}
+}
+
+// plainOptimizer implements only optimizer.Interface, not UpdateGraphWithGradients.
+type plainOptimizer struct{}
+
+func (plainOptimizer) UpdateGraph(*model.Scope, *Graph, *Node) {}
+func (plainOptimizer) Clear(*model.Scope) error                { return nil }
+
+func TestBaseOptimizerWithoutGradientsEntryPoint(t *testing.T) {
+	require.ErrorContains(t, Subspace(plainOptimizer{}).Validate(), "does not implement UpdateGraphWithGradients")
+	// With projection off it is only delegated to, so it is fine.
+	require.NoError(t, Subspace(plainOptimizer{}).Enabled(false).Validate())
+}
+
+func TestIntegerVariableCannotBeProjected(t *testing.T) {
+	store := model.NewStore()
+	modelFn := func(scope *model.Scope, x *Node) *Node {
+		offset := scope.In("offset").VariableWithValue("count", []int32{1, 2}) // trainable, integer
+		return Add(mlp(scope, x), ReduceAllSum(ConvertDType(offset.NodeValue(x.Graph()), dtypes.Float32)))
+	}
+	opt := Subspace(optimizer.Adam().Done()).Variables("/offset/count").Done()
+	trainer := train.NewTrainer(testBackend(t), store, modelFn, loss.MeanSquaredError, opt, nil, nil)
+	r := &run{store: store, trainer: trainer}
+	_, err := r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "has dtype Int32: only float variables can be projected")
 }
