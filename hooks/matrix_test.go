@@ -10,7 +10,10 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/nn"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
@@ -227,4 +230,46 @@ func TestMatrixTrainsAndRefreshes(t *testing.T) {
 	require.Equal(t, PathDirect, report.Variables[0].Kind)
 	require.Greater(t, report.Variables[0].ExplainedVariance, 0.5)
 	t.Log(report)
+}
+
+// TestPostHocFallback: a weight used by two products, or by a gather (an embedding table), cannot
+// take the direct path: it is projected after a full backward pass, with the reason in the plan,
+// and trains.
+func TestPostHocFallback(t *testing.T) {
+	modelFn := func(scope *model.Scope, x *Node) *Node {
+		g := x.Graph()
+		shared := scope.In("shared").VariableWithShape("weights", shapes.Make(dtypes.Float32, 12, 12)).NodeValue(g)
+		h := Tanh(Add(MatMul(x, shared), MatMul(Tanh(x), shared))) // two products
+		table := scope.In("table").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 12, 6)).NodeValue(g)
+		idx := ConvertDType(Iota(g, shapes.Make(dtypes.Int32, x.Shape().Dim(0), 1), 0), dtypes.Int32)
+		rows := Gather(table, ModScalar(idx, 12)) // [B, 6]
+		return Add(ReduceSum(h, -1), ReduceSum(rows, -1))
+	}
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(3))
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).WarmUp(3).Done()
+	trainer := train.NewTrainer(testBackend(t), store, func(scope *model.Scope, x *Node) *Node {
+		return InsertAxes(modelFn(scope, x), -1)
+	}, loss.MeanSquaredError, opt, nil, nil)
+	r := &run{store: store, trainer: trainer}
+	first := r.step(t)
+	var last float64
+	for range 40 {
+		last = r.step(t)
+	}
+	require.Less(t, last, first)
+	plan := map[string]PlanEntry{}
+	for _, e := range opt.Plan() {
+		plan[e.Variable] = e
+	}
+	require.Equal(t, PathPostHoc, plan["/shared/weights"].Path, opt.PlanString())
+	require.Contains(t, plan["/shared/weights"].Why, "used by 2 ops")
+	require.Equal(t, PathPostHoc, plan["/table/embeddings"].Path, opt.PlanString())
+	require.Contains(t, plan["/table/embeddings"].Why, "Gather")
+	report, err := opt.Report(store)
+	require.NoError(t, err)
+	for _, v := range report.Variables {
+		require.True(t, v.Valid, v.Path)
+	}
+	requireFinite(t, r.snapshot(t))
 }

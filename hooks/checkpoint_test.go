@@ -1,0 +1,61 @@
+package hooks
+
+import (
+	"testing"
+
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/model/checkpoint"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCheckpointResumesExactly: the projector's state (bases, snapshots, coefficients' optimizer
+// moments, counters, the smoothed loss) lives in GoMLX variables, so a run stopped, saved and
+// resumed in a fresh store continues exactly as the uninterrupted run, refreshes included.
+func TestCheckpointResumesExactly(t *testing.T) {
+	for _, mode := range []Mode{Matrix, Temporal} {
+		t.Run(mode.String(), func(t *testing.T) {
+			newOpt := func() *Optimizer {
+				return Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).
+					Rank(3).WarmUp(6).CheckEvery(4).ResidualThreshold(0.2).Done()
+			}
+			const total, stop = 40, 20
+			whole := newRun(t, newOpt())
+			var want []float64
+			for range total {
+				want = append(want, whole.step(t))
+			}
+
+			dir := t.TempDir()
+			first := newRun(t, newOpt())
+			for i := range stop {
+				require.Equal(t, want[i], first.step(t))
+			}
+			saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
+			require.NoError(t, err)
+			require.NoError(t, saver.Save())
+
+			// A new process: a fresh store loading the checkpoint, a new trainer and optimizer.
+			store := model.NewStore()
+			_, err = checkpoint.Build(store).Dir(dir).Immediate().Done()
+			require.NoError(t, err)
+			opt := newOpt()
+			resumed := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
+			for i := stop; i < total; i++ {
+				require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
+			}
+			report, err := opt.Report(store)
+			require.NoError(t, err)
+			require.Equal(t, int64(total), report.Steps)
+			require.Positive(t, report.Refreshes, "the resumed half must include refreshes")
+			// The projector's state variables are non-trainable again after loading.
+			for v := range store.IterVariables() {
+				if v.Trainable {
+					require.NotContains(t, v.Path(), "/"+StateScope+"/", "%s came back trainable", v.Path())
+				}
+			}
+		})
+	}
+}
