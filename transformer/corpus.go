@@ -7,7 +7,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -98,6 +100,18 @@ func hasExtension(path string, extensions []string) bool {
 // GoSource returns the Go standard library's source directory, present wherever Go programs
 // build: $(go env GOROOT)/src.
 func GoSource(goroot string) string { return filepath.Join(goroot, "src") }
+
+// GoRoot asks the go command on PATH for its GOROOT (the toolchain's, with GOTOOLCHAIN=auto),
+// falling back to the root this binary was built with.
+func GoRoot() string {
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if root := strings.TrimSpace(string(out)); root != "" {
+			return root
+		}
+	}
+	//lint:ignore SA1019 the build-time root is the fallback when no go command is on PATH
+	return runtime.GOROOT()
+}
 
 // UnigramEntropy is the entropy (nats per byte) of the byte frequencies of data: the loss of the
 // best model that ignores context.

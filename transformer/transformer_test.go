@@ -1,7 +1,6 @@
 package transformer
 
 import (
-	"runtime"
 	"strings"
 	"testing"
 
@@ -18,7 +17,7 @@ import (
 
 func smallCorpus(t *testing.T) *Corpus {
 	t.Helper()
-	c, err := LoadCorpus([]string{GoSource(runtime.GOROOT()) + "/strings"}, []string{".go"}, 400_000)
+	c, err := LoadCorpus([]string{GoSource(GoRoot()) + "/strings"}, []string{".go"}, 400_000)
 	require.NoError(t, err)
 	require.Positive(t, len(c.Eval), "the split must leave eval files")
 	return c

@@ -162,7 +162,7 @@ func stateBytes(store *model.Store, c Config) int64 {
 		}
 		for _, p := range projected {
 			if strings.HasSuffix(v.Scope(), strings.TrimSuffix(p, "/weights")) && strings.HasPrefix(v.Name(), "weights") {
-				total += int64(v.Shape().Memory())
+				total += int64(v.Shape().ByteSize())
 				break
 			}
 		}

@@ -18,7 +18,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -206,7 +205,7 @@ func optimizerStateBytes(store *model.Store) int64 {
 		}
 		p := v.Path()
 		if strings.HasPrefix(p, "/"+optimizer.AdamDefaultScope+"/") || strings.HasPrefix(p, "/"+hooks.StateScope+"/") {
-			total += int64(v.Shape().Memory())
+			total += int64(v.Shape().ByteSize())
 		}
 	}
 	return total
@@ -323,7 +322,7 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err != nil {
 		return err
 	}
-	roots, exts := []string{transformer.GoSource(runtime.GOROOT())}, []string{".go"}
+	roots, exts := []string{transformer.GoSource(transformer.GoRoot())}, []string{".go"}
 	if corpusFlag != "" {
 		roots, exts = strings.Split(corpusFlag, ","), nil
 	}

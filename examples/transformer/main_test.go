@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -23,7 +22,7 @@ func tinyOptions() Options {
 func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "rows.json")
-	corpus := transformer.GoSource(runtime.GOROOT()) + "/strings"
+	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
 	require.NoError(t, run(tinyOptions(), corpus, 300_000, dir, jsonPath, "go"))
 	for _, name := range []string{"loss.png", "report.md"} {
 		info, err := os.Stat(filepath.Join(dir, name))
