@@ -180,6 +180,7 @@ type Monitor struct {
 	store   *model.Store
 	seen    int64
 	skipped int64
+	kept    int64
 	Events  []Event
 	// Logf receives one line per event; nil keeps them silent (they are still in Events).
 	Logf func(format string, args ...any)
@@ -202,6 +203,12 @@ func (m *Monitor) Observe() error {
 			m.Logf("subspace: %d step(s) skipped by step %d: non-finite or exploding loss or gradient; weights, optimizer state and bases kept", r.SkippedSteps-m.skipped, r.Steps)
 		}
 		m.skipped = r.SkippedSteps
+	}
+	if r.BasesKept > m.kept {
+		if m.Logf != nil {
+			m.Logf("subspace: %d basis update(s) declined by step %d: zero or non-finite gradient; previous basis kept", r.BasesKept-m.kept, r.Steps)
+		}
+		m.kept = r.BasesKept
 	}
 	if r.SVDs == m.seen {
 		return nil

@@ -102,11 +102,15 @@ func TestZeroGradientKeepsTheBasis(t *testing.T) {
 	// fine), the basis is kept, and the event is counted.
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).Done()
 	r := newRun(t, opt)
-	r.step(t)
-	r.step(t)
+	mon := opt.NewMonitor(r.store)
+	var logged []string
+	mon.Logf = func(format string, args ...any) { logged = append(logged, format) }
+	r.stepsObserved(t, mon, 2)
 	basis := r.value(t, "/subspace/hidden/dense/weights_basis")
 	_, err := r.trainer.TrainStep(badBatch("zero input"))
 	require.NoError(t, err)
+	require.NoError(t, mon.Observe())
+	require.Contains(t, logged, "subspace: %d basis update(s) declined by step %d: zero or non-finite gradient; previous basis kept")
 	require.Equal(t, basis, r.value(t, "/subspace/hidden/dense/weights_basis"))
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)
