@@ -12,7 +12,7 @@ import (
 
 // Report is what the projector did so far, read from its state variables.
 type Report struct {
-	Steps             int64 // steps taken by the optimizer
+	Steps             int64 // steps taken by the optimizer; skipped steps (SkippedSteps) leave it unchanged
 	Mode              Mode
 	WarmUp            int   // configured warm-up steps
 	SVDs              int64 // bases learned: the end of warm-up plus refreshes
