@@ -1,7 +1,9 @@
 package hooks
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"path"
 	"strings"
 
@@ -24,6 +26,8 @@ type Report struct {
 	// matrix, the warm-up steps and the drift checks (each builds a full gradient).
 	GatedRuns         int64
 	LastCheckResidual float64 // largest relative residual at the last check
+	LossEMA           float64 // smoothed loss (the plateau signal)
+	PlateauChecks     int     // consecutive checks without the smoothed loss falling
 	SkippedSteps      int64   // steps whose update was not applied: non-finite or exploding loss or gradient
 	BasesKept         int64   // learning attempts that met a zero or non-finite gradient and kept the basis
 	LastSVDStep       int64
@@ -126,6 +130,8 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.SkippedSteps = asInt(read(at("skipped_steps")))
 	r.BasesKept = asInt(read(at("bases_kept")))
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
+	r.LossEMA = asFloat(read(at("loss_ema")))
+	r.PlateauChecks = int(asInt(read(at("plateau_checks"))))
 	r.LastSVDStep = asInt(read(at("last_svd_step")))
 	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
 	r.GatedRuns = r.SVDs
@@ -181,9 +187,35 @@ type Monitor struct {
 	seen    int64
 	skipped int64
 	kept    int64
+	last    Report
 	Events  []Event
 	// Logf receives one line per event; nil keeps them silent (they are still in Events).
 	Logf func(format string, args ...any)
+	// Trace, if set, receives one JSON line (a TraceRecord) per Observe: every signal and decision.
+	Trace io.Writer
+}
+
+// TraceRecord is one line of a Monitor's trace: the drift signals and decisions after a step.
+type TraceRecord struct {
+	Step              int64              `json:"step"`
+	LossEMA           float64            `json:"loss_ema"`
+	PlateauChecks     int                `json:"plateau_checks"`
+	Checks            int64              `json:"checks"`
+	LastCheckResidual float64            `json:"last_check_residual"`
+	BasesLearned      int64              `json:"bases_learned"`
+	Refreshes         int64              `json:"refreshes"`
+	SkippedSteps      int64              `json:"skipped_steps"`
+	BasesKept         int64              `json:"bases_kept"`
+	Event             string             `json:"event,omitempty"` // the basis learned at this step, with its cause
+	Variables         []TraceOfAVariable `json:"variables"`
+}
+
+// TraceOfAVariable is a projected variable's part of a TraceRecord.
+type TraceOfAVariable struct {
+	Path              string  `json:"path"`
+	Rank              int     `json:"rank"`
+	Residual          float64 `json:"residual"`
+	ExplainedVariance float64 `json:"explained_variance"`
 }
 
 // NewMonitor creates a monitor of o's state in store.
@@ -198,6 +230,20 @@ func (m *Monitor) Observe() error {
 	if err != nil {
 		return err
 	}
+	m.last = r
+	m.record(r)
+	if m.Trace != nil {
+		return m.writeTrace(r)
+	}
+	return nil
+}
+
+// Last returns the report read by the last Observe.
+func (m *Monitor) Last() Report { return m.last }
+
+// record logs what changed since the last observation: skipped steps, declined bases, the bases
+// learned.
+func (m *Monitor) record(r Report) {
 	if r.SkippedSteps > m.skipped {
 		if m.Logf != nil {
 			m.Logf("subspace: %d step(s) skipped by step %d: non-finite or exploding loss or gradient; weights, optimizer state and bases kept", r.SkippedSteps-m.skipped, r.Steps)
@@ -211,10 +257,10 @@ func (m *Monitor) Observe() error {
 		m.kept = r.BasesKept
 	}
 	if r.SVDs == m.seen {
-		return nil
+		return
 	}
 	if r.SVDs > m.seen+1 && m.Logf != nil {
-		m.Logf("subspace: %d SVDs happened between observations; the last one:", r.SVDs-m.seen-1)
+		m.Logf("subspace: %d bases learned between observations; the last one:", r.SVDs-m.seen-1)
 	}
 	m.seen = r.SVDs
 	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause, ExplainedVariance: r.MeanExplainedVariance()}
@@ -225,7 +271,24 @@ func (m *Monitor) Observe() error {
 	if m.Logf != nil {
 		m.Logf("subspace: %s", e)
 	}
-	return nil
+}
+
+func (m *Monitor) writeTrace(r Report) error {
+	rec := TraceRecord{Step: r.Steps, LossEMA: r.LossEMA, PlateauChecks: r.PlateauChecks, Checks: r.Checks,
+		LastCheckResidual: r.LastCheckResidual, BasesLearned: r.SVDs, Refreshes: r.Refreshes,
+		SkippedSteps: r.SkippedSteps, BasesKept: r.BasesKept}
+	if n := len(m.Events); n > 0 && m.Events[n-1].Step == r.Steps {
+		rec.Event = m.Events[n-1].String()
+	}
+	for _, v := range r.Variables {
+		rec.Variables = append(rec.Variables, TraceOfAVariable{Path: v.Path, Rank: v.Rank, Residual: v.Residual, ExplainedVariance: v.ExplainedVariance})
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = m.Trace.Write(append(line, '\n'))
+	return err
 }
 
 // AttachToLoop makes the loop call Observe after every step.

@@ -51,6 +51,7 @@ type Options struct {
 	Seed        int64
 	Variants    []string
 	Quiet       bool
+	OutDir      string // the subspace variants write their drift traces here
 }
 
 // Variant names: the stock optimizers, and AdamW wrapped by the projector in each mode.
@@ -73,6 +74,8 @@ type Row struct {
 	BasesLearned   int64     `json:"bases_learned"`
 	Backend        string    `json:"backend"`
 	TrainCurve     []float64 `json:"-"`
+	ResidualSteps  []int     `json:"-"` // drift checks: step and largest relative residual
+	Residuals      []float64 `json:"-"`
 	EvalCurve      []float64 `json:"-"`
 	EvalCurveSteps []int     `json:"-"`
 }
@@ -133,6 +136,16 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			progressbar.OptionSetDescription(fmt.Sprintf("%-18s", variant)), progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
 	}
+	var monitor *hooks.Monitor
+	if row.Mode != "stock" && o.OutDir != "" {
+		monitor = opt.NewMonitor(store)
+		trace, err := os.Create(filepath.Join(o.OutDir, "trace-"+variant+".jsonl"))
+		if err != nil {
+			return row, err
+		}
+		defer trace.Close()
+		monitor.Trace = trace
+	}
 	const untimed = 3 // the first steps compile the graph
 	var timed time.Duration
 	for step := range o.Steps {
@@ -147,6 +160,17 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		}
 		lossValue := float64(metrics[0].Value().(float32))
 		row.TrainCurve = append(row.TrainCurve, lossValue)
+		var checksBefore int64
+		if monitor != nil {
+			checksBefore = monitor.Last().Checks
+			if err := monitor.Observe(); err != nil {
+				return row, err
+			}
+			if last := monitor.Last(); last.Checks > checksBefore {
+				row.ResidualSteps = append(row.ResidualSteps, step+1)
+				row.Residuals = append(row.Residuals, last.LastCheckResidual)
+			}
+		}
 		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
 			ev, err := evalLoss(backend, store, o, evalSet)
 			if err != nil {
@@ -157,10 +181,9 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		}
 		if bar != nil {
 			desc := fmt.Sprintf("%-18s loss %.3f", variant, lossValue)
-			if row.Mode != "stock" && step%10 == 0 {
-				if r, err := opt.Report(store); err == nil {
-					desc += fmt.Sprintf(" rank %d residual %.2f refreshes %d", o.Rank, r.LastCheckResidual, r.Refreshes)
-				}
+			if monitor != nil {
+				r := monitor.Last()
+				desc += fmt.Sprintf(" rank %d residual %.2f refreshes %d", o.Rank, r.LastCheckResidual, r.Refreshes)
 			}
 			bar.Describe(desc)
 			_ = bar.Add(1)
@@ -333,6 +356,10 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	unigram := transformer.UnigramEntropy(corpus.Train)
 	fmt.Fprintf(os.Stderr, "backend %s; corpus %d files (%d eval), %.1f MB train, %.1f MB eval; unigram entropy %.3f nats/byte\n",
 		backend.Name(), corpus.Files, corpus.EvalFiles, float64(len(corpus.Train))/1e6, float64(len(corpus.Eval))/1e6, unigram)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	o.OutDir = outDir
 	var rows []Row
 	for _, v := range o.Variants {
 		row, err := runVariant(backend, corpus, v, o)
@@ -344,16 +371,16 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	bound := AnalyticGradientRatio(o.Model, o.Batch, o.Rank)
 	table := formatTable(rows, bound)
 	fmt.Print(table)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
 		return err
 	}
-	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
+	if err := plotResiduals(filepath.Join(outDir, "residual.png"), rows, hooks.DefaultResidualThreshold); err != nil {
 		return err
 	}
 	if err := writeReport(filepath.Join(outDir, "report.md"), o, corpus, unigram, table); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(outDir, "loss.png"), filepath.Join(outDir, "report.md"))
+	fmt.Fprintf(os.Stderr, "wrote loss.png, residual.png, report.md and the subspace variants' trace-*.jsonl in %s\n", outDir)
 	if jsonPath != "" {
 		f, err := os.Create(jsonPath)
 		if err != nil {
@@ -416,6 +443,8 @@ func writeReport(path string, o Options, corpus *transformer.Corpus, unigram flo
 		o.Model.Width, o.Model.Depth, o.Model.Heads, o.Model.MLP, o.Model.SeqLen, o.Batch, o.Steps, o.Rank, o.WarmUp, o.CheckEvery, o.LR, o.WeightDecay, o.SGDLR)
 	fmt.Fprintf(w, "Corpus: %d files (%d for evaluation), %.1f MB; unigram entropy %.3f nats/byte (%.2f bits). Train loss is the mean batch loss over the last tenth of the steps; eval loss is on %d fixed held-out batches.\n\n",
 		corpus.Files, corpus.EvalFiles, float64(len(corpus.Train)+len(corpus.Eval))/1e6, unigram, unigram/math.Ln2, o.EvalBatches)
-	fmt.Fprintf(w, "%s\n![loss curves](loss.png)\n", table)
+	fmt.Fprintf(w, "%s\n![loss curves](loss.png)\n\n", table)
+	fmt.Fprintf(w, "Drift checks of the subspace variants: the largest relative residual of a full gradient against its\n"+
+		"projection; above the threshold the bases are re-learned. Every signal and decision is in trace-<variant>.jsonl.\n\n![residuals](residual.png)\n")
 	return nil
 }

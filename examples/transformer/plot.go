@@ -61,3 +61,42 @@ func plotLosses(path string, rows []Row) error {
 	p.Y.Max = math.Min(p.Y.Max, 6)
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
 }
+
+// plotResiduals draws, for each subspace variant, the largest relative residual at each drift
+// check, with the refresh threshold.
+func plotResiduals(path string, rows []Row, threshold float64) error {
+	p := plot.New()
+	p.Title.Text = "Drift checks: residual of a full gradient against its projection"
+	p.X.Label.Text = "step"
+	p.Y.Label.Text = "‖g − proj(g)‖ / ‖g‖"
+	p.Legend.Top = false // residuals sit high: keep the legend below them
+	p.Y.Min, p.Y.Max = 0, 1
+	palette := []color.Color{color.RGBA{R: 214, G: 39, B: 40, A: 255}, color.RGBA{R: 148, G: 103, B: 189, A: 255}}
+	steps := 1
+	for i, r := range rows {
+		steps = max(steps, r.Steps)
+		if len(r.Residuals) == 0 {
+			continue
+		}
+		xy := make(plotter.XYs, len(r.Residuals))
+		for j, v := range r.Residuals {
+			xy[j] = plotter.XY{X: float64(r.ResidualSteps[j]), Y: v}
+		}
+		line, points, err := plotter.NewLinePoints(xy)
+		if err != nil {
+			return err
+		}
+		c := palette[i%len(palette)]
+		line.Color, points.Color, points.Shape = c, c, draw.CircleGlyph{}
+		p.Add(line, points)
+		p.Legend.Add(r.Variant, line, points)
+	}
+	th, err := plotter.NewLine(plotter.XYs{{X: 0, Y: threshold}, {X: float64(steps), Y: threshold}})
+	if err != nil {
+		return err
+	}
+	th.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
+	p.Add(th)
+	p.Legend.Add("refresh threshold", th)
+	return p.Save(8*vg.Inch, 4*vg.Inch, path)
+}
