@@ -2,9 +2,8 @@ package hooks
 
 import (
 	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
+
+	"github.com/gomlx/compute/support/humanize"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gradsub/gradsub/projector"
@@ -32,28 +31,8 @@ func (f FLOPs) String() string {
 		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerSVD))
 }
 
-// HumanBytes formats a byte count with a binary prefix.
-func HumanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-// HumanFLOPs formats a FLOP count with an SI prefix.
-func HumanFLOPs(n int64) string {
-	x := float64(n)
-	for _, unit := range []string{"", "k", "M", "G", "T"} {
-		if x < 1000 {
-			return fmt.Sprintf("%.3g %sFLOP", x, unit)
-		}
-		x /= 1000
-	}
-	return fmt.Sprintf("%.3g PFLOP", x)
-}
+// HumanFLOPs formats a FLOP count with an SI prefix ("7.3GFLOP").
+func HumanFLOPs(n int64) string { return humanize.Count(n) + "FLOP" }
 
 // StepFLOPs counts the products of the last step graph built by the optimizer. With projection
 // disabled (Enabled(false)) the graph is the base optimizer's own.
@@ -140,21 +119,15 @@ func gatedTrips(ranges []projector.GatedRange, i int) (int, bool) {
 	return 0, false
 }
 
-var contractingAxesRE = regexp.MustCompile(`lhsContractingAxes=\[([0-9 ]*)\]`)
-
 // productFLOPs is 2·M·N·K for a product node, 0 for anything else.
 func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 	switch n.Type() {
 	case NodeTypeDotGeneral:
 		lhs := n.Inputs()[0]
 		contracted := int64(1)
-		// The node's description is the only public view of its contracting axes.
-		if m := contractingAxesRE.FindStringSubmatch(n.String()); m != nil {
-			for _, field := range strings.Fields(m[1]) {
-				axis, err := strconv.Atoi(field)
-				if err == nil && axis < lhs.Rank() {
-					contracted *= int64(lhs.Shape().Dim(axis))
-				}
+		for _, axis := range dotAxes(n)["lhsContractingAxes"] {
+			if axis < lhs.Rank() {
+				contracted *= int64(lhs.Shape().Dim(axis))
 			}
 		}
 		return 2 * int64(n.Shape().Size()) * contracted

@@ -66,7 +66,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		x2 = ConvertDType(x2, sdt)
 	}
 	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
-	h.gate(func(in []*Node) *Node { return Dot(Transpose(in[0], 0, 1), in[1]).Product() }, x2, dy2)
+	h.gate(func(in []*Node) *Node { return DotProduct(Transpose(in[0], 0, 1), in[1]) }, x2, dy2)
 	return h
 }
 

@@ -169,7 +169,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	st.checkStep(grads, handlers)
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
-	st.applyBase(trainables, grads, handlers)
+	st.applyBase(trainables, grads, handlers, guard)
 	guard.restoreUnless(st.ok, st.counterPath("skipped_steps"))
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
@@ -381,18 +381,16 @@ func (st *stepState) driftAndLearn(hs []handler) {
 // the duration of the call the coefficient variables are marked trainable (and are zero, so the
 // step the optimizer applies to them is the coefficient step itself), and matrix-projected
 // variables are marked non-trainable (so no full-size state is ever created for them).
-func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler) {
+func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard) {
 	g := st.g
 	byVar := make(map[*model.Variable]handler, len(hs))
 	byCoef := make(map[*model.Variable]handler, len(hs))
 	zero := make(map[handler]*Node, len(hs))
-	weightBefore := make(map[handler]*Node, len(hs))
 	for _, h := range hs {
 		v := h.variable()
 		byVar[v] = h
 		coef, _ := h.coefficients()
 		byCoef[coef] = h
-		weightBefore[h] = v.NodeValue(g)
 		zero[h] = ZerosLike(coef.NodeValue(g))
 		coef.SetNodeValue(zero[h])
 		coef.SetTrainable(true)
@@ -438,9 +436,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v := h.variable()
 		coef, _ := h.coefficients()
 		step := Sub(coef.NodeValue(g), zero[h])
-		projected := Add(weightBefore[h], h.lift(step))
+		before := guard.before[v] // the weights are untouched until the base optimizer runs
+		projected := Add(before, h.lift(step))
 		if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
-			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(weightBefore[h], wd)))
+			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 		}
 		if h.fullUpdateInBase() {
 			projected = Where(h.useProjection(), projected, v.NodeValue(g))

@@ -79,7 +79,7 @@ func directDenseVJP(node, dy *Node) []*Node {
 	x, w := inputs[0], inputs[1]
 	p, _ := fusedDenseProduct(node, w)
 	dy2 := p.dyRows(ConvertDType(dy, w.DType()))
-	dx := Reshape(dot(dy2, Transpose(p.fromW(w), 0, 1)), x.Shape().Dimensions...)
+	dx := Reshape(DotProduct(dy2, Transpose(p.fromW(w), 0, 1)), x.Shape().Dimensions...)
 	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
 	if len(inputs) > 2 {
 		b := inputs[2]
@@ -88,5 +88,3 @@ func directDenseVJP(node, dy *Node) []*Node {
 	}
 	return grads
 }
-
-func dot(a, b *Node) *Node { return Dot(a, b).Product() }

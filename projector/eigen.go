@@ -97,12 +97,12 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		u := Parameter(g, "u", eye.Shape())
 		// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
 		// on the Go backend).
-		round := OneHot(ModScalar(i, rounds), rounds, dtype)                          // [rounds]
-		pm := Reshape(dot(round, Reshape(Const(g, pTable), rounds, half*m)), half, m) // [m/2, m]
-		qm := Reshape(dot(round, Reshape(Const(g, qTable), rounds, half*m)), half, m) // [m/2, m]
+		round := OneHot(ModScalar(i, rounds), rounds, dtype)                                 // [rounds]
+		pm := Reshape(DotProduct(round, Reshape(Const(g, pTable), rounds, half*m)), half, m) // [m/2, m]
+		qm := Reshape(DotProduct(round, Reshape(Const(g, qTable), rounds, half*m)), half, m) // [m/2, m]
 		pm, qm = ConvertDType(pm, dtype), ConvertDType(qm, dtype)
-		aq := dot(am, Transpose(qm, 0, 1))                // [m, m/2]: columns q of a
-		ap := dot(am, Transpose(pm, 0, 1))                // [m, m/2]: columns p of a
+		aq := DotProduct(am, Transpose(qm, 0, 1))         // [m, m/2]: columns q of a
+		ap := DotProduct(am, Transpose(pm, 0, 1))         // [m, m/2]: columns p of a
 		apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0) // [m/2]
 		app := ReduceSum(Mul(Transpose(pm, 0, 1), ap), 0)
 		aqq := ReduceSum(Mul(Transpose(qm, 0, 1), aq), 0)
@@ -121,10 +121,10 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		scaled := func(x, w *Node) *Node { return Mul(x, InsertAxes(w, -1)) } // rows of x times w
 		cm1 := AddScalar(c, -1)
 		j := Add(eye, Add(
-			Add(dot(Transpose(pm, 0, 1), scaled(pm, cm1)), dot(Transpose(qm, 0, 1), scaled(qm, cm1))),
-			Sub(dot(Transpose(pm, 0, 1), scaled(qm, s)), dot(Transpose(qm, 0, 1), scaled(pm, s)))))
-		aNext := dot(dot(Transpose(j, 0, 1), am), j)
-		uNext := dot(u, j)
+			Add(DotProduct(Transpose(pm, 0, 1), scaled(pm, cm1)), DotProduct(Transpose(qm, 0, 1), scaled(qm, cm1))),
+			Sub(DotProduct(Transpose(pm, 0, 1), scaled(qm, s)), DotProduct(Transpose(qm, 0, 1), scaled(pm, s)))))
+		aNext := DotProduct(DotProduct(Transpose(j, 0, 1), am), j)
+		uNext := DotProduct(u, j)
 		return []*Node{AddScalar(i, 1), limit, aNext, uNext}
 	})
 	out := While(cond, body, Const(g, int32(0)), total, a, eye)
@@ -160,10 +160,7 @@ func sortDescending(values, vectors *Node) (*Node, *Node) {
 	before := LogicalOr(GreaterThan(vj, vi), LogicalAnd(Equal(vj, vi), LessThan(jj, ii)))
 	rank := ReduceSum(ConvertDType(before, dtypes.Int32), -1) // [n]: position of λ_i once sorted
 	perm := OneHot(rank, n, dtype)                            // perm[i, rank_i] = 1
-	sortedValues := dot(Transpose(perm, 0, 1), values)        // sorted[r] = λ_{i: rank_i = r}
-	sortedVectors := dot(vectors, perm)                       // column r = u_{i: rank_i = r}
+	sortedValues := DotProduct(Transpose(perm, 0, 1), values) // sorted[r] = λ_{i: rank_i = r}
+	sortedVectors := DotProduct(vectors, perm)                // column r = u_{i: rank_i = r}
 	return sortedValues, sortedVectors
 }
-
-// dot is the plain vector/matrix product (numpy.dot semantics for ranks ≤ 2).
-func dot(lhs, rhs *Node) *Node { return Dot(lhs, rhs).Product() }

@@ -96,9 +96,9 @@ func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, pow
 
 	// Start: A·Aᵀ·Q_prev when warm, A·Ω (a fixed Gaussian Ω, seeded for reproducibility) when cold.
 	omega := ConstAsDType(g, dtype, gaussianSketch(cols, rank))
-	y := dot(a, omega)
+	y := DotProduct(a, omega)
 	if previous != nil {
-		warm := dot(a, dot(Transpose(a, 0, 1), previous))
+		warm := DotProduct(a, DotProduct(Transpose(a, 0, 1), previous))
 		useWarm := prevValid
 		if useWarm == nil {
 			useWarm = Const(g, true)
@@ -110,10 +110,10 @@ func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, pow
 	}
 	y = Orthonormalize(y, 1e-7)
 	for range powerIterations {
-		y = Orthonormalize(dot(a, dot(Transpose(a, 0, 1), y)), 1e-7)
+		y = Orthonormalize(DotProduct(a, DotProduct(Transpose(a, 0, 1), y)), 1e-7)
 	}
 
-	kept := ReduceAllSum(Square(dot(Transpose(y, 0, 1), a)))
+	kept := ReduceAllSum(Square(DotProduct(Transpose(y, 0, 1), a)))
 	safeEnergy := Where(valid, energy, OnesLike(energy))
 	explained := Where(valid, Div(kept, safeEnergy), ZerosLike(energy))
 	fallback := ZerosLike(y)
@@ -144,25 +144,25 @@ func gaussianSketch(n, r int) [][]float64 {
 // B·m·n.
 func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
 	if side == Left {
-		return dot(Transpose(dot(x, basis), 0, 1), dy)
+		return DotProduct(Transpose(DotProduct(x, basis), 0, 1), dy)
 	}
-	return dot(Transpose(x, 0, 1), dot(dy, basis))
+	return DotProduct(Transpose(x, 0, 1), DotProduct(dy, basis))
 }
 
 // ProjectMatrix returns the coefficients of a full gradient ([m, n]): Qᵀ·∂W (Left) or ∂W·Q (Right).
 func ProjectMatrix(grad, basis *Node, side Side) *Node {
 	if side == Left {
-		return dot(Transpose(basis, 0, 1), grad)
+		return DotProduct(Transpose(basis, 0, 1), grad)
 	}
-	return dot(grad, basis)
+	return DotProduct(grad, basis)
 }
 
 // LiftMatrix maps coefficients back to the weight's space: Q·c (Left) or c·Qᵀ (Right), [m, n].
 func LiftMatrix(basis, coefficients *Node, side Side) *Node {
 	if side == Left {
-		return dot(basis, coefficients)
+		return DotProduct(basis, coefficients)
 	}
-	return dot(coefficients, Transpose(basis, 0, 1))
+	return DotProduct(coefficients, Transpose(basis, 0, 1))
 }
 
 // MatrixResidual is ‖∂W − lift(project(∂W))‖/‖∂W‖ (0 for a zero gradient).

@@ -63,7 +63,7 @@ func TestLearnMatrixWarmStartAndDegenerateGradients(t *testing.T) {
 		fromZero := LearnMatrix(z, r, Left, cold.Basis, Const(gr.Graph(), true), 1)
 		fromNaN := LearnMatrix(bad, r, Left, cold.Basis, Const(gr.Graph(), true), 1)
 		return []*Node{
-			ReduceAllMax(Abs(Sub(dot(cold.Basis, Transpose(cold.Basis, 0, 1)), dot(warm.Basis, Transpose(warm.Basis, 0, 1))))),
+			ReduceAllMax(Abs(Sub(DotProduct(cold.Basis, Transpose(cold.Basis, 0, 1)), DotProduct(warm.Basis, Transpose(warm.Basis, 0, 1))))),
 			fromZero.Valid, ReduceAllMax(Abs(Sub(fromZero.Basis, cold.Basis))),
 			fromNaN.Valid, ReduceAllMax(Abs(Sub(fromNaN.Basis, cold.Basis))), LogicalAll(IsFinite(fromNaN.Basis)),
 		}
@@ -97,7 +97,7 @@ func TestDirectCoefficientsEqualProjectedFullGradient(t *testing.T) {
 		outs, err := ExecOnceN(testBackend(t), func(x, dy, q *Node) []*Node {
 			q = Orthonormalize(q, 1e-7)
 			direct := DirectCoefficients(x, dy, q, side)
-			full := ProjectMatrix(dot(Transpose(x, 0, 1), dy), q, side)
+			full := ProjectMatrix(DotProduct(Transpose(x, 0, 1), dy), q, side)
 			relErr := Div(Sqrt(ReduceAllSum(Square(Sub(direct, full)))), Sqrt(ReduceAllSum(Square(full))))
 			lifted := LiftMatrix(q, direct, side)
 			// Lifting then projecting again is the identity on coefficients.

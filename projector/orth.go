@@ -23,7 +23,7 @@ func Orthonormalize(a *Node, tol float64) *Node {
 		if j > 0 {
 			q := Concatenate(cols, 1) // [m, j]
 			for range 2 {
-				v = Sub(v, dot(q, dot(Transpose(q, 0, 1), v)))
+				v = Sub(v, DotProduct(q, DotProduct(Transpose(q, 0, 1), v)))
 			}
 		}
 		norm := Sqrt(ReduceAllSum(Square(v)))
@@ -38,7 +38,7 @@ func Orthonormalize(a *Node, tol float64) *Node {
 // (zero columns are masked-out directions, not a loss of orthonormality).
 func OrthonormalityError(q *Node) *Node {
 	k := q.Shape().Dim(1)
-	qtq := dot(Transpose(q, 0, 1), q)
+	qtq := DotProduct(Transpose(q, 0, 1), q)
 	present := ConvertDType(GreaterThan(ReduceSum(Square(q), 0), ScalarZero(q.Graph(), q.DType())), q.DType())
 	want := Mul(DiagonalWithValue(ScalarOne(q.Graph(), q.DType()), k), InsertAxes(present, 0))
 	return ReduceAllMax(Abs(Sub(qtq, want)))

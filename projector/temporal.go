@@ -108,7 +108,7 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 			s := in[0]
 			finite := LogicalAll(IsFinite(s))
 			stack := ConvertDType(Where(finite, s, ZerosLike(s)), cdt)
-			return []*Node{dot(stack, Transpose(stack, 0, 1)), finite}
+			return []*Node{DotProduct(stack, Transpose(stack, 0, 1)), finite}
 		})
 	gram, finite := gramAndFinite[0], gramAndFinite[1]
 
@@ -170,8 +170,8 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 
 	sigma := Sqrt(lambdaK)
 	safeSigma := Where(keep, sigma, OnesLike(sigma))
-	uk := Slice(u, AxisRange(), AxisRange(0, k))                        // [n, k]
-	v := Div(dot(Transpose(stack, 0, 1), uk), InsertAxes(safeSigma, 0)) // [P, k]
+	uk := Slice(u, AxisRange(), AxisRange(0, k))                               // [n, k]
+	v := Div(DotProduct(Transpose(stack, 0, 1), uk), InsertAxes(safeSigma, 0)) // [P, k]
 	v = Where(InsertAxes(keep, 0), v, ZerosLike(v))
 	v = Orthonormalize(v, 1e-10)
 
@@ -187,10 +187,10 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 }
 
 // Coefficients returns Vᵀ·g: the coordinates ([k]) of the flattened gradient g ([P]) in the basis.
-func Coefficients(basis, g *Node) *Node { return dot(Transpose(basis, 0, 1), g) }
+func Coefficients(basis, g *Node) *Node { return DotProduct(Transpose(basis, 0, 1), g) }
 
 // Lift returns V·c: the vector ([P]) with coordinates c ([k]) in the basis.
-func Lift(basis, c *Node) *Node { return dot(basis, c) }
+func Lift(basis, c *Node) *Node { return DotProduct(basis, c) }
 
 // Project returns V·(Vᵀ·g), the orthogonal projection of the flattened g ([P]) onto span(V).
 func Project(basis, g *Node) *Node { return Lift(basis, Coefficients(basis, g)) }

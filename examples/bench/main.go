@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/support/humanize"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/layers"
@@ -310,7 +311,7 @@ func main() {
 	for _, r := range results {
 		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %.0f%% |\n",
 			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
-			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, hooks.HumanBytes(r.StockStateBytes), hooks.HumanBytes(r.SubspaceStateBytes),
+			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
 			r.StateBytesRatio, 100*r.GatedStepsFraction)
 	}
 	if *flagJSON != "" {

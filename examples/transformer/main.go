@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/support/humanize"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
@@ -130,6 +131,11 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	if err != nil {
 		return row, err
 	}
+	evalExec, err := newEvalExec(backend, store, o)
+	if err != nil {
+		return row, err
+	}
+	defer evalExec.Finalize()
 	var bar *progressbar.ProgressBar
 	if !o.Quiet {
 		bar = progressbar.NewOptions(o.Steps, progressbar.OptionSetWriter(os.Stderr),
@@ -172,7 +178,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			}
 		}
 		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
-			ev, err := evalLoss(backend, store, o, evalSet)
+			ev, err := evalLoss(evalExec, o, evalSet)
 			if err != nil {
 				return row, err
 			}
@@ -249,16 +255,17 @@ func evalBatches(data []byte, o Options) ([]batchPair, error) {
 	return out, nil
 }
 
-// evalLoss is the mean next-byte cross-entropy (nats) on the fixed evaluation batches.
-func evalLoss(backend compute.Backend, store *model.Store, o Options, set []batchPair) (float64, error) {
-	exec, err := model.NewExec(backend, store, func(scope *model.Scope, x, y *graph.Node) *graph.Node {
+// newEvalExec builds the evaluation graph once per variant: the mean next-byte cross-entropy of a
+// batch, reading the store's current variables at each call.
+func newEvalExec(backend compute.Backend, store *model.Store, o Options) (*model.Exec, error) {
+	return model.NewExec(backend, store, func(scope *model.Scope, x, y *graph.Node) *graph.Node {
 		logits := o.Model.Logits(scope, x)
 		return graph.ReduceAllMean(loss.SparseCategoricalCrossEntropyLogits([]*graph.Node{y}, []*graph.Node{logits}))
 	})
-	if err != nil {
-		return 0, err
-	}
-	defer exec.Finalize()
+}
+
+// evalLoss is the mean next-byte cross-entropy (nats) on the fixed evaluation batches.
+func evalLoss(exec *model.Exec, o Options, set []batchPair) (float64, error) {
 	var total float64
 	for _, b := range set {
 		out, err := exec.Call(tensors.FromFlatDataAndDimensions(b.x, o.Batch, o.Model.SeqLen),
@@ -423,7 +430,7 @@ func formatTable(rows []Row, bound float64) string {
 		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t|\n",
 			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, rel(r.StepMs, refMs), r.TokensPerSec,
 			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
-			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), hooks.HumanBytes(r.StateBytes), r.BasesLearned, r.Refreshes)
+			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+

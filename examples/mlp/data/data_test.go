@@ -214,30 +214,23 @@ func wantParseError(t *testing.T, err error, file string, line, column int, frag
 }
 
 func TestMalformedInput(t *testing.T) {
-	t.Run("bad number in breast cancer", func(t *testing.T) {
-		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, BreastCancerFile), "2,3,malignant,benign\n1,2,3,0\n4,5x,6,1\n")
-		_, err := BreastCancer(dir)
-		wantParseError(t, err, BreastCancerFile, 3, 2, `"5x" is not a finite number`)
-	})
-	t.Run("NaN rejected", func(t *testing.T) {
-		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, BreastCancerFile), "1,3,malignant,benign\n1,NaN,3,0\n")
-		_, err := BreastCancer(dir)
-		wantParseError(t, err, BreastCancerFile, 2, 2, "not a finite number")
-	})
-	t.Run("bad label", func(t *testing.T) {
-		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, BreastCancerFile), "1,3,malignant,benign\n1,2,3,2\n")
-		_, err := BreastCancer(dir)
-		wantParseError(t, err, BreastCancerFile, 2, 4, "class label")
-	})
-	t.Run("wrong field count", func(t *testing.T) {
-		dir := t.TempDir()
-		writeFile(t, filepath.Join(dir, BreastCancerFile), "2,3,malignant,benign\n1,2,3,0\n1,2,0\n")
-		_, err := BreastCancer(dir)
-		wantParseError(t, err, BreastCancerFile, 3, 0, "expected 4 fields")
-	})
+	for _, tc := range []struct {
+		name, content string
+		line, column  int
+		want          string
+	}{
+		{"bad number in breast cancer", "2,3,malignant,benign\n1,2,3,0\n4,5x,6,1\n", 3, 2, `"5x" is not a finite number`},
+		{"NaN rejected", "1,3,malignant,benign\n1,NaN,3,0\n", 2, 2, "not a finite number"},
+		{"bad label", "1,3,malignant,benign\n1,2,3,2\n", 2, 4, "class label"},
+		{"wrong field count", "2,3,malignant,benign\n1,2,3,0\n1,2,0\n", 3, 0, "expected 4 fields"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, BreastCancerFile), tc.content)
+			_, err := BreastCancer(dir)
+			wantParseError(t, err, BreastCancerFile, tc.line, tc.column, tc.want)
+		})
+	}
 	t.Run("row count differs from header", func(t *testing.T) {
 		dir := t.TempDir()
 		writeFile(t, filepath.Join(dir, BreastCancerFile), "3,3,malignant,benign\n1,2,3,0\n")
