@@ -15,7 +15,8 @@ func Orthonormalize(a *Node, tol float64) *Node {
 		panicf("Orthonormalize: want a matrix [m, k], got shape %s", a.Shape())
 	}
 	k := a.Shape().Dim(1)
-	colNorms := Sqrt(ReduceSum(Square(a), 0))
+	colMax := ReduceAndKeep(Abs(a), ReduceMax, 0)
+	colNorms := Mul(colMax, Sqrt(ReduceAndKeep(Square(Div(a, safeDivisor(colMax))), ReduceSum, 0)))
 	threshold := MulScalar(ReduceAllMax(colNorms), tol)
 	cols := make([]*Node, 0, k)
 	for j := range k {
@@ -26,12 +27,20 @@ func Orthonormalize(a *Node, tol float64) *Node {
 				v = Sub(v, DotProduct(q, DotProduct(Transpose(q, 0, 1), v)))
 			}
 		}
-		norm := Sqrt(ReduceAllSum(Square(v)))
-		keep := GreaterThan(norm, threshold)
-		safeNorm := Where(keep, norm, OnesLike(norm))
-		cols = append(cols, Where(keep, Div(v, safeNorm), ZerosLike(v)))
+		// Scale by the largest entry before squaring: a column of 1e-20s has squares in float32's
+		// denormal range, where the norm loses digits and the "unit" column would not be.
+		vMax := ReduceAllMax(Abs(v))
+		u := Div(v, safeDivisor(vMax))
+		uNorm := Sqrt(ReduceAllSum(Square(u)))
+		keep := GreaterThan(Mul(vMax, uNorm), threshold)
+		cols = append(cols, Where(keep, Div(u, safeDivisor(uNorm)), ZerosLike(v)))
 	}
 	return Concatenate(cols, 1)
+}
+
+// safeDivisor replaces zeros by ones, so that a division by it never makes NaN.
+func safeDivisor(x *Node) *Node {
+	return Where(GreaterThan(x, ZerosLike(x)), x, OnesLike(x))
 }
 
 // OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's non-zero columns
