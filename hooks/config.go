@@ -47,6 +47,8 @@ const (
 	ParamLossPatience      = "subspace_loss_patience"
 	ParamWeightDecay       = "subspace_weight_decay"
 	ParamMode              = "subspace_mode"
+	ParamMinRank           = "subspace_min_rank"
+	ParamMaxRank           = "subspace_max_rank"
 )
 
 // Defaults, chosen to work on small problems without tuning.
@@ -60,6 +62,10 @@ const (
 	LossEMADecay = 0.9
 	// LossMinImprovement: a check counts as progress when the smoothed loss fell by this share.
 	LossMinImprovement = 1e-3
+	// CurvatureEMADecay smooths the magnitude of the curvature signal (≈ a 10-step window).
+	CurvatureEMADecay = 0.9
+	// CurvatureWarmUp: the curvature rule judges jumps only after this many measurements.
+	CurvatureWarmUp = 10
 	// ExplodeFactor: after warm-up, a step whose loss exceeds this multiple of the smoothed loss
 	// is skipped (like a step with a non-finite loss or gradient).
 	ExplodeFactor = 100
@@ -113,9 +119,7 @@ type Config struct {
 	rank              int
 	varianceThreshold float64
 	warmUp            int
-	checkEvery        int
-	residualThreshold float64
-	lossPatience      int
+	policy            Policy
 	weightDecay       float64
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
@@ -128,17 +132,15 @@ type Config struct {
 // UpdateGraphWithGradients (train.OptimizeWithGradients): SGD, Adam, AdamW, RMSProp do.
 func Subspace(base optimizer.Interface) *Config {
 	return &Config{
-		base:              base,
-		mode:              Matrix,
-		side:              sideAuto,
-		enabled:           true,
-		rank:              DefaultRank,
-		warmUp:            DefaultWarmUp,
-		checkEvery:        DefaultCheckEvery,
-		residualThreshold: DefaultResidualThreshold,
-		lossPatience:      DefaultLossPatience,
-		selectFn:          DefaultSelection,
-		selectDesc:        "every trainable float variable of rank ≥ 2",
+		base:       base,
+		mode:       Matrix,
+		side:       sideAuto,
+		enabled:    true,
+		rank:       DefaultRank,
+		warmUp:     DefaultWarmUp,
+		policy:     DefaultPolicy(),
+		selectFn:   DefaultSelection,
+		selectDesc: "every trainable float variable of rank ≥ 2",
 	}
 }
 
@@ -148,9 +150,11 @@ func (c *Config) FromScope(scope *model.Scope) *Config {
 	c.rank = model.GetParamOr(scope, ParamRank, c.rank)
 	c.varianceThreshold = model.GetParamOr(scope, ParamVarianceThreshold, c.varianceThreshold)
 	c.warmUp = model.GetParamOr(scope, ParamWarmUp, c.warmUp)
-	c.checkEvery = model.GetParamOr(scope, ParamCheckEvery, c.checkEvery)
-	c.residualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.residualThreshold)
-	c.lossPatience = model.GetParamOr(scope, ParamLossPatience, c.lossPatience)
+	c.policy.CheckEvery = model.GetParamOr(scope, ParamCheckEvery, c.policy.CheckEvery)
+	c.policy.ResidualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.policy.ResidualThreshold)
+	c.policy.LossPatience = model.GetParamOr(scope, ParamLossPatience, c.policy.LossPatience)
+	c.policy.MinRank = model.GetParamOr(scope, ParamMinRank, c.policy.MinRank)
+	c.policy.MaxRank = model.GetParamOr(scope, ParamMaxRank, c.policy.MaxRank)
 	c.weightDecay = model.GetParamOr(scope, ParamWeightDecay, c.weightDecay)
 	if mode, err := ParseMode(model.GetParamOr(scope, ParamMode, c.mode.String())); err != nil {
 		c.paramErr = err
@@ -184,16 +188,28 @@ func (c *Config) VarianceThreshold(share float64) *Config { c.varianceThreshold 
 // and the number of recent gradients a refresh learns from.
 func (c *Config) WarmUp(steps int) *Config { c.warmUp = steps; return c }
 
-// CheckEvery sets K: a drift check runs every K projected steps. Zero disables drift refreshes.
-func (c *Config) CheckEvery(steps int) *Config { c.checkEvery = steps; return c }
+// Policy replaces the drift controller's rules (see Policy; start from DefaultPolicy). The
+// setters below change single fields of it.
+func (c *Config) Policy(p Policy) *Config { c.policy = p; return c }
 
-// ResidualThreshold sets the relative residual ‖g − VVᵀg‖/‖g‖ above which a check refreshes the
-// basis. It must be in (0, 1]; 1 disables the residual trigger.
-func (c *Config) ResidualThreshold(r float64) *Config { c.residualThreshold = r; return c }
+// CheckEvery sets Policy.CheckEvery, K: a drift check runs every K steps after warm-up. Zero
+// disables drift checks.
+func (c *Config) CheckEvery(steps int) *Config { c.policy.CheckEvery = steps; return c }
 
-// LossPatience sets how many consecutive checks without the smoothed loss falling trigger a
-// refresh. Zero disables the loss trigger.
-func (c *Config) LossPatience(checks int) *Config { c.lossPatience = checks; return c }
+// ResidualThreshold sets Policy.ResidualThreshold: the relative residual ‖g − VVᵀg‖/‖g‖ above
+// which a check refreshes the basis. It must be in (0, 1]; 1 disables the residual trigger.
+func (c *Config) ResidualThreshold(r float64) *Config { c.policy.ResidualThreshold = r; return c }
+
+// LossPatience sets Policy.LossPatience: how many consecutive checks without the smoothed loss
+// falling trigger a refresh. Zero disables the loss trigger.
+func (c *Config) LossPatience(checks int) *Config { c.policy.LossPatience = checks; return c }
+
+// RankBounds turns on adaptive rank (Policy.MinRank, Policy.MaxRank): a variable's rank grows
+// while its residual stays high and shrinks while it stays low, within [minRank, maxRank].
+func (c *Config) RankBounds(minRank, maxRank int) *Config {
+	c.policy.MinRank, c.policy.MaxRank = minRank, maxRank
+	return c
+}
 
 // WeightDecay applies decoupled weight decay (AdamW-style, scaled by the learning rate) to the
 // projected variables' full values. The base optimizer only sees their coefficients, so an AdamW
@@ -263,14 +279,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold applies to the temporal subspace: use Mode(hooks.Temporal), or drop it (the matrix subspace keeps Rank directions)")
 	case c.varianceThreshold < 0 || c.varianceThreshold > 1:
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) is outside [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
-	case c.checkEvery < 0:
-		return fmt.Errorf("hooks.Subspace: CheckEvery(%d) is negative (0 disables drift checks)", c.checkEvery)
-	case c.residualThreshold <= 0 || c.residualThreshold > 1:
-		return fmt.Errorf("hooks.Subspace: ResidualThreshold(%g) is outside (0, 1] (1 disables the residual trigger)", c.residualThreshold)
-	case c.lossPatience < 0:
-		return fmt.Errorf("hooks.Subspace: LossPatience(%d) is negative (0 disables the loss trigger)", c.lossPatience)
 	case c.weightDecay < 0:
 		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is negative", c.weightDecay)
+	}
+	if err := c.policy.Validate(c.rank); err != nil {
+		return fmt.Errorf("hooks.Subspace: %v", err)
+	}
+	if c.mode == Temporal && c.policy.adaptive(c.rank) {
+		return fmt.Errorf("hooks.Subspace: adaptive rank (RankBounds) applies to the matrix subspace; the temporal subspace adapts its rank with VarianceThreshold")
 	}
 	if _, ok := c.base.(gradientOptimizer); c.enabled && !ok {
 		return fmt.Errorf("hooks.Subspace: base optimizer %T does not implement UpdateGraphWithGradients "+
@@ -282,6 +298,9 @@ func (c *Config) Validate() error {
 
 // WarmUpSteps returns the configured warm-up length N0.
 func (c Config) WarmUpSteps() int { return c.warmUp }
+
+// DriftPolicy returns the drift controller's rules.
+func (c Config) DriftPolicy() Policy { return c.policy }
 
 // Done returns the optimizer. An invalid configuration is reported by Validate, and by the first
 // TrainStep (as the error of building the step graph).

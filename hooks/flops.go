@@ -18,17 +18,20 @@ type FLOPs struct {
 	Gradient int64 // back-propagation, including the projection of the gradients
 	// Optimizer is the base optimizer, the lift of the update and the drift bookkeeping.
 	Optimizer int64
-	// PerSVD is the gated work of learning or checking the bases (all projected variables
-	// together), paid on warm-up, drift-check and refresh steps only.
-	PerSVD int64
+	// PerLearn is the gated work of learning the bases (all projected variables together), paid
+	// on the steps that learn (Report.LearnRuns); PerCheck, of a drift check (Report.Checks).
+	PerLearn, PerCheck int64
 }
+
+// Gated returns the gated work done over a run, from its report's counts.
+func (f FLOPs) Gated(r Report) int64 { return r.LearnRuns*f.PerLearn + r.Checks*f.PerCheck }
 
 // Step returns the FLOPs of an ordinary step: everything but the gated work.
 func (f FLOPs) Step() int64 { return f.Forward + f.Gradient + f.Optimizer }
 
 func (f FLOPs) String() string {
-	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per SVD/check %s",
-		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerSVD))
+	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per learning %s, per check %s",
+		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerLearn), HumanFLOPs(f.PerCheck))
 }
 
 // HumanFLOPs formats a FLOP count with an SI prefix ("7.3GFLOP").
@@ -94,8 +97,12 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 		if cost == 0 {
 			continue
 		}
-		if trips, ok := gatedTrips(gated, i); ok {
-			f.PerSVD += cost * int64(trips)
+		if trips, check, ok := gatedTrips(gated, i); ok {
+			if check {
+				f.PerCheck += cost * int64(trips)
+			} else {
+				f.PerLearn += cost * int64(trips)
+			}
 			continue
 		}
 		switch {
@@ -110,13 +117,15 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 	return f
 }
 
-func gatedTrips(ranges []projector.GatedRange, i int) (int, bool) {
+// gatedTrips finds the innermost gated range holding node i: how many times it runs per gate
+// run, and whether it is a check's work.
+func gatedTrips(ranges []projector.GatedRange, i int) (trips int, check, ok bool) {
 	for _, r := range ranges {
 		if i >= r.Start && i < r.End {
-			return r.Trips, true
+			return r.Trips, r.Check, true
 		}
 	}
-	return 0, false
+	return 0, false, false
 }
 
 // productFLOPs is 2·M·N·K for a product node, 0 for anything else.

@@ -1,6 +1,8 @@
 package hooks
 
 import (
+	"math"
+
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -11,14 +13,22 @@ import (
 // matrixVar trains a weight W ([m, n] as a matrix) in a matrix subspace: the base optimizer sees
 // only the coefficient (Qᵀ∂W, [r, n], or ∂W·Q, [m, r]) and the update is lifted with Q. There is no
 // full-update phase: the first step learns a basis from its own gradient, warm-up steps re-learn
-// it every step (warm-started), later steps at drift checks.
+// it every step (warm-started), later steps when the drift controller says so.
 //
-// On the direct path the coefficient comes from the product's input and output gradient, and the
-// full ∂W = x₂ᵀ·∂y₂ is built only inside the gate of learning and check steps.
+// Two gated pieces of work build a full gradient; ordinary steps run neither:
+//   - the check (drift-check steps): the control gradient — on the direct path from the leading
+//     Policy.ControlFraction of the batch's rows — its residual against the current basis, and
+//     the part of it outside the subspace (for a rotating full update);
+//   - the learning (warm-up and refresh steps): the whole batch's gradient, a basis learned from
+//     it warm-started from the current one, and the coefficient gradient in that basis.
+//
+// On the direct path the full ∂W = x₂ᵀ·∂y₂ exists only inside these gates.
 type matrixVar struct {
 	st        *stepState
 	v         *model.Variable
 	side      projector.Side
+	m, n      int // W as a matrix
+	rank      int
 	p         *product // nil on the post-hoc path
 	toW       func(*Node) *Node
 	basis     *model.Variable
@@ -28,23 +38,24 @@ type matrixVar struct {
 	residVar  *model.Variable
 
 	oldBasis, oldValid *Node
-	stepCoef           *Node   // coefficient gradient with the current basis
-	gated              []*Node // basis learned, its coefficient gradient, residual, explained, valid
+	stepCoef           *Node // coefficient gradient with the current basis
+	fullGrad           func(in []*Node) *Node
+	fullInputs         []*Node // the whole batch's inputs of fullGrad
+	checked            []*Node // the check's outputs: residual, outside part, projected norm
 	coefGrad, useProj  *Node
 }
 
-func newMatrixVar(st *stepState, v *model.Variable, m, n int, side projector.Side) *matrixVar {
-	cfg := &st.o.cfg
+func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
 	dtype := stateDType(v)
 	basisRows := m
-	coefShape := shapes.Make(dtype, cfg.rank, n)
+	coefShape := shapes.Make(dtype, rank, n)
 	if side == projector.Right {
 		basisRows = n
-		coefShape = shapes.Make(dtype, m, cfg.rank)
+		coefShape = shapes.Make(dtype, m, rank)
 	}
 	h := &matrixVar{
-		st: st, v: v, side: side,
-		basis:     st.varState(v, "basis", shapes.Make(dtype, basisRows, cfg.rank)),
+		st: st, v: v, side: side, m: m, n: n, rank: rank,
+		basis:     st.varState(v, "basis", shapes.Make(dtype, basisRows, rank)),
 		coef:      st.varState(v, "coefficients", coefShape),
 		explained: st.varState(v, "explained", shapes.Make(dtype)),
 		valid:     st.varState(v, "valid", shapes.Make(dtypes.Int32)),
@@ -56,8 +67,8 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n int, side projector.Sid
 }
 
 // newMatrixDirect builds the direct path: dy is the gradient of the product's output.
-func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side string) *matrixVar {
-	h := newMatrixVar(st, v, p.m, p.n, sideOf(side))
+func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side string, rank int) *matrixVar {
+	h := newMatrixVar(st, v, p.m, p.n, rank, sideOf(side))
 	h.p, h.toW = p, p.toW
 	x2 := p.xRows(p.x)
 	sdt := stateDType(v)
@@ -66,41 +77,47 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		x2 = ConvertDType(x2, sdt)
 	}
 	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
-	h.gate(func(in []*Node) *Node { return DotProduct(Transpose(in[0], 0, 1), in[1]) }, x2, dy2)
+	h.fullGrad = func(in []*Node) *Node { return DotProduct(Transpose(in[0], 0, 1), in[1]) }
+	h.fullInputs = []*Node{x2, dy2}
+	rows := x2.Shape().Dim(0)
+	control := max(1, min(rows, int(math.Ceil(st.o.cfg.policy.ControlFraction*float64(rows)))))
+	h.check(Slice(x2, AxisRange(0, control)), Slice(dy2, AxisRange(0, control)))
 	return h
 }
 
 // newMatrixPostHoc builds the post-hoc path from the full gradient, viewed as [dim 0, the rest].
-func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string) *matrixVar {
+func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string, rank int) *matrixVar {
 	m := v.Shape().Dim(0)
 	n := v.Shape().Size() / m
-	h := newMatrixVar(st, v, m, n, sideOf(side))
+	h := newMatrixVar(st, v, m, n, rank, sideOf(side))
 	dims := v.Shape().Dimensions
 	h.toW = func(w2 *Node) *Node { return Reshape(w2, dims...) }
 	grad2 := ConvertDType(Reshape(grad, m, n), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
-	h.gate(func(in []*Node) *Node { return in[0] }, grad2)
+	h.fullGrad = func(in []*Node) *Node { return in[0] }
+	h.fullInputs = []*Node{grad2}
+	h.check(grad2)
 	return h
 }
 
-// gate builds the learning and checking work, run on warm-up and check steps only: the full
-// gradient (from fullGrad's inputs), its residual against the current basis, a basis learned
-// from it warm-started from the current one, and the coefficient gradient in that basis.
-func (h *matrixVar) gate(fullGrad func(in []*Node) *Node, inputs ...*Node) {
-	st := h.st
-	g := st.g
-	cfg := &st.o.cfg
-	run := LogicalOr(st.warm, st.isCheck)
-	scalar := ScalarZero(g, stateDType(h.v))
-	otherwise := []*Node{h.oldBasis, ZerosLike(h.stepCoef), scalar, scalar, Const(g, false)}
+// check builds the drift check's gated work on the control gradient (fullGrad of inputs): its
+// relative residual against the current basis (1 before a basis exists), the part outside the
+// subspace and the norm of the part inside.
+func (h *matrixVar) check(inputs ...*Node) {
+	g := h.st.g
+	dtype := stateDType(h.v)
+	scalar := ScalarZero(g, dtype)
+	otherwise := []*Node{scalar, Zeros(g, shapes.Make(dtype, h.m, h.n)), scalar}
 	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
-	h.gated = projector.Gate(run, in, otherwise, func(in []*Node) []*Node {
+	h.checked = projector.CheckGate(h.st.isCheck, in, otherwise, func(in []*Node) []*Node {
 		n := len(inputs)
-		grad := fullGrad(in[:n])
+		grad := h.fullGrad(in[:n])
 		oldBasis, oldValid := in[n], in[n+1]
-		resid := Where(oldValid, projector.MatrixResidual(grad, oldBasis, h.side), OnesLike(scalar))
-		lm := projector.LearnMatrix(grad, cfg.rank, h.side, oldBasis, oldValid, projector.DefaultPowerIterations)
-		return []*Node{lm.Basis, projector.ProjectMatrix(grad, lm.Basis, h.side), resid, lm.ExplainedVariance, lm.Valid}
+		inside := projector.LiftMatrix(oldBasis, projector.ProjectMatrix(grad, oldBasis, h.side), h.side)
+		outside := Sub(grad, inside)
+		resid := relativeLength(outside, grad)
+		resid = Where(oldValid, resid, OnesLike(resid))
+		return []*Node{resid, outside, Sqrt(ReduceAllSum(Square(inside)))}
 	})
 }
 
@@ -114,24 +131,56 @@ func (h *matrixVar) stepCoefficients() *Node {
 func (h *matrixVar) fullUpdateInBase() bool { return false }
 func (h *matrixVar) useProjection() *Node   { return h.useProj }
 
-// residual is read at checks, where the gate ran.
-func (h *matrixVar) residual() *Node { return h.gated[2] }
+// residual is read at checks, where the check ran.
+func (h *matrixVar) residual() *Node { return h.checked[0] }
 
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
+
+// outsideStep is the control gradient's part outside the subspace, scaled to at most the length
+// of the projected step: the full-update rule's step.
+func (h *matrixVar) outsideStep(stepNorm *Node) *Node {
+	return ConvertDType(h.toW(scaledOutside(h.checked[1], h.checked[2], stepNorm)), h.v.DType())
+}
+
+// scaledOutside is the full-update rule's step from a gradient's part outside the subspace and
+// the length of its part inside: −outside · ‖step‖ / max(‖outside‖, ‖inside‖). The step is the
+// outside direction at most as long as the projected step (Fira's norm-based scaling).
+func scaledOutside(outside, insideLen, stepNorm *Node) *Node {
+	denom := Max(Sqrt(ReduceAllSum(Square(outside))), insideLen)
+	denom = Where(GreaterThan(denom, ZerosLike(denom)), denom, OnesLike(denom))
+	return Neg(Mul(outside, Div(ConvertDType(stepNorm, outside.DType()), denom)))
+}
+
+// relativeLength is ‖a‖/‖b‖, 0 where b is zero.
+func relativeLength(a, b *Node) *Node {
+	aLen, bLen := Sqrt(ReduceAllSum(Square(a))), Sqrt(ReduceAllSum(Square(b)))
+	positive := GreaterThan(bLen, ZerosLike(bLen))
+	return Where(positive, Div(aLen, Where(positive, bLen, OnesLike(bLen))), ZerosLike(bLen))
+}
 
 func (h *matrixVar) lift(step *Node) *Node {
 	return ConvertDType(h.toW(projector.LiftMatrix(h.basis.NodeValue(h.st.g), step, h.side)), h.v.DType())
 }
 
-// learn takes the gated basis when learnNow and the gate produced a valid one.
+// learn runs the learning gate when learnNow and takes its basis if the gate found a valid one.
 func (h *matrixVar) learn(learnNow *Node) {
 	g := h.st.g
-	take := LogicalAnd(learnNow, h.gated[4])
-	h.st.countKept(LogicalAnd(learnNow, LogicalNot(h.gated[4])))
-	h.basis.SetNodeValue(Where(take, h.gated[0], h.oldBasis))
-	h.coefGrad = Where(take, h.gated[1], h.stepCoef)
-	h.explained.SetNodeValue(Where(take, h.gated[3], h.explained.NodeValue(g)))
-	h.residVar.SetNodeValue(Where(h.st.isCheck, h.gated[2], h.residVar.NodeValue(g)))
+	scalar := ScalarZero(g, stateDType(h.v))
+	otherwise := []*Node{h.oldBasis, ZerosLike(h.stepCoef), scalar, Const(g, false)}
+	in := append(append([]*Node{}, h.fullInputs...), h.oldBasis, h.oldValid)
+	learned := projector.Gate(learnNow, in, otherwise, func(in []*Node) []*Node {
+		n := len(h.fullInputs)
+		grad := h.fullGrad(in[:n])
+		oldBasis, oldValid := in[n], in[n+1]
+		lm := projector.LearnMatrix(grad, h.rank, h.side, oldBasis, oldValid, projector.DefaultPowerIterations)
+		return []*Node{lm.Basis, projector.ProjectMatrix(grad, lm.Basis, h.side), lm.ExplainedVariance, lm.Valid}
+	})
+	take := LogicalAnd(learnNow, learned[3])
+	h.st.countKept(LogicalAnd(learnNow, LogicalNot(learned[3])))
+	h.basis.SetNodeValue(Where(take, learned[0], h.oldBasis))
+	h.coefGrad = Where(take, learned[1], h.stepCoef)
+	h.explained.SetNodeValue(Where(take, learned[2], h.explained.NodeValue(g)))
+	h.residVar.SetNodeValue(Where(h.st.isCheck, h.checked[0], h.residVar.NodeValue(g)))
 	newValid := LogicalOr(h.oldValid, take)
 	h.valid.SetNodeValue(ConvertDType(newValid, dtypes.Int32))
 	h.useProj = newValid

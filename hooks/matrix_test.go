@@ -97,7 +97,7 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 			}
 		}
 		for i, n := range g.Nodes() {
-			if _, inGate := gatedTrips(gated, i); inGate || !live[n] {
+			if _, _, inGate := gatedTrips(gated, i); inGate || !live[n] {
 				continue
 			}
 			switch n.Type() {
@@ -133,7 +133,8 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	require.Equal(t, int64(2*64*12*16+2*2*64*16), sf.Gradient)
 	require.Equal(t, int64(2*64*12*rank+2*rank*64*16+2*2*64*16), f.Gradient)
 	require.Equal(t, int64(2*12*rank*16), f.Optimizer, "the lift Q·Δc")
-	require.Positive(t, f.PerSVD)
+	require.Positive(t, f.PerLearn)
+	require.Positive(t, f.PerCheck)
 }
 
 // TestDirectCoefficientsForEachProduct: for each kind of product GoMLX's layers build, the

@@ -3,6 +3,7 @@ package hooks
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
@@ -23,10 +24,12 @@ type gradientOptimizer interface {
 
 // Refresh causes, as stored in the "last_svd_cause" state variable.
 const (
-	CauseNone     = 0
-	CauseWarmUp   = 1 // a basis learned during (temporal: at the end of) warm-up
-	CauseResidual = 2 // a drift check found the residual above the threshold
-	CauseLoss     = 3 // the smoothed loss stopped falling for LossPatience checks
+	CauseNone      = 0
+	CauseWarmUp    = 1 // a basis learned during (temporal: at the end of) warm-up
+	CauseResidual  = 2 // a drift check found the residual above the threshold
+	CauseLoss      = 3 // the smoothed loss stopped falling for LossPatience checks
+	CauseCurvature = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
+	CauseRank      = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
 )
 
 // CauseName returns a readable name of a refresh cause.
@@ -38,6 +41,10 @@ func CauseName(cause int) string {
 		return "residual above threshold"
 	case CauseLoss:
 		return "smoothed loss stopped falling"
+	case CauseCurvature:
+		return "curvature jumped"
+	case CauseRank:
+		return "rank changed"
 	}
 	return "none"
 }
@@ -54,6 +61,7 @@ type Optimizer struct {
 	marks     GraphMarks
 	roots     []*Node
 	builds    int
+	ranks     map[string]int // variable path → rank, where the rank rule changed it
 }
 
 // GraphMarks are node-count boundaries in the last step graph built: nodes before Forward were
@@ -135,7 +143,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	if len(trainables) == 0 {
 		exceptions.Panicf("hooks.Subspace: no trainable variable is used by the model: nothing to optimize")
 	}
-	plan, products := o.makePlan(g, trainables)
+	plan, products := o.makePlan(scope, g, trainables)
 
 	// Back-propagation: to each variable's value, except on the direct path, where the gradient is
 	// taken at the product's output ∂y and the product's VJP skips ∂W (see vjp.go).
@@ -158,14 +166,17 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 		case PathTemporal:
 			h = newTemporal(st, v, grads[i])
 		case PathDirect:
-			h = newMatrixDirect(st, v, products[i], grads[i], plan[i].Side)
+			h = newMatrixDirect(st, v, products[i], grads[i], plan[i].Side, plan[i].Rank)
 		case PathPostHoc:
-			h = newMatrixPostHoc(st, v, grads[i], plan[i].Side)
+			h = newMatrixPostHoc(st, v, grads[i], plan[i].Side, plan[i].Rank)
 		default:
 			continue
 		}
 		handlers = append(handlers, h)
 	}
+	// Handlers go by path: the store's order changes when a checkpoint loads, and the rotation
+	// of full updates and the order of sums over variables must not.
+	slices.SortFunc(handlers, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })
 	st.checkStep(grads, handlers)
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
@@ -187,6 +198,9 @@ type stepState struct {
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t ≤ WarmUp
+
+	learnNow *Node             // the bases are learned this step (decided by driftAndLearn)
+	fullTurn map[handler]*Node // the full-update rule picks this variable this step
 }
 
 func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node) *stepState {
@@ -202,7 +216,7 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node) *step
 	} else {
 		st.learnAt = st.warm
 	}
-	if k := int64(o.cfg.checkEvery); k > 0 {
+	if k := int64(o.cfg.policy.CheckEvery); k > 0 {
 		sinceWarm := Sub(st.t, Const(g, n0))
 		st.isCheck = LogicalAnd(GreaterThan(sinceWarm, Const(g, int64(0))),
 			Equal(ModScalar(sinceWarm, k), Const(g, int64(0))))
@@ -217,11 +231,7 @@ func (st *stepState) counterPath(name string) string { return path.Join(st.root.
 
 // countKept counts learning attempts that found a zero or non-finite gradient and kept the
 // previous basis.
-func (st *stepState) countKept(kept *Node) {
-	c := st.counter("bases_kept", dtypes.Int64)
-	old := c.NodeValue(st.g)
-	c.SetNodeValue(Where(kept, AddScalar(old, 1), old))
-}
+func (st *stepState) countKept(kept *Node) { st.bump("bases_kept", kept) }
 
 // counter returns a scalar non-trainable state variable (zero-initialised) in the state scope.
 func (st *stepState) counter(name string, dtype dtypes.DType) *model.Variable {
@@ -258,6 +268,9 @@ type handler interface {
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node
+	// outsideStep is the full-update rule's step: minus the control gradient's part outside the
+	// subspace, scaled to at most stepNorm (the length of the projected step), variable-shaped.
+	outsideStep(stepNorm *Node) *Node
 }
 
 // stepGuard remembers every variable's value at the start of the projector's part of a step, so
@@ -302,15 +315,16 @@ func (sg *stepGuard) restoreUnless(ok *Node, except string) {
 	}
 }
 
-// driftAndLearn runs the drift check (on check steps) and learns the bases where due.
+// driftAndLearn applies the drift controller's in-graph rules (see Policy) and learns the bases
+// where due.
 func (st *stepState) driftAndLearn(hs []handler) {
-	cfg := &st.o.cfg
+	pol := &st.o.cfg.policy
 	g := st.g
 	ldt := st.loss.DType()
 
 	// Smoothed loss: an EMA, seeded with the first loss; a non-finite loss is ignored.
-	emaVar := st.root.WithInitializer(initializer.Zero).VariableWithShape("loss_ema", shapes.Make(ldt)).SetTrainable(false)
-	bestVar := st.root.WithInitializer(initializer.Zero).VariableWithShape("best_loss_ema", shapes.Make(ldt)).SetTrainable(false)
+	emaVar := st.scalarState("loss_ema", ldt)
+	bestVar := st.scalarState("best_loss_ema", ldt)
 	plateauVar := st.counter("plateau_checks", dtypes.Int32)
 	ema := emaVar.NodeValue(g)
 	isFirst := Equal(st.t, Const(g, int64(1)))
@@ -318,60 +332,133 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	newEMA = Where(st.ok, newEMA, ema)
 	emaVar.SetNodeValue(newEMA)
 
-	// Loss trigger: at a check, progress means the EMA fell below the best by LossMinImprovement.
+	// Loss signal: at a check, progress means the EMA fell below the best by LossMinImprovement.
 	best := bestVar.NodeValue(g)
 	improved := LessThan(newEMA, MulScalar(best, 1-LossMinImprovement))
 	plateau := plateauVar.NodeValue(g)
 	plateauAfterCheck := Where(improved, ZerosLike(plateau), AddScalar(plateau, 1))
-	lossTrigger := Const(g, false)
-	if cfg.lossPatience > 0 {
-		lossTrigger = LogicalAnd(st.isCheck, GreaterOrEqual(plateauAfterCheck, Const(g, int32(cfg.lossPatience))))
-	}
 
-	// Residual trigger: the largest relative residual among the projected variables.
+	// Residual signal: the largest relative residual among the projected variables.
 	maxResid := ConvertDType(hs[0].residual(), ldt)
 	for _, h := range hs[1:] {
 		maxResid = Max(maxResid, ConvertDType(h.residual(), ldt))
 	}
-	residualTrigger := Const(g, false)
-	if cfg.residualThreshold < 1 {
-		residualTrigger = LogicalAnd(st.isCheck, GreaterThan(maxResid, Scalar(g, ldt, cfg.residualThreshold)))
-	}
-	residualTrigger = LogicalAnd(residualTrigger, st.ok)
-	lossTrigger = LogicalAnd(lossTrigger, st.ok)
-	refresh := LogicalOr(residualTrigger, lossTrigger)
-	learnNow := LogicalAnd(LogicalOr(st.learnAt, refresh), st.ok)
+
+	// Curvature signal: the largest jump since the last check (see applyBase).
+	peakVar := st.scalarState("curvature_peak", ldt)
+	d := pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid,
+		plateau: plateauAfterCheck, curvaturePeak: peakVar.NodeValue(g)})
+	peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peakVar.NodeValue(g)), peakVar.NodeValue(g)))
+
+	// A rank change (made on the host, AdaptRanks) asks for the bases to be learned next step.
+	learnNextVar := st.counter("learn_next", dtypes.Int32)
+	byRank := LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
+	learnNow := LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), st.ok)
+	learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
 
 	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
-	newBest := Where(LogicalOr(st.warm, LogicalOr(refresh, LogicalAnd(st.isCheck, improved))), newEMA, best)
-	newPlateau := Where(LogicalAnd(st.isCheck, LogicalNot(refresh)), plateauAfterCheck, Where(refresh, ZerosLike(plateau), plateau))
+	newBest := Where(LogicalOr(st.warm, LogicalOr(d.refresh, LogicalAnd(st.isCheck, improved))), newEMA, best)
+	newPlateau := Where(LogicalAnd(st.isCheck, LogicalNot(d.refresh)), plateauAfterCheck, Where(d.refresh, ZerosLike(plateau), plateau))
 	bestVar.SetNodeValue(newBest)
 	plateauVar.SetNodeValue(newPlateau)
 
 	// Counters and the last event, read by the host-side Monitor.
 	cause := Where(st.learnAt, Const(g, int32(CauseWarmUp)),
-		Where(residualTrigger, Const(g, int32(CauseResidual)),
-			Where(lossTrigger, Const(g, int32(CauseLoss)), Const(g, int32(CauseNone)))))
-	bump := func(name string, cond *Node) {
-		c := st.counter(name, dtypes.Int64)
-		old := c.NodeValue(g)
-		c.SetNodeValue(Where(cond, AddScalar(old, 1), old))
-	}
-	bump("refreshes", refresh)
-	bump("refreshes_residual", residualTrigger)
-	bump("refreshes_loss", lossTrigger)
-	bump("svds", learnNow)
-	bump("checks", st.isCheck)
+		Where(d.byResidual, Const(g, int32(CauseResidual)),
+			Where(d.byLoss, Const(g, int32(CauseLoss)),
+				Where(d.byCurvature, Const(g, int32(CauseCurvature)),
+					Where(byRank, Const(g, int32(CauseRank)), Const(g, int32(CauseNone)))))))
+	st.bump("refreshes", d.refresh)
+	st.bump("refreshes_residual", d.byResidual)
+	st.bump("refreshes_loss", d.byLoss)
+	st.bump("refreshes_curvature", d.byCurvature)
+	st.bump("svds", learnNow)
+	checks := st.bump("checks", st.isCheck)
 	lastStep := st.counter("last_svd_step", dtypes.Int64)
 	lastStep.SetNodeValue(Where(learnNow, st.t, lastStep.NodeValue(g)))
 	lastCause := st.counter("last_svd_cause", dtypes.Int32)
 	lastCause.SetNodeValue(Where(learnNow, cause, lastCause.NodeValue(g)))
-	lastResid := st.root.WithInitializer(initializer.Zero).VariableWithShape("last_check_residual", maxResid.Shape()).SetTrainable(false)
+	lastResid := st.scalarState("last_check_residual", ldt)
 	lastResid.SetNodeValue(Where(st.isCheck, maxResid, lastResid.NodeValue(g)))
 
-	for _, h := range hs {
+	st.learnNow = learnNow
+	st.fullTurn = make(map[handler]*Node, len(hs))
+	anyTurn := Const(g, false)
+	for i, h := range hs {
 		h.learn(learnNow)
+		turn := LogicalAnd(pol.fullUpdateTurn(st.isCheck, checks, i, len(hs)), st.ok)
+		st.fullTurn[h] = turn
+		anyTurn = LogicalOr(anyTurn, turn)
+		if pol.adaptive(st.o.cfg.rank) {
+			v := h.variable()
+			highVar := st.varState(v, "high_checks", shapes.Make(counterDType))
+			lowVar := st.varState(v, "low_checks", shapes.Make(counterDType))
+			high, low := pol.rankStreaks(LogicalAnd(st.isCheck, st.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
+			// Streaks restart after a basis is learned: the new basis is judged on its own.
+			highVar.SetNodeValue(Where(learnNow, ZerosLike(high), high))
+			lowVar.SetNodeValue(Where(learnNow, ZerosLike(low), low))
+		}
 	}
+	st.bump("full_updates", anyTurn)
+	st.counter("rank_changes", dtypes.Int64) // kept by the host's rank rule (AdaptRanks)
+}
+
+// bump increments the named int64 counter where cond holds and returns its new value.
+func (st *stepState) bump(name string, cond *Node) *Node {
+	c := st.counter(name, dtypes.Int64)
+	old := c.NodeValue(st.g)
+	c.SetNodeValue(Where(cond, AddScalar(old, 1), old))
+	return c.NodeValue(st.g)
+}
+
+// scalarState returns a zero-initialised float scalar of the state scope.
+func (st *stepState) scalarState(name string, dtype dtypes.DType) *model.Variable {
+	return st.root.WithInitializer(initializer.Zero).VariableWithShape(name, shapes.Make(dtype)).SetTrainable(false)
+}
+
+// curvature measures κ = ⟨c_t − c_{t−1}, s_{t−1}⟩ / ‖s_{t−1}‖² over every projected variable's
+// coefficients (c the coefficient gradient, s the coefficient step): as the bases are
+// orthonormal it is the curvature of the loss along the previous weight step. It is measured
+// only when both steps used the same bases; its smoothed magnitude and the largest jump since
+// the last check (|κ| over that magnitude, after CurvatureWarmUp measurements) are state.
+func (st *stepState) curvature(hs []handler, steps map[handler]*Node) {
+	g := st.g
+	ldt := st.loss.DType()
+	num, den := ScalarZero(g, ldt), ScalarZero(g, ldt)
+	projecting := Const(g, true)
+	for _, h := range hs {
+		v := h.variable()
+		coef, grad := h.coefficients()
+		prevGrad := st.varState(v, "coefficients_prev_grad", coef.Shape())
+		prevStep := st.varState(v, "coefficients_prev_step", coef.Shape())
+		num = Add(num, ConvertDType(ReduceAllSum(Mul(Sub(grad, prevGrad.NodeValue(g)), prevStep.NodeValue(g))), ldt))
+		den = Add(den, ConvertDType(ReduceAllSum(Square(prevStep.NodeValue(g))), ldt))
+		prevGrad.SetNodeValue(grad)
+		prevStep.SetNodeValue(steps[h])
+		projecting = LogicalAnd(projecting, h.useProjection())
+	}
+	comparableVar := st.counter("curvature_comparable", dtypes.Int32)
+	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
+	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(st.learnNow)), GreaterThan(den, ZerosLike(den)))
+	measured = LogicalAnd(measured, projecting)
+	// The next step is comparable with this one if this one projected and kept its bases.
+	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(st.learnNow)), dtypes.Int32))
+
+	kappa := Where(measured, Div(num, Where(measured, den, OnesLike(den))), ZerosLike(den))
+	kappaVar := st.scalarState("curvature", ldt)
+	kappaVar.SetNodeValue(Where(measured, kappa, kappaVar.NodeValue(g)))
+	emaVar := st.scalarState("curvature_ema", ldt)
+	countVar := st.counter("curvature_measurements", dtypes.Int64)
+	peakVar := st.scalarState("curvature_peak", ldt)
+	ema, count := emaVar.NodeValue(g), countVar.NodeValue(g)
+	mag := Abs(kappa)
+	seeded := GreaterOrEqual(count, Const(g, int64(CurvatureWarmUp)))
+	positive := GreaterThan(ema, ZerosLike(ema))
+	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, OnesLike(ema))), ZerosLike(ema))
+	peakVar.SetNodeValue(Where(measured, Max(peakVar.NodeValue(g), ratio), peakVar.NodeValue(g)))
+	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, CurvatureEMADecay), MulScalar(mag, 1-CurvatureEMADecay)))
+	emaVar.SetNodeValue(Where(measured, newEMA, ema))
+	countVar.SetNodeValue(Where(measured, AddScalar(count, 1), count))
 }
 
 // applyBase runs the base optimizer once over every trainable variable, with the projected
@@ -432,12 +519,18 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	st.o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
 
 	lr := st.learningRate()
+	steps := make(map[handler]*Node, len(hs))
 	for _, h := range hs {
 		v := h.variable()
 		coef, _ := h.coefficients()
 		step := Sub(coef.NodeValue(g), zero[h])
+		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		projected := Add(before, h.lift(step))
+		if turn := st.fullTurn[h]; st.o.cfg.policy.FullUpdateEvery > 0 {
+			outside := h.outsideStep(Sqrt(ReduceAllSum(Square(step))))
+			projected = Where(turn, Add(projected, outside), projected)
+		}
 		if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
 			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 		}
@@ -447,6 +540,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v.SetNodeValue(projected)
 		coef.SetNodeValue(zero[h])
 	}
+	st.curvature(hs, steps)
 }
 
 // checkStep decides whether this step's update is applied: not if the loss or any gradient is
@@ -466,7 +560,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) {
 			ok = LogicalAnd(ok, LogicalAll(IsFinite(c)))
 		}
 	}
-	ema := st.root.WithInitializer(initializer.Zero).VariableWithShape("loss_ema", shapes.Make(st.loss.DType())).SetTrainable(false).NodeValue(g)
+	ema := st.scalarState("loss_ema", st.loss.DType()).NodeValue(g)
 	exploded := LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
 		GreaterThan(st.loss, MulScalar(ema, ExplodeFactor)))
 	st.ok = LogicalAnd(ok, LogicalNot(exploded))
@@ -502,6 +596,8 @@ type PlanEntry struct {
 	Side     string // matrix subspace: "left" or "right"
 	Rank     int
 	Why      string
+
+	rows, cols int // the variable as a matrix (matrix subspace)
 }
 
 // Plan returns the per-variable decisions of the last step graph built.

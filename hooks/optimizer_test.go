@@ -325,7 +325,8 @@ func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {
 	p1, p2 := int64(12*16), int64(16*1)
 	require.Equal(t, gradient+3*2*k*(p1+p2), f.Gradient)
 	require.Equal(t, 2*k*(p1+p2), f.Optimizer)
-	require.Positive(t, f.PerSVD)
+	require.Positive(t, f.PerLearn)
+	require.Zero(t, f.PerCheck, "the temporal residual comes from the step's own full gradient")
 	_, err = Subspace(optimizer.Adam().Done()).Done().StepFLOPs()
 	require.ErrorContains(t, err, "no step graph built yet")
 }

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"path"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
@@ -11,7 +12,7 @@ import (
 
 // makePlan decides each trainable variable's path, and finds the products of the direct ones.
 // A selected variable that cannot be projected at all is an error naming it and the fix.
-func (o *Optimizer) makePlan(g *Graph, trainables []*model.Variable) ([]PlanEntry, []*product) {
+func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.Variable) ([]PlanEntry, []*product) {
 	cfg := &o.cfg
 	plan := make([]PlanEntry, len(trainables))
 	products := make([]*product, len(trainables))
@@ -57,6 +58,8 @@ func (o *Optimizer) makePlan(g *Graph, trainables []*model.Variable) ([]PlanEntr
 		if err := projector.CheckMatrix(m, n, cfg.rank, side); err != nil {
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
 		}
+		e.Rank = o.currentRank(scope, v)
+		e.rows, e.cols = m, n
 		e.Side = side.String()
 		products[i] = p
 		plan[i] = e
@@ -74,6 +77,27 @@ func (o *Optimizer) makePlan(g *Graph, trainables []*model.Variable) ([]PlanEntr
 		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at Rank(%d):\n%s(lower the rank, or choose other variables)", selected, cfg.rank, planLines(plan))
 	}
 	return plan, products
+}
+
+// currentRank is a matrix-projected variable's rank: the configured one, unless the rank rule
+// changed it (AdaptRanks) or a checkpoint holds its basis at another rank.
+func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
+	o.mu.Lock()
+	r, ok := o.ranks[v.Path()]
+	o.mu.Unlock()
+	if ok {
+		return r
+	}
+	basis := scope.Store().GetVariable(basisPath(scope, v))
+	if basis != nil && basis.Shape().Rank() == 2 {
+		return basis.Shape().Dim(1)
+	}
+	return o.cfg.rank
+}
+
+// basisPath is where a matrix-projected variable's basis lives.
+func basisPath(scope *model.Scope, v *model.Variable) string {
+	return path.Join(scope.Scope(), StateScope, v.Scope(), v.Name()+"_basis")
 }
 
 // checkProjectable explains why a selected variable cannot be projected, if it cannot.

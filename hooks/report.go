@@ -14,17 +14,22 @@ import (
 
 // Report is what the projector did so far, read from its state variables.
 type Report struct {
-	Steps             int64 // steps taken by the optimizer; skipped steps (SkippedSteps) leave it unchanged
-	Mode              Mode
-	WarmUp            int   // configured warm-up steps
-	SVDs              int64 // bases learned: the end of warm-up plus refreshes
-	Refreshes         int64 // SVDs triggered by a drift check
-	RefreshesResidual int64 // … because the residual was above the threshold
-	RefreshesLoss     int64 // … because the smoothed loss stopped falling
-	Checks            int64 // drift checks run
-	// GatedRuns counts the steps that ran the gated work (FLOPs.PerSVD): temporal, the SVDs;
-	// matrix, the warm-up steps and the drift checks (each builds a full gradient).
-	GatedRuns         int64
+	Steps              int64 // steps taken by the optimizer; skipped steps (SkippedSteps) leave it unchanged
+	Mode               Mode
+	WarmUp             int     // configured warm-up steps
+	SVDs               int64   // bases learned: the end of warm-up plus refreshes
+	Refreshes          int64   // SVDs triggered by a drift check
+	RefreshesResidual  int64   // … because the residual was above the threshold
+	RefreshesLoss      int64   // … because the smoothed loss stopped falling
+	RefreshesCurvature int64   // … because the curvature along a step jumped
+	Checks             int64   // drift checks run
+	FullUpdates        int64   // checks at which a variable took the part of its gradient outside its subspace
+	RankChanges        int64   // variables whose rank the rank rule changed (each recompiles the step once)
+	Curvature          float64 // the last curvature measured along a step
+	CurvatureEMA       float64 // its smoothed magnitude
+	// LearnRuns counts the steps that ran the gated learning work (FLOPs.PerLearn): the SVDs
+	// (matrix: every warm-up step, refreshes and rank changes).
+	LearnRuns         int64
 	LastCheckResidual float64 // largest relative residual at the last check
 	LossEMA           float64 // smoothed loss (the plateau signal)
 	PlateauChecks     int     // consecutive checks without the smoothed loss falling
@@ -46,6 +51,28 @@ type VariableReport struct {
 	ExplainedVariance float64 // of the snapshots the current basis was learned from
 	Residual          float64 // relative residual at the last check
 	Valid             bool    // a basis has been learned
+	// HighChecks and LowChecks are the rank rule's streaks: consecutive checks with the residual
+	// above Policy.GrowAbove, below Policy.ShrinkBelow (adaptive rank only).
+	HighChecks, LowChecks int
+}
+
+// variable returns the report of the projected variable at path.
+func (r Report) variable(path string) (VariableReport, bool) {
+	for _, v := range r.Variables {
+		if v.Path == path {
+			return v, true
+		}
+	}
+	return VariableReport{}, false
+}
+
+// Ranks formats the variables' current ranks ("4,8,4").
+func (r Report) Ranks() string {
+	parts := make([]string, len(r.Variables))
+	for i, v := range r.Variables {
+		parts[i] = fmt.Sprint(v.Rank)
+	}
+	return strings.Join(parts, ",")
 }
 
 // MeanExplainedVariance averages the explained variance over the projected variables.
@@ -63,8 +90,8 @@ func (r Report) MeanExplainedVariance() float64 {
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss) in %d checks; last check residual %.3f\n",
-		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.Checks, r.LastCheckResidual)
+	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss, %d curvature) in %d checks; last check residual %.3f; %d full updates, %d rank changes\n",
+		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
 	for _, v := range r.Variables {
 		state := "warming up"
 		if v.Valid {
@@ -126,7 +153,12 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.Refreshes = asInt(read(at("refreshes")))
 	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
 	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
+	r.RefreshesCurvature = asInt(read(at("refreshes_curvature")))
 	r.Checks = asInt(read(at("checks")))
+	r.FullUpdates = asInt(read(at("full_updates")))
+	r.RankChanges = asInt(read(at("rank_changes")))
+	r.Curvature = asFloat(read(at("curvature")))
+	r.CurvatureEMA = asFloat(read(at("curvature_ema")))
 	r.SkippedSteps = asInt(read(at("skipped_steps")))
 	r.BasesKept = asInt(read(at("bases_kept")))
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
@@ -134,10 +166,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.PlateauChecks = int(asInt(read(at("plateau_checks"))))
 	r.LastSVDStep = asInt(read(at("last_svd_step")))
 	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
-	r.GatedRuns = r.SVDs
-	if o.cfg.mode == Matrix {
-		r.GatedRuns = min(r.Steps, int64(o.cfg.warmUp)) + r.Checks
-	}
+	r.LearnRuns = r.SVDs
 	for _, e := range plan {
 		if e.Path == PathFull {
 			continue
@@ -157,6 +186,9 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 		if e.Path == PathTemporal {
 			vr.Rank = int(asInt(read(base + "rank")))
+		} else if o.cfg.policy.adaptive(o.cfg.rank) {
+			vr.HighChecks = int(asInt(read(base + "high_checks")))
+			vr.LowChecks = int(asInt(read(base + "low_checks")))
 		}
 		r.Variables = append(r.Variables, vr)
 	}
@@ -193,6 +225,11 @@ type Monitor struct {
 	Logf func(format string, args ...any)
 	// Trace, if set, receives one JSON line (a TraceRecord) per Observe: every signal and decision.
 	Trace io.Writer
+	// Trainer, if set (AttachToLoop sets it), lets Observe apply the rank rule (AdaptRanks),
+	// which recompiles the trainer's step after a change.
+	Trainer *train.Trainer
+	// RankChanges lists the rank rule's actions.
+	RankChanges []RankChange
 }
 
 // TraceRecord is one line of a Monitor's trace: the drift signals and decisions after a step.
@@ -202,8 +239,12 @@ type TraceRecord struct {
 	PlateauChecks     int                `json:"plateau_checks"`
 	Checks            int64              `json:"checks"`
 	LastCheckResidual float64            `json:"last_check_residual"`
+	Curvature         float64            `json:"curvature"`
+	CurvatureEMA      float64            `json:"curvature_ema"`
 	BasesLearned      int64              `json:"bases_learned"`
 	Refreshes         int64              `json:"refreshes"`
+	FullUpdates       int64              `json:"full_updates"`
+	RankChanges       int64              `json:"rank_changes"`
 	SkippedSteps      int64              `json:"skipped_steps"`
 	BasesKept         int64              `json:"bases_kept"`
 	Event             string             `json:"event,omitempty"` // the basis learned at this step, with its cause
@@ -233,7 +274,19 @@ func (m *Monitor) Observe() error {
 	m.last = r
 	m.record(r)
 	if m.Trace != nil {
-		return m.writeTrace(r)
+		if err := m.writeTrace(r); err != nil {
+			return err
+		}
+	}
+	if m.Trainer != nil {
+		changes, err := m.opt.AdaptRanks(m.Trainer)
+		for _, c := range changes {
+			m.RankChanges = append(m.RankChanges, c)
+			if m.Logf != nil {
+				m.Logf("subspace: %s", c)
+			}
+		}
+		return err
 	}
 	return nil
 }
@@ -275,7 +328,8 @@ func (m *Monitor) record(r Report) {
 
 func (m *Monitor) writeTrace(r Report) error {
 	rec := TraceRecord{Step: r.Steps, LossEMA: r.LossEMA, PlateauChecks: r.PlateauChecks, Checks: r.Checks,
-		LastCheckResidual: r.LastCheckResidual, BasesLearned: r.SVDs, Refreshes: r.Refreshes,
+		LastCheckResidual: r.LastCheckResidual, Curvature: r.Curvature, CurvatureEMA: r.CurvatureEMA,
+		BasesLearned: r.SVDs, Refreshes: r.Refreshes, FullUpdates: r.FullUpdates, RankChanges: r.RankChanges,
 		SkippedSteps: r.SkippedSteps, BasesKept: r.BasesKept}
 	if n := len(m.Events); n > 0 && m.Events[n-1].Step == r.Steps {
 		rec.Event = m.Events[n-1].String()
@@ -291,8 +345,10 @@ func (m *Monitor) writeTrace(r Report) error {
 	return err
 }
 
-// AttachToLoop makes the loop call Observe after every step.
+// AttachToLoop makes the loop call Observe after every step, with the loop's trainer (so the
+// rank rule can act).
 func (m *Monitor) AttachToLoop(loop *train.Loop) {
+	m.Trainer = loop.Trainer
 	loop.OnStep("subspace monitor", train.Priority(0), func(_ *train.Loop, _ []*tensors.Tensor) error {
 		return m.Observe()
 	})

@@ -15,7 +15,9 @@ type temporalVar struct {
 	v         *model.Variable
 	flat      *Node // the step's full gradient, flattened [P]; zeros if non-finite
 	recorded  *Node // the snapshot stack including this step's gradient
-	resid     *Node
+	resid     *Node // relative residual of flat against the step's starting basis
+	outside   *Node // flat's part outside the starting basis
+	insideLen *Node // the length of flat's part inside it
 	basis     *model.Variable
 	coef      *model.Variable
 	explained *model.Variable
@@ -48,7 +50,11 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.warmUp)), dtypes.Int32)
 	h.recorded = DynamicUpdateSlice(snapshots.NodeValue(g), InsertAxes(h.flat, 0), []*Node{row, Const(g, int32(0))})
 	snapshots.SetNodeValue(h.recorded)
-	h.resid = projector.RelativeResidual(h.basis.NodeValue(g), h.flat)
+	basis := h.basis.NodeValue(g)
+	inside := projector.Lift(basis, projector.Coefficients(basis, h.flat))
+	h.outside = Sub(h.flat, inside)
+	h.insideLen = Sqrt(ReduceAllSum(Square(inside)))
+	h.resid = relativeLength(h.outside, h.flat)
 	return h
 }
 
@@ -59,6 +65,12 @@ func (h *temporalVar) fullUpdateInBase() bool    { return true }
 func (h *temporalVar) useProjection() *Node      { return h.useProj }
 
 func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
+
+// outsideStep is the gradient's part outside the step's starting basis, scaled to at most the
+// length of the projected step: the full-update rule's step.
+func (h *temporalVar) outsideStep(stepNorm *Node) *Node {
+	return ConvertDType(Reshape(scaledOutside(h.outside, h.insideLen, stepNorm), h.v.Shape().Dimensions...), h.v.DType())
+}
 
 func (h *temporalVar) lift(step *Node) *Node {
 	return ConvertDType(Reshape(projector.Lift(h.basis.NodeValue(h.st.g), step), h.v.Shape().Dimensions...), h.v.DType())

@@ -17,14 +17,17 @@ import (
 // function scope"). While fn runs, this helper leaves only main-function scalars in the cache, and
 // afterwards restores the cache as it was, so scalars never leak across functions.
 func NewIsolatedClosure(g *Graph, fn func(g *Graph) []*Node) *Function {
-	return newIsolatedClosure(g, 1, fn)
+	return newIsolatedClosure(g, 1, false, fn)
 }
 
 // newIsolatedClosure builds the closure and records its nodes as gated work run trips times
-// each time the closure runs (1 for an If branch, the iteration count for a While body).
-func newIsolatedClosure(g *Graph, trips int, fn func(g *Graph) []*Node) *Function {
+// each time the closure runs (1 for an If branch, the iteration count for a While body); check
+// marks the work of a drift check, as opposed to learning.
+func newIsolatedClosure(g *Graph, trips int, check bool, fn func(g *Graph) []*Node) *Function {
 	start := len(g.Nodes())
-	defer func() { recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips}) }()
+	defer func() {
+		recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips, Check: check})
+	}()
 	cache := scalarCacheOf(g)
 	if cache == nil {
 		return NewClosure(g, fn)
@@ -75,11 +78,21 @@ func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
 // granted and a branch returning a captured value returns a copy. (A While with explicit state
 // avoids captures too, but copies every state buffer it does not own on every step.)
 func Gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
+	return gate(run, false, inputs, otherwise, fn)
+}
+
+// CheckGate is Gate for the work of a drift check (a measurement, not a learning step): FLOP
+// accounting counts its nodes apart (GatedRange.Check).
+func CheckGate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
+	return gate(run, true, inputs, otherwise, fn)
+}
+
+func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
 	if run == nil {
 		return fn(inputs)
 	}
 	g := run.Graph()
-	onTrue := newIsolatedClosure(g, 1, func(g *Graph) []*Node {
+	onTrue := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
 		outs := fn(inputs)
 		if len(outs) != len(otherwise) {
 			panicf("Gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
@@ -93,7 +106,7 @@ func Gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node)
 	})
 	// A copy: a closure's Return replaces returned parent-scope nodes in the slice it is given
 	// (by closure-local Identity nodes), and otherwise is read again below.
-	onFalse := newIsolatedClosure(g, 1, func(g *Graph) []*Node { return append([]*Node{}, otherwise...) })
+	onFalse := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node { return append([]*Node{}, otherwise...) })
 	outs := If(run, onTrue, onFalse)
 	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
 }
@@ -143,10 +156,12 @@ func firstElement(x *Node) []SliceAxisSpec {
 }
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that
-// the projector gates: they run only on the steps that learn a basis, Trips times each.
+// the projector gates: they run only on the steps that learn a basis (or, Check, that run a drift
+// check), Trips times each.
 type GatedRange struct {
 	Start, End int
 	Trips      int
+	Check      bool
 }
 
 type gatedKey struct{}

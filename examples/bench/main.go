@@ -255,8 +255,8 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	if err != nil {
 		return res, err
 	}
-	res.GatedStepsFraction = float64(report.GatedRuns) / float64(report.Steps)
-	gatedPerStep := res.GatedStepsFraction * float64(fp.PerSVD)
+	res.GatedStepsFraction = float64(report.LearnRuns+report.Checks) / float64(report.Steps)
+	gatedPerStep := float64(fp.Gated(report)) / float64(report.Steps)
 	res.StepFLOPsRatio = (float64(fp.Step()) + gatedPerStep) / float64(fs.Step())
 	res.AnalyticFLOPsRatio = analyticRatio(c)
 	res.StockStateBytes, res.SubspaceStateBytes = stateBytes(stock.store, c), stateBytes(sub.store, c)

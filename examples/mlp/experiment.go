@@ -63,7 +63,7 @@ type RunResult struct {
 // back-propagation and the projection of the gradients, the optimizer's products (the lift), and
 // the gated learning and checking amortised over the steps.
 func (r RunResult) GradientWorkPerStep() float64 {
-	gated := float64(r.Report.GatedRuns) * float64(r.FLOPs.PerSVD) / float64(r.Steps)
+	gated := float64(r.FLOPs.Gated(r.Report)) / float64(r.Steps)
 	return float64(r.FLOPs.Gradient+r.FLOPs.Optimizer) + gated
 }
 

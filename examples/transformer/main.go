@@ -213,7 +213,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	if err != nil {
 		return row, err
 	}
-	gated := float64(report.GatedRuns) * float64(flops.PerSVD) / float64(o.Steps)
+	gated := float64(flops.Gated(report)) / float64(o.Steps)
 	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
 	row.StepFLOPs = float64(flops.Step()) + gated
 	row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs

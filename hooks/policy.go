@@ -1,0 +1,196 @@
+package hooks
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// Policy is the drift controller's rule book: when the bases are checked, what makes a check
+// refresh them, how a variable's rank adapts and how often a variable gets a full update.
+//
+// Every signal is computed in the step graph, and every rule but one is applied there: phases,
+// checks and refreshes never recompile the step. The rank rule is applied on the host between
+// steps (Optimizer.AdaptRanks, called by a Monitor that knows the trainer), because a new rank
+// changes the shapes of the basis, the coefficients and their optimizer state: the step graph is
+// recompiled once per change.
+//
+// The zero value disables every rule; start from DefaultPolicy.
+type Policy struct {
+	// CheckEvery (K): a drift check runs every K steps after warm-up. 0 disables checks, and
+	// with them every rule below.
+	CheckEvery int
+
+	// ControlFraction is the share of the batch (its leading rows) whose full gradient a check
+	// measures, on the direct path. A check then costs that share of a stock weight gradient;
+	// the post-hoc and temporal paths have the full gradient anyway and use all of it.
+	ControlFraction float64
+
+	// Residual rule: a check refreshes the bases when the largest relative residual
+	// ‖g − proj(g)‖/‖g‖ of the control gradients exceeds ResidualThreshold. 1 disables it.
+	ResidualThreshold float64
+
+	// Loss rule: a check refreshes when the smoothed loss has not fallen (by LossMinImprovement)
+	// over LossPatience consecutive checks. 0 disables it.
+	LossPatience int
+
+	// Curvature rule: every projected step measures the curvature along the previous step,
+	// κ = ⟨g_t − g_{t−1}, Δw⟩ / ‖Δw‖² (from the coefficients, which give the same value as the
+	// full weights because the basis is orthonormal). A check refreshes when, since the last
+	// check, |κ| exceeded CurvatureFactor times its smoothed magnitude: the loss surface
+	// changed under the subspace. 0 disables it.
+	CurvatureFactor float64
+
+	// Full-update rule: at every FullUpdateEvery-th check one projected variable, in turn, also
+	// takes the part of its control gradient outside its subspace, scaled to at most the length
+	// of its projected step (the norm-based scaling of Fira, Chen et al. 2024), so that no
+	// direction is lost for good. 0 disables it.
+	FullUpdateEvery int
+
+	// Rank rule (adaptive rank): a variable's rank doubles, up to MaxRank, after RankPatience
+	// consecutive checks with its residual above GrowAbove, and halves, down to MinRank, after
+	// RankPatience checks below ShrinkBelow. MaxRank 0 (or ≤ Rank) disables growth; MinRank 0
+	// (or ≥ Rank) disables shrinking.
+	MinRank, MaxRank       int
+	GrowAbove, ShrinkBelow float64
+	RankPatience           int
+}
+
+// Rule names, as logged with each action and counted in the report.
+const (
+	RuleResidual   = "residual"
+	RuleLoss       = "loss"
+	RuleCurvature  = "curvature"
+	RuleFullUpdate = "full-update"
+	RuleRank       = "rank"
+)
+
+// DefaultPolicy works on both examples without tuning. A check every 25 steps measures a quarter
+// of the batch; a refresh is a warm-started subspace iteration, so even a check that refreshes
+// costs about one stock weight gradient: ≈1% of the steps' time at K = 25 (measured in the
+// README). Adaptive rank is off: it changes the step's cost, which is the user's call.
+func DefaultPolicy() Policy {
+	return Policy{
+		CheckEvery:        DefaultCheckEvery,
+		ControlFraction:   0.25,
+		ResidualThreshold: DefaultResidualThreshold,
+		LossPatience:      DefaultLossPatience,
+		CurvatureFactor:   10,
+		FullUpdateEvery:   4,
+		GrowAbove:         0.9,
+		ShrinkBelow:       0.2,
+		RankPatience:      3,
+	}
+}
+
+// Validate checks the policy against the configured rank; the errors name the field and a fix.
+func (p Policy) Validate(rank int) error {
+	switch {
+	case p.CheckEvery < 0:
+		return fmt.Errorf("CheckEvery(%d) is negative (0 disables drift checks)", p.CheckEvery)
+	case p.ControlFraction <= 0 || p.ControlFraction > 1:
+		return fmt.Errorf("Policy.ControlFraction %g is outside (0, 1] (e.g. 0.25: a quarter of the batch)", p.ControlFraction)
+	case p.ResidualThreshold <= 0 || p.ResidualThreshold > 1:
+		return fmt.Errorf("ResidualThreshold(%g) is outside (0, 1] (1 disables the residual trigger)", p.ResidualThreshold)
+	case p.LossPatience < 0:
+		return fmt.Errorf("LossPatience(%d) is negative (0 disables the loss trigger)", p.LossPatience)
+	case p.CurvatureFactor < 0:
+		return fmt.Errorf("Policy.CurvatureFactor %g is negative (0 disables the curvature trigger; e.g. 10)", p.CurvatureFactor)
+	case p.FullUpdateEvery < 0:
+		return fmt.Errorf("Policy.FullUpdateEvery %d is negative (0 disables rotating full updates)", p.FullUpdateEvery)
+	case p.MinRank < 0 || p.MaxRank < 0:
+		return fmt.Errorf("Policy.MinRank %d / MaxRank %d: rank bounds cannot be negative (0 leaves the rank fixed)", p.MinRank, p.MaxRank)
+	case p.MaxRank > 0 && p.MinRank > p.MaxRank:
+		return fmt.Errorf("Policy.MinRank %d is above MaxRank %d", p.MinRank, p.MaxRank)
+	case p.adaptive(rank) && (p.GrowAbove <= p.ShrinkBelow || p.GrowAbove > 1 || p.ShrinkBelow < 0):
+		return fmt.Errorf("Policy.GrowAbove %g and ShrinkBelow %g must satisfy 0 ≤ ShrinkBelow < GrowAbove ≤ 1 (e.g. 0.9 and 0.2)", p.GrowAbove, p.ShrinkBelow)
+	case p.adaptive(rank) && p.RankPatience < 1:
+		return fmt.Errorf("Policy.RankPatience %d must be ≥ 1 when the rank adapts (MinRank %d, MaxRank %d)", p.RankPatience, p.MinRank, p.MaxRank)
+	}
+	return nil
+}
+
+// adaptive says whether the rank rule can change a rank configured at rank.
+func (p Policy) adaptive(rank int) bool {
+	return p.MaxRank > rank || (p.MinRank > 0 && p.MinRank < rank)
+}
+
+// NextRank applies the rank rule to a variable at rank r whose residual was above GrowAbove for
+// the last high checks and below ShrinkBelow for the last low checks. limit caps the rank (the
+// variable's smaller side). It returns the new rank (r if unchanged) and the reason.
+func (p Policy) NextRank(r, high, low, limit int) (int, string) {
+	if p.RankPatience < 1 {
+		return r, ""
+	}
+	if maxRank := min(p.MaxRank, limit); high >= p.RankPatience && r < maxRank {
+		return min(2*r, maxRank), fmt.Sprintf("residual above %g for %d checks", p.GrowAbove, high)
+	}
+	if p.MinRank > 0 && low >= p.RankPatience && r > p.MinRank {
+		return max(r/2, p.MinRank), fmt.Sprintf("residual below %g for %d checks", p.ShrinkBelow, low)
+	}
+	return r, ""
+}
+
+// driftSignals are the inputs of the in-graph rules at one step (scalars).
+type driftSignals struct {
+	isCheck, ok   *Node
+	residual      *Node // largest relative residual of the control gradients (loss dtype)
+	plateau       *Node // checks without the smoothed loss falling, this check included (int32)
+	curvaturePeak *Node // largest |κ| / smoothed |κ| since the last check (loss dtype)
+}
+
+// driftDecision is what the in-graph rules decided (scalar bools).
+type driftDecision struct {
+	refresh, byResidual, byLoss, byCurvature *Node
+}
+
+// decide applies the residual, loss and curvature rules. Only a check on a healthy step (ok) can
+// refresh; the causes are reported in that order of precedence.
+func (p Policy) decide(s driftSignals) driftDecision {
+	g := s.isCheck.Graph()
+	at := LogicalAnd(s.isCheck, s.ok)
+	off := Const(g, false)
+	d := driftDecision{byResidual: off, byLoss: off, byCurvature: off}
+	if p.ResidualThreshold < 1 {
+		d.byResidual = LogicalAnd(at, GreaterThan(s.residual, Scalar(g, s.residual.DType(), p.ResidualThreshold)))
+	}
+	if p.LossPatience > 0 {
+		d.byLoss = LogicalAnd(at, GreaterOrEqual(s.plateau, Const(g, int32(p.LossPatience))))
+	}
+	if p.CurvatureFactor > 0 {
+		d.byCurvature = LogicalAnd(at, GreaterThan(s.curvaturePeak, Scalar(g, s.curvaturePeak.DType(), p.CurvatureFactor)))
+	}
+	d.refresh = LogicalOr(d.byResidual, LogicalOr(d.byLoss, d.byCurvature))
+	return d
+}
+
+// fullUpdateTurn says whether variable index (of n projected) takes a full update this step:
+// at every FullUpdateEvery-th check (checks counts this one), variables in turn.
+func (p Policy) fullUpdateTurn(isCheck, checks *Node, index, n int) *Node {
+	g := isCheck.Graph()
+	if p.FullUpdateEvery <= 0 {
+		return Const(g, false)
+	}
+	every := int64(p.FullUpdateEvery)
+	due := Equal(ModScalar(checks, every), Const(g, int64(0)))
+	turn := Equal(ModScalar(Div(checks, Const(g, every)), int64(n)), Const(g, int64(index)))
+	return LogicalAnd(isCheck, LogicalAnd(due, turn))
+}
+
+// rankStreaks updates a variable's counts of consecutive checks with its residual above
+// GrowAbove (high) and below ShrinkBelow (low); they are read by the host's rank rule.
+func (p Policy) rankStreaks(isCheck, residual, high, low *Node) (newHigh, newLow *Node) {
+	g := isCheck.Graph()
+	dt := residual.DType()
+	bump := func(count, cond *Node) *Node {
+		next := Where(cond, AddScalar(count, 1), ZerosLike(count))
+		return Where(isCheck, next, count)
+	}
+	newHigh = bump(high, GreaterThan(residual, Scalar(g, dt, p.GrowAbove)))
+	newLow = bump(low, LessThan(residual, Scalar(g, dt, p.ShrinkBelow)))
+	return
+}
+
+// counterDType is the dtype of the policy's streak counters.
+const counterDType = dtypes.Int32

@@ -1,0 +1,208 @@
+package hooks
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gradsub/gradsub/projector"
+)
+
+// RankChange is one application of the rank rule.
+type RankChange struct {
+	Step     int64
+	Variable string
+	From, To int
+	Reason   string
+}
+
+func (c RankChange) String() string {
+	return fmt.Sprintf("step %d: %s rank %d → %d (%s); step graph recompiled", c.Step, c.Variable, c.From, c.To, c.Reason)
+}
+
+// AdaptRanks applies the rank rule (Policy.MinRank, MaxRank) between steps: a variable whose
+// residual stayed above GrowAbove (below ShrinkBelow) for RankPatience checks gets twice (half)
+// its rank. Its basis, coefficients and every coefficient-shaped optimizer state (Adam's moments)
+// are migrated in the store — kept directions and moments stay, new ones start at zero — the
+// bases are re-learned at the next step, and the trainer's compiled graphs are dropped, so the
+// next step recompiles once. A Monitor with a trainer calls it after every observation.
+func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
+	pol := o.cfg.policy
+	if o.cfg.mode != Matrix || !pol.adaptive(o.cfg.rank) {
+		return nil, nil
+	}
+	store := trainer.Store()
+	o.mu.Lock()
+	root, plan := o.stateRoot, append([]PlanEntry(nil), o.plan...)
+	o.mu.Unlock()
+	if root == "" {
+		return nil, nil
+	}
+	report, err := o.Report(store)
+	if err != nil {
+		return nil, err
+	}
+	var changes []RankChange
+	for _, e := range plan {
+		if e.Path != PathDirect && e.Path != PathPostHoc {
+			continue
+		}
+		vr, found := report.variable(e.Variable)
+		if !found || !vr.Valid {
+			continue
+		}
+		limit := min(e.rows, e.cols)
+		to, why := pol.NextRank(e.Rank, vr.HighChecks, vr.LowChecks, limit)
+		if to == e.Rank || projector.CheckMatrix(e.rows, e.cols, to, sideOf(e.Side)) != nil {
+			continue
+		}
+		if err := migrateRank(store, root, e, to); err != nil {
+			return changes, fmt.Errorf("hooks: changing the rank of %s from %d to %d: %w", e.Variable, e.Rank, to, err)
+		}
+		o.mu.Lock()
+		if o.ranks == nil {
+			o.ranks = map[string]int{}
+		}
+		o.ranks[e.Variable] = to
+		o.mu.Unlock()
+		changes = append(changes, RankChange{Step: report.Steps, Variable: e.Variable, From: e.Rank, To: to, Reason: why})
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	// Learn the bases at their new ranks on the next step, and count the change.
+	if err := addToScalar(store, path.Join(root, "learn_next"), 1, true); err != nil {
+		return changes, err
+	}
+	if err := addToScalar(store, path.Join(root, "rank_changes"), int64(len(changes)), false); err != nil {
+		return changes, err
+	}
+	trainer.ResetComputationGraphs()
+	return changes, nil
+}
+
+// migrateRank resizes a variable's basis (rank axis 1) and every coefficient-shaped state —
+// its coefficients, the curvature signal's history and the base optimizer's moments, found by
+// name and shape — along the rank axis. Streak counters restart.
+func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
+	scope, name := model.SplitPath(e.Variable)
+	stateScope := path.Join(root, scope)
+	basis := store.GetVariable(path.Join(stateScope, name+"_basis"))
+	coef := store.GetVariable(path.Join(stateScope, name+"_coefficients"))
+	if basis == nil || coef == nil {
+		return fmt.Errorf("its basis or coefficients are missing from the store")
+	}
+	coefAxis := 0 // Left: [r, n]
+	if e.Side == projector.Right.String() {
+		coefAxis = 1 // Right: [m, r]
+	}
+	oldCoefDims := coef.Shape().Dimensions
+	var targets []*model.Variable
+	for v := range store.IterVariables() {
+		if strings.HasPrefix(v.Name(), name+"_coefficients") && strings.HasSuffix(v.Scope(), stateScope) &&
+			equalDims(v.Shape().Dimensions, oldCoefDims) {
+			targets = append(targets, v)
+		}
+	}
+	if err := resizeVariable(basis, 1, to); err != nil {
+		return err
+	}
+	for _, v := range targets {
+		if err := resizeVariable(v, coefAxis, to); err != nil {
+			return err
+		}
+	}
+	for _, counter := range []string{"_high_checks", "_low_checks"} {
+		if v := store.GetVariable(path.Join(stateScope, name+counter)); v != nil {
+			if err := v.SetValue(tensors.FromScalar(int32(0))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func equalDims(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// resizeVariable truncates or zero-pads a rank-2 float variable along axis to size.
+func resizeVariable(v *model.Variable, axis, size int) error {
+	t, err := v.Value()
+	if err != nil {
+		return err
+	}
+	var resized *tensors.Tensor
+	switch t.DType() {
+	case dtypes.Float32:
+		resized, err = resize2D[float32](t, axis, size)
+	case dtypes.Float64:
+		resized, err = resize2D[float64](t, axis, size)
+	default:
+		err = fmt.Errorf("variable %s has dtype %s: only float32 and float64 state can change rank", v.Path(), t.DType())
+	}
+	if err != nil {
+		return err
+	}
+	return v.SetValue(resized)
+}
+
+func resize2D[T float32 | float64](t *tensors.Tensor, axis, size int) (*tensors.Tensor, error) {
+	if t.Rank() != 2 {
+		return nil, fmt.Errorf("want a matrix, got shape %s", t.Shape())
+	}
+	rows, cols := t.Shape().Dim(0), t.Shape().Dim(1)
+	data, err := tensors.CopyFlatData[T](t)
+	if err != nil {
+		return nil, err
+	}
+	newRows, newCols := rows, cols
+	if axis == 0 {
+		newRows = size
+	} else {
+		newCols = size
+	}
+	out := make([]T, newRows*newCols)
+	for i := range min(rows, newRows) {
+		copy(out[i*newCols:i*newCols+min(cols, newCols)], data[i*cols:i*cols+min(cols, newCols)])
+	}
+	return tensors.FromFlatDataAndDimensions(out, newRows, newCols), nil
+}
+
+// addToScalar adds delta to an integer scalar state variable (creating it if missing), or sets
+// it to delta when set.
+func addToScalar(store *model.Store, fullPath string, delta int64, set bool) error {
+	v := store.GetVariable(fullPath)
+	if v == nil {
+		return fmt.Errorf("hooks: state variable %s is missing from the store", fullPath)
+	}
+	t, err := v.Value()
+	if err != nil {
+		return err
+	}
+	switch old := t.Value().(type) {
+	case int32:
+		if !set {
+			delta += int64(old)
+		}
+		return v.SetValue(tensors.FromScalar(int32(delta)))
+	case int64:
+		if !set {
+			delta += old
+		}
+		return v.SetValue(tensors.FromScalar(delta))
+	}
+	return fmt.Errorf("hooks: state variable %s has dtype %s, want an integer", fullPath, t.DType())
+}
