@@ -99,8 +99,10 @@ func TestBasesStayOrthonormalOver10000Steps(t *testing.T) {
 	}
 	for _, mode := range []Mode{Matrix, Temporal} {
 		t.Run(mode.String(), func(t *testing.T) {
-			opt := Subspace(optimizer.Adam().LearningRate(0.003).Done()).Mode(mode).Rank(3).WarmUp(6).
-				CheckEvery(5).ResidualThreshold(0.05).Done()
+			// A plain low threshold (no drift margin): refresh at every check the rules allow.
+			pol := DefaultPolicy()
+			pol.CheckEvery, pol.ResidualThreshold, pol.DriftMargin = 5, 0.05, 0
+			opt := Subspace(optimizer.Adam().LearningRate(0.003).Done()).Mode(mode).Rank(3).WarmUp(6).Policy(pol).Done()
 			r := newRun(t, opt)
 			const basis = "/subspace/hidden/dense/weights_basis"
 			var worst float64

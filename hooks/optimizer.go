@@ -338,15 +338,25 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	plateau := plateauVar.NodeValue(g)
 	plateauAfterCheck := Where(improved, ZerosLike(plateau), AddScalar(plateau, 1))
 
-	// Residual signal: the largest relative residual among the projected variables.
-	maxResid := ConvertDType(hs[0].residual(), ldt)
-	for _, h := range hs[1:] {
-		maxResid = Max(maxResid, ConvertDType(h.residual(), ldt))
+	// Residual signals: the largest relative residual among the projected variables, and the
+	// largest growth of one since the first check after its basis was learned (that check
+	// records each variable's fresh residual and reports no growth).
+	freshPending := st.counter("fresh_residual_pending", dtypes.Int32)
+	pending := GreaterThan(freshPending.NodeValue(g), Const(g, int32(0)))
+	maxResid := Scalar(g, ldt, 0)
+	maxDrift := Scalar(g, ldt, -1)
+	for _, h := range hs {
+		resid := ConvertDType(h.residual(), ldt)
+		freshVar := st.varState(h.variable(), "fresh_residual", shapes.Make(ldt))
+		fresh := freshVar.NodeValue(g)
+		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
+		maxResid = Max(maxResid, resid)
+		maxDrift = Max(maxDrift, Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh)))
 	}
 
 	// Curvature signal: the largest jump since the last check (see applyBase).
 	peakVar := st.scalarState("curvature_peak", ldt)
-	d := pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid,
+	d := pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
 		plateau: plateauAfterCheck, curvaturePeak: peakVar.NodeValue(g)})
 	peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peakVar.NodeValue(g)), peakVar.NodeValue(g)))
 
@@ -355,6 +365,8 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	byRank := LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
 	learnNow := LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), st.ok)
 	learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
+	afterCheck := Where(st.isCheck, Const(g, int32(0)), freshPending.NodeValue(g))
+	freshPending.SetNodeValue(Where(learnNow, Const(g, int32(1)), afterCheck))
 
 	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
 	newBest := Where(LogicalOr(st.warm, LogicalOr(d.refresh, LogicalAnd(st.isCheck, improved))), newEMA, best)

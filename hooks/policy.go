@@ -27,9 +27,15 @@ type Policy struct {
 	// the post-hoc and temporal paths have the full gradient anyway and use all of it.
 	ControlFraction float64
 
-	// Residual rule: a check refreshes the bases when the largest relative residual
-	// ‖g − proj(g)‖/‖g‖ of the control gradients exceeds ResidualThreshold. 1 disables it.
+	// Residual rule: a check refreshes the bases when a variable's relative residual
+	// ‖g − proj(g)‖/‖g‖ on the control gradient exceeds ResidualThreshold and has grown by more
+	// than DriftMargin since the first check after its basis was learned. The second condition
+	// is what keeps the rule from refreshing blindly: near convergence, or in a model whose
+	// gradients are not low-rank at this rank (a transformer at rank 8), the residual is high
+	// but steady, and a new basis would serve no better. ResidualThreshold 1 disables the rule;
+	// DriftMargin 0 makes it a plain threshold.
 	ResidualThreshold float64
+	DriftMargin       float64
 
 	// Loss rule: a check refreshes when the smoothed loss has not fallen (by LossMinImprovement)
 	// over LossPatience consecutive checks. 0 disables it.
@@ -75,6 +81,7 @@ func DefaultPolicy() Policy {
 		CheckEvery:        DefaultCheckEvery,
 		ControlFraction:   0.25,
 		ResidualThreshold: DefaultResidualThreshold,
+		DriftMargin:       0.15,
 		LossPatience:      DefaultLossPatience,
 		CurvatureFactor:   10,
 		FullUpdateEvery:   4,
@@ -93,6 +100,8 @@ func (p Policy) Validate(rank int) error {
 		return fmt.Errorf("Policy.ControlFraction %g is outside (0, 1] (e.g. 0.25: a quarter of the batch)", p.ControlFraction)
 	case p.ResidualThreshold <= 0 || p.ResidualThreshold > 1:
 		return fmt.Errorf("ResidualThreshold(%g) is outside (0, 1] (1 disables the residual trigger)", p.ResidualThreshold)
+	case p.DriftMargin < 0 || p.DriftMargin >= 1:
+		return fmt.Errorf("Policy.DriftMargin %g is outside [0, 1) (e.g. 0.15; 0 makes the residual rule a plain threshold)", p.DriftMargin)
 	case p.LossPatience < 0:
 		return fmt.Errorf("LossPatience(%d) is negative (0 disables the loss trigger)", p.LossPatience)
 	case p.CurvatureFactor < 0:
@@ -136,6 +145,7 @@ func (p Policy) NextRank(r, high, low, limit int) (int, string) {
 type driftSignals struct {
 	isCheck, ok   *Node
 	residual      *Node // largest relative residual of the control gradients (loss dtype)
+	drift         *Node // largest growth of a variable's residual since its basis's first check; −1 at that check
 	plateau       *Node // checks without the smoothed loss falling, this check included (int32)
 	curvaturePeak *Node // largest |κ| / smoothed |κ| since the last check (loss dtype)
 }
@@ -153,7 +163,9 @@ func (p Policy) decide(s driftSignals) driftDecision {
 	off := Const(g, false)
 	d := driftDecision{byResidual: off, byLoss: off, byCurvature: off}
 	if p.ResidualThreshold < 1 {
-		d.byResidual = LogicalAnd(at, GreaterThan(s.residual, Scalar(g, s.residual.DType(), p.ResidualThreshold)))
+		dt := s.residual.DType()
+		d.byResidual = LogicalAnd(at, LogicalAnd(GreaterThan(s.residual, Scalar(g, dt, p.ResidualThreshold)),
+			GreaterThan(s.drift, Scalar(g, dt, p.DriftMargin))))
 	}
 	if p.LossPatience > 0 {
 		d.byLoss = LogicalAnd(at, GreaterOrEqual(s.plateau, Const(g, int32(p.LossPatience))))

@@ -14,23 +14,27 @@ func TestPolicyRefreshRules(t *testing.T) {
 	type in struct {
 		check, ok       bool
 		resid, peak     float32
+		drift           float32
 		plateau         int32
 		residual, loss  bool
 		curvature, want bool
 	}
 	cases := map[string]in{
 		"quiet":                 {check: true, ok: true, resid: 0.3, peak: 2, plateau: 1},
-		"residual":              {check: true, ok: true, resid: 0.7, peak: 2, plateau: 1, residual: true, want: true},
+		"residual":              {check: true, ok: true, resid: 0.7, drift: 0.4, peak: 2, plateau: 1, residual: true, want: true},
+		"high but steady":       {check: true, ok: true, resid: 0.9, drift: 0.05, peak: 2, plateau: 1},
+		"fresh basis's check":   {check: true, ok: true, resid: 0.9, drift: -1, peak: 2, plateau: 1},
+		"grown but low":         {check: true, ok: true, resid: 0.4, drift: 0.3, peak: 2, plateau: 1},
 		"loss plateau":          {check: true, ok: true, resid: 0.3, peak: 2, plateau: 4, loss: true, want: true},
 		"curvature jump":        {check: true, ok: true, resid: 0.3, peak: 11, plateau: 1, curvature: true, want: true},
-		"all at once":           {check: true, ok: true, resid: 0.9, peak: 50, plateau: 9, residual: true, loss: true, curvature: true, want: true},
+		"all at once":           {check: true, ok: true, resid: 0.9, drift: 0.5, peak: 50, plateau: 9, residual: true, loss: true, curvature: true, want: true},
 		"not a check":           {check: false, ok: true, resid: 0.9, peak: 50, plateau: 9},
 		"skipped (bad) step":    {check: true, ok: false, resid: 0.9, peak: 50, plateau: 9},
 		"residual at threshold": {check: true, ok: true, resid: 0.5, peak: 10, plateau: 3},
 	}
 	for name, c := range cases {
 		got := MustExecOnceN(testBackend(t), func(g *Graph) []*Node {
-			d := p.decide(driftSignals{isCheck: Const(g, c.check), ok: Const(g, c.ok), residual: Const(g, c.resid),
+			d := p.decide(driftSignals{isCheck: Const(g, c.check), ok: Const(g, c.ok), residual: Const(g, c.resid), drift: Const(g, c.drift),
 				plateau: Const(g, c.plateau), curvaturePeak: Const(g, c.peak)})
 			return []*Node{d.refresh, d.byResidual, d.byLoss, d.byCurvature}
 		})
@@ -41,7 +45,7 @@ func TestPolicyRefreshRules(t *testing.T) {
 	// Disabled rules never fire.
 	off := Policy{ResidualThreshold: 1}
 	got := MustExecOnceN(testBackend(t), func(g *Graph) []*Node {
-		d := off.decide(driftSignals{isCheck: Const(g, true), ok: Const(g, true), residual: Const(g, float32(1)),
+		d := off.decide(driftSignals{isCheck: Const(g, true), ok: Const(g, true), residual: Const(g, float32(1)), drift: Const(g, float32(1)),
 			plateau: Const(g, int32(100)), curvaturePeak: Const(g, float32(1e6))})
 		return []*Node{d.refresh}
 	})
@@ -121,6 +125,7 @@ func TestPolicyValidate(t *testing.T) {
 	require.NoError(t, DefaultPolicy().Validate(4))
 	bad := map[string]func(p *Policy){
 		"ControlFraction":  func(p *Policy) { p.ControlFraction = 0 },
+		"DriftMargin":      func(p *Policy) { p.DriftMargin = 1 },
 		"CurvatureFactor":  func(p *Policy) { p.CurvatureFactor = -1 },
 		"FullUpdateEvery":  func(p *Policy) { p.FullUpdateEvery = -2 },
 		"MinRank 9":        func(p *Policy) { p.MinRank, p.MaxRank = 9, 8 },

@@ -1,0 +1,294 @@
+package hooks
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/model/checkpoint"
+	"github.com/gomlx/gomlx/ml/model/initializer"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/stretchr/testify/require"
+)
+
+// teacher is a regression problem whose gradient subspace provably moves: targets are
+// y = x·T + noise with T of rank 2 whose row space (a plane of R^n) is replaced, at switchStep,
+// by an orthogonal plane. A student y = x·W trained on it has ∂W ∝ (W − T): its row space is
+// T's plane before the switch and spans both planes after it, so a basis learned before the
+// switch cannot reach the new target.
+type teacher struct {
+	m, n, batch int
+	switchStep  int
+	before      []float64 // [m, n]
+	after       []float64
+	rng         *rand.Rand
+	step        int
+}
+
+const teacherNoise = 0.1
+
+func newTeacher(switchStep int) *teacher {
+	const m, n = 24, 16
+	rng := rand.New(rand.NewPCG(3, 5))
+	// An orthonormal set of 4 directions of R^n: the first plane (e₁,e₂) and the second (e₃,e₄),
+	// in a random rotation.
+	dirs := make([][]float64, 4)
+	for i := range dirs {
+		v := make([]float64, n)
+		for j := range v {
+			v[j] = rng.NormFloat64()
+		}
+		for _, d := range dirs[:i] {
+			var dot float64
+			for j := range v {
+				dot += v[j] * d[j]
+			}
+			for j := range v {
+				v[j] -= dot * d[j]
+			}
+		}
+		var norm float64
+		for _, x := range v {
+			norm += x * x
+		}
+		for j := range v {
+			v[j] /= math.Sqrt(norm)
+		}
+		dirs[i] = v
+	}
+	target := func(d0, d1 []float64) []float64 {
+		t := make([]float64, m*n)
+		for i := range m {
+			a0, a1 := 2*rng.NormFloat64(), 2*rng.NormFloat64()
+			for j := range n {
+				t[i*n+j] = a0*d0[j] + a1*d1[j]
+			}
+		}
+		return t
+	}
+	return &teacher{m: m, n: n, batch: 64, switchStep: switchStep,
+		before: target(dirs[0], dirs[1]), after: target(dirs[2], dirs[3]), rng: rand.New(rand.NewPCG(11, 13))}
+}
+
+// next returns the next batch (each run of the test replays the same sequence from a fresh
+// teacher).
+func (tc *teacher) next() train.Batch {
+	tc.step++
+	target := tc.before
+	if tc.step > tc.switchStep {
+		target = tc.after
+	}
+	x := make([]float32, tc.batch*tc.m)
+	y := make([]float32, tc.batch*tc.n)
+	for b := range tc.batch {
+		for i := range tc.m {
+			x[b*tc.m+i] = float32(tc.rng.NormFloat64())
+		}
+		for j := range tc.n {
+			var s float64
+			for i := range tc.m {
+				s += float64(x[b*tc.m+i]) * target[i*tc.n+j]
+			}
+			y[b*tc.n+j] = float32(s/math.Sqrt(float64(tc.m)) + teacherNoise*tc.rng.NormFloat64())
+		}
+	}
+	return train.Batch{
+		Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, tc.batch, tc.m)},
+		Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, tc.batch, tc.n)},
+	}
+}
+
+// student starts from zero weights, so that W − T, and the gradient, has exactly the teacher's
+// low rank: a random start adds a full-rank part that any low-rank method removes slowly,
+// and that is not what this problem tests.
+func student(scope *model.Scope, x *Node) *Node {
+	return DivScalar(layers.Dense(scope.In("student").WithInitializer(initializer.Zero), x, false, 16), math.Sqrt(24))
+}
+
+// trainTeacher trains the student for steps and returns the mean loss of the last window steps.
+func trainTeacher(t *testing.T, opt optimizer.Interface, steps, switchStep, window int) (float64, *model.Store) {
+	t.Helper()
+	tc := newTeacher(switchStep)
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(1))
+	trainer := train.NewTrainer(testBackend(t), store, student, loss.MeanSquaredError, opt, nil, nil)
+	var tail float64
+	for i := range steps {
+		metrics, err := trainer.TrainStep(tc.next())
+		require.NoError(t, err)
+		if i >= steps-window {
+			tail += float64(metrics[0].Value().(float32))
+		}
+	}
+	return tail / float64(window), store
+}
+
+// TestControllerFollowsAMovingSubspace is the drift controller's evidence: when the target moves
+// to directions the learned basis does not hold, training with the controller off stalls; with
+// the default policy it recovers to within 5% of the stock optimizer, with few refreshes.
+func TestControllerFollowsAMovingSubspace(t *testing.T) {
+	const steps, switchStep, window = 1000, 400, 100
+	base := func() optimizer.Interface { return optimizer.Adam().LearningRate(0.02).Done() }
+	subspace := func() *Config { return Subspace(base()).Rank(4) }
+
+	stock, _ := trainTeacher(t, base(), steps, switchStep, window)
+	offOpt := subspace().CheckEvery(0).Done()
+	off, _ := trainTeacher(t, offOpt, steps, switchStep, window)
+	onOpt := subspace().Done()
+	on, store := trainTeacher(t, onOpt, steps, switchStep, window)
+	report, err := onOpt.Report(store)
+	require.NoError(t, err)
+	t.Logf("final loss: stock %.4f, controller off %.4f, on %.4f (noise floor %.4f); %s",
+		stock, off, on, teacherNoise*teacherNoise, report)
+
+	require.Less(t, stock, 2*teacherNoise*teacherNoise, "the stock optimizer must fit the moved target")
+	require.Greater(t, off, 10*stock, "with the controller off the basis cannot follow: training stalls")
+	require.LessOrEqual(t, on, 1.05*stock, "with the controller on, within 5%% of stock")
+	require.Positive(t, report.Refreshes)
+	require.LessOrEqual(t, report.Refreshes, report.Checks/3, "few refreshes: the controller is not refreshing blindly")
+	require.Equal(t, 1, onOpt.Builds(), "refreshes do not recompile")
+}
+
+// TestCurvatureSignal: on the quadratic loss a/2·‖W‖² the gradient is a·W, so the curvature
+// along any step is exactly a; the signal measured from the coefficients must say so.
+func TestCurvatureSignal(t *testing.T) {
+	const a = 3.0
+	quadratic := func(scope *model.Scope, x *Node) *Node {
+		w := scope.VariableWithShape("w", shapes.Make(dtypes.Float32, 8, 6)).NodeValue(x.Graph())
+		return MulScalar(ReduceAllSum(Square(w)), a/2)
+	}
+	lossIsPrediction := func(_, predictions []*Node) *Node { return predictions[0] }
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).CheckEvery(0).Done()
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(2))
+	trainer := train.NewTrainer(testBackend(t), store, quadratic, lossIsPrediction, opt, nil, nil)
+	for range 30 {
+		_, err := trainer.TrainStep(train.Batch{
+			Inputs: []*tensors.Tensor{tensors.FromValue([]float32{0})},
+			Labels: []*tensors.Tensor{tensors.FromValue([]float32{0})}})
+		require.NoError(t, err)
+	}
+	report, err := opt.Report(store)
+	require.NoError(t, err)
+	require.InDelta(t, a, report.Curvature, 1e-3*a, "curvature along the last step")
+	require.InDelta(t, a, report.CurvatureEMA, 1e-3*a, "its smoothed magnitude")
+	require.Equal(t, PathPostHoc, opt.Plan()[0].Path)
+}
+
+// TestFullUpdateRotation: at a check that is its turn, a projected variable's update leaves its
+// subspace by at most the length of the projected step; at other steps it stays inside.
+func TestFullUpdateRotation(t *testing.T) {
+	pol := Policy{CheckEvery: 2, ControlFraction: 1, ResidualThreshold: 1, FullUpdateEvery: 1}
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(4).Policy(pol).Done()
+	r := newRun(t, opt)
+	r.float64 = true
+	for range 4 {
+		r.step(t) // warm-up
+	}
+	const rank, rows, cols = 3, 12, 16 // the first layer, basis on its smaller (left) side
+	for step := 5; step <= 12; step++ {
+		before := r.value(t, firstLayer)
+		r.step(t)
+		after := r.value(t, firstLayer)
+		q := r.value(t, "/subspace/hidden/dense/weights_basis") // [12, 3]
+		// Split Δw into Q·Qᵀ·Δw (inside) and the rest.
+		var inside, outside float64
+		for j := range cols {
+			var c [rank]float64
+			for i := range rows {
+				for k := range rank {
+					c[k] += q[i*rank+k] * (after[i*cols+j] - before[i*cols+j])
+				}
+			}
+			for i := range rows {
+				var in float64
+				for k := range rank {
+					in += q[i*rank+k] * c[k]
+				}
+				d := after[i*cols+j] - before[i*cols+j]
+				inside += in * in
+				outside += (d - in) * (d - in)
+			}
+		}
+		inside, outside = math.Sqrt(inside), math.Sqrt(outside)
+		if (step-4)%2 == 0 { // a check, and (one projected variable) always its turn
+			require.Greater(t, outside, 1e-3*inside, "step %d: the full update must leave the subspace", step)
+			require.LessOrEqual(t, outside, inside*(1+1e-6), "step %d: no longer than the projected step", step)
+		} else {
+			require.LessOrEqual(t, outside, 1e-9+1e-6*inside, "step %d: not a check: the update stays in the subspace", step)
+		}
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), report.FullUpdates)
+}
+
+// TestAdaptiveRankRecompilesOncePerChange: the rank rule grows a variable whose residual stays
+// high, migrating its state and recompiling the step once per change; a checkpoint taken after
+// a change resumes exactly, at the new rank.
+func TestAdaptiveRankRecompilesOncePerChange(t *testing.T) {
+	newOpt := func() *Optimizer {
+		pol := DefaultPolicy()
+		pol.CheckEvery, pol.GrowAbove, pol.ShrinkBelow, pol.RankPatience = 3, 0.05, 0.01, 2
+		return Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).WarmUp(4).
+			Policy(pol).RankBounds(1, 8).Done()
+	}
+	const total, stop = 40, 30
+	opt := newOpt()
+	whole := newRun(t, opt)
+	mon := opt.NewMonitor(whole.store)
+	mon.Trainer = whole.trainer
+	var want []float64
+	var saved string
+	for i := range total {
+		want = append(want, whole.step(t))
+		require.NoError(t, mon.Observe())
+		if i+1 == stop {
+			saved = t.TempDir()
+			saver, err := checkpoint.Build(whole.store).Dir(saved).Immediate().Done()
+			require.NoError(t, err)
+			require.NoError(t, saver.Save())
+		}
+	}
+	require.NotEmpty(t, mon.RankChanges)
+	t.Logf("rank changes: %v", mon.RankChanges)
+	for _, c := range mon.RankChanges {
+		require.Equal(t, 2*c.From, c.To, "%s", c)
+		require.Contains(t, c.Reason, "residual above")
+	}
+	require.Equal(t, 1+len(mon.RankChanges), opt.Builds(), "one recompilation per change")
+	require.Equal(t, 8, opt.Plan()[0].Rank, "grown to MaxRank")
+	basis := whole.store.GetVariable("/subspace/hidden/dense/weights_basis")
+	require.Equal(t, []int{12, 8}, basis.Shape().Dimensions)
+	for v := range whole.store.IterVariables() {
+		if strings.Contains(v.Path(), "hidden/dense/weights_coefficients") {
+			require.Equal(t, []int{8, 16}, v.Shape().Dimensions, "%s migrated", v.Path())
+		}
+	}
+	report, err := opt.Report(whole.store)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(mon.RankChanges)), report.RankChanges)
+
+	// Resume from the checkpoint in a new store: the rank comes from the saved basis.
+	store := model.NewStore()
+	_, err = checkpoint.Build(store).Dir(saved).Immediate().Done()
+	require.NoError(t, err)
+	resumedOpt := newOpt()
+	resumed := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, resumedOpt, nil, nil)}
+	rmon := resumedOpt.NewMonitor(store)
+	rmon.Trainer = resumed.trainer
+	for i := stop; i < total; i++ {
+		require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
+		require.NoError(t, rmon.Observe())
+	}
+}
