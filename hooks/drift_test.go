@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -291,4 +292,15 @@ func TestAdaptiveRankRecompilesOncePerChange(t *testing.T) {
 		require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
 		require.NoError(t, rmon.Observe())
 	}
+}
+
+// TestStepTimesOverhead: a gated step costs its time beyond the median plain step, as a share
+// of all the steps' time.
+func TestStepTimesOverhead(t *testing.T) {
+	ms := time.Millisecond
+	s := StepTimes{Plain: []time.Duration{10 * ms, 11 * ms, 10 * ms, 40 * ms}, WarmUp: []time.Duration{25 * ms}, Controller: []time.Duration{31 * ms, 9 * ms}}
+	total := float64(10 + 11 + 10 + 40 + 25 + 31 + 9)
+	require.InDelta(t, 20/total, s.ControllerOverhead(), 1e-12, "31 ms − the 11 ms median; a faster check adds nothing")
+	require.InDelta(t, 14/total, s.WarmUpOverhead(), 1e-12)
+	require.Zero(t, StepTimes{}.ControllerOverhead())
 }

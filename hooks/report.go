@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
@@ -220,6 +222,7 @@ type Monitor struct {
 	skipped int64
 	kept    int64
 	last    Report
+	builds  int
 	Events  []Event
 	// Logf receives one line per event; nil keeps them silent (they are still in Events).
 	Logf func(format string, args ...any)
@@ -230,6 +233,56 @@ type Monitor struct {
 	Trainer *train.Trainer
 	// RankChanges lists the rank rule's actions.
 	RankChanges []RankChange
+	// History holds one Sample per Observe, for plots of the controller over time.
+	History []Sample
+	// Times splits the wall time of the steps given to ObserveTimed by what they ran.
+	Times StepTimes
+}
+
+// Sample is what a Monitor saw after one step.
+type Sample struct {
+	Step      int64
+	Checked   bool    // a drift check ran at this step
+	Learned   bool    // the bases were learned at this step (warm-up, refresh or rank change)
+	Residual  float64 // largest relative residual at the last check
+	MeanRank  float64 // mean rank of the projected variables
+	Curvature float64 // the last curvature measured along a step
+}
+
+// StepTimes splits steps' wall time by what the step ran: the projector's warm-up, a drift check
+// or refresh after it (the controller's gated work), or neither. Steps that compiled the step
+// graph are left out.
+type StepTimes struct {
+	Plain, WarmUp, Controller []time.Duration
+}
+
+// ControllerOverhead is the share of the steps' wall time spent on the controller's gated work:
+// for each check or refresh step, its time beyond the median plain step.
+func (s StepTimes) ControllerOverhead() float64 { return s.overhead(s.Controller) }
+
+// WarmUpOverhead is the same share for the warm-up's learning steps.
+func (s StepTimes) WarmUpOverhead() float64 { return s.overhead(s.WarmUp) }
+
+func (s StepTimes) overhead(gated []time.Duration) float64 {
+	if len(s.Plain) == 0 {
+		return 0
+	}
+	plain := slices.Clone(s.Plain)
+	slices.Sort(plain)
+	median := plain[len(plain)/2]
+	var extra, total time.Duration
+	for _, d := range gated {
+		extra += max(0, d-median)
+	}
+	for _, group := range [][]time.Duration{s.Plain, s.WarmUp, s.Controller} {
+		for _, d := range group {
+			total += d
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(extra) / float64(total)
 }
 
 // TraceRecord is one line of a Monitor's trace: the drift signals and decisions after a step.
@@ -264,6 +317,29 @@ func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
 	return &Monitor{opt: o, store: store}
 }
 
+// ObserveTimed is Observe after a step that took elapsed (its TrainStep call), and files the
+// time in Times by what the step ran.
+func (m *Monitor) ObserveTimed(elapsed time.Duration) error {
+	before, builds := m.last, m.opt.Builds()
+	if builds != m.builds {
+		// This step built (compiled) the step graph: its time says nothing of the controller.
+		m.builds = builds
+		return m.Observe()
+	}
+	if err := m.Observe(); err != nil {
+		return err
+	}
+	switch r := m.last; {
+	case r.Steps <= int64(r.WarmUp):
+		m.Times.WarmUp = append(m.Times.WarmUp, elapsed)
+	case r.Checks > before.Checks || r.SVDs > before.SVDs:
+		m.Times.Controller = append(m.Times.Controller, elapsed)
+	default:
+		m.Times.Plain = append(m.Times.Plain, elapsed)
+	}
+	return nil
+}
+
 // Observe reads the state after a step and records (and logs) SVDs since the last call. Called
 // after every step it sees every event; called less often it sees the last one and the counts.
 func (m *Monitor) Observe() error {
@@ -271,6 +347,12 @@ func (m *Monitor) Observe() error {
 	if err != nil {
 		return err
 	}
+	sample := Sample{Step: r.Steps, Checked: r.Checks > m.last.Checks, Learned: r.SVDs > m.last.SVDs,
+		Residual: r.LastCheckResidual, Curvature: r.Curvature}
+	for _, v := range r.Variables {
+		sample.MeanRank += float64(v.Rank) / float64(len(r.Variables))
+	}
+	m.History = append(m.History, sample)
 	m.last = r
 	m.record(r)
 	if m.Trace != nil {

@@ -57,6 +57,9 @@ type RunResult struct {
 	Steps        int
 	Report       hooks.Report
 	Events       []hooks.Event
+	Loss         []float64       // the training loss at every step
+	History      []hooks.Sample  // the monitor's view after every step (projected runs)
+	Times        hooks.StepTimes // projected runs: step times by what the step ran
 }
 
 // GradientWorkPerStep is the mean product work of turning the loss into an update over the run:
@@ -87,14 +90,18 @@ func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks
 			start = time.Now()
 		}
 		x, y := split.Train.Tensors()
-		if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
+		stepStart := time.Now()
+		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		if err != nil {
 			return res, err
 		}
+		elapsed := time.Since(stepStart)
+		res.Loss = append(res.Loss, float64(metrics[0].Value().(float32)))
 		if showPlan && epoch == 0 {
 			logf("%s", strings.TrimSpace(opt.PlanString()))
 		}
 		if projected {
-			if err := monitor.Observe(); err != nil {
+			if err := monitor.ObserveTimed(elapsed); err != nil {
 				return res, err
 			}
 		}
@@ -108,7 +115,7 @@ func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks
 	if res.Report, err = opt.Report(store); err != nil {
 		return res, err
 	}
-	res.Events = monitor.Events
+	res.Events, res.History, res.Times = monitor.Events, monitor.History, monitor.Times
 	res.Accuracy, err = accuracy(backend, store, split.Test)
 	return res, err
 }
@@ -177,7 +184,14 @@ type Row struct {
 	WallTimeRatio         float64 `json:"wall_time_ratio"`
 	ExplainedVariance     float64 `json:"explained_variance"`
 	Refreshes             float64 `json:"refreshes"`
-	Backend               string  `json:"backend"`
+	// ControllerOverhead is the share of the subspace runs' wall time that drift checks and
+	// refreshes after warm-up took beyond a plain step (hooks.StepTimes), over all seeds;
+	// WarmUpOverhead, the warm-up's learning steps'.
+	ControllerOverhead float64 `json:"controller_overhead"`
+	WarmUpOverhead     float64 `json:"warmup_overhead"`
+	Backend            string  `json:"backend"`
+	// FirstSeed is the first seed's subspace run, for the controller plot.
+	FirstSeed RunResult `json:"-"`
 }
 
 // RunRow trains both variants on every seed and aggregates them.
@@ -186,6 +200,7 @@ func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, mode hooks.Mo
 		Rank: setup.Rank, WarmUp: setup.WarmUp, Backend: backend.Name()}
 	var baseAcc, subAcc, explained, refreshes []float64
 	var baseSec, subSec, baseFLOPs, subFLOPs float64
+	var times hooks.StepTimes
 	for s := range seeds {
 		seed := int64(s + 1)
 		split := MakeSplit(d, seed)
@@ -210,6 +225,12 @@ func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, mode hooks.Mo
 		subAcc = append(subAcc, sub.Accuracy)
 		explained = append(explained, sub.Report.MeanExplainedVariance())
 		refreshes = append(refreshes, float64(sub.Report.Refreshes))
+		if s == 0 {
+			row.FirstSeed = sub
+		}
+		times.Plain = append(times.Plain, sub.Times.Plain...)
+		times.WarmUp = append(times.WarmUp, sub.Times.WarmUp...)
+		times.Controller = append(times.Controller, sub.Times.Controller...)
 		baseSec += base.TrainSeconds
 		subSec += sub.TrainSeconds
 		baseFLOPs += base.GradientWorkPerStep()
@@ -226,6 +247,7 @@ func RunRow(backend compute.Backend, d *data.Dataset, setup Setup, mode hooks.Mo
 	row.WallTimeRatio = subSec / baseSec
 	row.ExplainedVariance, _ = meanStd(explained)
 	row.Refreshes, _ = meanStd(refreshes)
+	row.ControllerOverhead, row.WarmUpOverhead = times.ControllerOverhead(), times.WarmUpOverhead()
 	return row, nil
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/gradsub/gradsub/examples/mlp/data"
@@ -47,10 +49,19 @@ func testTrainedSetupMatchesBaseline(t *testing.T, mode hooks.Mode) {
 }
 
 func TestRunRejectsBadFlags(t *testing.T) {
-	require.ErrorContains(t, run("all", "nope", "temporal", 1, "", "go", "", false), `-setup "nope"`)
-	require.ErrorContains(t, run("iris", "all", "temporal", 1, "", "go", "", false), `-dataset "iris"`)
-	require.ErrorContains(t, run("all", "all", "temporal", 0, "", "go", "", false), "-seeds 0")
-	require.ErrorContains(t, run("all", "all", "spectral", 1, "", "go", "", false), `unknown subspace mode "spectral"`)
-	require.ErrorContains(t, run("synthetic", "seed", "temporal", 1, "", "tpu", "", false), `unknown backend "tpu"`)
-	require.ErrorContains(t, run("digits", "seed", "matrix", 1, "", "go", t.TempDir(), false), "digits.csv.gz")
+	require.ErrorContains(t, run("all", "nope", "temporal", 1, "", "go", "", "", false), `-setup "nope"`)
+	require.ErrorContains(t, run("iris", "all", "temporal", 1, "", "go", "", "", false), `-dataset "iris"`)
+	require.ErrorContains(t, run("all", "all", "temporal", 0, "", "go", "", "", false), "-seeds 0")
+	require.ErrorContains(t, run("all", "all", "spectral", 1, "", "go", "", "", false), `unknown subspace mode "spectral"`)
+	require.ErrorContains(t, run("synthetic", "seed", "temporal", 1, "", "tpu", "", "", false), `unknown backend "tpu"`)
+	require.ErrorContains(t, run("digits", "seed", "matrix", 1, "", "go", t.TempDir(), "", false), "digits.csv.gz")
+}
+
+// TestControllerPlot: a run writes the controller picture of each setup it ran.
+func TestControllerPlot(t *testing.T) {
+	out := t.TempDir()
+	require.NoError(t, run("synthetic", "seed", "matrix", 1, "", "go", "", out, false))
+	info, err := os.Stat(filepath.Join(out, "controller-seed.png"))
+	require.NoError(t, err)
+	require.Greater(t, info.Size(), int64(1000))
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,6 +24,7 @@ import (
 	"github.com/gradsub/gradsub/examples/mlp/data"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/plots"
 	"github.com/janpfeifer/must"
 )
 
@@ -50,15 +52,16 @@ func main() {
 		flagBackend = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		flagData    = flag.String("data", "", "directory of the datasets (default: the repository's testdata/)")
 		flagVerbose = flag.Bool("v", false, "log every SVD of the subspace with its cause")
+		flagOut     = flag.String("out", "mlp-report", "directory for the controller plots (controller-<setup>.png); empty: none")
 	)
 	flag.Parse()
-	if err := run(*flagDataset, *flagSetup, *flagMode, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagVerbose); err != nil {
+	if err := run(*flagDataset, *flagSetup, *flagMode, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagOut, *flagVerbose); err != nil {
 		fmt.Fprintln(os.Stderr, "mlp:", err)
 		os.Exit(1)
 	}
 }
 
-func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFlag, dataDir string, verbose bool) error {
+func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFlag, dataDir, outDir string, verbose bool) error {
 	mode, err := hooks.ParseMode(modeFlag)
 	if err != nil {
 		return fmt.Errorf("-mode: %w", err)
@@ -118,6 +121,11 @@ func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFl
 		}
 	}
 	PrintTable(os.Stdout, rows)
+	if outDir != "" {
+		if err := plotControllers(outDir, rows, setups, mode); err != nil {
+			return err
+		}
+	}
 	if jsonPath != "" {
 		return writeJSON(jsonPath, rows)
 	}
@@ -127,17 +135,20 @@ func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFl
 // PrintTable prints the write-up's columns, plus explained variance and refreshes.
 func PrintTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "dataset\tsetup\tmode\tbaseline acc\tsubspace acc\tΔ\tgradient FLOPs ↓\twall time ↓\texplained var\trefreshes\t")
+	fmt.Fprintln(tw, "dataset\tsetup\tmode\tbaseline acc\tsubspace acc\tΔ\tgradient FLOPs ↓\twall time ↓\texplained var\trefreshes\tcontroller time\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f ± %.3f\t%.3f ± %.3f\t%+.3f\t%s\t%s\t%.3f\t%.1f\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.3f ± %.3f\t%.3f ± %.3f\t%+.3f\t%s\t%s\t%.3f\t%.1f\t%.1f%%\t\n",
 			r.Dataset, r.Setup, r.Mode, r.BaselineAccuracy, r.BaselineAccuracyStd, r.SubspaceAccuracy, r.SubspaceAccuracyStd,
-			r.DeltaAccuracy, reduction(r.GradientFLOPsRatio), reduction(r.WallTimeRatio), r.ExplainedVariance, r.Refreshes)
+			r.DeltaAccuracy, reduction(r.GradientFLOPsRatio), reduction(r.WallTimeRatio), r.ExplainedVariance, r.Refreshes,
+			100*r.ControllerOverhead)
 	}
 	must.M(tw.Flush())
 	fmt.Fprintln(w, "\n↓ columns: 1 − subspace/baseline (negative: the subspace run did more work or took longer).")
 	fmt.Fprintln(w, "Gradient FLOPs: products from the loss to the update (back-propagation, projection, lift), with the gated")
 	fmt.Fprintln(w, "learning and checks amortised; counted from the compiled graphs. Temporal mode projects after a full")
 	fmt.Fprintln(w, "backward pass, so it cannot save them; matrix mode computes the projected gradient directly.")
+	fmt.Fprintln(w, "Controller time: the share of the subspace runs' wall time that drift checks and refreshes after")
+	fmt.Fprintln(w, "warm-up took beyond a plain step.")
 }
 
 func reduction(ratio float64) string {
@@ -159,6 +170,29 @@ func writeJSON(path string, rows []Row) error {
 		if err := enc.Encode(r); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// plotControllers draws, per setup, the first seed's subspace run on each dataset: loss,
+// residual at the drift checks, rank.
+func plotControllers(outDir string, rows []Row, setups []Setup, mode hooks.Mode) error {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	for _, setup := range setups {
+		var series []plots.Series
+		for _, r := range rows {
+			if r.Setup == setup.Name {
+				series = append(series, plots.Series{Name: r.Dataset, Loss: r.FirstSeed.Loss, History: r.FirstSeed.History})
+			}
+		}
+		path := filepath.Join(outDir, "controller-"+setup.Name+".png")
+		title := fmt.Sprintf("MLP, %s setup, %s subspace (seed 1)", setup.Name, mode)
+		if err := plots.Controller(path, title, series, hooks.DefaultResidualThreshold); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", path)
 	}
 	return nil
 }

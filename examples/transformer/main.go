@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/plots"
 	"github.com/gradsub/gradsub/transformer"
 	"github.com/schollz/progressbar/v3"
 )
@@ -49,6 +51,7 @@ type Options struct {
 	EvalBatches int
 	WarmUp      int // projector warm-up steps
 	CheckEvery  int // projector drift-check interval
+	MaxRank     int // adaptive rank: grow up to this (0: fixed rank)
 	Seed        int64
 	Variants    []string
 	Quiet       bool
@@ -60,25 +63,30 @@ var allVariants = []string{"adamw", "adam", "sgd", "subspace-temporal", "subspac
 
 // Row is one variant's results.
 type Row struct {
-	Variant        string    `json:"variant"`
-	Optimizer      string    `json:"optimizer"`
-	Mode           string    `json:"mode"` // stock, temporal or matrix
-	Steps          int       `json:"steps"`
-	TrainLoss      float64   `json:"train_loss"` // mean batch loss over the last tenth of the steps
-	EvalLoss       float64   `json:"eval_loss"`
-	StepMs         float64   `json:"step_ms"`
-	TokensPerSec   float64   `json:"tokens_per_s"`
-	GradientFLOPs  float64   `json:"gradient_flops_per_step"` // incl. the gated learning amortised
-	StepFLOPs      float64   `json:"step_flops_per_step"`
-	StateBytes     int64     `json:"optimizer_state_bytes"`
-	Refreshes      int64     `json:"refreshes"`
-	BasesLearned   int64     `json:"bases_learned"`
-	Backend        string    `json:"backend"`
-	TrainCurve     []float64 `json:"-"`
-	ResidualSteps  []int     `json:"-"` // drift checks: step and largest relative residual
-	Residuals      []float64 `json:"-"`
-	EvalCurve      []float64 `json:"-"`
-	EvalCurveSteps []int     `json:"-"`
+	Variant       string  `json:"variant"`
+	Optimizer     string  `json:"optimizer"`
+	Mode          string  `json:"mode"` // stock, temporal or matrix
+	Steps         int     `json:"steps"`
+	TrainLoss     float64 `json:"train_loss"` // mean batch loss over the last tenth of the steps
+	EvalLoss      float64 `json:"eval_loss"`
+	StepMs        float64 `json:"step_ms"`
+	TokensPerSec  float64 `json:"tokens_per_s"`
+	GradientFLOPs float64 `json:"gradient_flops_per_step"` // incl. the gated learning amortised
+	StepFLOPs     float64 `json:"step_flops_per_step"`
+	StateBytes    int64   `json:"optimizer_state_bytes"`
+	Refreshes     int64   `json:"refreshes"`
+	BasesLearned  int64   `json:"bases_learned"`
+	// ControllerOverhead is the share of the wall time spent on drift checks and refreshes after
+	// warm-up (hooks.StepTimes); WarmUpOverhead, on the warm-up's learning.
+	ControllerOverhead float64        `json:"controller_overhead"`
+	WarmUpOverhead     float64        `json:"warmup_overhead"`
+	RankChanges        int64          `json:"rank_changes"`
+	Compilations       int            `json:"compilations"` // step graphs built
+	Backend            string         `json:"backend"`
+	TrainCurve         []float64      `json:"-"`
+	History            []hooks.Sample `json:"-"` // the monitor's view after each step
+	EvalCurve          []float64      `json:"-"`
+	EvalCurveSteps     []int          `json:"-"`
 }
 
 func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
@@ -98,6 +106,9 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		}
 		cfg := hooks.Subspace(adamw).Mode(mode).Rank(o.Rank).Matching(transformer.ProjectionPattern).
 			WarmUp(warmUp).CheckEvery(o.CheckEvery).WeightDecay(o.WeightDecay)
+		if o.MaxRank > 0 && mode == hooks.Matrix {
+			cfg = cfg.RankBounds(max(1, o.Rank/2), o.MaxRank)
+		}
 		if err := cfg.Validate(); err != nil {
 			return nil, err
 		}
@@ -143,14 +154,17 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
 	}
 	var monitor *hooks.Monitor
-	if row.Mode != "stock" && o.OutDir != "" {
+	if row.Mode != "stock" {
 		monitor = opt.NewMonitor(store)
-		trace, err := os.Create(filepath.Join(o.OutDir, "trace-"+variant+".jsonl"))
-		if err != nil {
-			return row, err
+		monitor.Trainer = trainer // lets the rank rule act
+		if o.OutDir != "" {
+			trace, err := os.Create(filepath.Join(o.OutDir, "trace-"+variant+".jsonl"))
+			if err != nil {
+				return row, err
+			}
+			defer trace.Close()
+			monitor.Trace = trace
 		}
-		defer trace.Close()
-		monitor.Trace = trace
 	}
 	const untimed = 3 // the first steps compile the graph
 	var timed time.Duration
@@ -161,20 +175,15 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		if err != nil {
 			return row, fmt.Errorf("%s, step %d: %w", variant, step+1, err)
 		}
+		elapsed := time.Since(start)
 		if step >= untimed {
-			timed += time.Since(start)
+			timed += elapsed
 		}
 		lossValue := float64(metrics[0].Value().(float32))
 		row.TrainCurve = append(row.TrainCurve, lossValue)
-		var checksBefore int64
 		if monitor != nil {
-			checksBefore = monitor.Last().Checks
-			if err := monitor.Observe(); err != nil {
+			if err := monitor.ObserveTimed(elapsed); err != nil {
 				return row, err
-			}
-			if last := monitor.Last(); last.Checks > checksBefore {
-				row.ResidualSteps = append(row.ResidualSteps, step+1)
-				row.Residuals = append(row.Residuals, last.LastCheckResidual)
 			}
 		}
 		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
@@ -189,7 +198,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			desc := fmt.Sprintf("%-18s loss %.3f", variant, lossValue)
 			if monitor != nil {
 				r := monitor.Last()
-				desc += fmt.Sprintf(" rank %d residual %.2f refreshes %d", o.Rank, r.LastCheckResidual, r.Refreshes)
+				desc += fmt.Sprintf(" rank %s residual %.2f refreshes %d", meanRank(r), r.LastCheckResidual, r.Refreshes)
 			}
 			bar.Describe(desc)
 			_ = bar.Add(1)
@@ -217,6 +226,12 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
 	row.StepFLOPs = float64(flops.Step()) + gated
 	row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs
+	row.RankChanges, row.Compilations = report.RankChanges, opt.Builds()
+	if monitor != nil {
+		row.History = monitor.History
+		row.ControllerOverhead = monitor.Times.ControllerOverhead()
+		row.WarmUpOverhead = monitor.Times.WarmUpOverhead()
+	}
 	row.StateBytes = optimizerStateBytes(store)
 	if !o.Quiet && row.Mode != "stock" {
 		fmt.Fprint(os.Stderr, opt.PlanString())
@@ -313,7 +328,8 @@ func main() {
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
 		rank     = flag.Int("rank", 8, "subspace rank")
 		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps that re-learn the basis every step)")
-		check    = flag.Int("check-every", 50, "projector drift-check interval (each check builds a full gradient)")
+		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval (each check builds a control gradient)")
+		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
 		lr       = flag.Float64("lr", 2e-3, "Adam and AdamW learning rate")
 		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
 		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
@@ -328,7 +344,7 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
 	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
@@ -381,13 +397,22 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
 		return err
 	}
-	if err := plotResiduals(filepath.Join(outDir, "residual.png"), rows, hooks.DefaultResidualThreshold); err != nil {
-		return err
+	var series []plots.Series
+	for _, r := range rows {
+		if r.Mode != "stock" {
+			series = append(series, plots.Series{Name: r.Variant, Loss: r.TrainCurve, History: r.History})
+		}
+	}
+	if len(series) > 0 {
+		if err := plots.Controller(filepath.Join(outDir, "controller.png"), "Drift controller: loss, residual at checks, rank",
+			series, hooks.DefaultResidualThreshold); err != nil {
+			return err
+		}
 	}
 	if err := writeReport(filepath.Join(outDir, "report.md"), o, corpus, unigram, table); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote loss.png, residual.png, report.md and the subspace variants' trace-*.jsonl in %s\n", outDir)
+	fmt.Fprintf(os.Stderr, "wrote loss.png, controller.png, report.md and the subspace variants' trace-*.jsonl in %s\n", outDir)
 	if jsonPath != "" {
 		f, err := os.Create(jsonPath)
 		if err != nil {
@@ -414,8 +439,8 @@ func formatTable(rows []Row, bound float64) string {
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| variant\t| train loss\t| eval loss\t| ms/step\t| tokens/s\t| gradient FLOPs/step\t| step FLOPs/step\t| optimizer state\t| bases learned (refreshes)\t|")
-	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
+	fmt.Fprintln(tw, "| variant\t| train loss\t| eval loss\t| ms/step\t| tokens/s\t| gradient FLOPs/step\t| step FLOPs/step\t| optimizer state\t| bases learned (refreshes)\t| controller time\t| compilations\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for _, r := range rows {
 		rel := func(x, base float64) string {
 			if ref == nil || base == 0 {
@@ -427,14 +452,22 @@ func formatTable(rows []Row, bound float64) string {
 		if ref != nil {
 			refEval, refMs, refGrad, refStep = ref.EvalLoss, ref.StepMs, ref.GradientFLOPs, ref.StepFLOPs
 		}
-		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t|\n",
+		controller := "—"
+		if r.Mode != "stock" {
+			controller = fmt.Sprintf("%.1f%% (+%.1f%% warm-up)", 100*r.ControllerOverhead, 100*r.WarmUpOverhead)
+		}
+		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t| %s\t| %d\t|\n",
 			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, rel(r.StepMs, refMs), r.TokensPerSec,
 			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
-			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes)
+			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes,
+			controller, r.Compilations)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+
-		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n", bound)
+		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n"+
+		"Controller time: the share of the wall time that drift checks and refreshes after warm-up took beyond\n"+
+		"a plain step (and, in parentheses, the warm-up's learning). Compilations: step graphs built (the\n"+
+		"first, plus one per rank change).\n", bound)
 	return b.String()
 }
 
@@ -451,7 +484,20 @@ func writeReport(path string, o Options, corpus *transformer.Corpus, unigram flo
 	fmt.Fprintf(w, "Corpus: %d files (%d for evaluation), %.1f MB; unigram entropy %.3f nats/byte (%.2f bits). Train loss is the mean batch loss over the last tenth of the steps; eval loss is on %d fixed held-out batches.\n\n",
 		corpus.Files, corpus.EvalFiles, float64(len(corpus.Train)+len(corpus.Eval))/1e6, unigram, unigram/math.Ln2, o.EvalBatches)
 	fmt.Fprintf(w, "%s\n![loss curves](loss.png)\n\n", table)
-	fmt.Fprintf(w, "Drift checks of the subspace variants: the largest relative residual of a full gradient against its\n"+
-		"projection; above the threshold the bases are re-learned. Every signal and decision is in trace-<variant>.jsonl.\n\n![residuals](residual.png)\n")
+	fmt.Fprintf(w, "The drift controller of the subspace variants: loss, the largest relative residual of the control\n"+
+		"gradient at each check (refreshes marked ×) and the mean rank. Every signal and decision is in\n"+
+		"trace-<variant>.jsonl.\n\n![controller](controller.png)\n")
 	return nil
+}
+
+// meanRank formats the mean rank of the projected variables ("8", "12.5").
+func meanRank(r hooks.Report) string {
+	if len(r.Variables) == 0 {
+		return "-"
+	}
+	var sum float64
+	for _, v := range r.Variables {
+		sum += float64(v.Rank)
+	}
+	return strconv.FormatFloat(sum/float64(len(r.Variables)), 'f', -1, 64)
 }

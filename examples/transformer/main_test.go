@@ -24,7 +24,7 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	jsonPath := filepath.Join(dir, "rows.json")
 	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
 	require.NoError(t, run(tinyOptions(), corpus, 300_000, dir, jsonPath, "go"))
-	for _, name := range []string{"loss.png", "residual.png", "report.md", "trace-subspace-matrix.jsonl", "trace-subspace-temporal.jsonl"} {
+	for _, name := range []string{"loss.png", "controller.png", "report.md", "trace-subspace-matrix.jsonl", "trace-subspace-temporal.jsonl"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err)
 		require.Positive(t, info.Size())
