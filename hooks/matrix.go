@@ -41,7 +41,7 @@ type matrixVar struct {
 	stepCoef           *Node // coefficient gradient with the current basis
 	fullGrad           func(in []*Node) *Node
 	fullInputs         []*Node // the whole batch's inputs of fullGrad
-	checked            []*Node // the check's outputs: residual, outside part, projected norm
+	checked            []*Node // the check's outputs: residual, and the outside part's top pair and inside length
 	coefGrad, useProj  *Node
 }
 
@@ -101,24 +101,56 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 }
 
 // check builds the drift check's gated work on the control gradient (fullGrad of inputs): its
-// relative residual against the current basis (1 before a basis exists), the part outside the
-// subspace and the norm of the part inside.
+// relative residual against the current basis (1 before a basis exists), the top singular pair
+// of its part outside the subspace (for the full-update rule) and the length of its part inside.
+// Only small outputs leave the gate: ordinary steps pay for none of it.
 func (h *matrixVar) check(inputs ...*Node) {
 	g := h.st.g
 	dtype := stateDType(h.v)
 	scalar := ScalarZero(g, dtype)
-	otherwise := []*Node{scalar, Zeros(g, shapes.Make(dtype, h.m, h.n)), scalar}
+	rows := h.oldBasis.Shape().Dim(0)
+	cols := h.m * h.n / rows
+	otherwise := []*Node{scalar, Zeros(g, shapes.Make(dtype, rows)), Zeros(g, shapes.Make(dtype, cols)), scalar, scalar}
 	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
 	h.checked = projector.CheckGate(h.st.isCheck, in, otherwise, func(in []*Node) []*Node {
 		n := len(inputs)
 		grad := h.fullGrad(in[:n])
 		oldBasis, oldValid := in[n], in[n+1]
-		inside := projector.LiftMatrix(oldBasis, projector.ProjectMatrix(grad, oldBasis, h.side), h.side)
-		outside := Sub(grad, inside)
-		resid := relativeLength(outside, grad)
+		a := grad // the basis spans a's columns
+		if h.side == projector.Right {
+			a = Transpose(grad, 0, 1)
+		}
+		inside := DotProduct(oldBasis, DotProduct(Transpose(oldBasis, 0, 1), a))
+		outside := Sub(a, inside)
+		resid := relativeLength(outside, a)
 		resid = Where(oldValid, resid, OnesLike(resid))
-		return []*Node{resid, outside, Sqrt(ReduceAllSum(Square(inside)))}
+		b, c, sigma := topSingularPair(outside, 3)
+		return []*Node{resid, b, c, sigma, Sqrt(ReduceAllSum(Square(inside)))}
 	})
+}
+
+// topSingularPair estimates the leading singular triple (b, c, σ) of a ([p, q]) by power
+// iterations from a fixed start: a ≈ σ·b·cᵀ along its strongest direction. Zero input gives zeros.
+func topSingularPair(a *Node, iterations int) (b, c, sigma *Node) {
+	g := a.Graph()
+	q := a.Shape().Dim(1)
+	start := make([]float64, q)
+	for i := range start {
+		start[i] = 1 + float64(i%7)/7 // fixed, and not orthogonal to any basis vector in general
+	}
+	c = ConvertDType(Const(g, start), a.DType())
+	unit := func(x *Node) *Node {
+		scale := ReduceAllMax(Abs(x))
+		x = Div(x, safeDivisor(scale))
+		return Div(x, safeDivisor(Sqrt(ReduceAllSum(Square(x)))))
+	}
+	c = unit(c)
+	for range iterations {
+		b = unit(DotProduct(a, c))
+		c = unit(DotProduct(Transpose(a, 0, 1), b))
+	}
+	sigma = ReduceAllSum(Mul(b, DotProduct(a, c)))
+	return b, c, Abs(sigma)
 }
 
 func (h *matrixVar) variable() *model.Variable { return h.v }
@@ -136,19 +168,9 @@ func (h *matrixVar) residual() *Node { return h.checked[0] }
 
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
-// outsideStep is the control gradient's part outside the subspace, scaled to at most the length
-// of the projected step: the full-update rule's step.
-func (h *matrixVar) outsideStep(stepNorm *Node) *Node {
-	return ConvertDType(h.toW(scaledOutside(h.checked[1], h.checked[2], stepNorm)), h.v.DType())
-}
-
-// scaledOutside is the full-update rule's step from a gradient's part outside the subspace and
-// the length of its part inside: −outside · ‖step‖ / max(‖outside‖, ‖inside‖). The step is the
-// outside direction at most as long as the projected step (Fira's norm-based scaling).
-func scaledOutside(outside, insideLen, stepNorm *Node) *Node {
-	denom := Max(Sqrt(ReduceAllSum(Square(outside))), insideLen)
-	denom = Where(GreaterThan(denom, ZerosLike(denom)), denom, OnesLike(denom))
-	return Neg(Mul(outside, Div(ConvertDType(stepNorm, outside.DType()), denom)))
+// safeDivisor replaces zeros by ones, so that a division by it never makes NaN.
+func safeDivisor(x *Node) *Node {
+	return Where(GreaterThan(x, ZerosLike(x)), x, OnesLike(x))
 }
 
 // relativeLength is ‖a‖/‖b‖, 0 where b is zero.
@@ -158,8 +180,25 @@ func relativeLength(a, b *Node) *Node {
 	return Where(positive, Div(aLen, Where(positive, bLen, OnesLike(bLen))), ZerosLike(bLen))
 }
 
-func (h *matrixVar) lift(step *Node) *Node {
-	return ConvertDType(h.toW(projector.LiftMatrix(h.basis.NodeValue(h.st.g), step, h.side)), h.v.DType())
+// lift maps the coefficient step back with Q. On its full-update turn the variable also steps
+// along the strongest direction of its control gradient outside the subspace, σ·b·cᵀ, scaled to
+// at most the length of the projected step (Fira's norm-based scaling: −‖step‖·σ/max(σ, ‖inside‖)).
+// That rank-1 term rides in the lift's product, [Q | b]·[Δc ; α·cᵀ] (α = 0 off turn), so ordinary
+// steps pay one more rank in the lift and no full-size pass.
+func (h *matrixVar) lift(step, fullTurn *Node) *Node {
+	basis := h.basis.NodeValue(h.st.g)
+	if fullTurn != nil {
+		b, c, sigma, insideLen := h.checked[1], h.checked[2], h.checked[3], h.checked[4]
+		alpha := Div(Mul(Sqrt(ReduceAllSum(Square(step))), sigma), safeDivisor(Max(sigma, insideLen)))
+		alpha = Where(fullTurn, Neg(alpha), ZerosLike(alpha))
+		basis = Concatenate([]*Node{basis, InsertAxes(b, -1)}, 1)
+		if h.side == projector.Left { // step [r, n]
+			step = Concatenate([]*Node{step, InsertAxes(Mul(c, alpha), 0)}, 0)
+		} else { // step [m, r]
+			step = Concatenate([]*Node{step, InsertAxes(Mul(c, alpha), -1)}, 1)
+		}
+	}
+	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
 }
 
 // learn runs the learning gate when learnNow and takes its basis if the gate found a valid one.

@@ -122,7 +122,8 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	opt := Subspace(optimizer.Adam().Done()).Rank(rank).Done()
 	newRun(t, opt).step(t)
 	require.Equal(t, PathDirect, opt.Plan()[0].Path)
-	require.Equal(t, []int{rank}, weightProducts(opt), "only the lift (contracting over the rank) may have W's shape")
+	// The lift contracts over the rank plus one: the full-update rule's rank-1 step rides in it.
+	require.Equal(t, []int{rank + 1}, weightProducts(opt), "only the lift (contracting over the rank) may have W's shape")
 
 	f, err := opt.StepFLOPs()
 	require.NoError(t, err)
@@ -132,7 +133,7 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	// 2·64·12·3 + 2·3·64·16, and no ∂x for the first layer.
 	require.Equal(t, int64(2*64*12*16+2*2*64*16), sf.Gradient)
 	require.Equal(t, int64(2*64*12*rank+2*rank*64*16+2*2*64*16), f.Gradient)
-	require.Equal(t, int64(2*12*rank*16), f.Optimizer, "the lift Q·Δc")
+	require.Equal(t, int64(2*12*(rank+1)*16), f.Optimizer, "the lift [Q | b]·[Δc ; α·cᵀ]")
 	require.Positive(t, f.PerLearn)
 	require.Positive(t, f.PerCheck)
 }

@@ -263,14 +263,12 @@ type handler interface {
 	// fullUpdateInBase says whether the base optimizer also sees the variable itself (temporal
 	// warm-up needs it; the matrix subspace never keeps full-size optimizer state).
 	fullUpdateInBase() bool
-	// lift maps a coefficient step to the variable's shape.
-	lift(step *Node) *Node
+	// lift maps a coefficient step to the variable's shape; where fullTurn (nil: never) it adds
+	// the full-update rule's step (Policy.FullUpdateEvery).
+	lift(step, fullTurn *Node) *Node
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node
-	// outsideStep is the full-update rule's step: minus the control gradient's part outside the
-	// subspace, scaled to at most stepNorm (the length of the projected step), variable-shaped.
-	outsideStep(stepNorm *Node) *Node
 }
 
 // stepGuard remembers every variable's value at the start of the projector's part of a step, so
@@ -538,11 +536,11 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		step := Sub(coef.NodeValue(g), zero[h])
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
-		projected := Add(before, h.lift(step))
-		if turn := st.fullTurn[h]; st.o.cfg.policy.FullUpdateEvery > 0 {
-			outside := h.outsideStep(Sqrt(ReduceAllSum(Square(step))))
-			projected = Where(turn, Add(projected, outside), projected)
+		var turn *Node
+		if st.o.cfg.policy.FullUpdateEvery > 0 {
+			turn = st.fullTurn[h]
 		}
+		projected := Add(before, h.lift(step, turn))
 		if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
 			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 		}

@@ -66,14 +66,18 @@ func (h *temporalVar) useProjection() *Node      { return h.useProj }
 
 func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
-// outsideStep is the gradient's part outside the step's starting basis, scaled to at most the
-// length of the projected step: the full-update rule's step.
-func (h *temporalVar) outsideStep(stepNorm *Node) *Node {
-	return ConvertDType(Reshape(scaledOutside(h.outside, h.insideLen, stepNorm), h.v.Shape().Dimensions...), h.v.DType())
-}
-
-func (h *temporalVar) lift(step *Node) *Node {
-	return ConvertDType(Reshape(projector.Lift(h.basis.NodeValue(h.st.g), step), h.v.Shape().Dimensions...), h.v.DType())
+// lift maps the coefficient step back; on its full-update turn it adds the gradient's part
+// outside the step's starting basis, scaled to at most the length of the step (Fira's
+// norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
+func (h *temporalVar) lift(step, fullTurn *Node) *Node {
+	delta := projector.Lift(h.basis.NodeValue(h.st.g), step)
+	if fullTurn != nil {
+		outsideLen := Sqrt(ReduceAllSum(Square(h.outside)))
+		scale := Div(Sqrt(ReduceAllSum(Square(step))), safeDivisor(Max(outsideLen, h.insideLen)))
+		scale = Where(fullTurn, Neg(scale), ZerosLike(scale))
+		delta = Add(delta, Mul(h.outside, scale))
+	}
+	return ConvertDType(Reshape(delta, h.v.Shape().Dimensions...), h.v.DType())
 }
 
 // learn re-learns the basis from the snapshots when learnNow is true (gated, see

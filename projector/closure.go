@@ -102,13 +102,34 @@ func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*No
 				panicf("Gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
 			}
 		}
-		return outs
+		return distinctOutputs(outs)
 	})
 	// A copy: a closure's Return replaces returned parent-scope nodes in the slice it is given
 	// (by closure-local Identity nodes), and otherwise is read again below.
-	onFalse := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node { return append([]*Node{}, otherwise...) })
+	onFalse := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
+		return distinctOutputs(append([]*Node{}, otherwise...))
+	})
 	outs := If(run, onTrue, onFalse)
 	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
+}
+
+// distinctOutputs keeps a branch from returning two equal computations: a branch returning two
+// zero vectors of one shape (distinct nodes, but the same computation) leaves the second output
+// "not computed" on the Go backend (compute v0.1.14; TestGateWithEqualOutputs). Every output
+// after the first of its shape is made a computation of its own, selected away from a constant
+// that differs per output.
+func distinctOutputs(outs []*Node) []*Node {
+	seen := map[string]bool{}
+	for i, o := range outs {
+		key := o.Shape().String()
+		if seen[key] {
+			g := o.Graph()
+			marker := BroadcastToShape(Scalar(g, o.DType(), float64(i+1)), o.Shape())
+			outs[i] = Where(Const(g, false), marker, o)
+		}
+		seen[key] = true
+	}
+	return outs
 }
 
 // keepAlive returns outs with a use of each captured node folded into its first float output: one

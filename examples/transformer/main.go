@@ -142,11 +142,6 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	if err != nil {
 		return row, err
 	}
-	evalExec, err := newEvalExec(backend, store, o)
-	if err != nil {
-		return row, err
-	}
-	defer evalExec.Finalize()
 	var bar *progressbar.ProgressBar
 	if !o.Quiet {
 		bar = progressbar.NewOptions(o.Steps, progressbar.OptionSetWriter(os.Stderr),
@@ -187,7 +182,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			}
 		}
 		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
-			ev, err := evalLoss(evalExec, o, evalSet)
+			ev, err := evalLoss(backend, store, o, evalSet)
 			if err != nil {
 				return row, err
 			}
@@ -270,17 +265,20 @@ func evalBatches(data []byte, o Options) ([]batchPair, error) {
 	return out, nil
 }
 
-// newEvalExec builds the evaluation graph once per variant: the mean next-byte cross-entropy of a
-// batch, reading the store's current variables at each call.
-func newEvalExec(backend compute.Backend, store *model.Store, o Options) (*model.Exec, error) {
-	return model.NewExec(backend, store, func(scope *model.Scope, x, y *graph.Node) *graph.Node {
+// evalLoss is the mean next-byte cross-entropy (nats) on the fixed evaluation batches.
+//
+// It builds its graph at each evaluation: a model.Exec kept across training steps (GoMLX v0.28.16,
+// Go backend) returned losses of stale weights (3.68 instead of 3.01 after 200 steps), so the
+// evaluation must not outlive the trainer's updates.
+func evalLoss(backend compute.Backend, store *model.Store, o Options, set []batchPair) (float64, error) {
+	exec, err := model.NewExec(backend, store, func(scope *model.Scope, x, y *graph.Node) *graph.Node {
 		logits := o.Model.Logits(scope, x)
 		return graph.ReduceAllMean(loss.SparseCategoricalCrossEntropyLogits([]*graph.Node{y}, []*graph.Node{logits}))
 	})
-}
-
-// evalLoss is the mean next-byte cross-entropy (nats) on the fixed evaluation batches.
-func evalLoss(exec *model.Exec, o Options, set []batchPair) (float64, error) {
+	if err != nil {
+		return 0, err
+	}
+	defer exec.Finalize()
 	var total float64
 	for _, b := range set {
 		out, err := exec.Call(tensors.FromFlatDataAndDimensions(b.x, o.Batch, o.Model.SeqLen),
