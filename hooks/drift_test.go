@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -116,17 +117,26 @@ func student(scope *model.Scope, x *Node) *Node {
 	return DivScalar(layers.Dense(scope.In("student").WithInitializer(initializer.Zero), x, false, 16), math.Sqrt(24))
 }
 
-// trainTeacher trains the student for steps and returns the mean loss of the last window steps.
-func trainTeacher(t *testing.T, opt optimizer.Interface, steps, switchStep, window int) (float64, *model.Store) {
+// trainTeacher trains the student for steps and returns the mean loss of the last window steps;
+// a subspace optimizer's Monitor logs to logs.
+func trainTeacher(t *testing.T, opt optimizer.Interface, steps, switchStep, window int, logs *[]string) (float64, *model.Store) {
 	t.Helper()
 	tc := newTeacher(switchStep)
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(1))
 	trainer := train.NewTrainer(testBackend(t), store, student, loss.MeanSquaredError, opt, nil, nil)
+	var mon *Monitor
+	if sub, ok := opt.(*Optimizer); ok && logs != nil {
+		mon = sub.NewMonitor(store)
+		mon.Logf = func(format string, args ...any) { *logs = append(*logs, fmt.Sprintf(format, args...)) }
+	}
 	var tail float64
 	for i := range steps {
 		metrics, err := trainer.TrainStep(tc.next())
 		require.NoError(t, err)
+		if mon != nil {
+			require.NoError(t, mon.Observe())
+		}
 		if i >= steps-window {
 			tail += float64(metrics[0].Value().(float32))
 		}
@@ -142,11 +152,12 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 	base := func() optimizer.Interface { return optimizer.Adam().LearningRate(0.02).Done() }
 	subspace := func() *Config { return Subspace(base()).Rank(4) }
 
-	stock, _ := trainTeacher(t, base(), steps, switchStep, window)
+	stock, _ := trainTeacher(t, base(), steps, switchStep, window, nil)
 	offOpt := subspace().CheckEvery(0).Done()
-	off, _ := trainTeacher(t, offOpt, steps, switchStep, window)
+	off, _ := trainTeacher(t, offOpt, steps, switchStep, window, nil)
 	onOpt := subspace().Done()
-	on, store := trainTeacher(t, onOpt, steps, switchStep, window)
+	var logs []string
+	on, store := trainTeacher(t, onOpt, steps, switchStep, window, &logs)
 	report, err := onOpt.Report(store)
 	require.NoError(t, err)
 	t.Logf("final loss: stock %.4f, controller off %.4f, on %.4f (noise floor %.4f); %s",
@@ -158,6 +169,29 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 	require.Positive(t, report.Refreshes)
 	require.LessOrEqual(t, report.Refreshes, report.Checks/3, "few refreshes: the controller is not refreshing blindly")
 	require.Equal(t, 1, onOpt.Builds(), "refreshes do not recompile")
+	// Each action is logged with the signal and the threshold that caused it, and the first
+	// refresh after the target moved comes within two checks of the move.
+	var refreshLines, fullLines int
+	firstAfter := int64(-1)
+	for _, line := range logs {
+		if strings.Contains(line, "residual above threshold") {
+			require.Regexp(t, `residual 0\.\d+ > 0\.5, grown by more than 0\.15`, line)
+			refreshLines++
+			var step int64
+			_, err := fmt.Sscanf(line, "subspace: step %d:", &step)
+			require.NoError(t, err)
+			if step > switchStep && firstAfter < 0 {
+				firstAfter = step
+			}
+		}
+		if strings.Contains(line, "full update of /student/dense/weights") {
+			fullLines++
+		}
+	}
+	require.Positive(t, refreshLines)
+	require.Positive(t, fullLines)
+	require.Positive(t, firstAfter, "a refresh after the move")
+	require.LessOrEqual(t, firstAfter, int64(switchStep+2*DefaultCheckEvery), "the controller reacts within two checks")
 }
 
 // TestCurvatureSignal: on the quadratic loss a/2·‖W‖² the gradient is a·W, so the curvature

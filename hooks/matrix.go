@@ -81,7 +81,11 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	h.fullInputs = []*Node{x2, dy2}
 	rows := x2.Shape().Dim(0)
 	control := max(1, min(rows, int(math.Ceil(st.o.cfg.policy.ControlFraction*float64(rows)))))
-	h.check(Slice(x2, AxisRange(0, control)), Slice(dy2, AxisRange(0, control)))
+	// The control rows are sliced inside the check's gate: outside it, the slices would be copied
+	// on every step.
+	h.check(func(in []*Node) *Node {
+		return h.fullGrad([]*Node{Slice(in[0], AxisRange(0, control)), Slice(in[1], AxisRange(0, control))})
+	}, x2, dy2)
 	return h
 }
 
@@ -96,15 +100,15 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.fullGrad = func(in []*Node) *Node { return in[0] }
 	h.fullInputs = []*Node{grad2}
-	h.check(grad2)
+	h.check(h.fullGrad, grad2)
 	return h
 }
 
-// check builds the drift check's gated work on the control gradient (fullGrad of inputs): its
+// check builds the drift check's gated work on the control gradient (controlGrad of inputs): its
 // relative residual against the current basis (1 before a basis exists), the top singular pair
 // of its part outside the subspace (for the full-update rule) and the length of its part inside.
 // Only small outputs leave the gate: ordinary steps pay for none of it.
-func (h *matrixVar) check(inputs ...*Node) {
+func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 	g := h.st.g
 	dtype := stateDType(h.v)
 	scalar := ScalarZero(g, dtype)
@@ -114,7 +118,7 @@ func (h *matrixVar) check(inputs ...*Node) {
 	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
 	h.checked = projector.CheckGate(h.st.isCheck, in, otherwise, func(in []*Node) []*Node {
 		n := len(inputs)
-		grad := h.fullGrad(in[:n])
+		grad := controlGrad(in[:n])
 		oldBasis, oldValid := in[n], in[n+1]
 		a := grad // the basis spans a's columns
 		if h.side == projector.Right {

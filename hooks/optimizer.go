@@ -356,6 +356,8 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	peakVar := st.scalarState("curvature_peak", ldt)
 	d := pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
 		plateau: plateauAfterCheck, curvaturePeak: peakVar.NodeValue(g)})
+	lastPeak := st.scalarState("last_check_curvature_peak", ldt)
+	lastPeak.SetNodeValue(Where(st.isCheck, peakVar.NodeValue(g), lastPeak.NodeValue(g)))
 	peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peakVar.NodeValue(g)), peakVar.NodeValue(g)))
 
 	// A rank change (made on the host, AdaptRanks) asks for the bases to be learned next step.

@@ -28,6 +28,7 @@ type Report struct {
 	FullUpdates        int64   // checks at which a variable took the part of its gradient outside its subspace
 	RankChanges        int64   // variables whose rank the rank rule changed (each recompiles the step once)
 	Curvature          float64 // the last curvature measured along a step
+	CurvaturePeak      float64 // at the last check: the largest |κ| over its smoothed magnitude since the check before
 	CurvatureEMA       float64 // its smoothed magnitude
 	// LearnRuns counts the steps that ran the gated learning work (FLOPs.PerLearn): the SVDs
 	// (matrix: every warm-up step, refreshes and rank changes).
@@ -161,6 +162,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.RankChanges = asInt(read(at("rank_changes")))
 	r.Curvature = asFloat(read(at("curvature")))
 	r.CurvatureEMA = asFloat(read(at("curvature_ema")))
+	r.CurvaturePeak = asFloat(read(at("last_check_curvature_peak")))
 	r.SkippedSteps = asInt(read(at("skipped_steps")))
 	r.BasesKept = asInt(read(at("bases_kept")))
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
@@ -203,27 +205,28 @@ type Event struct {
 	Cause             int
 	Residual          float64 // largest relative residual at the check (refreshes only)
 	ExplainedVariance float64 // mean over the projected variables, after the SVD
+	Signal            string  // the signal and the threshold that caused it (refreshes only)
 }
 
 func (e Event) String() string {
 	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, CauseName(e.Cause))
-	switch e.Cause {
-	case CauseResidual:
-		s += fmt.Sprintf(": residual %.3f", e.Residual)
+	if e.Signal != "" {
+		s += ": " + e.Signal
 	}
 	return s + fmt.Sprintf("; explained variance %.3f", e.ExplainedVariance)
 }
 
 // Monitor watches the projector after each step and logs every SVD with its cause.
 type Monitor struct {
-	opt     *Optimizer
-	store   *model.Store
-	seen    int64
-	skipped int64
-	kept    int64
-	last    Report
-	builds  int
-	Events  []Event
+	opt         *Optimizer
+	store       *model.Store
+	seen        int64
+	skipped     int64
+	kept        int64
+	last        Report
+	builds      int
+	fullUpdates int64
+	Events      []Event
 	// Logf receives one line per event; nil keeps them silent (they are still in Events).
 	Logf func(format string, args ...any)
 	// Trace, if set, receives one JSON line (a TraceRecord) per Observe: every signal and decision.
@@ -391,6 +394,19 @@ func (m *Monitor) record(r Report) {
 		}
 		m.kept = r.BasesKept
 	}
+	pol := m.opt.cfg.policy
+	if r.FullUpdates > m.fullUpdates {
+		if m.Logf != nil && len(r.Variables) > 0 {
+			paths := make([]string, len(r.Variables))
+			for i, v := range r.Variables {
+				paths[i] = v.Path
+			}
+			slices.Sort(paths)
+			who := paths[int(r.Checks/int64(max(1, pol.FullUpdateEvery)))%len(paths)]
+			m.Logf("subspace: step %d: full update of %s (rule %s: every %d checks, variables in turn)", r.Steps, who, RuleFullUpdate, pol.FullUpdateEvery)
+		}
+		m.fullUpdates = r.FullUpdates
+	}
 	if r.SVDs == m.seen {
 		return
 	}
@@ -399,8 +415,14 @@ func (m *Monitor) record(r Report) {
 	}
 	m.seen = r.SVDs
 	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause, ExplainedVariance: r.MeanExplainedVariance()}
-	if e.Cause == CauseResidual {
+	switch e.Cause {
+	case CauseResidual:
 		e.Residual = r.LastCheckResidual
+		e.Signal = fmt.Sprintf("residual %.3f > %g, grown by more than %g since the basis's first check", r.LastCheckResidual, pol.ResidualThreshold, pol.DriftMargin)
+	case CauseLoss:
+		e.Signal = fmt.Sprintf("smoothed loss %.4g not falling for %d checks (patience %d)", r.LossEMA, pol.LossPatience, pol.LossPatience)
+	case CauseCurvature:
+		e.Signal = fmt.Sprintf("curvature jumped to %.1f× its smoothed magnitude (factor %g)", r.CurvaturePeak, pol.CurvatureFactor)
 	}
 	m.Events = append(m.Events, e)
 	if m.Logf != nil {
