@@ -55,7 +55,7 @@ const (
 const (
 	DefaultRank              = 4
 	DefaultWarmUp            = 10
-	DefaultCheckEvery        = 25
+	DefaultCheckEvery        = 50
 	DefaultResidualThreshold = 0.5
 	DefaultLossPatience      = 4
 	// LossEMADecay smooths the loss for the plateau signal (≈ a 10-step window).

@@ -128,7 +128,7 @@ func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 		outside := Sub(a, inside)
 		resid := relativeLength(outside, a)
 		resid = Where(oldValid, resid, OnesLike(resid))
-		b, c, sigma := topSingularPair(outside, 3)
+		b, c, sigma := topSingularPair(outside, 2)
 		return []*Node{resid, b, c, sigma, Sqrt(ReduceAllSum(Square(inside)))}
 	})
 }

@@ -272,6 +272,8 @@ func TestConfigurationErrors(t *testing.T) {
 		{Subspace(adam).WarmUp(0), "WarmUp(0) must be ≥ 1"},
 		{Subspace(adam).Mode(Temporal).VarianceThreshold(2), "VarianceThreshold(2) is outside"},
 		{Subspace(adam).ResidualThreshold(0), "ResidualThreshold(0) is outside"},
+		{Subspace(adam).RankBounds(9, 8), "Policy.MinRank 9 is above MaxRank 8"},
+		{Subspace(adam).Mode(Temporal).RankBounds(2, 8), "adaptive rank (RankBounds) applies to the matrix subspace"},
 		{Subspace(adam).Matching("("), "invalid pattern"},
 		{Subspace(nil), "base optimizer is nil"},
 	} {

@@ -178,7 +178,7 @@ func firstElement(x *Node) []SliceAxisSpec {
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that
 // the projector gates: they run only on the steps that learn a basis (or, Check, that run a drift
-// check), Trips times each.
+// check), Trips times each (at most: the eigen-solver's While stops once converged).
 type GatedRange struct {
 	Start, End int
 	Trips      int

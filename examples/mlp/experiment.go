@@ -33,7 +33,7 @@ type Setup struct {
 // "trained" runs to convergence with a larger rank and the drift refresh on.
 var Setups = []Setup{
 	{Name: "seed", Epochs: 20, LearningRate: 0.5, WarmUp: 10, Rank: 2},
-	{Name: "trained", Epochs: 500, LearningRate: 0.5, WarmUp: 10, Rank: 4, CheckEvery: 25},
+	{Name: "trained", Epochs: 500, LearningRate: 0.5, WarmUp: 10, Rank: 4, CheckEvery: hooks.DefaultCheckEvery},
 }
 
 // HiddenUnits of the two-layer MLP.
