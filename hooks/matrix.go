@@ -110,6 +110,9 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 // Only small outputs leave the gate: ordinary steps pay for none of it.
 func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 	g := h.st.g
+	if h.st.o.cfg.policy.CheckEvery == 0 {
+		return // no checks: none of their work is built
+	}
 	dtype := stateDType(h.v)
 	scalar := ScalarZero(g, dtype)
 	rows := h.oldBasis.Shape().Dim(0)
@@ -168,7 +171,12 @@ func (h *matrixVar) fullUpdateInBase() bool { return false }
 func (h *matrixVar) useProjection() *Node   { return h.useProj }
 
 // residual is read at checks, where the check ran.
-func (h *matrixVar) residual() *Node { return h.checked[0] }
+func (h *matrixVar) residual() *Node {
+	if h.checked == nil {
+		return ScalarZero(h.st.g, stateDType(h.v))
+	}
+	return h.checked[0]
+}
 
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
@@ -223,7 +231,9 @@ func (h *matrixVar) learn(learnNow *Node) {
 	h.basis.SetNodeValue(Where(take, learned[0], h.oldBasis))
 	h.coefGrad = Where(take, learned[1], h.stepCoef)
 	h.explained.SetNodeValue(Where(take, learned[2], h.explained.NodeValue(g)))
-	h.residVar.SetNodeValue(Where(h.st.isCheck, h.checked[0], h.residVar.NodeValue(g)))
+	if h.checked != nil {
+		h.residVar.SetNodeValue(Where(h.st.isCheck, h.checked[0], h.residVar.NodeValue(g)))
+	}
 	newValid := LogicalOr(h.oldValid, take)
 	h.valid.SetNodeValue(ConvertDType(newValid, dtypes.Int32))
 	h.useProj = newValid

@@ -339,26 +339,35 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	// Residual signals: the largest relative residual among the projected variables, and the
 	// largest growth of one since the first check after its basis was learned (that check
 	// records each variable's fresh residual and reports no growth).
-	freshPending := st.counter("fresh_residual_pending", dtypes.Int32)
-	pending := GreaterThan(freshPending.NodeValue(g), Const(g, int32(0)))
+	checks := pol.CheckEvery > 0 // without checks no rule can fire: none of their signals is built
 	maxResid := Scalar(g, ldt, 0)
-	maxDrift := Scalar(g, ldt, -1)
-	for _, h := range hs {
-		resid := ConvertDType(h.residual(), ldt)
-		freshVar := st.varState(h.variable(), "fresh_residual", shapes.Make(ldt))
-		fresh := freshVar.NodeValue(g)
-		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
-		maxResid = Max(maxResid, resid)
-		maxDrift = Max(maxDrift, Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh)))
-	}
+	off := Const(g, false)
+	d := driftDecision{refresh: off, byResidual: off, byLoss: off, byCurvature: off}
+	freshPending := st.counter("fresh_residual_pending", dtypes.Int32)
+	if checks {
+		pending := GreaterThan(freshPending.NodeValue(g), Const(g, int32(0)))
+		maxDrift := Scalar(g, ldt, -1)
+		for _, h := range hs {
+			resid := ConvertDType(h.residual(), ldt)
+			freshVar := st.varState(h.variable(), "fresh_residual", shapes.Make(ldt))
+			fresh := freshVar.NodeValue(g)
+			freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
+			maxResid = Max(maxResid, resid)
+			maxDrift = Max(maxDrift, Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh)))
+		}
 
-	// Curvature signal: the largest jump since the last check (see applyBase).
-	peakVar := st.scalarState("curvature_peak", ldt)
-	d := pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
-		plateau: plateauAfterCheck, curvaturePeak: peakVar.NodeValue(g)})
-	lastPeak := st.scalarState("last_check_curvature_peak", ldt)
-	lastPeak.SetNodeValue(Where(st.isCheck, peakVar.NodeValue(g), lastPeak.NodeValue(g)))
-	peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peakVar.NodeValue(g)), peakVar.NodeValue(g)))
+		// Curvature signal: the largest jump since the last check (see applyBase).
+		peak := Scalar(g, ldt, 0)
+		if pol.CurvatureFactor > 0 {
+			peakVar := st.scalarState("curvature_peak", ldt)
+			peak = peakVar.NodeValue(g)
+			lastPeak := st.scalarState("last_check_curvature_peak", ldt)
+			lastPeak.SetNodeValue(Where(st.isCheck, peak, lastPeak.NodeValue(g)))
+			peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peak), peak))
+		}
+		d = pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
+			plateau: plateauAfterCheck, curvaturePeak: peak})
+	}
 
 	// A rank change (made on the host, AdaptRanks) asks for the bases to be learned next step.
 	learnNextVar := st.counter("learn_next", dtypes.Int32)
@@ -385,7 +394,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	st.bump("refreshes_loss", d.byLoss)
 	st.bump("refreshes_curvature", d.byCurvature)
 	st.bump("svds", learnNow)
-	checks := st.bump("checks", st.isCheck)
+	checkCount := st.bump("checks", st.isCheck)
 	lastStep := st.counter("last_svd_step", dtypes.Int64)
 	lastStep.SetNodeValue(Where(learnNow, st.t, lastStep.NodeValue(g)))
 	lastCause := st.counter("last_svd_cause", dtypes.Int32)
@@ -398,7 +407,10 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	anyTurn := Const(g, false)
 	for i, h := range hs {
 		h.learn(learnNow)
-		turn := LogicalAnd(pol.fullUpdateTurn(st.isCheck, checks, i, len(hs)), st.ok)
+		if !checks {
+			continue
+		}
+		turn := LogicalAnd(pol.fullUpdateTurn(st.isCheck, checkCount, i, len(hs)), st.ok)
 		st.fullTurn[h] = turn
 		anyTurn = LogicalOr(anyTurn, turn)
 		if pol.adaptive(st.o.cfg.rank) {
@@ -539,7 +551,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		var turn *Node
-		if st.o.cfg.policy.FullUpdateEvery > 0 {
+		if pol := st.o.cfg.policy; pol.FullUpdateEvery > 0 && pol.CheckEvery > 0 {
 			turn = st.fullTurn[h]
 		}
 		projected := Add(before, h.lift(step, turn))
@@ -552,7 +564,9 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v.SetNodeValue(projected)
 		coef.SetNodeValue(zero[h])
 	}
-	st.curvature(hs, steps)
+	if pol := st.o.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
+		st.curvature(hs, steps) // only its rule reads it
+	}
 }
 
 // checkStep decides whether this step's update is applied: not if the loss or any gradient is

@@ -151,6 +151,13 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		return 0
 	}
 	at := func(name string) string { return path.Join(root, name) }
+	// optional reads a signal's state that exists only where its rule is on (0 otherwise).
+	optional := func(p string) any {
+		if v := store.GetVariable(p); v != nil {
+			return read(p)
+		}
+		return nil
+	}
 	r.Steps = asInt(read(at("step")))
 	r.SVDs = asInt(read(at("svds")))
 	r.Refreshes = asInt(read(at("refreshes")))
@@ -160,9 +167,9 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.Checks = asInt(read(at("checks")))
 	r.FullUpdates = asInt(read(at("full_updates")))
 	r.RankChanges = asInt(read(at("rank_changes")))
-	r.Curvature = asFloat(read(at("curvature")))
-	r.CurvatureEMA = asFloat(read(at("curvature_ema")))
-	r.CurvaturePeak = asFloat(read(at("last_check_curvature_peak")))
+	r.Curvature = asFloat(optional(at("curvature")))
+	r.CurvatureEMA = asFloat(optional(at("curvature_ema")))
+	r.CurvaturePeak = asFloat(optional(at("last_check_curvature_peak")))
 	r.SkippedSteps = asInt(read(at("skipped_steps")))
 	r.BasesKept = asInt(read(at("bases_kept")))
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
