@@ -343,8 +343,9 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	maxResid := Scalar(g, ldt, 0)
 	off := Const(g, false)
 	d := driftDecision{refresh: off, byResidual: off, byLoss: off, byCurvature: off}
-	freshPending := st.counter("fresh_residual_pending", dtypes.Int32)
+	var freshPending *model.Variable
 	if checks {
+		freshPending = st.counter("fresh_residual_pending", dtypes.Int32)
 		pending := GreaterThan(freshPending.NodeValue(g), Const(g, int32(0)))
 		maxDrift := Scalar(g, ldt, -1)
 		for _, h := range hs {
@@ -370,12 +371,21 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	}
 
 	// A rank change (made on the host, AdaptRanks) asks for the bases to be learned next step.
-	learnNextVar := st.counter("learn_next", dtypes.Int32)
-	byRank := LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
+	adaptive := checks && pol.adaptive(st.o.cfg.rank)
+	byRank := off
+	var learnNextVar *model.Variable
+	if adaptive {
+		learnNextVar = st.counter("learn_next", dtypes.Int32)
+		byRank = LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
+	}
 	learnNow := LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), st.ok)
-	learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
-	afterCheck := Where(st.isCheck, Const(g, int32(0)), freshPending.NodeValue(g))
-	freshPending.SetNodeValue(Where(learnNow, Const(g, int32(1)), afterCheck))
+	if adaptive {
+		learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
+	}
+	if checks {
+		afterCheck := Where(st.isCheck, Const(g, int32(0)), freshPending.NodeValue(g))
+		freshPending.SetNodeValue(Where(learnNow, Const(g, int32(1)), afterCheck))
+	}
 
 	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
 	newBest := Where(LogicalOr(st.warm, LogicalOr(d.refresh, LogicalAnd(st.isCheck, improved))), newEMA, best)
@@ -392,7 +402,9 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	st.bump("refreshes", d.refresh)
 	st.bump("refreshes_residual", d.byResidual)
 	st.bump("refreshes_loss", d.byLoss)
-	st.bump("refreshes_curvature", d.byCurvature)
+	if checks && pol.CurvatureFactor > 0 {
+		st.bump("refreshes_curvature", d.byCurvature)
+	}
 	st.bump("svds", learnNow)
 	checkCount := st.bump("checks", st.isCheck)
 	lastStep := st.counter("last_svd_step", dtypes.Int64)
@@ -413,7 +425,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 		turn := LogicalAnd(pol.fullUpdateTurn(st.isCheck, checkCount, i, len(hs)), st.ok)
 		st.fullTurn[h] = turn
 		anyTurn = LogicalOr(anyTurn, turn)
-		if pol.adaptive(st.o.cfg.rank) {
+		if adaptive {
 			v := h.variable()
 			highVar := st.varState(v, "high_checks", shapes.Make(counterDType))
 			lowVar := st.varState(v, "low_checks", shapes.Make(counterDType))
@@ -423,8 +435,12 @@ func (st *stepState) driftAndLearn(hs []handler) {
 			lowVar.SetNodeValue(Where(learnNow, ZerosLike(low), low))
 		}
 	}
-	st.bump("full_updates", anyTurn)
-	st.counter("rank_changes", dtypes.Int64) // kept by the host's rank rule (AdaptRanks)
+	if checks && pol.FullUpdateEvery > 0 {
+		st.bump("full_updates", anyTurn)
+	}
+	if adaptive {
+		st.counter("rank_changes", dtypes.Int64) // kept by the host's rank rule (AdaptRanks)
+	}
 }
 
 // bump increments the named int64 counter where cond holds and returns its new value.

@@ -32,7 +32,7 @@ func (c RankChange) String() string {
 // next step recompiles once. A Monitor with a trainer calls it after every observation.
 func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	pol := o.cfg.policy
-	if o.cfg.mode != Matrix || !pol.adaptive(o.cfg.rank) {
+	if o.cfg.mode != Matrix || !pol.adaptive(o.cfg.rank) || pol.CheckEvery == 0 {
 		return nil, nil
 	}
 	store := trainer.Store()

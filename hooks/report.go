@@ -163,10 +163,10 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.Refreshes = asInt(read(at("refreshes")))
 	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
 	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
-	r.RefreshesCurvature = asInt(read(at("refreshes_curvature")))
+	r.RefreshesCurvature = asInt(optional(at("refreshes_curvature")))
 	r.Checks = asInt(read(at("checks")))
-	r.FullUpdates = asInt(read(at("full_updates")))
-	r.RankChanges = asInt(read(at("rank_changes")))
+	r.FullUpdates = asInt(optional(at("full_updates")))
+	r.RankChanges = asInt(optional(at("rank_changes")))
 	r.Curvature = asFloat(optional(at("curvature")))
 	r.CurvatureEMA = asFloat(optional(at("curvature_ema")))
 	r.CurvaturePeak = asFloat(optional(at("last_check_curvature_peak")))
@@ -197,7 +197,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 		if e.Path == PathTemporal {
 			vr.Rank = int(asInt(read(base + "rank")))
-		} else if o.cfg.policy.adaptive(o.cfg.rank) {
+		} else if o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
 			vr.HighChecks = int(asInt(read(base + "high_checks")))
 			vr.LowChecks = int(asInt(read(base + "low_checks")))
 		}
