@@ -83,6 +83,7 @@ type Row struct {
 	RankChanges        int64          `json:"rank_changes"`
 	Compilations       int            `json:"compilations"` // step graphs built
 	Backend            string         `json:"backend"`
+	Batch, SeqLen      int            `json:"-"`
 	TrainCurve         []float64      `json:"-"`
 	History            []hooks.Sample `json:"-"` // the monitor's view after each step
 	EvalCurve          []float64      `json:"-"`
@@ -117,10 +118,14 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 	return nil, fmt.Errorf("unknown variant %q (use %s)", variant, strings.Join(allVariants, ", "))
 }
 
-// runVariant trains one variant and measures it. Stock variants run through the wrapper with
-// projection disabled, which is bit-for-bit the base optimizer and lets FLOPs be counted alike.
-func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant string, o Options) (Row, error) {
-	row := Row{Variant: variant, Steps: o.Steps, Backend: backend.Name(), Mode: "stock"}
+// stepTimer runs more training steps of a trained variant and returns their wall time.
+type stepTimer func(steps int) (time.Duration, error)
+
+// runVariant trains one variant and measures it; the returned stepTimer lets run time its steps
+// interleaved with the other variants'. Stock variants run through the wrapper with projection
+// disabled, which is bit-for-bit the base optimizer and lets FLOPs be counted alike.
+func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant string, o Options) (Row, stepTimer, error) {
+	row := Row{Variant: variant, Steps: o.Steps, Backend: backend.Name(), Mode: "stock", Batch: o.Batch, SeqLen: o.Model.SeqLen}
 	switch {
 	case strings.HasPrefix(variant, "subspace-"):
 		row.Optimizer, row.Mode = "adamw", strings.TrimPrefix(variant, "subspace-")
@@ -129,18 +134,18 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	}
 	opt, err := newOptimizer(variant, o)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, o.Seed) // the same initialisation for every variant
 	trainer := train.NewTrainer(backend, store, o.Model.Logits, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
 	batches, err := transformer.NewBatches(corpus.Train, o.Batch, o.Model.SeqLen, uint64(o.Seed))
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	evalSet, err := evalBatches(corpus.Eval, o)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	var bar *progressbar.ProgressBar
 	if !o.Quiet {
@@ -155,7 +160,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		if o.OutDir != "" {
 			trace, err := os.Create(filepath.Join(o.OutDir, "trace-"+variant+".jsonl"))
 			if err != nil {
-				return row, err
+				return row, nil, err
 			}
 			defer trace.Close()
 			monitor.Trace = trace
@@ -168,7 +173,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		start := time.Now()
 		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
 		if err != nil {
-			return row, fmt.Errorf("%s, step %d: %w", variant, step+1, err)
+			return row, nil, fmt.Errorf("%s, step %d: %w", variant, step+1, err)
 		}
 		elapsed := time.Since(start)
 		if step >= untimed {
@@ -178,13 +183,13 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		row.TrainCurve = append(row.TrainCurve, lossValue)
 		if monitor != nil {
 			if err := monitor.ObserveTimed(elapsed); err != nil {
-				return row, err
+				return row, nil, err
 			}
 		}
 		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
 			ev, err := evalLoss(backend, store, o, evalSet)
 			if err != nil {
-				return row, err
+				return row, nil, err
 			}
 			row.EvalCurve = append(row.EvalCurve, ev)
 			row.EvalCurveSteps = append(row.EvalCurveSteps, step+1)
@@ -211,11 +216,11 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	row.TokensPerSec = float64(o.Batch*o.Model.SeqLen) / (row.StepMs / 1000)
 	flops, err := opt.StepFLOPs()
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	report, err := opt.Report(store)
 	if err != nil {
-		return row, err
+		return row, nil, err
 	}
 	gated := float64(flops.Gated(report)) / float64(o.Steps)
 	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
@@ -231,7 +236,19 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	if !o.Quiet && row.Mode != "stock" {
 		fmt.Fprint(os.Stderr, opt.PlanString())
 	}
-	return row, nil
+	timer := func(steps int) (time.Duration, error) {
+		var total time.Duration
+		for range steps {
+			x, y := batches.Next()
+			start := time.Now()
+			if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
+				return 0, err
+			}
+			total += time.Since(start)
+		}
+		return total, nil
+	}
+	return row, timer, nil
 }
 
 // optimizerStateBytes sums the variables optimizers keep beside the model: moments, bases,
@@ -382,12 +399,16 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	}
 	o.OutDir = outDir
 	var rows []Row
+	var timers []stepTimer
 	for _, v := range o.Variants {
-		row, err := runVariant(backend, corpus, v, o)
+		row, timer, err := runVariant(backend, corpus, v, o)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row)
+		rows, timers = append(rows, row), append(timers, timer)
+	}
+	if err := timeInterleaved(rows, timers, o.Quiet); err != nil {
+		return err
 	}
 	bound := AnalyticGradientRatio(o.Model, o.Batch, o.Rank)
 	table := formatTable(rows, bound)
@@ -463,6 +484,7 @@ func formatTable(rows []Row, bound float64) string {
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+
 		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n"+
+		"ms/step: measured after training, the variants taking turns (5 blocks of 10 steps each).\n"+
 		"Controller time: the share of the wall time that drift checks and refreshes after warm-up took beyond\n"+
 		"a plain step (and, in parentheses, the warm-up's learning). Compilations: step graphs built (the\n"+
 		"first, plus one per rank change).\n", bound)
@@ -498,4 +520,34 @@ func meanRank(r hooks.Report) string {
 		sum += float64(v.Rank)
 	}
 	return strconv.FormatFloat(sum/float64(len(r.Variables)), 'f', -1, 64)
+}
+
+// Interleaved timing: after training, each variant runs timingBlocks blocks of timingSteps more
+// steps, the variants taking turns, so that a change in the machine's load (these machines are
+// shared) falls on all of them alike. Variants trained one after the other can differ by 15%
+// from that alone.
+const timingBlocks, timingSteps = 5, 10 // 50 steps: one drift check at the default interval
+
+func timeInterleaved(rows []Row, timers []stepTimer, quiet bool) error {
+	if len(rows) < 2 {
+		return nil
+	}
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "timing: %d interleaved blocks of %d steps per variant\n", timingBlocks, timingSteps)
+	}
+	totals := make([]time.Duration, len(rows))
+	for range timingBlocks {
+		for i, timer := range timers {
+			d, err := timer(timingSteps)
+			if err != nil {
+				return fmt.Errorf("timing %s: %w", rows[i].Variant, err)
+			}
+			totals[i] += d
+		}
+	}
+	for i := range rows {
+		rows[i].StepMs = float64(totals[i].Microseconds()) / 1000 / float64(timingBlocks*timingSteps)
+		rows[i].TokensPerSec = float64(rows[i].Batch*rows[i].SeqLen) / (rows[i].StepMs / 1000)
+	}
+	return nil
 }
