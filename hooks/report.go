@@ -243,7 +243,8 @@ type Monitor struct {
 	Trainer *train.Trainer
 	// RankChanges lists the rank rule's actions.
 	RankChanges []RankChange
-	// History holds one Sample per Observe, for plots of the controller over time.
+	// History holds one Sample per Observe (it grows with the run), for plots of the controller
+	// over time.
 	History []Sample
 	// Times splits the wall time of the steps given to ObserveTimed by what they ran.
 	Times StepTimes
