@@ -77,7 +77,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		x2 = ConvertDType(x2, sdt)
 	}
 	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
-	h.fullGrad = func(in []*Node) *Node { return DotProduct(Transpose(in[0], 0, 1), in[1]) }
+	h.fullGrad = func(in []*Node) *Node { return projector.TransposedTimes(in[0], in[1]) }
 	h.fullInputs = []*Node{x2, dy2}
 	rows := x2.Shape().Dim(0)
 	control := max(1, min(rows, int(math.Ceil(st.o.cfg.policy.ControlFraction*float64(rows)))))
@@ -127,7 +127,7 @@ func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 		if h.side == projector.Right {
 			a = Transpose(grad, 0, 1)
 		}
-		inside := DotProduct(oldBasis, DotProduct(Transpose(oldBasis, 0, 1), a))
+		inside := DotProduct(oldBasis, projector.TransposedTimes(oldBasis, a))
 		outside := Sub(a, inside)
 		resid := relativeLength(outside, a)
 		resid = Where(oldValid, resid, OnesLike(resid))
@@ -154,7 +154,7 @@ func topSingularPair(a *Node, iterations int) (b, c, sigma *Node) {
 	c = unit(c)
 	for range iterations {
 		b = unit(DotProduct(a, c))
-		c = unit(DotProduct(Transpose(a, 0, 1), b))
+		c = unit(projector.TransposedTimes(a, b))
 	}
 	sigma = ReduceAllSum(Mul(b, DotProduct(a, c)))
 	return b, c, Abs(sigma)

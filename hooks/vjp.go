@@ -3,6 +3,7 @@ package hooks
 import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // directKey marks, in a graph's state, the product nodes whose weight takes the direct path: their
@@ -79,7 +80,7 @@ func directDenseVJP(node, dy *Node) []*Node {
 	x, w := inputs[0], inputs[1]
 	p, _ := fusedDenseProduct(node, w)
 	dy2 := p.dyRows(ConvertDType(dy, w.DType()))
-	dx := Reshape(DotProduct(dy2, Transpose(p.fromW(w), 0, 1)), x.Shape().Dimensions...)
+	dx := Reshape(projector.TimesTransposed(dy2, p.fromW(w)), x.Shape().Dimensions...)
 	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
 	if len(inputs) > 2 {
 		b := inputs[2]

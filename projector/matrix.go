@@ -98,7 +98,7 @@ func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, pow
 	omega := ConstAsDType(g, dtype, gaussianSketch(cols, rank))
 	y := DotProduct(a, omega)
 	if previous != nil {
-		warm := DotProduct(a, DotProduct(Transpose(a, 0, 1), previous))
+		warm := DotProduct(a, TransposedTimes(a, previous))
 		useWarm := prevValid
 		if useWarm == nil {
 			useWarm = Const(g, true)
@@ -110,10 +110,10 @@ func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, pow
 	}
 	y = Orthonormalize(y, 1e-7)
 	for range powerIterations {
-		y = Orthonormalize(DotProduct(a, DotProduct(Transpose(a, 0, 1), y)), 1e-7)
+		y = Orthonormalize(DotProduct(a, TransposedTimes(a, y)), 1e-7)
 	}
 
-	kept := ReduceAllSum(Square(DotProduct(Transpose(y, 0, 1), a)))
+	kept := ReduceAllSum(Square(TransposedTimes(y, a)))
 	safeEnergy := Where(valid, energy, OnesLike(energy))
 	explained := Where(valid, Div(kept, safeEnergy), ZerosLike(energy))
 	fallback := ZerosLike(y)
@@ -138,21 +138,29 @@ func gaussianSketch(n, r int) [][]float64 {
 	return out
 }
 
+// TransposedTimes is aᵀ·b for matrices a [k, m] and b [k, n], as one product contracting their
+// first axes: no transposed copy of a is built (on the Go backend a Transpose is a full pass, and
+// a is an activation matrix here).
+func TransposedTimes(a, b *Node) *Node { return DotGeneral(a, []int{0}, nil, b, []int{0}, nil) }
+
+// TimesTransposed is a·bᵀ for matrices a [m, k] and b [n, k], as one product.
+func TimesTransposed(a, b *Node) *Node { return DotGeneral(a, []int{1}, nil, b, []int{1}, nil) }
+
 // DirectCoefficients computes the projected gradient of W ([m, n]) in a product y = x·W without
 // building ∂W = xᵀ·∂y: Left returns (x·Q)ᵀ·∂y ([r, n]), Right returns xᵀ·(∂y·Q) ([m, r]). x is
 // [B, m] and dy is [B, n] (leading axes flattened into B): B·r·(m+n) multiply-adds instead of
 // B·m·n.
 func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
 	if side == Left {
-		return DotProduct(Transpose(DotProduct(x, basis), 0, 1), dy)
+		return TransposedTimes(DotProduct(x, basis), dy)
 	}
-	return DotProduct(Transpose(x, 0, 1), DotProduct(dy, basis))
+	return TransposedTimes(x, DotProduct(dy, basis))
 }
 
 // ProjectMatrix returns the coefficients of a full gradient ([m, n]): Qᵀ·∂W (Left) or ∂W·Q (Right).
 func ProjectMatrix(grad, basis *Node, side Side) *Node {
 	if side == Left {
-		return DotProduct(Transpose(basis, 0, 1), grad)
+		return TransposedTimes(basis, grad)
 	}
 	return DotProduct(grad, basis)
 }
@@ -162,7 +170,7 @@ func LiftMatrix(basis, coefficients *Node, side Side) *Node {
 	if side == Left {
 		return DotProduct(basis, coefficients)
 	}
-	return DotProduct(coefficients, Transpose(basis, 0, 1))
+	return TimesTransposed(coefficients, basis)
 }
 
 // MatrixResidual is ‖∂W − lift(project(∂W))‖/‖∂W‖ (0 for a zero gradient).
