@@ -129,35 +129,11 @@ func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 		}
 		inside := DotProduct(oldBasis, projector.TransposedTimes(oldBasis, a))
 		outside := Sub(a, inside)
-		resid := relativeLength(outside, a)
+		resid := projector.RelativeLength(outside, a)
 		resid = Where(oldValid, resid, OnesLike(resid))
-		b, c, sigma := topSingularPair(outside, 2)
+		b, c, sigma := projector.TopSingularPair(outside, 2)
 		return []*Node{resid, b, c, sigma, Sqrt(ReduceAllSum(Square(inside)))}
 	})
-}
-
-// topSingularPair estimates the leading singular triple (b, c, σ) of a ([p, q]) by power
-// iterations from a fixed start: a ≈ σ·b·cᵀ along its strongest direction. Zero input gives zeros.
-func topSingularPair(a *Node, iterations int) (b, c, sigma *Node) {
-	g := a.Graph()
-	q := a.Shape().Dim(1)
-	start := make([]float64, q)
-	for i := range start {
-		start[i] = 1 + float64(i%7)/7 // fixed, and not orthogonal to any basis vector in general
-	}
-	c = ConvertDType(Const(g, start), a.DType())
-	unit := func(x *Node) *Node {
-		scale := ReduceAllMax(Abs(x))
-		x = Div(x, safeDivisor(scale))
-		return Div(x, safeDivisor(Sqrt(ReduceAllSum(Square(x)))))
-	}
-	c = unit(c)
-	for range iterations {
-		b = unit(DotProduct(a, c))
-		c = unit(projector.TransposedTimes(a, b))
-	}
-	sigma = ReduceAllSum(Mul(b, DotProduct(a, c)))
-	return b, c, Abs(sigma)
 }
 
 func (h *matrixVar) variable() *model.Variable { return h.v }
@@ -180,18 +156,6 @@ func (h *matrixVar) residual() *Node {
 
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
-// safeDivisor replaces zeros by ones, so that a division by it never makes NaN.
-func safeDivisor(x *Node) *Node {
-	return Where(GreaterThan(x, ZerosLike(x)), x, OnesLike(x))
-}
-
-// relativeLength is ‖a‖/‖b‖, 0 where b is zero.
-func relativeLength(a, b *Node) *Node {
-	aLen, bLen := Sqrt(ReduceAllSum(Square(a))), Sqrt(ReduceAllSum(Square(b)))
-	positive := GreaterThan(bLen, ZerosLike(bLen))
-	return Where(positive, Div(aLen, Where(positive, bLen, OnesLike(bLen))), ZerosLike(bLen))
-}
-
 // lift maps the coefficient step back with Q. On its full-update turn the variable also steps
 // along the strongest direction of its control gradient outside the subspace, σ·b·cᵀ, scaled to
 // at most the length of the projected step (Fira's norm-based scaling: −‖step‖·σ/max(σ, ‖inside‖)).
@@ -201,7 +165,7 @@ func (h *matrixVar) lift(step, fullTurn *Node) *Node {
 	basis := h.basis.NodeValue(h.st.g)
 	if fullTurn != nil {
 		b, c, sigma, insideLen := h.checked[1], h.checked[2], h.checked[3], h.checked[4]
-		alpha := Div(Mul(Sqrt(ReduceAllSum(Square(step))), sigma), safeDivisor(Max(sigma, insideLen)))
+		alpha := Div(Mul(Sqrt(ReduceAllSum(Square(step))), sigma), projector.SafeDivisor(Max(sigma, insideLen)))
 		alpha = Where(fullTurn, Neg(alpha), ZerosLike(alpha))
 		basis = Concatenate([]*Node{basis, InsertAxes(b, -1)}, 1)
 		if h.side == projector.Left { // step [r, n]

@@ -63,15 +63,6 @@ type Policy struct {
 	RankPatience           int
 }
 
-// Rule names, as logged with each action and counted in the report.
-const (
-	RuleResidual   = "residual"
-	RuleLoss       = "loss"
-	RuleCurvature  = "curvature"
-	RuleFullUpdate = "full-update"
-	RuleRank       = "rank"
-)
-
 // DefaultPolicy works on both examples without tuning. A check every 50 steps measures a quarter
 // of the batch; a refresh is a warm-started subspace iteration, so even a check that refreshes
 // costs about one stock weight gradient. The examples measure the controller's share of the wall

@@ -411,7 +411,7 @@ func (m *Monitor) record(r Report) {
 			}
 			slices.Sort(paths)
 			who := paths[int(r.Checks/int64(max(1, pol.FullUpdateEvery)))%len(paths)]
-			m.Logf("subspace: step %d: full update of %s (rule %s: every %d checks, variables in turn)", r.Steps, who, RuleFullUpdate, pol.FullUpdateEvery)
+			m.Logf("subspace: step %d: full update of %s (rule full-update: every %d checks, variables in turn)", r.Steps, who, pol.FullUpdateEvery)
 		}
 		m.fullUpdates = r.FullUpdates
 	}

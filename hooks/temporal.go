@@ -58,7 +58,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	inside := projector.Lift(basis, projector.Coefficients(basis, h.flat))
 	h.outside = Sub(h.flat, inside)
 	h.insideLen = Sqrt(ReduceAllSum(Square(inside)))
-	h.resid = relativeLength(h.outside, h.flat)
+	h.resid = projector.RelativeLength(h.outside, h.flat)
 	return h
 }
 
@@ -77,7 +77,7 @@ func (h *temporalVar) lift(step, fullTurn *Node) *Node {
 	delta := projector.Lift(h.basis.NodeValue(h.st.g), step)
 	if fullTurn != nil {
 		outsideLen := Sqrt(ReduceAllSum(Square(h.outside)))
-		scale := Div(Sqrt(ReduceAllSum(Square(step))), safeDivisor(Max(outsideLen, h.insideLen)))
+		scale := Div(Sqrt(ReduceAllSum(Square(step))), projector.SafeDivisor(Max(outsideLen, h.insideLen)))
 		scale = Where(fullTurn, Neg(scale), ZerosLike(scale))
 		delta = Add(delta, Mul(h.outside, scale))
 	}

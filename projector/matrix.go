@@ -175,9 +175,5 @@ func LiftMatrix(basis, coefficients *Node, side Side) *Node {
 
 // MatrixResidual is ‖∂W − lift(project(∂W))‖/‖∂W‖ (0 for a zero gradient).
 func MatrixResidual(grad, basis *Node, side Side) *Node {
-	residual := Sub(grad, LiftMatrix(basis, ProjectMatrix(grad, basis, side), side))
-	gNorm := Sqrt(ReduceAllSum(Square(grad)))
-	rNorm := Sqrt(ReduceAllSum(Square(residual)))
-	positive := GreaterThan(gNorm, ZerosLike(gNorm))
-	return Where(positive, Div(rNorm, Where(positive, gNorm, OnesLike(gNorm))), ZerosLike(gNorm))
+	return RelativeLength(Sub(grad, LiftMatrix(basis, ProjectMatrix(grad, basis, side), side)), grad)
 }

@@ -16,7 +16,7 @@ func Orthonormalize(a *Node, tol float64) *Node {
 	}
 	k := a.Shape().Dim(1)
 	colMax := ReduceAndKeep(Abs(a), ReduceMax, 0)
-	colNorms := Mul(colMax, Sqrt(ReduceAndKeep(Square(Div(a, safeDivisor(colMax))), ReduceSum, 0)))
+	colNorms := Mul(colMax, Sqrt(ReduceAndKeep(Square(Div(a, SafeDivisor(colMax))), ReduceSum, 0)))
 	threshold := MulScalar(ReduceAllMax(colNorms), tol)
 	cols := make([]*Node, 0, k)
 	for j := range k {
@@ -30,16 +30,16 @@ func Orthonormalize(a *Node, tol float64) *Node {
 		// Scale by the largest entry before squaring: a column of 1e-20s has squares in float32's
 		// denormal range, where the norm loses digits and the "unit" column would not be.
 		vMax := ReduceAllMax(Abs(v))
-		u := Div(v, safeDivisor(vMax))
+		u := Div(v, SafeDivisor(vMax))
 		uNorm := Sqrt(ReduceAllSum(Square(u)))
 		keep := GreaterThan(Mul(vMax, uNorm), threshold)
-		cols = append(cols, Where(keep, Div(u, safeDivisor(uNorm)), ZerosLike(v)))
+		cols = append(cols, Where(keep, Div(u, SafeDivisor(uNorm)), ZerosLike(v)))
 	}
 	return Concatenate(cols, 1)
 }
 
-// safeDivisor replaces zeros by ones, so that a division by it never makes NaN.
-func safeDivisor(x *Node) *Node {
+// SafeDivisor replaces zeros (and negatives) by ones, so that dividing by a length never makes NaN.
+func SafeDivisor(x *Node) *Node {
 	return Where(GreaterThan(x, ZerosLike(x)), x, OnesLike(x))
 }
 
@@ -51,4 +51,34 @@ func OrthonormalityError(q *Node) *Node {
 	present := ConvertDType(GreaterThan(ReduceSum(Square(q), 0), ScalarZero(q.Graph(), q.DType())), q.DType())
 	want := Mul(DiagonalWithValue(ScalarOne(q.Graph(), q.DType()), k), InsertAxes(present, 0))
 	return ReduceAllMax(Abs(Sub(qtq, want)))
+}
+
+// RelativeLength is ‖a‖/‖b‖ (Frobenius norms), 0 where b is zero: the relative residual of a
+// gradient b whose part outside a subspace is a.
+func RelativeLength(a, b *Node) *Node {
+	aLen, bLen := Sqrt(ReduceAllSum(Square(a))), Sqrt(ReduceAllSum(Square(b)))
+	positive := GreaterThan(bLen, ZerosLike(bLen))
+	return Where(positive, Div(aLen, SafeDivisor(bLen)), ZerosLike(bLen))
+}
+
+// TopSingularPair estimates the leading singular triple (b, c, σ) of a ([p, q]) by power
+// iterations from a fixed start: a ≈ σ·b·cᵀ along its strongest direction. Zero input gives zeros.
+func TopSingularPair(a *Node, iterations int) (b, c, sigma *Node) {
+	g := a.Graph()
+	start := make([]float64, a.Shape().Dim(1))
+	for i := range start {
+		start[i] = 1 + float64(i%7)/7 // fixed, and not orthogonal to any basis vector in general
+	}
+	// unit scales by the largest entry before squaring, as Orthonormalize does.
+	unit := func(x *Node) *Node {
+		x = Div(x, SafeDivisor(ReduceAllMax(Abs(x))))
+		return Div(x, SafeDivisor(Sqrt(ReduceAllSum(Square(x)))))
+	}
+	c = unit(ConvertDType(Const(g, start), a.DType()))
+	for range iterations {
+		b = unit(DotProduct(a, c))
+		c = unit(TransposedTimes(a, b))
+	}
+	sigma = ReduceAllSum(Mul(b, DotProduct(a, c)))
+	return b, c, Abs(sigma)
 }

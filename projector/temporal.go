@@ -198,9 +198,5 @@ func Project(basis, g *Node) *Node { return Lift(basis, Coefficients(basis, g)) 
 // RelativeResidual returns ‖g − V·Vᵀ·g‖ / ‖g‖ (scalar): 0 when the subspace holds g entirely,
 // 1 when g is orthogonal to it. A zero g gives 0.
 func RelativeResidual(basis, g *Node) *Node {
-	residual := Sub(g, Project(basis, g))
-	gNorm := Sqrt(ReduceAllSum(Square(g)))
-	rNorm := Sqrt(ReduceAllSum(Square(residual)))
-	positive := GreaterThan(gNorm, ZerosLike(gNorm))
-	return Where(positive, Div(rNorm, Where(positive, gNorm, OnesLike(gNorm))), ZerosLike(gNorm))
+	return RelativeLength(Sub(g, Project(basis, g)), g)
 }
