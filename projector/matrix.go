@@ -138,10 +138,28 @@ func gaussianSketch(n, r int) [][]float64 {
 	return out
 }
 
-// TransposedTimes is aᵀ·b for matrices a [k, m] and b [k, n], as one product contracting their
-// first axes: no transposed copy of a is built (on the Go backend a Transpose is a full pass, and
-// a is an activation matrix here).
-func TransposedTimes(a, b *Node) *Node { return DotGeneral(a, []int{0}, nil, b, []int{0}, nil) }
+// TransposedTimes is aᵀ·b for a matrix a [k, m] and a matrix b [k, n] or vector b [k] (k is
+// usually the batch).
+//
+// The Go backend's product kernels want the left operand contracted on its last axis; given any
+// other layout they first copy both operands into transposed form. A product contracting the
+// first axes of both would therefore copy b too, which here is often a [batch, features]
+// activation or gradient: in a transformer step those copies cost more than the products (rows of
+// a power-of-two length are the slowest to transpose). So the operand transposed explicitly is
+// the one that makes the smaller copy: a itself (k·m values), or b, with the small [n, m] result
+// transposed back (k·n + n·m values). Either way the product then runs without copies.
+//
+// A vector b ([k]) needs no copy at all: aᵀ·b is b·a.
+func TransposedTimes(a, b *Node) *Node {
+	if b.Rank() == 1 {
+		return DotProduct(b, a)
+	}
+	k, m, n := a.Shape().Dim(0), a.Shape().Dim(1), b.Shape().Dim(1)
+	if k*m <= k*n+n*m {
+		return DotProduct(Transpose(a, 0, 1), b)
+	}
+	return Transpose(DotProduct(Transpose(b, 0, 1), a), 0, 1)
+}
 
 // TimesTransposed is a·bᵀ for matrices a [m, k] and b [n, k], as one product.
 func TimesTransposed(a, b *Node) *Node { return DotGeneral(a, []int{1}, nil, b, []int{1}, nil) }

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -111,4 +112,72 @@ func TestDirectCoefficientsEqualProjectedFullGradient(t *testing.T) {
 	}
 	require.ErrorContains(t, CheckMatrix(10, 4, 5, Right), "exceeds the right side")
 	require.ErrorContains(t, CheckMatrix(10, 4, 0, Left), "rank 0 is impossible")
+}
+
+// TestTransposedTimesLayout checks aᵀ·b against gonum and that its product runs in the layout the
+// Go backend's kernels take without copies (left operand contracted on its last axis, right on its
+// first), with only the cheaper operand transposed explicitly: the backend would otherwise copy
+// both operands, large activations included, into transposed form at every step.
+func TestTransposedTimesLayout(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	randMat := func(rows, cols int) *mat.Dense {
+		d := make([]float64, rows*cols)
+		for i := range d {
+			d[i] = rng.NormFloat64()
+		}
+		return mat.NewDense(rows, cols, d)
+	}
+	for _, c := range []struct {
+		k, m, n    int
+		transposed int // values copied by explicit transposes
+	}{
+		{k: 64, m: 4, n: 32, transposed: 64 * 4},              // a is the small side: transpose a
+		{k: 64, m: 32, n: 4, transposed: 64*4 + 4*32},         // b is: transpose b and the small result
+		{k: 64, m: 32, n: 0, transposed: 0},                   // b a vector: b·a, no copy
+		{k: 8, m: 8, n: 8, transposed: 64},                    // a tie transposes a
+		{k: 1024, m: 1024, n: 8, transposed: 1024*8 + 8*1024}, // the Right side's direct coefficients
+	} {
+		a := randMat(c.k, c.m)
+		var b *mat.Dense
+		if c.n == 0 {
+			b = randMat(c.k, 1)
+		} else {
+			b = randMat(c.k, c.n)
+		}
+		var want mat.Dense
+		want.Mul(a.T(), b)
+		var copied int
+		var layouts []string
+		outs, err := ExecOnceN(testBackend(t), func(a, b *Node) []*Node {
+			if c.n == 0 {
+				b = Reshape(b, c.k)
+			}
+			g := a.Graph()
+			first := len(g.Nodes())
+			got := TransposedTimes(a, b)
+			for _, node := range g.Nodes()[first:] {
+				switch node.Type() {
+				case NodeTypeTranspose:
+					copied += node.Inputs()[0].Shape().Size()
+				case NodeTypeDotGeneral:
+					lhsLast := node.Inputs()[0].Rank() - 1
+					s := node.String()
+					layouts = append(layouts, s)
+					require.Contains(t, s, fmt.Sprintf("lhsContractingAxes=[%d]", lhsLast), "left operand not contracted on its last axis")
+					require.Contains(t, s, "rhsContractingAxes=[0]", "right operand not contracted on its first axis")
+				}
+			}
+			if c.n == 0 {
+				got = InsertAxes(got, -1)
+			}
+			return []*Node{got}
+		}, toFloat32(a), toFloat32(b))
+		require.NoError(t, err)
+		require.Len(t, layouts, 1, "one product")
+		require.Equal(t, c.transposed, copied, "k=%d m=%d n=%d: values copied by transposes", c.k, c.m, c.n)
+		got := matrixFromTensor(outs[0])
+		var diff mat.Dense
+		diff.Sub(got, &want)
+		require.Less(t, mat.Norm(&diff, 2)/mat.Norm(&want, 2), 1e-5, "k=%d m=%d n=%d: aᵀb differs from gonum's", c.k, c.m, c.n)
+	}
 }
