@@ -151,7 +151,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	for i, v := range trainables {
 		wrt[i] = v.NodeValue(g)
 		if p := products[i]; p != nil {
-			markDirect(g, p, wrt[i])
+			markDirect(g, p)
 			wrt[i] = p.node
 		}
 	}

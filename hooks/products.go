@@ -14,10 +14,11 @@ import (
 // matrix product y₂ = x₂·W₂ with x₂ [B, m], W₂ [m, n], y₂ [B, n]: the form the direct path needs.
 // Leading and free axes are flattened; contracting axes are moved last on x and first on W.
 type product struct {
-	node *Node // the product's output (FusedDense or DotGeneral)
-	x    *Node // the other operand
-	m, n int
-	kind string
+	node    *Node // the product's output (FusedDense or DotGeneral)
+	x       *Node // the other operand
+	operand *Node // the product's weight operand: the weight's value, or a reshape of it
+	m, n    int
+	kind    string
 
 	xRows   func(x *Node) *Node  // x → x₂ [B, m]
 	dyRows  func(dy *Node) *Node // ∂y → ∂y₂ [B, n]
@@ -51,6 +52,22 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 		return fusedDenseProduct(c, w)
 	case NodeTypeDotGeneral:
 		return dotGeneralProduct(c, w)
+	case NodeTypeReshape:
+		// A dense layer decomposed into primitives (XLA has no fused Dense) flattens a weight of
+		// rank > 2 to a matrix first: follow the reshape to its product, once.
+		if w.Type() != NodeTypeReshape {
+			p, why := findProduct(g, c)
+			if p == nil {
+				return nil, "reshaped, then " + why
+			}
+			inner := p.fromW
+			reshaped, wDims := c.Shape().Dimensions, w.Shape().Dimensions
+			p.fromW = func(w *Node) *Node { return inner(Reshape(w, reshaped...)) }
+			toInner := p.toW
+			p.toW = func(w2 *Node) *Node { return Reshape(toInner(w2), wDims...) }
+			p.kind = "Reshape→" + p.kind
+			return p, ""
+		}
 	}
 	return nil, fmt.Sprintf("consumed by a %s op, not a product", c.Type())
 }
@@ -67,7 +84,7 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	in := x.Shape().Dim(-1)
 	wDims := w.Shape().Dimensions
 	n := w.Shape().Size() / in
-	p := &product{node: node, x: x, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
+	p := &product{node: node, x: x, operand: w, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
 	p.xRows = func(x *Node) *Node { return Reshape(x, x.Shape().Size()/in, in) }
 	p.dyRows = func(dy *Node) *Node { return Reshape(dy, dy.Shape().Size()/n, n) }
 	switch {
@@ -147,7 +164,7 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 		inverse[a] = i
 	}
 	xPerm := append(append([]int{}, xF...), xC...)
-	p := &product{node: node, x: x, m: m, n: n, kind: "DotGeneral"}
+	p := &product{node: node, x: x, operand: w, m: m, n: n, kind: "DotGeneral"}
 	p.fromW = func(w *Node) *Node { return Reshape(TransposeAllAxes(w, wPerm...), m, n) }
 	p.toW = func(w2 *Node) *Node { return TransposeAllAxes(Reshape(w2, permutedDims...), inverse...) }
 	p.xRows = func(x *Node) *Node { return Reshape(TransposeAllAxes(x, xPerm...), x.Shape().Size()/m, m) }

@@ -18,15 +18,15 @@ func directSet(g *Graph) directProducts {
 	return set
 }
 
-// markDirect records that p's weight w takes the direct path in g.
-func markDirect(g *Graph, p *product, w *Node) {
+// markDirect records that p's weight takes the direct path in g.
+func markDirect(g *Graph, p *product) {
 	set := directSet(g)
 	if set == nil {
 		set = directProducts{}
 		g.AttachState(directKey{}, set)
 	}
 	set[p.node] = true
-	g.AttachState(directWeightKey{p.node}, w)
+	g.AttachState(directWeightKey{p.node}, p.operand)
 }
 
 // The VJPs of FusedDense and DotGeneral are wrapped once, at start-up: for a product marked
@@ -62,8 +62,8 @@ func init() {
 	}
 }
 
-// weightOperand returns the operand of a direct DotGeneral that is a projected weight: the one
-// recorded by the optimizer.
+// weightOperand returns the operand of a direct DotGeneral that is a projected weight (or its
+// reshape): the one recorded by the optimizer.
 func weightOperand(node *Node) *Node {
 	if w, ok := node.Graph().State(directWeightKey{node}).(*Node); ok {
 		return w
