@@ -23,7 +23,7 @@ import (
 //
 // examples/bench reports the same ratio, the FLOPs and the optimizer state in one table.
 func BenchmarkMNISTStep(b *testing.B) {
-	backend, err := backends.New("go")
+	backend, err := backends.New(backends.Config("")) // $GOMLX_BACKEND, or the Go backend
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,9 +60,11 @@ func BenchmarkMNISTStep(b *testing.B) {
 				b.StopTimer()
 				bt := batch()
 				b.StartTimer()
-				if _, err := trainer.TrainStep(bt); err != nil {
+				metrics, err := trainer.TrainStep(bt)
+				if err != nil {
 					b.Fatal(err)
 				}
+				_ = metrics[0].Value() // waits for the step on asynchronous backends
 			}
 		})
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/gobackend"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/layers"
@@ -19,6 +18,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
 )
 
@@ -27,11 +27,12 @@ var (
 	sharedBackend compute.Backend
 )
 
-// testBackend returns the Go backend, shared by the package's tests.
+// testBackend returns the backend shared by the package's tests: $GOMLX_BACKEND (e.g.
+// xla:cuda), or the Go backend when it is unset.
 func testBackend(t testing.TB) compute.Backend {
 	t.Helper()
 	backendOnce.Do(func() {
-		b, err := gobackend.New("")
+		b, err := backends.New(backends.Config(""))
 		require.NoError(t, err)
 		sharedBackend = b
 	})

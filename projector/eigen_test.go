@@ -6,7 +6,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/gomlx/compute/gobackend"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/stretchr/testify/require"
@@ -14,8 +13,7 @@ import (
 )
 
 func TestSymmetricEigenMatchesGonum(t *testing.T) {
-	backend, err := gobackend.New("")
-	require.NoError(t, err)
+	backend := testBackend(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{1, 2, 5, 12, 17, 24} {
 		// A random symmetric matrix with a spread spectrum, including a repeated eigenvalue.

@@ -6,16 +6,17 @@ import (
 	"testing"
 
 	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/gobackend"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
 	"gonum.org/v1/gonum/mat"
 )
 
+// testBackend is $GOMLX_BACKEND (e.g. xla:cuda), or the Go backend when it is unset.
 func testBackend(t testing.TB) compute.Backend {
 	t.Helper()
-	b, err := gobackend.New("")
+	b, err := backends.New(backends.Config(""))
 	require.NoError(t, err)
 	return b
 }

@@ -27,7 +27,7 @@ func newTrainer(t *testing.T, cfg Config, opt interface {
 	UpdateGraph(*model.Scope, *Graph, *Node)
 	Clear(*model.Scope) error
 }) *train.Trainer {
-	backend, err := backends.New("go")
+	backend, err := backends.New(backends.Config("")) // $GOMLX_BACKEND, or the Go backend
 	require.NoError(t, err)
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(1))
