@@ -12,6 +12,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
 )
 
@@ -77,5 +78,34 @@ func TestGatedWorkWithLargeOpsCompletes(t *testing.T) {
 		require.NoError(t, err)
 	case <-time.After(2 * time.Minute):
 		t.Fatal("training hung in the gated branch (Go backend scheduling; see internal/backends.GoSafeOptions)")
+	}
+}
+
+// TestStepGraphCapturesNothingWhereNeeded builds the training step, in both modes and with every
+// drift rule on, the way it is built for backends whose closures cannot capture values (XLA): no
+// op of a gated closure may use a value of another function, or XLA refuses the graph. It then
+// trains a few steps through warm-up, checks and refreshes.
+func TestStepGraphCapturesNothingWhereNeeded(t *testing.T) {
+	t.Setenv(projector.CaptureFreeEnv, "1")
+	for _, mode := range []Mode{Matrix, Temporal} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(2).WarmUp(3).CheckEvery(2)
+			if mode == Matrix {
+				cfg = cfg.RankBounds(1, 4)
+			}
+			opt := cfg.Done()
+			r := newRun(t, opt)
+			first := r.step(t)
+			g, _ := opt.StepGraph()
+			require.Empty(t, projector.CapturedValues(g), "gated closures must take every value through their parameters")
+			var last float64
+			for range 12 {
+				last = r.step(t)
+			}
+			require.Less(t, last, first)
+			report, err := opt.Report(r.store)
+			require.NoError(t, err)
+			require.Positive(t, report.Checks)
+		})
 	}
 }

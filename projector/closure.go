@@ -1,6 +1,8 @@
 package projector
 
 import (
+	"fmt"
+	"os"
 	"reflect"
 	"unsafe"
 
@@ -10,12 +12,14 @@ import (
 
 // NewIsolatedClosure is graph.NewClosure for closures built next to, or inside, other closures.
 //
-// GoMLX (v0.28) caches scalar constants per graph, not per function, and the Go backend parents
-// every closure on the main function: a closure may capture main-function values only. So a
-// scalar first created inside one closure, handed out again by the cache to a sibling or nested
-// closure (or to the main function afterwards), is rejected ("uses a node from a different
-// function scope"). While fn runs, this helper leaves only main-function scalars in the cache, and
-// afterwards restores the cache as it was, so scalars never leak across functions.
+// GoMLX (v0.28) caches scalar constants per graph, not per function, so a scalar first created
+// inside one closure would be handed out again to a sibling or nested closure, or to the main
+// function afterwards ("uses a node from a different function scope"); and a main-function
+// scalar used inside a closure is a capture, which only the Go backend supports. While fn runs,
+// this helper empties the cache (fn's scalars are its own) and afterwards restores it as it was.
+// It does the same for the XLA builder's caches of reduction functions (go-xla v0.4.13 keeps one
+// per dtype and reduction for the whole computation, parented on the function that first used
+// it, and refuses it in any other: "reductionFn is not a StableHLO closure of closure2").
 func NewIsolatedClosure(g *Graph, fn func(g *Graph) []*Node) *Function {
 	return newIsolatedClosure(g, 1, false, fn)
 }
@@ -28,55 +32,66 @@ func newIsolatedClosure(g *Graph, trips int, check bool, fn func(g *Graph) []*No
 	defer func() {
 		recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips, Check: check})
 	}()
-	cache := scalarCacheOf(g)
-	if cache == nil {
-		return NewClosure(g, fn)
+	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("scalars"))()
+	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("tensorConstants"))()
+	for _, cache := range xlaBuilderCaches(g) {
+		defer isolateMap(cache)()
 	}
-	saved := make(map[dtypes.DType]map[float64]*Node, len(cache))
-	for dtype, values := range cache {
-		saved[dtype] = make(map[float64]*Node, len(values))
-		for v, node := range values {
-			saved[dtype][v] = node
-			if fn := node.Function(); fn != nil && !fn.IsMain() {
-				delete(values, v)
-			}
-		}
-	}
-	defer func() {
-		for dtype := range cache {
-			delete(cache, dtype)
-		}
-		for dtype, values := range saved {
-			cache[dtype] = values
-		}
-	}()
 	return NewClosure(g, fn)
 }
 
-// scalarCacheOf returns the graph's scalar cache, or nil if this GoMLX version keeps it differently
-// (then closures are built plainly, and a sibling-scope error would name the problem).
-func scalarCacheOf(g *Graph) map[dtypes.DType]map[float64]*Node {
-	field := reflect.ValueOf(g).Elem().FieldByName("scalars")
-	if !field.IsValid() || field.Kind() != reflect.Map {
-		return nil
+// isolateMap empties the map in field (an unexported field, reached through unsafe) and returns
+// the function that puts its entries back. An invalid field (another library version that keeps
+// no such cache) is left alone.
+func isolateMap(field reflect.Value) (restore func()) {
+	if !field.IsValid() || field.Kind() != reflect.Map || !field.CanAddr() {
+		return func() {}
 	}
 	field = reflect.NewAt(field.Type(), unsafe.Pointer(field.UnsafeAddr())).Elem()
-	cache, ok := field.Convert(reflect.TypeFor[map[dtypes.DType]map[float64]*Node]()).Interface().(map[dtypes.DType]map[float64]*Node)
-	if !ok {
+	saved := field.Interface()
+	field.Set(reflect.MakeMap(field.Type()))
+	return func() { field.Set(reflect.ValueOf(saved)) }
+}
+
+// xlaCacheFields name the caches of go-xla's Builder (compute/xla) that hold functions.
+var xlaCacheFields = []string{"cacheReductions", "cacheArgMinMax", "cacheSelections"}
+
+// xlaBuilderCaches are the fields of go-xla's builder for g that cache functions (reductions,
+// arg-min/max, selections) across the whole computation; none on other backends.
+func xlaBuilderCaches(g *Graph) []reflect.Value {
+	builder := reflect.ValueOf(g).Elem().FieldByName("builder")
+	for builder.IsValid() && (builder.Kind() == reflect.Interface || builder.Kind() == reflect.Pointer) {
+		if builder.IsNil() {
+			return nil
+		}
+		builder = builder.Elem()
+	}
+	if !builder.IsValid() || builder.Kind() != reflect.Struct {
 		return nil
 	}
-	return cache
+	var caches []reflect.Value
+	for _, name := range xlaCacheFields {
+		if f := builder.FieldByName(name); f.IsValid() {
+			caches = append(caches, f)
+		}
+	}
+	return caches
 }
 
 // Gate returns fn(inputs) when run (a scalar bool) is true, and otherwise (nodes with the shapes
-// of fn's outputs) when it is false; fn is then not executed. A nil run calls fn directly.
+// of fn's outputs) when it is false; fn is then not executed. A nil run calls fn directly. fn must
+// compute from its inputs only (and constants it creates): on backends without captures it runs
+// in a function of its own.
 //
-// It is an If whose branches capture inputs and otherwise. Captured values need care on the Go
-// backend (compute v0.1.14): a branch given ownership of a captured buffer (granted when the If is
-// its last user) may return it as its output while the caller also releases it, corrupting later
-// steps. keepAlive gives every captured value one more use after the If, so ownership is never
-// granted and a branch returning a captured value returns a copy. (A While with explicit state
-// avoids captures too, but copies every state buffer it does not own on every step.)
+// On the Go backend it is an If whose branches capture inputs and otherwise. Captured values need
+// care there (compute v0.1.14): a branch given ownership of a captured buffer (granted when the If
+// is its last user) may return it as its output while the caller also releases it, corrupting
+// later steps. keepAlive gives every captured value one more use after the If, so ownership is
+// never granted and a branch returning a captured value returns a copy.
+//
+// Other backends (XLA) cannot capture values into a closure, so there the gate is a While loop of
+// zero or one iteration whose state carries the inputs in and the outputs out (see
+// CapturesSupported). On the Go backend that form would copy every state buffer on every step.
 func Gate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
 	return gate(run, false, inputs, otherwise, fn)
 }
@@ -87,13 +102,26 @@ func CheckGate(run *Node, inputs, otherwise []*Node, fn func(inputs []*Node) []*
 	return gate(run, true, inputs, otherwise, fn)
 }
 
+// CaptureFreeEnv, set to 1, makes Gate use its capture-free form on every backend: the form XLA
+// needs, run on the Go backend (tests check with it that no gated computation captures a value).
+const CaptureFreeEnv = "GRADSUB_CAPTURE_FREE"
+
+// CapturesSupported says whether closures on g's backend may use values of their parent
+// function: only the Go backend's may (compute v0.1.14); go-xla v0.4.13 requires every operand of
+// an op to belong to the op's function.
+func CapturesSupported(g *Graph) bool {
+	if os.Getenv(CaptureFreeEnv) == "1" {
+		return false
+	}
+	return g.Backend() != nil && g.Backend().Name() == "Go Backend"
+}
+
 func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*Node) []*Node) []*Node {
 	if run == nil {
 		return fn(inputs)
 	}
 	g := run.Graph()
-	onTrue := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
-		outs := fn(inputs)
+	checkOutputs := func(outs []*Node) {
 		if len(outs) != len(otherwise) {
 			panicf("Gate: fn returned %d outputs, want %d", len(outs), len(otherwise))
 		}
@@ -102,6 +130,13 @@ func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*No
 				panicf("Gate: output %d has shape %s, want %s", i, o.Shape(), otherwise[i].Shape())
 			}
 		}
+	}
+	if !CapturesSupported(g) {
+		return whileGate(run, check, inputs, otherwise, fn, checkOutputs)
+	}
+	onTrue := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
+		outs := fn(inputs)
+		checkOutputs(outs)
 		return distinctOutputs(outs)
 	})
 	// A copy: a closure's Return replaces returned parent-scope nodes in the slice it is given
@@ -111,6 +146,34 @@ func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*No
 	})
 	outs := If(run, onTrue, onFalse)
 	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
+}
+
+// whileGate is the capture-free gate: a While whose state is (iteration, limit, inputs...,
+// outputs...), run limit = 1 or 0 times; the body computes fn from its own parameters.
+func whileGate(run *Node, check bool, inputs, otherwise []*Node, fn func([]*Node) []*Node, checkOutputs func([]*Node)) []*Node {
+	g := run.Graph()
+	limit := ConvertDType(run, dtypes.Int32)
+	state := append(append([]*Node{ScalarZero(g, dtypes.Int32), limit}, inputs...), otherwise...)
+	parameters := func(g *Graph) []*Node {
+		params := make([]*Node, len(state))
+		for i, s := range state {
+			params[i] = Parameter(g, fmt.Sprintf("gate_%d", i), s.Shape())
+		}
+		return params
+	}
+	cond := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
+		p := parameters(g)
+		return []*Node{LessThan(p[0], p[1])}
+	})
+	body := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
+		p := parameters(g)
+		outs := fn(p[2 : 2+len(inputs)])
+		checkOutputs(outs)
+		next := append([]*Node{AddScalar(p[0], 1), p[1]}, p[2:2+len(inputs)]...)
+		return append(next, outs...)
+	})
+	out := While(cond, body, state...)
+	return out[2+len(inputs):]
 }
 
 // distinctOutputs keeps a branch from returning two equal computations: a branch returning two
@@ -197,4 +260,23 @@ func recordGated(g *Graph, r GatedRange) {
 func GatedRanges(g *Graph) []GatedRange {
 	ranges, _ := g.State(gatedKey{}).([]GatedRange)
 	return ranges
+}
+
+// CapturedValues lists the ops of g's closures that use a value of another function (a capture),
+// one line each. Backends without captures (XLA) cannot compile such a graph; an empty list says
+// every gated computation takes its values through its own parameters.
+func CapturedValues(g *Graph) []string {
+	var out []string
+	for _, n := range g.Nodes() {
+		fn := n.Function()
+		if fn == nil || fn.IsMain() {
+			continue
+		}
+		for _, in := range n.Inputs() {
+			if in.Function() != fn {
+				out = append(out, fmt.Sprintf("%s #%d %s uses #%d %s of another function", n.Type(), n.Id(), n.Shape(), in.Id(), in.Type()))
+			}
+		}
+	}
+	return out
 }

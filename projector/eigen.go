@@ -105,13 +105,12 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		u := Parameter(g, "u", eye.Shape())
 		// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
 		// on the Go backend).
-		round := OneHot(ModScalar(i, rounds), rounds, dtype)                                 // [rounds]
-		pm := Reshape(DotProduct(round, Reshape(Const(g, pTable), rounds, half*m)), half, m) // [m/2, m]
-		qm := Reshape(DotProduct(round, Reshape(Const(g, qTable), rounds, half*m)), half, m) // [m/2, m]
-		pm, qm = ConvertDType(pm, dtype), ConvertDType(qm, dtype)
-		aq := DotProduct(am, Transpose(qm, 0, 1))         // [m, m/2]: columns q of a
-		ap := DotProduct(am, Transpose(pm, 0, 1))         // [m, m/2]: columns p of a
-		apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0) // [m/2]
+		round := OneHot(ModScalar(i, rounds), rounds, dtype)                                               // [rounds]
+		pm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, pTable), rounds, half*m)), half, m) // [m/2, m]
+		qm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, qTable), rounds, half*m)), half, m) // [m/2, m]
+		aq := DotProduct(am, Transpose(qm, 0, 1))                                                          // [m, m/2]: columns q of a
+		ap := DotProduct(am, Transpose(pm, 0, 1))                                                          // [m, m/2]: columns p of a
+		apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0)                                                  // [m/2]
 		app := ReduceSum(Mul(Transpose(pm, 0, 1), ap), 0)
 		aqq := ReduceSum(Mul(Transpose(qm, 0, 1), aq), 0)
 		// Rotation angles (Numerical Recipes' formulation): θ = (a_qq − a_pp)/(2a_pq),
@@ -128,6 +127,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		// J = I + Σ_pairs (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ): the pairs are disjoint.
 		scaled := func(x, w *Node) *Node { return Mul(x, InsertAxes(w, -1)) } // rows of x times w
 		cm1 := AddScalar(c, -1)
+		eye := DiagonalWithValue(ScalarOne(g, dtype), m) // the body's own: closures capture nothing
 		j := Add(eye, Add(
 			Add(DotProduct(Transpose(pm, 0, 1), scaled(pm, cm1)), DotProduct(Transpose(qm, 0, 1), scaled(qm, cm1))),
 			Sub(DotProduct(Transpose(pm, 0, 1), scaled(qm, s)), DotProduct(Transpose(qm, 0, 1), scaled(pm, s)))))
