@@ -6,7 +6,8 @@
 #	gpu/check.sh BUNDLE_DIR OUT_DIR [SECONDS]
 #
 # Each step has a time limit and the whole run a budget (default 480 s): a step that would start
-# with too little time left is skipped and says so. Logs, tables and pictures go to OUT_DIR; the
+# with too little time left is skipped and says so. GRADSUB_GPU_STEPS (a regular expression of
+# step names, e.g. 'xla-sanity|transformer-default') runs some steps only. Logs, tables and pictures go to OUT_DIR; the
 # step summaries to stdout.
 set -uo pipefail
 bundle=$(realpath "$1")
@@ -23,6 +24,7 @@ say() { echo "$@" | tee -a "$log"; }
 step() {
   local name=$1 limit=$2
   shift 2
+  [[ $name =~ ^(${GRADSUB_GPU_STEPS:-.*})$ ]] || return 0
   local left=$((budget - (SECONDS - start)))
   if ((left < 25)); then
     say "## $name: skipped, ${left}s of the budget left"
