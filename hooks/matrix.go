@@ -40,8 +40,9 @@ type matrixVar struct {
 	oldBasis, oldValid *Node
 	stepCoef           *Node // coefficient gradient with the current basis
 	fullGrad           func(in []*Node) *Node
-	fullInputs         []*Node // the whole batch's inputs of fullGrad
-	checked            []*Node // the check's outputs: residual, and the outside part's top pair and inside length
+	fullInputs         []*Node             // the whole batch's inputs of fullGrad
+	checkWork          *projector.GatePart // the drift check's gated work (nil: no checks)
+	checked            []*Node             // its outputs: residual, and the outside part's top pair and inside length
 	coefGrad, useProj  *Node
 }
 
@@ -83,7 +84,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	control := max(1, min(rows, int(math.Ceil(st.o.cfg.policy.ControlFraction*float64(rows)))))
 	// The control rows are sliced inside the check's gate: outside it, the slices would be copied
 	// on every step.
-	h.check(func(in []*Node) *Node {
+	h.describeCheck(func(in []*Node) *Node {
 		return h.fullGrad([]*Node{Slice(in[0], AxisRange(0, control)), Slice(in[1], AxisRange(0, control))})
 	}, x2, dy2)
 	return h
@@ -100,15 +101,17 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.fullGrad = func(in []*Node) *Node { return in[0] }
 	h.fullInputs = []*Node{grad2}
-	h.check(h.fullGrad, grad2)
+	h.describeCheck(h.fullGrad, grad2)
 	return h
 }
 
-// check builds the drift check's gated work on the control gradient (controlGrad of inputs): its
-// relative residual against the current basis (1 before a basis exists), the top singular pair
-// of its part outside the subspace (for the full-update rule) and the length of its part inside.
-// Only small outputs leave the gate: ordinary steps pay for none of it.
-func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
+// describeCheck describes the drift check's gated work on the control gradient (controlGrad of
+// inputs): its relative residual against the current basis (1 before a basis exists), the top
+// singular pair of its part outside the subspace (for the full-update rule) and the length of its
+// part inside. Only small outputs leave the gate: ordinary steps pay for none of it. The
+// optimizer gates every variable's check together (projector.GateAll) and hands the outputs back
+// with setChecked.
+func (h *matrixVar) describeCheck(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 	g := h.st.g
 	if h.st.o.cfg.policy.CheckEvery == 0 {
 		return // no checks: none of their work is built
@@ -119,7 +122,7 @@ func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 	cols := h.m * h.n / rows
 	otherwise := []*Node{scalar, Zeros(g, shapes.Make(dtype, rows)), Zeros(g, shapes.Make(dtype, cols)), scalar, scalar}
 	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
-	h.checked = projector.CheckGate(h.st.isCheck, in, otherwise, func(in []*Node) []*Node {
+	h.checkWork = &projector.GatePart{Inputs: in, Otherwise: otherwise, Fn: func(in []*Node) []*Node {
 		n := len(inputs)
 		grad := controlGrad(in[:n])
 		oldBasis, oldValid := in[n], in[n+1]
@@ -133,8 +136,11 @@ func (h *matrixVar) check(controlGrad func(in []*Node) *Node, inputs ...*Node) {
 		resid = Where(oldValid, resid, OnesLike(resid))
 		b, c, sigma := projector.TopSingularPair(outside, 2)
 		return []*Node{resid, b, c, sigma, Sqrt(ReduceAllSum(Square(inside)))}
-	})
+	}}
 }
+
+func (h *matrixVar) checkGatePart() *projector.GatePart { return h.checkWork }
+func (h *matrixVar) setChecked(outputs []*Node)         { h.checked = outputs }
 
 func (h *matrixVar) variable() *model.Variable { return h.v }
 func (h *matrixVar) stepCoefficients() *Node {
@@ -178,18 +184,31 @@ func (h *matrixVar) lift(step, fullTurn *Node) *Node {
 }
 
 // learn runs the learning gate when learnNow and takes its basis if the gate found a valid one.
+// The optimizer gates every variable's learning together instead (learnGatePart, applyLearned).
 func (h *matrixVar) learn(learnNow *Node) {
+	part := h.learnGatePart()
+	h.applyLearned(learnNow, projector.Gate(learnNow, part.Inputs, part.Otherwise, part.Fn))
+}
+
+// learnGatePart is the learning gate's work: the full gradient, a basis learned from it
+// warm-started from the current one, and the gradient's coefficients in that basis.
+func (h *matrixVar) learnGatePart() projector.GatePart {
 	g := h.st.g
 	scalar := ScalarZero(g, stateDType(h.v))
 	otherwise := []*Node{h.oldBasis, ZerosLike(h.stepCoef), scalar, Const(g, false)}
 	in := append(append([]*Node{}, h.fullInputs...), h.oldBasis, h.oldValid)
-	learned := projector.Gate(learnNow, in, otherwise, func(in []*Node) []*Node {
+	return projector.GatePart{Inputs: in, Otherwise: otherwise, Fn: func(in []*Node) []*Node {
 		n := len(h.fullInputs)
 		grad := h.fullGrad(in[:n])
 		oldBasis, oldValid := in[n], in[n+1]
 		lm := projector.LearnMatrix(grad, h.rank, h.side, oldBasis, oldValid, projector.DefaultPowerIterations)
 		return []*Node{lm.Basis, projector.ProjectMatrix(grad, lm.Basis, h.side), lm.ExplainedVariance, lm.Valid}
-	})
+	}}
+}
+
+// applyLearned takes the learning gate's outputs: the new basis where one was learned and valid.
+func (h *matrixVar) applyLearned(learnNow *Node, learned []*Node) {
+	g := h.st.g
 	take := LogicalAnd(learnNow, learned[3])
 	h.st.countKept(LogicalAnd(learnNow, LogicalNot(learned[3])))
 	h.basis.SetNodeValue(Where(take, learned[0], h.oldBasis))

@@ -14,6 +14,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model/initializer"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // gradientOptimizer is what the wrapper needs of its base: GoMLX's optimizers implement it (it is
@@ -177,6 +178,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	// Handlers go by path: the store's order changes when a checkpoint loads, and the rotation
 	// of full updates and the order of sums over variables must not.
 	slices.SortFunc(handlers, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })
+	st.gateChecks(handlers)
 	st.checkStep(grads, handlers)
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
@@ -244,6 +246,47 @@ func (st *stepState) counter(name string, dtype dtypes.DType) *model.Variable {
 func (st *stepState) varState(v *model.Variable, name string, shape shapes.Shape) *model.Variable {
 	vs := st.scope.Store().Scope(path.Join(st.scope.Scope(), StateScope, v.Scope()))
 	return vs.WithInitializer(initializer.Zero).VariableWithShape(v.Name()+"_"+name, shape).SetTrainable(false)
+}
+
+// groupGated is a handler whose gated work the optimizer gates together with the other
+// variables': one check gate and one learning gate per step, whatever the number of variables (a
+// gate costs something on every step; on XLA a While, whose condition the host reads back).
+type groupGated interface {
+	checkGatePart() *projector.GatePart // the drift check's work; nil without checks
+	setChecked(outputs []*Node)
+	learnGatePart() projector.GatePart
+	applyLearned(learnNow *Node, outputs []*Node)
+}
+
+// gateChecks runs every grouped handler's drift check in one gate on check steps.
+func (st *stepState) gateChecks(hs []handler) {
+	var parts []projector.GatePart
+	var owners []groupGated
+	for _, h := range hs {
+		if gh, ok := h.(groupGated); ok && gh.checkGatePart() != nil {
+			parts, owners = append(parts, *gh.checkGatePart()), append(owners, gh)
+		}
+	}
+	for i, outs := range projector.GateAll(st.isCheck, true, parts) {
+		owners[i].setChecked(outs)
+	}
+}
+
+// learnAll applies the step's learning decision to every handler: the grouped ones' learning
+// runs in one gate, the others (temporal) gate their own.
+func (st *stepState) learnAll(hs []handler, learnNow *Node) {
+	var parts []projector.GatePart
+	var owners []groupGated
+	for _, h := range hs {
+		if gh, ok := h.(groupGated); ok {
+			parts, owners = append(parts, gh.learnGatePart()), append(owners, gh)
+		} else {
+			h.learn(learnNow)
+		}
+	}
+	for i, outs := range projector.GateAll(learnNow, false, parts) {
+		owners[i].applyLearned(learnNow, outs)
+	}
 }
 
 // handler is one projected variable's part of the step.
@@ -417,8 +460,8 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	st.learnNow = learnNow
 	st.fullTurn = make(map[handler]*Node, len(hs))
 	anyTurn := Const(g, false)
+	st.learnAll(hs, learnNow)
 	for i, h := range hs {
-		h.learn(learnNow)
 		if !checks {
 			continue
 		}

@@ -77,6 +77,16 @@ func TestEveryProjectionTakesTheDirectPath(t *testing.T) {
 		}
 	}
 	require.Equal(t, cfg.Depth*6, direct, "query, key, value, output, up and down in every block\n%s", opt.PlanString())
+	// Every variable's drift check runs in one gate and every variable's learning in another: a
+	// gate costs something on every step, whatever the number of projections.
+	g, _ := opt.StepGraph()
+	gates := 0
+	for _, n := range g.Nodes() {
+		if n.Type() == NodeTypeIf || n.Type() == NodeTypeWhile {
+			gates++
+		}
+	}
+	require.Equal(t, 2, gates, "one check gate and one learning gate for %d projections", direct)
 }
 
 func TestCorpusErrorsAndEntropy(t *testing.T) {
