@@ -183,15 +183,9 @@ func (h *matrixVar) lift(step, fullTurn *Node) *Node {
 	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
 }
 
-// learn runs the learning gate when learnNow and takes its basis if the gate found a valid one.
-// The optimizer gates every variable's learning together instead (learnGatePart, applyLearned).
-func (h *matrixVar) learn(learnNow *Node) {
-	part := h.learnGatePart()
-	h.applyLearned(learnNow, projector.Gate(learnNow, part.Inputs, part.Otherwise, part.Fn))
-}
-
 // learnGatePart is the learning gate's work: the full gradient, a basis learned from it
-// warm-started from the current one, and the gradient's coefficients in that basis.
+// warm-started from the current one, and the gradient's coefficients in that basis. The optimizer
+// gates every variable's learning together and hands the outputs to applyLearned.
 func (h *matrixVar) learnGatePart() projector.GatePart {
 	g := h.st.g
 	scalar := ScalarZero(g, stateDType(h.v))

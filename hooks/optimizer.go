@@ -272,16 +272,27 @@ func (st *stepState) gateChecks(hs []handler) {
 	}
 }
 
-// learnAll applies the step's learning decision to every handler: the grouped ones' learning
-// runs in one gate, the others (temporal) gate their own.
+// selfGated is a handler that gates its own learning (temporal: its eigen-solver's While cannot
+// sit inside another gate).
+type selfGated interface {
+	// learn applies the step's decision (learnNow, scalar bool): the basis, its statistics and
+	// the coefficient gradient of the step.
+	learn(learnNow *Node)
+}
+
+// learnAll applies the step's learning decision (learnNow, scalar bool) to every handler: the
+// grouped ones' learning runs in one gate, the others gate their own.
 func (st *stepState) learnAll(hs []handler, learnNow *Node) {
 	var parts []projector.GatePart
 	var owners []groupGated
 	for _, h := range hs {
-		if gh, ok := h.(groupGated); ok {
-			parts, owners = append(parts, gh.learnGatePart()), append(owners, gh)
-		} else {
+		switch h := h.(type) {
+		case groupGated:
+			parts, owners = append(parts, h.learnGatePart()), append(owners, h)
+		case selfGated:
 			h.learn(learnNow)
+		default:
+			panic("hooks: a handler must be groupGated or selfGated")
 		}
 	}
 	for i, outs := range projector.GateAll(learnNow, false, parts) {
@@ -295,9 +306,6 @@ type handler interface {
 	// residual is the relative residual of this step's full gradient against the current basis;
 	// it is read at drift checks only.
 	residual() *Node
-	// learn applies the step's decision (learnNow, scalar bool): the basis, its statistics and
-	// the coefficient gradient of the step.
-	learn(learnNow *Node)
 	// coefficients is the coefficient variable the base optimizer updates, and its gradient.
 	coefficients() (*model.Variable, *Node)
 	// useProjection (scalar bool) says whether this step's update is the lifted coefficient step;

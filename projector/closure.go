@@ -188,12 +188,12 @@ func gate(run *Node, check bool, inputs, otherwise []*Node, fn func(inputs []*No
 	return keepAlive(outs, append(append([]*Node{}, inputs...), otherwise...))
 }
 
-// whileGate is the capture-free gate: a While whose state is (iteration, limit, inputs...,
-// outputs...), run limit = 1 or 0 times; the body computes fn from its own parameters.
+// whileGate is the capture-free gate: a While whose state is (iterations left, inputs...,
+// outputs...), starting with 1 iteration left when run is true and 0 otherwise; the body computes
+// fn from its own parameters.
 func whileGate(run *Node, check bool, inputs, otherwise []*Node, fn func([]*Node) []*Node, checkOutputs func([]*Node)) []*Node {
 	g := run.Graph()
-	limit := ConvertDType(run, dtypes.Int32)
-	state := append(append([]*Node{ScalarZero(g, dtypes.Int32), limit}, inputs...), otherwise...)
+	state := append(append([]*Node{ConvertDType(run, dtypes.Int32)}, inputs...), otherwise...)
 	parameters := func(g *Graph) []*Node {
 		params := make([]*Node, len(state))
 		for i, s := range state {
@@ -202,18 +202,17 @@ func whileGate(run *Node, check bool, inputs, otherwise []*Node, fn func([]*Node
 		return params
 	}
 	cond := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
-		p := parameters(g)
-		return []*Node{LessThan(p[0], p[1])}
+		left := parameters(g)[0]
+		return []*Node{GreaterThan(left, ZerosLike(left))}
 	})
 	body := newIsolatedClosure(g, 1, check, func(g *Graph) []*Node {
 		p := parameters(g)
-		outs := fn(p[2 : 2+len(inputs)])
+		in := p[1 : 1+len(inputs)]
+		outs := fn(in)
 		checkOutputs(outs)
-		next := append([]*Node{AddScalar(p[0], 1), p[1]}, p[2:2+len(inputs)]...)
-		return append(next, outs...)
+		return append(append([]*Node{AddScalar(p[0], -1)}, in...), outs...)
 	})
-	out := While(cond, body, state...)
-	return out[2+len(inputs):]
+	return While(cond, body, state...)[1+len(inputs):]
 }
 
 // distinctOutputs keeps a branch from returning two equal computations: a branch returning two

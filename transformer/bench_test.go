@@ -4,12 +4,9 @@ import (
 	"testing"
 
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
-	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks"
-	"github.com/gradsub/gradsub/internal/backends"
 )
 
 // BenchmarkTransformerStep times one AdamW training step of the default transformer (width 256,
@@ -22,10 +19,6 @@ import (
 // The backend is $GOMLX_BACKEND (default: the Go backend). examples/transformer reports the same
 // ratio after training, with losses, FLOPs and state.
 func BenchmarkTransformerStep(b *testing.B) {
-	backend, err := backends.New(backends.Config(""))
-	if err != nil {
-		b.Fatal(err)
-	}
 	corpus, err := LoadCorpus([]string{GoSource(GoRoot()) + "/strings"}, []string{".go"}, 400_000)
 	if err != nil {
 		b.Fatal(err)
@@ -33,12 +26,10 @@ func BenchmarkTransformerStep(b *testing.B) {
 	cfg := DefaultConfig()
 	for _, variant := range []string{"stock", "matrix"} {
 		b.Run("variant="+variant, func(b *testing.B) {
-			store := model.NewStore()
-			store.SetParam(model.ParamInitialSeed, int64(1))
 			adamw := optimizer.Adam().LearningRate(2e-3).WeightDecay(0.01).Done()
 			opt := hooks.Subspace(adamw).Enabled(variant == "matrix").Rank(8).WarmUp(4).
 				Matching(ProjectionPattern).WeightDecay(0.01).Done()
-			trainer := train.NewTrainer(backend, store, cfg.Logits, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
+			trainer := newTrainer(b, cfg, opt) // the backend is $GOMLX_BACKEND, or the Go backend
 			batches, err := NewBatches(corpus.Train, 8, cfg.SeqLen, 1)
 			if err != nil {
 				b.Fatal(err)

@@ -23,7 +23,7 @@ func smallCorpus(t *testing.T) *Corpus {
 	return c
 }
 
-func newTrainer(t *testing.T, cfg Config, opt interface {
+func newTrainer(t testing.TB, cfg Config, opt interface {
 	UpdateGraph(*model.Scope, *Graph, *Node)
 	Clear(*model.Scope) error
 }) *train.Trainer {
