@@ -10,6 +10,8 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/nn"
 	"github.com/gomlx/gomlx/ml/train"
@@ -261,7 +263,9 @@ func TestPostHocFallback(t *testing.T) {
 	}
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(3))
-	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).WarmUp(3).Done()
+	// Named explicitly: the default selection leaves out both (an embedding table, and a head).
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).WarmUp(3).
+		Variables("/shared/weights", "/table/embeddings").Done()
 	trainer := train.NewTrainer(testBackend(t), store, func(scope *model.Scope, x *Node) *Node {
 		return InsertAxes(modelFn(scope, x), -1)
 	}, loss.MeanSquaredError, opt, nil, nil)
@@ -286,4 +290,47 @@ func TestPostHocFallback(t *testing.T) {
 		require.True(t, v.Valid, v.Path)
 	}
 	requireFinite(t, r.snapshot(t))
+}
+
+// The default selection leaves out the weights a low-rank basis serves badly: on a one-block
+// attention LM, projecting the token table or the head at rank 8 took the eval loss from 1.46 to
+// 2.31 and 2.19 (internal/quality). Named explicitly, they are still projected.
+func TestDefaultSelectionLeavesOutEmbeddingsAndHeads(t *testing.T) {
+	modelFn := func(scope *model.Scope, x *Node) *Node {
+		g := x.Graph()
+		idx := ConvertDType(ModScalar(Iota(g, shapes.Make(dtypes.Int32, x.Shape().Dim(0), 1), 0), 12), dtypes.Int32)
+		h := Add(x, layers.Embedding(scope.In("tokens"), Squeeze(idx, -1), dtypes.Float32, 12, 12))
+		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden"), h, 16))
+		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("middle"), h, 16))
+		return layers.DenseWithBias(scope.In("head"), h, 8)
+	}
+	for _, explicit := range []bool{false, true} {
+		cfg := Subspace(optimizer.Adam().Done()).Rank(2)
+		if explicit {
+			cfg = cfg.Matching(`weights$|embeddings$`)
+		}
+		opt := cfg.Done()
+		store := model.NewStore()
+		trainer := train.NewTrainer(testBackend(t), store, func(scope *model.Scope, x *Node) *Node {
+			return ReduceAndKeep(modelFn(scope, x), ReduceSum, -1)
+		}, loss.MeanSquaredError, opt, nil, nil)
+		r := &run{store: store, trainer: trainer}
+		r.step(t)
+		plan := map[string]PlanEntry{}
+		for _, e := range opt.Plan() {
+			plan[e.Variable] = e
+		}
+		if explicit {
+			for _, p := range []string{"/tokens/embeddings", "/hidden/dense/weights", "/middle/dense/weights", "/head/dense/weights"} {
+				require.NotEqual(t, PathFull, plan[p].Path, "%s is selected by name\n%s", p, opt.PlanString())
+			}
+			continue
+		}
+		require.Equal(t, PathFull, plan["/tokens/embeddings"].Path, opt.PlanString())
+		require.Contains(t, plan["/tokens/embeddings"].Why, "embedding table")
+		require.Equal(t, PathFull, plan["/head/dense/weights"].Path, opt.PlanString())
+		require.Contains(t, plan["/head/dense/weights"].Why, "output head")
+		require.Equal(t, PathDirect, plan["/hidden/dense/weights"].Path, opt.PlanString())
+		require.Equal(t, PathDirect, plan["/middle/dense/weights"].Path, opt.PlanString())
+	}
 }

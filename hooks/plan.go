@@ -55,6 +55,12 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			projected--
 			continue
 		}
+		if role := weightRole(g, v, trainables); !cfg.explicit && role != "" {
+			e.Path, e.Why = PathFull, "left out by the default selection: "+role
+			plan[i] = e
+			projected--
+			continue
+		}
 		if err := projector.CheckMatrix(m, n, cfg.rank, side); err != nil {
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
 		}
