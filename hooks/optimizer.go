@@ -31,6 +31,7 @@ const (
 	CauseLoss      = 3 // the smoothed loss stopped falling for LossPatience checks
 	CauseCurvature = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
 	CauseRank      = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
+	CauseNoBasis   = 6 // a drift check found a variable without a valid basis (its gradients were zero so far)
 )
 
 // CauseName returns a readable name of a refresh cause.
@@ -46,6 +47,8 @@ func CauseName(cause int) string {
 		return "curvature jumped"
 	case CauseRank:
 		return "rank changed"
+	case CauseNoBasis:
+		return "a variable had no valid basis"
 	}
 	return "none"
 }
@@ -429,7 +432,19 @@ func (st *stepState) driftAndLearn(hs []handler) {
 		learnNextVar = st.counter("learn_next", dtypes.Int32)
 		byRank = LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
 	}
-	learnNow := LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), st.ok)
+	// A variable without a valid basis (its gradients were zero or non-finite whenever it learned)
+	// takes no update at all: every check re-learns until it has one, so that no rule can leave a
+	// layer frozen for good. The residual rule cannot do it: such a basis reports a steady residual 1.
+	byNoBasis := off
+	if checks {
+		for _, h := range hs {
+			if mh, ok := h.(*matrixVar); ok {
+				byNoBasis = LogicalOr(byNoBasis, LogicalNot(mh.oldValid))
+			}
+		}
+		byNoBasis = LogicalAnd(LogicalAnd(st.isCheck, st.ok), byNoBasis)
+	}
+	learnNow := LogicalAnd(LogicalOr(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), byNoBasis), st.ok)
 	if adaptive {
 		learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
 	}
@@ -449,10 +464,14 @@ func (st *stepState) driftAndLearn(hs []handler) {
 		Where(d.byResidual, Const(g, int32(CauseResidual)),
 			Where(d.byLoss, Const(g, int32(CauseLoss)),
 				Where(d.byCurvature, Const(g, int32(CauseCurvature)),
-					Where(byRank, Const(g, int32(CauseRank)), Const(g, int32(CauseNone)))))))
+					Where(byRank, Const(g, int32(CauseRank)),
+						Where(byNoBasis, Const(g, int32(CauseNoBasis)), Const(g, int32(CauseNone))))))))
 	st.bump("refreshes", d.refresh)
 	st.bump("refreshes_residual", d.byResidual)
 	st.bump("refreshes_loss", d.byLoss)
+	if checks {
+		st.bump("refreshes_no_basis", LogicalAnd(byNoBasis, LogicalNot(d.refresh)))
+	}
 	if checks && pol.CurvatureFactor > 0 {
 		st.bump("refreshes_curvature", d.byCurvature)
 	}

@@ -24,6 +24,7 @@ type Report struct {
 	RefreshesResidual  int64   // … because the residual was above the threshold
 	RefreshesLoss      int64   // … because the smoothed loss stopped falling
 	RefreshesCurvature int64   // … because the curvature along a step jumped
+	RefreshesNoBasis   int64   // checks that re-learned because a variable had no valid basis (not counted in Refreshes)
 	Checks             int64   // drift checks run
 	FullUpdates        int64   // checks at which a variable took the part of its gradient outside its subspace
 	RankChanges        int64   // variables whose rank the rank rule changed (each recompiles the step once)
@@ -164,6 +165,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
 	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
 	r.RefreshesCurvature = asInt(optional(at("refreshes_curvature")))
+	r.RefreshesNoBasis = asInt(optional(at("refreshes_no_basis")))
 	r.Checks = asInt(read(at("checks")))
 	r.FullUpdates = asInt(optional(at("full_updates")))
 	r.RankChanges = asInt(optional(at("rank_changes")))
@@ -431,6 +433,8 @@ func (m *Monitor) record(r Report) {
 		e.Signal = fmt.Sprintf("smoothed loss %.4g not falling for %d checks (patience %d)", r.LossEMA, pol.LossPatience, pol.LossPatience)
 	case CauseCurvature:
 		e.Signal = fmt.Sprintf("curvature jumped to %.1f× its smoothed magnitude (factor %g)", r.CurvaturePeak, pol.CurvatureFactor)
+	case CauseNoBasis:
+		e.Signal = "a projected variable had no valid basis yet (zero or non-finite gradients whenever it learned): it took no update until now"
 	}
 	m.Events = append(m.Events, e)
 	if m.Logf != nil {

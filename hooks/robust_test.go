@@ -1,7 +1,9 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -125,4 +127,31 @@ func TestZeroGradientKeepsTheBasis(t *testing.T) {
 	require.Equal(t, int64(1), report.BasesKept)
 	require.Zero(t, report.SkippedSteps)
 	requireFinite(t, r.snapshot(t))
+}
+
+// A layer whose gradients are zero all through warm-up has no valid basis and takes no update. The
+// residual rule alone never replaced it (its residual is a steady 1, so it never "grows"): the
+// layer stayed frozen for good. A check now re-learns every basis while one is missing.
+func TestLayerWithoutABasisIsNotFrozenForGood(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).CheckEvery(10).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	var logged []string
+	mon.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	for range 5 { // warm-up on zero inputs: the first layer's gradient is zero
+		_, err := r.trainer.TrainStep(badBatch("zero input"))
+		require.NoError(t, err)
+		require.NoError(t, mon.Observe())
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.False(t, report.Variables[0].Valid, "no basis can be learned from zero gradients")
+	frozen := r.value(t, firstLayer)
+	r.stepsObserved(t, mon, 20) // real data: the check at step 15 must learn a basis
+	report, err = opt.Report(r.store)
+	require.NoError(t, err)
+	require.True(t, report.Variables[0].Valid, "a check re-learns a missing basis")
+	require.Equal(t, int64(1), report.RefreshesNoBasis)
+	require.NotEqual(t, frozen, r.value(t, firstLayer), "the layer trains again")
+	require.True(t, slices.ContainsFunc(logged, func(s string) bool { return strings.Contains(s, "no valid basis") }), "%q", logged)
 }
