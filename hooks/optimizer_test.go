@@ -425,3 +425,26 @@ func TestIntegerVariableCannotBeProjected(t *testing.T) {
 	_, err := r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "has dtype Int32: only float variables can be projected")
 }
+
+// Temporal mode on a variable far larger than its few directions can serve trained at chance
+// without a word; the plan now recommends the matrix subspace for it, and only for it.
+func TestPlanRecommendsMatrixModeForLargeTemporalVariables(t *testing.T) {
+	for _, tc := range []struct {
+		hidden int
+		large  bool
+	}{{16, false}, {48, true}} { // [12, 16]: 96 elements per direction at rank 2; [12, 48]: 288
+		opt := Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(2).WarmUp(4).Variables(firstLayer).Done()
+		store := model.NewStore()
+		trainer := train.NewTrainer(testBackend(t), store, func(scope *model.Scope, x *Node) *Node {
+			h := activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden"), x, tc.hidden))
+			return layers.DenseWithBias(scope.In("output"), h, 1)
+		}, loss.MeanSquaredError, opt, nil, nil)
+		r := &run{store: store, trainer: trainer}
+		r.step(t)
+		if tc.large {
+			require.Contains(t, opt.Plan()[0].Why, "use Mode(hooks.Matrix)", opt.PlanString())
+		} else {
+			require.NotContains(t, opt.Plan()[0].Why, "Mode(hooks.Matrix)", opt.PlanString())
+		}
+	}
+}

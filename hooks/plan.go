@@ -31,6 +31,11 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		projected++
 		if cfg.mode == Temporal {
 			e.Path, e.Why = PathTemporal, fmt.Sprintf("flattened gradient (%d elements) on a temporal basis", v.Shape().Size())
+			if size := v.Shape().Size(); size >= temporalElementsPerDirection*cfg.rank && v.Shape().Rank() >= 2 {
+				// A few warm-up gradients span almost nothing of a large variable's later ones: a
+				// one-block attention LM's 64×64 matrices stayed at chance (residual 0.93–0.99).
+				e.Why += fmt.Sprintf("; large for %d temporal directions (%d elements each): if its residual stays near 1, use Mode(hooks.Matrix)", cfg.rank, size/cfg.rank)
+			}
 			plan[i] = e
 			continue
 		}
@@ -84,6 +89,10 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 	}
 	return plan, products
 }
+
+// temporalElementsPerDirection: above this many elements per temporal direction the plan
+// recommends the matrix subspace.
+const temporalElementsPerDirection = 256
 
 // currentRank is a matrix-projected variable's rank: the configured one, unless the rank rule
 // changed it (AdaptRanks) or a checkpoint holds its basis at another rank.
