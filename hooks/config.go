@@ -7,8 +7,9 @@
 //	opt := hooks.Subspace(optimizer.Adam().Done()).Rank(8).Done()
 //	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
 //
-// By default every trainable float variable of rank ≥ 2 (weight matrices and kernels) is
-// projected; biases and scalars keep full updates. Two subspaces (Mode):
+// By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
+// smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
+// weight's product follows them); biases and scalars keep full updates. Two subspaces (Mode):
 //
 //   - Matrix (default): a basis Q on one side of each weight W (used as y = x·W). Where W feeds a
 //     single product, the projected gradient is computed directly as (x·Q)ᵀ·∂y and the product's
@@ -251,9 +252,11 @@ func (c *Config) Select(fn func(v *model.Variable) bool) *Config {
 	return c
 }
 
-// DefaultSelection projects every float variable of rank ≥ 2: weight matrices and kernels.
-// Biases, scales and scalars keep full updates; they are small and their gradients are not
-// low-rank in any useful sense.
+// DefaultSelection projects every float variable of rank ≥ 2. Biases, scales and scalars keep full
+// updates; they are small and their gradients are not low-rank in any useful sense. Among the
+// variables it selects, the plan still leaves out (unless they are chosen by name with Variables,
+// Matching or Select) matrices whose smaller side is ≤ the rank, embedding tables and output
+// heads: a basis on their vocabulary or class side would train only Rank mixtures of them.
 func DefaultSelection(v *model.Variable) bool {
 	return v.Shape().Rank() >= 2 && v.DType().IsFloat()
 }

@@ -1,0 +1,328 @@
+// Package quality is the quality suite: small models written independently of the projector
+// (an attention language model with rank-3 weights, an MLP classifier and a conv net), each
+// trained from the same initialisation and on the same batches with stock Adam, a reference
+// implementation of GaLore, a fixed random basis, and the projector in matrix and temporal mode.
+//
+// It is test and example support, not product API: the reference lives here so that a quality
+// figure is always read beside the published method's in the same harness.
+package quality
+
+import (
+	"compress/gzip"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
+	"github.com/gomlx/gomlx/ml/layers/attention"
+	"github.com/gomlx/gomlx/ml/layers/norm"
+	"github.com/gomlx/gomlx/ml/model"
+)
+
+// Task is a model, its data and its schedule.
+type Task struct {
+	Name  string
+	Model func(scope *model.Scope, inputs []*Node) []*Node // logits: [batch, (seq,) classes]
+	// Batch returns the training batch of a step (the same for every variant of a seed).
+	Batch func(seed int64, step int) (x, y *tensors.Tensor)
+	// Eval is the held-out set, fixed per seed.
+	Eval    func(seed int64) (x, y *tensors.Tensor)
+	Steps   int
+	LR      float64
+	Rank    int
+	Project string // regular expression of the projected variables' paths
+	// View is a projected weight as the matrix the reference projects: [m, n] for a weight
+	// used as y = x·W (m the contracted side).
+	View func(path string, dims []int) (m, n int)
+}
+
+func rows(dims []int) (m, n int) {
+	m = dims[0]
+	n = 1
+	for _, d := range dims[1:] {
+		n *= d
+	}
+	return m, n
+}
+
+// ---------------------------------------------------------------------------------------------
+// An attention language model: one pre-LN block (GoMLX's multi-head attention, whose query, key
+// and value weights are [width, heads, head_dim] and output weights [heads, head_dim, width]),
+// an MLP, a separate head. The task: a second-order Markov chain over 32 tokens whose next token
+// is a fixed function of the previous two with probability 0.9, uniform otherwise.
+
+const (
+	lmVocab, lmWidth, lmHeads, lmMLP, lmSeq, lmBatch = 32, 64, 4, 256, 32, 32
+	lmEvalSequences                                  = 256
+	lmFollow                                         = 0.9
+)
+
+func attentionLM(scope *model.Scope, inputs []*Node) []*Node {
+	tokens := inputs[0]
+	g := tokens.Graph()
+	x := layers.Embedding(scope.In("tokens"), tokens, dtypes.Float32, lmVocab, lmWidth)
+	pos := scope.In("positions").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 1, lmSeq, lmWidth)).NodeValue(g)
+	x = Add(x, pos)
+	block := scope.In("block")
+	h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
+	h = attention.SelfAttention(block.In("attention"), h, lmHeads, lmWidth/lmHeads).WithCausalMask(true).Done()
+	x = Add(x, h)
+	h = norm.LayerNorm(block.In("mlp_norm"), x, -1).Done()
+	mlp := block.In("mlp")
+	h = layers.DenseWithBias(mlp.In("up"), h, lmMLP)
+	h = activation.Apply(activation.TypeGelu, h)
+	h = layers.DenseWithBias(mlp.In("down"), h, lmWidth)
+	x = Add(x, h)
+	x = norm.LayerNorm(scope.In("final_norm"), x, -1).Done()
+	return []*Node{layers.DenseWithBias(scope.In("head"), x, lmVocab)}
+}
+
+// markovTable is the chain's deterministic successor of each token pair; it is the same for
+// every seed (the task), while the seed picks the sequences.
+var markovTable = func() [lmVocab][lmVocab]int32 {
+	rng := rand.New(rand.NewPCG(2026, 12))
+	var t [lmVocab][lmVocab]int32
+	for a := range t {
+		for b := range t[a] {
+			t[a][b] = int32(rng.IntN(lmVocab))
+		}
+	}
+	return t
+}()
+
+func markovSequences(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
+	xs := make([]int32, n*lmSeq)
+	ys := make([]int32, n*lmSeq)
+	seq := make([]int32, lmSeq+1)
+	for i := range n {
+		seq[0], seq[1] = int32(rng.IntN(lmVocab)), int32(rng.IntN(lmVocab))
+		for j := 2; j <= lmSeq; j++ {
+			if rng.Float64() < lmFollow {
+				seq[j] = markovTable[seq[j-2]][seq[j-1]]
+			} else {
+				seq[j] = int32(rng.IntN(lmVocab))
+			}
+		}
+		copy(xs[i*lmSeq:], seq[:lmSeq])
+		copy(ys[i*lmSeq:], seq[1:])
+	}
+	return tensors.FromFlatDataAndDimensions(xs, n, lmSeq), tensors.FromFlatDataAndDimensions(ys, n, lmSeq, 1)
+}
+
+// AttentionLM is the attention language model's task: rank width/8 on the block's six matrices.
+func AttentionLM() Task {
+	return Task{
+		Name:  "attention LM",
+		Model: attentionLM,
+		Batch: func(seed int64, step int) (x, y *tensors.Tensor) {
+			return markovSequences(rand.New(rand.NewPCG(uint64(seed), uint64(step)+1)), lmBatch)
+		},
+		Eval: func(seed int64) (x, y *tensors.Tensor) {
+			return markovSequences(rand.New(rand.NewPCG(uint64(seed), 0)), lmEvalSequences)
+		},
+		Steps:   300,
+		LR:      3e-3,
+		Rank:    lmWidth / 8,
+		Project: `^/block/(attention/.*(query|key|value|output)|mlp/(up|down))/dense/weights$`,
+		View: func(path string, dims []int) (int, int) {
+			if len(dims) == 3 && dims[0] != lmWidth { // output: [heads, head_dim, width]
+				return dims[0] * dims[1], dims[2]
+			}
+			return rows(dims)
+		},
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The digits (8×8 images of handwritten digits, testdata/digits.csv.gz): an MLP classifier and a
+// small conv net. The seed picks the split and the batches.
+
+const (
+	digitsEval  = 360
+	digitsBatch = 32
+	mlpHidden   = 128
+)
+
+type digits struct {
+	x [][]float32 // 64 pixels scaled to [0, 1]
+	y []int32
+}
+
+var loadedDigits *digits
+
+func loadDigits() (*digits, error) {
+	if loadedDigits != nil {
+		return loadedDigits, nil
+	}
+	path, err := findTestdata("digits.csv.gz")
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("quality: %s: %w", path, err)
+	}
+	r := csv.NewReader(zr)
+	d := &digits{}
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("quality: %s: %w", path, err)
+		}
+		if len(rec) != 65 {
+			return nil, fmt.Errorf("quality: %s: a row has %d fields, want 65", path, len(rec))
+		}
+		px := make([]float32, 64)
+		for i := range px {
+			v, err := strconv.ParseFloat(rec[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("quality: %s: %w", path, err)
+			}
+			px[i] = float32(v / 16)
+		}
+		label, err := strconv.Atoi(rec[64])
+		if err != nil || label < 0 || label > 9 {
+			return nil, fmt.Errorf("quality: %s: bad label %q", path, rec[64])
+		}
+		d.x = append(d.x, px)
+		d.y = append(d.y, int32(label))
+	}
+	loadedDigits = d
+	return d, nil
+}
+
+// findTestdata finds a file of the repository's testdata/ from any package directory.
+func findTestdata(name string) (string, error) {
+	dir, _ := os.Getwd()
+	for {
+		p := filepath.Join(dir, "testdata", name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("quality: testdata/%s not found above the working directory (run from inside the repository)", name)
+		}
+		dir = parent
+	}
+}
+
+// digitsSplit returns the indices of the training and eval samples for a seed.
+func digitsSplit(d *digits, seed int64) (train, eval []int) {
+	idx := rand.New(rand.NewPCG(uint64(seed), 99)).Perm(len(d.y))
+	return idx[digitsEval:], idx[:digitsEval]
+}
+
+func digitsTensors(d *digits, idx []int, image bool) (x, y *tensors.Tensor) {
+	xs := make([]float32, 0, len(idx)*64)
+	ys := make([]int32, len(idx))
+	for i, j := range idx {
+		xs = append(xs, d.x[j]...)
+		ys[i] = d.y[j]
+	}
+	if image {
+		return tensors.FromFlatDataAndDimensions(xs, len(idx), 8, 8, 1), tensors.FromFlatDataAndDimensions(ys, len(idx), 1)
+	}
+	return tensors.FromFlatDataAndDimensions(xs, len(idx), 64), tensors.FromFlatDataAndDimensions(ys, len(idx), 1)
+}
+
+func digitsTask(name string, image bool, fn func(*model.Scope, []*Node) []*Node) Task {
+	mustDigits := func() *digits {
+		d, err := loadDigits()
+		if err != nil {
+			panic(err)
+		}
+		return d
+	}
+	return Task{
+		Name:  name,
+		Model: fn,
+		Batch: func(seed int64, step int) (x, y *tensors.Tensor) {
+			d := mustDigits()
+			train, _ := digitsSplit(d, seed)
+			rng := rand.New(rand.NewPCG(uint64(seed), uint64(step)+1))
+			idx := make([]int, digitsBatch)
+			for i := range idx {
+				idx[i] = train[rng.IntN(len(train))]
+			}
+			return digitsTensors(d, idx, image)
+		},
+		Eval: func(seed int64) (x, y *tensors.Tensor) {
+			d := mustDigits()
+			_, eval := digitsSplit(d, seed)
+			return digitsTensors(d, eval, image)
+		},
+		Steps: 300,
+		LR:    3e-3,
+		View:  func(_ string, dims []int) (int, int) { return rows(dims) },
+	}
+}
+
+// MLPClassifier is a 64-128-128-10 tanh MLP on the digits, its two hidden matrices at rank 16.
+func MLPClassifier() Task {
+	t := digitsTask("MLP classifier", false, func(scope *model.Scope, inputs []*Node) []*Node {
+		h := inputs[0]
+		for i := range 2 {
+			h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden_%d", i), h, mlpHidden))
+		}
+		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
+	})
+	t.Rank = mlpHidden / 8
+	t.Project = `^/hidden_\d/dense/weights$`
+	return t
+}
+
+// ConvNet is two 3×3 convolutions (16 and 32 channels, same padding) and a dense head of 64 on
+// the digits images. Its dense hidden matrix ([2048, 64]) is projected at rank 8; the kernels are
+// left out until the projector handles convolutions.
+func ConvNet() Task {
+	t := digitsTask("conv net", true, func(scope *model.Scope, inputs []*Node) []*Node {
+		h := inputs[0]
+		for i, ch := range []int{16, 32} {
+			h = layers.Convolution(scope.In("conv_%d", i), h).Filters(ch).KernelSize(3).PadSame().Done()
+			h = activation.Relu(h)
+		}
+		h = Reshape(h, h.Shape().Dim(0), -1)
+		h = activation.Relu(layers.DenseWithBias(scope.In("hidden"), h, 64))
+		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
+	})
+	t.Rank = 8
+	t.Project = `^/hidden/dense/weights$`
+	return t
+}
+
+// Tasks is the suite.
+func Tasks() []Task { return []Task{AttentionLM(), MLPClassifier(), ConvNet()} }
+
+// meanStd of a sample.
+func meanStd(xs []float64) (mean, std float64) {
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	if len(xs) < 2 {
+		return mean, 0
+	}
+	for _, x := range xs {
+		std += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(std / float64(len(xs)-1))
+}
