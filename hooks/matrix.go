@@ -150,7 +150,10 @@ func (h *matrixVar) stepCoefficients() *Node {
 	return h.stepCoef
 }
 func (h *matrixVar) fullUpdateInBase() bool { return false }
-func (h *matrixVar) useProjection() *Node   { return h.useProj }
+
+// frozenWithoutBasis: without a valid basis the matrix subspace has no coefficient to update.
+func (h *matrixVar) frozenWithoutBasis() *Node { return LogicalNot(h.oldValid) }
+func (h *matrixVar) useProjection() *Node      { return h.useProj }
 
 // residual is read at checks, where the check ran.
 func (h *matrixVar) residual() *Node {

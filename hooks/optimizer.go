@@ -323,6 +323,9 @@ type handler interface {
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node
+	// frozenWithoutBasis (scalar bool) says whether the variable entered this step with no valid
+	// basis and so takes no update until one is learned.
+	frozenWithoutBasis() *Node
 }
 
 // stepGuard remembers every variable's value at the start of the projector's part of a step, so
@@ -438,9 +441,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	byNoBasis := off
 	if checks {
 		for _, h := range hs {
-			if mh, ok := h.(*matrixVar); ok {
-				byNoBasis = LogicalOr(byNoBasis, LogicalNot(mh.oldValid))
-			}
+			byNoBasis = LogicalOr(byNoBasis, h.frozenWithoutBasis())
 		}
 		byNoBasis = LogicalAnd(LogicalAnd(st.isCheck, st.ok), byNoBasis)
 	}

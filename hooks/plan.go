@@ -17,6 +17,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 	plan := make([]PlanEntry, len(trainables))
 	products := make([]*product, len(trainables))
 	selected, projected := 0, 0
+	roles := newWeightRoles(g, trainables)
 	for i, v := range trainables {
 		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Path: PathFull, Rank: cfg.rank}
 		if !cfg.selectFn(v) {
@@ -60,11 +61,13 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			projected--
 			continue
 		}
-		if role := weightRole(g, v, trainables); !cfg.explicit && role != "" {
-			e.Path, e.Why = PathFull, "left out by the default selection: "+role
-			plan[i] = e
-			projected--
-			continue
+		if !cfg.explicit {
+			if role := roles.of(v); role != "" {
+				e.Path, e.Why = PathFull, "left out by the default selection: "+role
+				plan[i] = e
+				projected--
+				continue
+			}
 		}
 		if err := projector.CheckMatrix(m, n, cfg.rank, side); err != nil {
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)

@@ -18,16 +18,41 @@ import (
 //     the logits move in only r directions of the classes. Projecting the head of the same model
 //     took its eval loss to 2.19. GaLore leaves both out too (it projects the blocks' linear layers).
 
-// weightRole names why the default selection leaves a variable out, or "" if it does not.
-func weightRole(g *Graph, v *model.Variable, trainables []*model.Variable) string {
-	w := v.NodeValue(g)
-	nodes := g.Nodes()
-	for _, n := range nodes[w.Id()+1:] {
+// weightRoles finds, once per step graph, the roles of its weights.
+type weightRoles struct {
+	g          *Graph
+	weights    map[*Node]*model.Variable // each weight's value node, and reshapes of it
+	numWeights int
+}
+
+func newWeightRoles(g *Graph, trainables []*model.Variable) *weightRoles {
+	r := &weightRoles{g: g, weights: map[*Node]*model.Variable{}}
+	for _, v := range trainables {
+		if v.Shape().Rank() >= 2 {
+			r.weights[v.NodeValue(g)] = v
+			r.numWeights++
+		}
+	}
+	for _, n := range g.Nodes() {
+		if n.Type() != NodeTypeReshape {
+			continue
+		}
+		if v, ok := r.weights[n.Inputs()[0]]; ok {
+			r.weights[n] = v
+		}
+	}
+	return r
+}
+
+// of names why the default selection leaves v out, or "" if it does not.
+func (r *weightRoles) of(v *model.Variable) string {
+	w := v.NodeValue(r.g)
+	for _, n := range r.g.Nodes()[w.Id()+1:] {
 		if (n.Type() == NodeTypeGather || n.Type() == NodeTypeQuantizedEmbeddingLookup) && slices.Contains(n.Inputs(), w) {
 			return "an embedding table (read by a Gather): its gradient only touches the batch's rows"
 		}
 	}
-	if isHead(g, w, v, trainables) {
+	if r.isHead(w, v) {
 		return "the output head (no other weight's product follows it): a low-rank basis would move the outputs in only Rank directions"
 	}
 	return ""
@@ -45,30 +70,19 @@ func isProduct(n *Node) bool {
 // isHead says whether w's products feed the loss with no product of another trainable weight
 // after them: w belongs to the model's last layer. A model with a single weight has no head in
 // this sense (there is nothing else to project).
-func isHead(g *Graph, w *Node, v *model.Variable, trainables []*model.Variable) bool {
-	others := map[*Node]bool{} // other weights' values, and reshapes of them
-	for _, o := range trainables {
-		if o == v || o.Shape().Rank() < 2 {
-			continue
-		}
-		others[o.NodeValue(g)] = true
-	}
-	if len(others) == 0 {
+func (r *weightRoles) isHead(w *Node, v *model.Variable) bool {
+	if r.numWeights < 2 {
 		return false
-	}
-	nodes := g.Nodes()
-	for _, n := range nodes {
-		if n.Type() == NodeTypeReshape && others[n.Inputs()[0]] {
-			others[n] = true
-		}
 	}
 	reached := map[*Node]bool{w: true}
 	usedByProduct := false
-	for _, n := range nodes[w.Id()+1:] {
+	for _, n := range r.g.Nodes()[w.Id()+1:] {
 		fromW, fromOther := false, false
 		for _, in := range n.Inputs() {
 			fromW = fromW || reached[in]
-			fromOther = fromOther || others[in]
+			if o, ok := r.weights[in]; ok && o != v {
+				fromOther = true
+			}
 		}
 		if !fromW {
 			continue

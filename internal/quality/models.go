@@ -8,15 +8,9 @@
 package quality
 
 import (
-	"compress/gzip"
-	"encoding/csv"
-	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strconv"
+	"sync"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -27,6 +21,7 @@ import (
 	"github.com/gomlx/gomlx/ml/layers/attention"
 	"github.com/gomlx/gomlx/ml/layers/norm"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/examples/mlp/data"
 )
 
 // Task is a model, its data and its schedule.
@@ -158,72 +153,22 @@ type digits struct {
 	y []int32
 }
 
-var loadedDigits *digits
-
-func loadDigits() (*digits, error) {
-	if loadedDigits != nil {
-		return loadedDigits, nil
-	}
-	path, err := findTestdata("digits.csv.gz")
+// loadDigits reads testdata/digits.csv.gz once, pixels scaled to [0, 1].
+var loadDigits = sync.OnceValues(func() (*digits, error) {
+	set, err := data.Digits("")
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	d := &digits{x: make([][]float32, len(set.X)), y: make([]int32, len(set.Y))}
+	for i, row := range set.X {
+		d.x[i] = make([]float32, len(row))
+		for j, v := range row {
+			d.x[i][j] = float32(v / 16)
+		}
+		d.y[i] = int32(set.Y[i])
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return nil, fmt.Errorf("quality: %s: %w", path, err)
-	}
-	r := csv.NewReader(zr)
-	d := &digits{}
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("quality: %s: %w", path, err)
-		}
-		if len(rec) != 65 {
-			return nil, fmt.Errorf("quality: %s: a row has %d fields, want 65", path, len(rec))
-		}
-		px := make([]float32, 64)
-		for i := range px {
-			v, err := strconv.ParseFloat(rec[i], 64)
-			if err != nil {
-				return nil, fmt.Errorf("quality: %s: %w", path, err)
-			}
-			px[i] = float32(v / 16)
-		}
-		label, err := strconv.Atoi(rec[64])
-		if err != nil || label < 0 || label > 9 {
-			return nil, fmt.Errorf("quality: %s: bad label %q", path, rec[64])
-		}
-		d.x = append(d.x, px)
-		d.y = append(d.y, int32(label))
-	}
-	loadedDigits = d
 	return d, nil
-}
-
-// findTestdata finds a file of the repository's testdata/ from any package directory.
-func findTestdata(name string) (string, error) {
-	dir, _ := os.Getwd()
-	for {
-		p := filepath.Join(dir, "testdata", name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("quality: testdata/%s not found above the working directory (run from inside the repository)", name)
-		}
-		dir = parent
-	}
-}
+})
 
 // digitsSplit returns the indices of the training and eval samples for a seed.
 func digitsSplit(d *digits, seed int64) (train, eval []int) {

@@ -35,8 +35,6 @@ type Reference struct {
 	RandomBasis               bool
 	Project                   *regexp.Regexp
 	View                      func(path string, dims []int) (m, n int)
-
-	refreshes int
 }
 
 var _ optimizer.Interface = (*Reference)(nil)
@@ -49,9 +47,6 @@ func NewReference(t Task, random bool) *Reference {
 	return &Reference{LR: t.LR, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-7, Scale: 1, Rank: t.Rank,
 		RefreshEvery: 200, RandomBasis: random, Project: regexp.MustCompile(t.Project), View: t.View}
 }
-
-// Refreshes returns how many times Refresh recomputed the bases.
-func (r *Reference) Refreshes() int { return r.refreshes }
 
 func (r *Reference) basisScope(store *model.Store, v *model.Variable) *model.Scope {
 	return store.Scope(path.Join("/", referenceScope, v.Scope()))
@@ -102,7 +97,6 @@ func (r *Reference) Refresh(store *model.Store, step int, gradients func() (map[
 				return err
 			}
 		}
-		r.refreshes++
 		return nil
 	}
 	if step%r.RefreshEvery != 0 {
@@ -144,7 +138,6 @@ func (r *Reference) Refresh(store *model.Store, step int, gradients func() (map[
 			return err
 		}
 	}
-	r.refreshes++
 	return nil
 }
 
@@ -161,11 +154,12 @@ func (r *Reference) setBasis(store *model.Store, v *model.Variable, q *mat.Dense
 	if b := scope.GetVariable(v.Name() + "_basis"); b != nil {
 		return b.SetValue(t)
 	}
-	_, err := scope.CreateVariable(v.Name()+"_basis", t)
-	if b := scope.GetVariable(v.Name() + "_basis"); b != nil {
-		b.SetTrainable(false)
+	b, err := scope.CreateVariable(v.Name()+"_basis", t)
+	if err != nil {
+		return err
 	}
-	return err
+	b.SetTrainable(false)
+	return nil
 }
 
 // UpdateGraph implements optimizer.Interface.

@@ -116,6 +116,23 @@ func DigitsOneVsRest(dir string, positive int) (*Dataset, error) {
 	if positive < 0 || positive > 9 {
 		return nil, fmt.Errorf("data: DigitsOneVsRest: positive digit must be in 0..9, got %d", positive)
 	}
+	d, err := Digits(dir)
+	if err != nil {
+		return nil, err
+	}
+	d.Name = fmt.Sprintf("digits_%d_vs_rest", positive)
+	d.NumClasses = 2
+	for i, digit := range d.Y {
+		d.Y[i] = 0
+		if digit == positive {
+			d.Y[i] = 1
+		}
+	}
+	return d, nil
+}
+
+// Digits loads the digits dataset of [DigitsOneVsRest] with its ten classes: Y[i] is the digit.
+func Digits(dir string) (*Dataset, error) {
 	dir, err := resolveDir(dir)
 	if err != nil {
 		return nil, err
@@ -130,10 +147,10 @@ func DigitsOneVsRest(dir string, positive int) (*Dataset, error) {
 	}
 	const nFeatures = 64
 	d := &Dataset{
-		Name:         fmt.Sprintf("digits_%d_vs_rest", positive),
+		Name:         "digits",
 		X:            make([][]float64, len(recs)),
 		Y:            make([]int, len(recs)),
-		NumClasses:   2,
+		NumClasses:   10,
 		FeatureNames: make([]string, 0, nFeatures),
 	}
 	for r := 0; r < 8; r++ {
@@ -151,14 +168,10 @@ func DigitsOneVsRest(dir string, positive int) (*Dataset, error) {
 				return nil, err
 			}
 		}
-		digit, err := parseLabel(path, rec, nFeatures, 10)
-		if err != nil {
+		if d.Y[i], err = parseLabel(path, rec, nFeatures, 10); err != nil {
 			return nil, err
 		}
 		d.X[i] = x
-		if digit == positive {
-			d.Y[i] = 1
-		}
 	}
 	return d, nil
 }
