@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/ml/dataset"
 
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
@@ -52,32 +53,41 @@ func TestEveryBackend(t *testing.T) {
 	}
 }
 
-// TestGatedWorkWithLargeOpsCompletes trains in matrix mode with ops large enough to split their
-// work across the worker pool inside the gated branch (a 1536×64 input): on compute v0.1.14's
-// default parallel schedule this hung (see internal/backends.GoSafeOptions); the project's Go
-// backend configuration must complete it.
-func TestGatedWorkWithLargeOpsCompletes(t *testing.T) {
-	backend, err := backends.New("go")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		store := model.NewStore()
-		opt := Subspace(optimizer.Adam().Done()).Rank(4).WarmUp(6).CheckEvery(2).Done()
-		trainer := train.NewTrainer(backend, store, mlp, loss.MeanSquaredError, opt, nil, nil)
-		for range 12 {
+// TestPlainProgramTrainsInEveryMode builds its backend as a GoMLX user's program does,
+// compute.MustNew(), which in a program that links only the Go backend gives the Go backend with
+// its default, parallel scheduling (not the project's ops_sequential); this test binary also
+// links XLA, so $GOMLX_BACKEND says "go" with no options. It trains with train.NewLoop, in each mode, with
+// ops large enough to split their work across the worker pool (a 1536×64 input). The gated
+// learning this replaced hung there at the first step (an op inside an If waiting for a worker
+// slot that idle executors held).
+func TestPlainProgramTrainsInEveryMode(t *testing.T) {
+	t.Setenv(backends.EnvVar, "go")
+	backend := compute.MustNew()
+	require.NotContains(t, backend.Description(), "sequential")
+	for _, mode := range []Mode{Matrix, Temporal} {
+		done := make(chan error, 1)
+		var opt *Optimizer
+		go func() {
+			store := model.NewStore()
+			opt = Subspace(optimizer.Adam().Done()).Mode(mode).Rank(4).WarmUp(6).CheckEvery(2).Done()
+			trainer := train.NewTrainer(backend, store, mlp, loss.MeanSquaredError, opt, nil, nil)
+			loop := train.NewLoop(trainer)
 			x, y := toyProblem(1536, 64)
-			if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
+			ds, err := dataset.InMemoryFromData(backend, "toy", []any{x}, []any{y})
+			if err != nil {
 				done <- err
 				return
 			}
+			_, err = loop.RunSteps(ds.BatchSize(1536, true).Infinite(true), 12)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "%s mode", mode)
+			require.Equal(t, 1, opt.Builds(), "%s mode", mode)
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s mode: training hung on the default Go backend", mode)
 		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("training hung in the gated branch (Go backend scheduling; see internal/backends.GoSafeOptions)")
 	}
 }
 
@@ -86,7 +96,6 @@ func TestGatedWorkWithLargeOpsCompletes(t *testing.T) {
 // op of a gated closure may use a value of another function, or XLA refuses the graph. It then
 // trains a few steps through warm-up, checks and refreshes.
 func TestStepGraphCapturesNothingWhereNeeded(t *testing.T) {
-	t.Setenv(projector.CaptureFreeEnv, "1")
 	for _, mode := range []Mode{Matrix, Temporal} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(2).WarmUp(3).CheckEvery(2)

@@ -50,6 +50,8 @@ const (
 	ParamMode              = "subspace_mode"
 	ParamMinRank           = "subspace_min_rank"
 	ParamMaxRank           = "subspace_max_rank"
+	ParamTrackingRate      = "subspace_tracking_rate"
+	ParamFastTrackingRate  = "subspace_fast_tracking_rate"
 )
 
 // Defaults, chosen to work on small problems without tuning.
@@ -59,6 +61,12 @@ const (
 	DefaultCheckEvery        = 50
 	DefaultResidualThreshold = 0.5
 	DefaultLossPatience      = 4
+	// DefaultTrackingRate and DefaultFastTrackingRate: how fast matrix bases follow the
+	// gradients (Policy.TrackingRate).
+	DefaultTrackingRate     = 1.0
+	DefaultFastTrackingRate = 4.0
+	// MaxTrackingRate bounds the rates: the orthonormalisation's length grows with it.
+	MaxTrackingRate = 64.0
 	// LossEMADecay smooths the loss for the plateau signal (≈ a 10-step window).
 	LossEMADecay = 0.9
 	// LossMinImprovement: a check counts as progress when the smoothed loss fell by this share.
@@ -154,6 +162,8 @@ func (c *Config) FromScope(scope *model.Scope) *Config {
 	c.policy.CheckEvery = model.GetParamOr(scope, ParamCheckEvery, c.policy.CheckEvery)
 	c.policy.ResidualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.policy.ResidualThreshold)
 	c.policy.LossPatience = model.GetParamOr(scope, ParamLossPatience, c.policy.LossPatience)
+	c.policy.TrackingRate = model.GetParamOr(scope, ParamTrackingRate, c.policy.TrackingRate)
+	c.policy.FastTrackingRate = model.GetParamOr(scope, ParamFastTrackingRate, c.policy.FastTrackingRate)
 	c.policy.MinRank = model.GetParamOr(scope, ParamMinRank, c.policy.MinRank)
 	c.policy.MaxRank = model.GetParamOr(scope, ParamMaxRank, c.policy.MaxRank)
 	c.weightDecay = model.GetParamOr(scope, ParamWeightDecay, c.weightDecay)
@@ -200,6 +210,14 @@ func (c *Config) CheckEvery(steps int) *Config { c.policy.CheckEvery = steps; re
 // ResidualThreshold sets Policy.ResidualThreshold: the relative residual ‖g − VVᵀg‖/‖g‖ above
 // which a check refreshes the basis. It must be in (0, 1]; 1 disables the residual trigger.
 func (c *Config) ResidualThreshold(r float64) *Config { c.policy.ResidualThreshold = r; return c }
+
+// TrackingRate sets Policy.TrackingRate and FastTrackingRate: how fast matrix bases follow the
+// gradients, after and during warm-up (and refreshes). 0 for slow keeps a basis fixed between
+// refreshes, as GaLore does.
+func (c *Config) TrackingRate(slow, fast float64) *Config {
+	c.policy.TrackingRate, c.policy.FastTrackingRate = slow, fast
+	return c
+}
 
 // LossPatience sets Policy.LossPatience: how many consecutive checks without the smoothed loss
 // falling trigger a refresh. Zero disables the loss trigger.
@@ -285,6 +303,9 @@ func (c *Config) Validate() error {
 	case c.weightDecay < 0:
 		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is negative", c.weightDecay)
 	}
+	if c.policy.FastTrackingRate == 0 {
+		c.policy.FastTrackingRate = max(DefaultFastTrackingRate, c.policy.TrackingRate) // 0: the default
+	}
 	if err := c.policy.Validate(c.rank); err != nil {
 		return fmt.Errorf("hooks.Subspace: %v", err)
 	}
@@ -308,6 +329,6 @@ func (c Config) DriftPolicy() Policy { return c.policy }
 // Done returns the optimizer. An invalid configuration is reported by Validate, and by the first
 // TrainStep (as the error of building the step graph).
 func (c *Config) Done() *Optimizer {
-	cfg := *c
-	return &Optimizer{cfg: cfg, configErr: c.Validate()}
+	err := c.Validate() // fills FastTrackingRate's default
+	return &Optimizer{cfg: *c, configErr: err}
 }

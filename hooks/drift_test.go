@@ -146,14 +146,15 @@ func trainTeacher(t *testing.T, opt optimizer.Interface, steps, switchStep, wind
 
 // TestControllerFollowsAMovingSubspace is the drift controller's evidence: when the target moves
 // to directions the learned basis does not hold, training with the controller off stalls; with
-// the default policy it recovers to within 5% of the stock optimizer, with few refreshes.
+// the default policy it recovers to within 10% of the stock optimizer, with few refreshes.
 func TestControllerFollowsAMovingSubspace(t *testing.T) {
 	const steps, switchStep, window = 1600, 400, 100
 	base := func() optimizer.Interface { return optimizer.Adam().LearningRate(0.02).Done() }
 	subspace := func() *Config { return Subspace(base()).Rank(4) }
 
 	stock, _ := trainTeacher(t, base(), steps, switchStep, window, nil)
-	offOpt := subspace().CheckEvery(0).Done()
+	// Off: no checks, and bases that stop moving after warm-up (tracking rate 0).
+	offOpt := subspace().CheckEvery(0).TrackingRate(0, DefaultFastTrackingRate).Done()
 	off, _ := trainTeacher(t, offOpt, steps, switchStep, window, nil)
 	onOpt := subspace().Done()
 	var logs []string
@@ -164,13 +165,15 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 		stock, off, on, teacherNoise*teacherNoise, report)
 
 	require.Less(t, stock, 2*teacherNoise*teacherNoise, "the stock optimizer must fit the moved target")
-	require.Greater(t, off, 10*stock, "with the controller off the basis cannot follow: training stalls")
-	require.LessOrEqual(t, on, 1.05*stock, "with the controller on, within 5%% of stock")
+	require.Greater(t, off, 10*stock, "with a frozen basis and no controller, training stalls")
+	// Within 10% of stock at the noise floor: a basis tracking at the default rate also follows
+	// some of the noise of single batches (at TrackingRate 0.3 this run lands within 2%; the
+	// quality suite's three models train better at 1: docs/tracking.md).
+	require.LessOrEqual(t, on, 1.10*stock, "with the controller on, within 10%% of stock")
 	require.Positive(t, report.Refreshes)
 	require.LessOrEqual(t, report.Refreshes, report.Checks/3, "few refreshes: the controller is not refreshing blindly")
 	require.Equal(t, 1, onOpt.Builds(), "refreshes do not recompile")
-	// Each action is logged with the signal and the threshold that caused it, and the first
-	// refresh after the target moved (by whichever rule) comes within two checks of the move.
+	// Each action is logged with the signal and the threshold that caused it.
 	var refreshLines, fullLines int
 	firstAfter := int64(-1)
 	for _, line := range logs {
@@ -198,13 +201,19 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 		}
 	}
 	require.Equal(t, int(report.Refreshes), refreshLines)
-	require.Positive(t, fullLines)
+	require.Zero(t, fullLines, "matrix mode takes no full updates: its basis tracks")
 	require.Positive(t, firstAfter, "a refresh after the move")
-	require.LessOrEqual(t, firstAfter, int64(switchStep+2*DefaultCheckEvery), "the controller reacts within two checks")
+	// The basis follows the move by tracking alone; the controller adds a burst of fast tracking
+	// within a few checks.
+	require.LessOrEqual(t, firstAfter, int64(switchStep+4*DefaultCheckEvery), "the controller reacts within four checks")
 }
 
 // TestCurvatureSignal: on the quadratic loss a/2·‖W‖² the gradient is a·W, so the curvature
-// along any step is exactly a; the signal measured from the coefficients must say so.
+// along any step is exactly a; the signal measured from the coefficients must say so. With a
+// basis frozen after warm-up the measurement is exact; with a tracking basis the previous
+// step's coefficients are rotated into the new basis, which leaves out the part of the step
+// outside it: the signal is then an estimate, of the right order for the rule's jumps of
+// CurvatureFactor (10×): here within a factor of 2.
 func TestCurvatureSignal(t *testing.T) {
 	const a = 3.0
 	quadratic := func(scope *model.Scope, x *Node) *Node {
@@ -212,70 +221,95 @@ func TestCurvatureSignal(t *testing.T) {
 		return MulScalar(ReduceAllSum(Square(w)), a/2)
 	}
 	lossIsPrediction := func(_, predictions []*Node) *Node { return predictions[0] }
-	// Checks on (the signal is built only for its rule) but none within the run: no refresh.
-	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).CheckEvery(1000).Done()
-	store := model.NewStore()
-	store.SetParam(model.ParamInitialSeed, int64(2))
-	trainer := train.NewTrainer(testBackend(t), store, quadratic, lossIsPrediction, opt, nil, nil)
-	for range 30 {
-		_, err := trainer.TrainStep(train.Batch{
-			Inputs: []*tensors.Tensor{tensors.FromValue([]float32{0})},
-			Labels: []*tensors.Tensor{tensors.FromValue([]float32{0})}})
+	for _, slow := range []float64{0, DefaultTrackingRate} {
+		// Checks on (the signal is built only for its rule) but none within the run: no refresh.
+		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).CheckEvery(1000).
+			TrackingRate(slow, DefaultFastTrackingRate).Done()
+		store := model.NewStore()
+		store.SetParam(model.ParamInitialSeed, int64(2))
+		trainer := train.NewTrainer(testBackend(t), store, quadratic, lossIsPrediction, opt, nil, nil)
+		steps := 100 // the smoothed magnitude forgets the warm-up's fast-moving steps
+		if slow > 0 {
+			steps = 30
+		}
+		for range steps {
+			_, err := trainer.TrainStep(train.Batch{
+				Inputs: []*tensors.Tensor{tensors.FromValue([]float32{0})},
+				Labels: []*tensors.Tensor{tensors.FromValue([]float32{0})}})
+			require.NoError(t, err)
+		}
+		report, err := opt.Report(store)
 		require.NoError(t, err)
+		tol := 1e-3
+		if slow > 0 {
+			tol = 0.5
+		}
+		require.InDelta(t, a, report.Curvature, tol*a, "tracking rate %g: curvature along the last step", slow)
+		require.InDelta(t, a, report.CurvatureEMA, tol*a, "tracking rate %g: its smoothed magnitude", slow)
+		require.Equal(t, PathPostHoc, opt.Plan()[0].Path)
 	}
-	report, err := opt.Report(store)
-	require.NoError(t, err)
-	require.InDelta(t, a, report.Curvature, 1e-3*a, "curvature along the last step")
-	require.InDelta(t, a, report.CurvatureEMA, 1e-3*a, "its smoothed magnitude")
-	require.Equal(t, PathPostHoc, opt.Plan()[0].Path)
 }
 
-// TestFullUpdateRotation: at a check that is its turn, a projected variable's update leaves its
-// subspace by at most the length of the projected step; at other steps it stays inside.
+// TestFullUpdateRotation (temporal mode): at a check that is its turn, a projected variable's
+// update leaves its subspace by at most the length of the projected step; at other steps it
+// stays inside. Matrix mode ignores the rule: its update always lies in the step's basis.
 func TestFullUpdateRotation(t *testing.T) {
-	pol := Policy{CheckEvery: 2, ControlFraction: 1, ResidualThreshold: 1, FullUpdateEvery: 1}
-	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(4).Policy(pol).Done()
-	r := newRun(t, opt)
-	r.float64 = true
-	for range 4 {
-		r.step(t) // warm-up
-	}
-	const rank, rows, cols = 3, 12, 16 // the first layer, basis on its smaller (left) side
-	for step := 5; step <= 12; step++ {
-		before := r.value(t, firstLayer)
-		r.step(t)
-		after := r.value(t, firstLayer)
-		q := r.value(t, "/subspace/hidden/dense/weights_basis") // [12, 3]
-		// Split Δw into Q·Qᵀ·Δw (inside) and the rest.
-		var inside, outside float64
-		for j := range cols {
-			var c [rank]float64
-			for i := range rows {
-				for k := range rank {
-					c[k] += q[i*rank+k] * (after[i*cols+j] - before[i*cols+j])
+	const rank, p = 3, 12 * 16 // the first layer, flattened
+	for _, mode := range []Mode{Temporal, Matrix} {
+		pol := Policy{CheckEvery: 2, ResidualThreshold: 1, FullUpdateEvery: 1}
+		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(rank).WarmUp(4).Policy(pol).Done()
+		r := newRun(t, opt)
+		r.float64 = true
+		for range 4 {
+			r.step(t) // warm-up
+		}
+		for step := 5; step <= 12; step++ {
+			before := r.value(t, firstLayer)
+			q := r.value(t, "/subspace/hidden/dense/weights_basis") // the basis this step uses
+			r.step(t)
+			after := r.value(t, firstLayer)
+			// Split Δw into its part in span(Q) and the rest; Q is [p, rank] (temporal) or
+			// [12, rank] (matrix, Q on W's left side: ΔW's columns in span(Q)).
+			rows, cols := p, 1
+			if mode == Matrix {
+				rows, cols = 12, 16
+			}
+			var inside, outside float64
+			for j := range cols {
+				c := make([]float64, rank)
+				for i := range rows {
+					for k := range rank {
+						c[k] += q[i*rank+k] * (after[i*cols+j] - before[i*cols+j])
+					}
+				}
+				for i := range rows {
+					var in float64
+					for k := range rank {
+						in += q[i*rank+k] * c[k]
+					}
+					d := after[i*cols+j] - before[i*cols+j]
+					inside += in * in
+					outside += (d - in) * (d - in)
 				}
 			}
-			for i := range rows {
-				var in float64
-				for k := range rank {
-					in += q[i*rank+k] * c[k]
-				}
-				d := after[i*cols+j] - before[i*cols+j]
-				inside += in * in
-				outside += (d - in) * (d - in)
+			inside, outside = math.Sqrt(inside), math.Sqrt(outside)
+			// Temporal mode projects both layers; checks (every 2 steps) give them turns in path
+			// order, the output layer first: the first layer's turns are at every other check.
+			if mode == Temporal && (step-4)%4 == 0 {
+				require.Greater(t, outside, 1e-3*inside, "step %d: the full update must leave the subspace", step)
+				require.LessOrEqual(t, outside, inside*(1+1e-6), "step %d: no longer than the projected step", step)
+			} else {
+				require.LessOrEqual(t, outside, 1e-9+1e-6*inside, "%s mode, step %d: the update stays in the subspace", mode, step)
 			}
 		}
-		inside, outside = math.Sqrt(inside), math.Sqrt(outside)
-		if (step-4)%2 == 0 { // a check, and (one projected variable) always its turn
-			require.Greater(t, outside, 1e-3*inside, "step %d: the full update must leave the subspace", step)
-			require.LessOrEqual(t, outside, inside*(1+1e-6), "step %d: no longer than the projected step", step)
+		report, err := opt.Report(r.store)
+		require.NoError(t, err)
+		if mode == Temporal {
+			require.Equal(t, int64(4), report.FullUpdates)
 		} else {
-			require.LessOrEqual(t, outside, 1e-9+1e-6*inside, "step %d: not a check: the update stays in the subspace", step)
+			require.Zero(t, report.FullUpdates)
 		}
 	}
-	report, err := opt.Report(r.store)
-	require.NoError(t, err)
-	require.Equal(t, int64(4), report.FullUpdates)
 }
 
 // TestAdaptiveRankRecompilesOncePerChange: the rank rule grows a variable whose residual stays

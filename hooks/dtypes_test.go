@@ -92,7 +92,8 @@ func TestEveryFloatDType(t *testing.T) {
 }
 
 // TestBasesStayOrthonormalOver10000Steps: with a drift check (and usually a refresh) every 5
-// steps, the stored bases stay orthonormal in float32 to 1e-5 for 10,000 steps.
+// steps, the stored bases stay orthonormal in float32 to 1e-5 for 10,000 steps: matrix bases
+// move (and are re-orthonormalised) at every one of them.
 func TestBasesStayOrthonormalOver10000Steps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 training steps per mode; skipped with -short")
@@ -115,7 +116,9 @@ func TestBasesStayOrthonormalOver10000Steps(t *testing.T) {
 			report, err := opt.Report(r.store)
 			require.NoError(t, err)
 			t.Logf("%s: worst ‖QᵀQ−I‖ %.2g over %d bases learned", mode, worst, report.SVDs)
-			require.Greater(t, report.SVDs, int64(100), "the test must exercise many refreshes")
+			if mode == Temporal { // a matrix basis moves at every step
+				require.Greater(t, report.SVDs, int64(100), "the test must exercise many refreshes")
+			}
 			require.Less(t, worst, 1e-5)
 			requireFinite(t, r.snapshot(t))
 		})

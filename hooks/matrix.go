@@ -1,7 +1,8 @@
 package hooks
 
 import (
-	"math"
+	"hash/fnv"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -11,18 +12,21 @@ import (
 )
 
 // matrixVar trains a weight W ([m, n] as a matrix) in a matrix subspace: the base optimizer sees
-// only the coefficient (Qᵀ∂W, [r, n], or ∂W·Q, [m, r]) and the update is lifted with Q. There is no
-// full-update phase: the first step learns a basis from its own gradient, warm-up steps re-learn
-// it every step (warm-started), later steps when the drift controller says so.
+// only the coefficient (Qᵀ∂W, [r, n], or ∂W·Q, [m, r]) and the update is lifted with Q.
 //
-// Two gated pieces of work build a full gradient; ordinary steps run neither:
-//   - the check (drift-check steps): the control gradient — on the direct path from the leading
-//     Policy.ControlFraction of the batch's rows — its residual against the current basis, and
-//     the part of it outside the subspace (for a rotating full update);
-//   - the learning (warm-up and refresh steps): the whole batch's gradient, a basis learned from
-//     it warm-started from the current one, and the coefficient gradient in that basis.
+// Every step runs the same dataflow, with no branch and, on the direct path, no ∂W:
+//   - the coefficient C in the step's basis Q (on the direct path (x·Q)ᵀ·∂y);
+//   - the tracking products, from C and the batch: the power product ∂W·Cᵀ = xᵀ·(∂y·Cᵀ) and a
+//     sketch ∂W·Ω of a few random columns (projector.DirectTrackingProducts);
+//   - the residual of the sketch against Q, the drift controller's signal;
+//   - the next basis: Q moved towards the power product at the step's tracking rate (fast
+//     during warm-up and after a refresh, slow otherwise) and re-orthonormalised
+//     (projector.TrackBasis);
+//   - after the base optimizer's update, the coefficient-shaped optimizer state is rotated into
+//     the next basis by R = Q_nextᵀ·Q (rotateState).
 //
-// On the direct path the full ∂W = x₂ᵀ·∂y₂ exists only inside these gates.
+// Before its first step a variable starts from a fixed random orthonormal basis: the first
+// step's power product is then a randomized range finder of ∂W.
 type matrixVar struct {
 	st        *stepState
 	v         *model.Variable
@@ -37,13 +41,11 @@ type matrixVar struct {
 	valid     *model.Variable
 	residVar  *model.Variable
 
-	oldBasis, oldValid *Node
-	stepCoef           *Node // coefficient gradient with the current basis
-	fullGrad           func(in []*Node) *Node
-	fullInputs         []*Node             // the whole batch's inputs of fullGrad
-	checkWork          *projector.GatePart // the drift check's gated work (nil: no checks)
-	checked            []*Node             // its outputs: residual, and the outside part's top pair and inside length
-	coefGrad, useProj  *Node
+	oldBasis *Node // Q: the basis of this step's coefficients
+	stepCoef *Node // the coefficient gradient in Q
+	products projector.TrackingProducts
+	resid    *Node // the sketch's relative residual against Q, this step
+	rotation *Node // R = Q_nextᵀ·Q, set by track
 }
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
@@ -62,9 +64,19 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 		valid:     st.varState(v, "valid", shapes.Make(dtypes.Int32)),
 		residVar:  st.varState(v, "residual", shapes.Make(dtype)),
 	}
-	h.oldBasis = h.basis.NodeValue(st.g)
-	h.oldValid = GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0)))
+	// A variable that has not stepped yet (or whose rank just changed) starts from a fixed
+	// random orthonormal basis, seeded by its path: runs and resumed runs start alike.
+	hash := fnv.New64a()
+	hash.Write([]byte(v.Path()))
+	start := ConstAsDType(st.g, dtype, projector.RandomOrthonormal(basisRows, rank, hash.Sum64()))
+	hasBasis := GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0)))
+	h.oldBasis = Where(hasBasis, h.basis.NodeValue(st.g), start)
 	return h
+}
+
+// sketch is the fixed random Ω ([cols, s]) of the residual sketch.
+func (h *matrixVar) sketch(cols int) *Node {
+	return ConstAsDType(h.st.g, stateDType(h.v), projector.Sketch(cols, projector.DefaultSketchColumns))
 }
 
 // newMatrixDirect builds the direct path: dy is the gradient of the product's output.
@@ -78,15 +90,8 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		x2 = ConvertDType(x2, sdt)
 	}
 	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
-	h.fullGrad = func(in []*Node) *Node { return projector.TransposedTimes(in[0], in[1]) }
-	h.fullInputs = []*Node{x2, dy2}
-	rows := x2.Shape().Dim(0)
-	control := max(1, min(rows, int(math.Ceil(st.o.cfg.policy.ControlFraction*float64(rows)))))
-	// The control rows are sliced inside the check's gate: outside it, the slices would be copied
-	// on every step.
-	h.describeCheck(func(in []*Node) *Node {
-		return h.fullGrad([]*Node{Slice(in[0], AxisRange(0, control)), Slice(in[1], AxisRange(0, control))})
-	}, x2, dy2)
+	h.products = projector.DirectTrackingProducts(x2, dy2, h.stepCoef, h.sketch(h.otherSide()), h.side)
+	h.resid = projector.SketchResidual(h.oldBasis, h.products.Sketch)
 	return h
 }
 
@@ -99,48 +104,18 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 	h.toW = func(w2 *Node) *Node { return Reshape(w2, dims...) }
 	grad2 := ConvertDType(Reshape(grad, m, n), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
-	h.fullGrad = func(in []*Node) *Node { return in[0] }
-	h.fullInputs = []*Node{grad2}
-	h.describeCheck(h.fullGrad, grad2)
+	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
+	h.resid = projector.SketchResidual(h.oldBasis, h.products.Sketch)
 	return h
 }
 
-// describeCheck describes the drift check's gated work on the control gradient (controlGrad of
-// inputs): its relative residual against the current basis (1 before a basis exists), the top
-// singular pair of its part outside the subspace (for the full-update rule) and the length of its
-// part inside. Only small outputs leave the gate: ordinary steps pay for none of it. The
-// optimizer gates every variable's check together (projector.GateAll) and hands the outputs back
-// with setChecked.
-func (h *matrixVar) describeCheck(controlGrad func(in []*Node) *Node, inputs ...*Node) {
-	g := h.st.g
-	if h.st.o.cfg.policy.CheckEvery == 0 {
-		return // no checks: none of their work is built
+// otherSide is the size of W's side the basis does not live on (the sketch's Ω rows).
+func (h *matrixVar) otherSide() int {
+	if h.side == projector.Left {
+		return h.n
 	}
-	dtype := stateDType(h.v)
-	scalar := ScalarZero(g, dtype)
-	rows := h.oldBasis.Shape().Dim(0)
-	cols := h.m * h.n / rows
-	otherwise := []*Node{scalar, Zeros(g, shapes.Make(dtype, rows)), Zeros(g, shapes.Make(dtype, cols)), scalar, scalar}
-	in := append(append([]*Node{}, inputs...), h.oldBasis, h.oldValid)
-	h.checkWork = &projector.GatePart{Inputs: in, Otherwise: otherwise, Fn: func(in []*Node) []*Node {
-		n := len(inputs)
-		grad := controlGrad(in[:n])
-		oldBasis, oldValid := in[n], in[n+1]
-		a := grad // the basis spans a's columns
-		if h.side == projector.Right {
-			a = Transpose(grad, 0, 1)
-		}
-		inside := DotProduct(oldBasis, projector.TransposedTimes(oldBasis, a))
-		outside := Sub(a, inside)
-		resid := projector.RelativeLength(outside, a)
-		resid = Where(oldValid, resid, OnesLike(resid))
-		b, c, sigma := projector.TopSingularPair(outside, 2)
-		return []*Node{resid, b, c, sigma, Sqrt(ReduceAllSum(Square(inside)))}
-	}}
+	return h.m
 }
-
-func (h *matrixVar) checkGatePart() *projector.GatePart { return h.checkWork }
-func (h *matrixVar) setChecked(outputs []*Node)         { h.checked = outputs }
 
 func (h *matrixVar) variable() *model.Variable { return h.v }
 func (h *matrixVar) stepCoefficients() *Node {
@@ -149,74 +124,50 @@ func (h *matrixVar) stepCoefficients() *Node {
 	}
 	return h.stepCoef
 }
-func (h *matrixVar) fullUpdateInBase() bool { return false }
+func (h *matrixVar) fullUpdateInBase() bool                 { return false }
+func (h *matrixVar) useProjection() *Node                   { return Const(h.st.g, true) }
+func (h *matrixVar) frozenWithoutBasis() *Node              { return Const(h.st.g, false) }
+func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
+func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
-// frozenWithoutBasis: without a valid basis the matrix subspace has no coefficient to update.
-func (h *matrixVar) frozenWithoutBasis() *Node { return LogicalNot(h.oldValid) }
-func (h *matrixVar) useProjection() *Node      { return h.useProj }
-
-// residual is read at checks, where the check ran.
-func (h *matrixVar) residual() *Node {
-	if h.checked == nil {
-		return ScalarZero(h.st.g, stateDType(h.v))
-	}
-	return h.checked[0]
+// lift maps the coefficient step back with the step's basis Q. The matrix subspace takes no
+// rotating full update (Policy.FullUpdateEvery): its basis follows any direction whose energy
+// grows, at the tracking rate.
+func (h *matrixVar) lift(step, _ *Node) *Node {
+	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())
 }
 
-func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
+// ResidualEMADecay smooths a matrix variable's sketch residual over steps (≈ a 10-step window):
+// a sketch of a few columns is noisy, and the drift rules read the residual at checks.
+const ResidualEMADecay = 0.9
 
-// lift maps the coefficient step back with Q. On its full-update turn the variable also steps
-// along the strongest direction of its control gradient outside the subspace, σ·b·cᵀ, scaled to
-// at most the length of the projected step (Fira's norm-based scaling: −‖step‖·σ/max(σ, ‖inside‖)).
-// That rank-1 term rides in the lift's product, [Q | b]·[Δc ; α·cᵀ] (α = 0 off turn), so ordinary
-// steps pay one more rank in the lift and no full-size pass.
-func (h *matrixVar) lift(step, fullTurn *Node) *Node {
-	basis := h.basis.NodeValue(h.st.g)
-	if fullTurn != nil {
-		b, c, sigma, insideLen := h.checked[1], h.checked[2], h.checked[3], h.checked[4]
-		alpha := Div(Mul(Sqrt(ReduceAllSum(Square(step))), sigma), projector.SafeDivisor(Max(sigma, insideLen)))
-		alpha = Where(fullTurn, Neg(alpha), ZerosLike(alpha))
-		basis = Concatenate([]*Node{basis, InsertAxes(b, -1)}, 1)
-		if h.side == projector.Left { // step [r, n]
-			step = Concatenate([]*Node{step, InsertAxes(Mul(c, alpha), 0)}, 0)
-		} else { // step [m, r]
-			step = Concatenate([]*Node{step, InsertAxes(Mul(c, alpha), -1)}, 1)
-		}
-	}
-	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
-}
-
-// learnGatePart is the learning gate's work: the full gradient, a basis learned from it
-// warm-started from the current one, and the gradient's coefficients in that basis. The optimizer
-// gates every variable's learning together and hands the outputs to applyLearned.
-func (h *matrixVar) learnGatePart() projector.GatePart {
+// track moves the basis towards this step's power product at rate (scalar) and records the
+// rotation into the new basis, the smoothed residual and the explained share of the gradient.
+func (h *matrixVar) track(rate *Node, maxRate float64) {
 	g := h.st.g
-	scalar := ScalarZero(g, stateDType(h.v))
-	otherwise := []*Node{h.oldBasis, ZerosLike(h.stepCoef), scalar, Const(g, false)}
-	in := append(append([]*Node{}, h.fullInputs...), h.oldBasis, h.oldValid)
-	return projector.GatePart{Inputs: in, Otherwise: otherwise, Fn: func(in []*Node) []*Node {
-		n := len(h.fullInputs)
-		grad := h.fullGrad(in[:n])
-		oldBasis, oldValid := in[n], in[n+1]
-		lm := projector.LearnMatrix(grad, h.rank, h.side, oldBasis, oldValid, projector.DefaultPowerIterations)
-		return []*Node{lm.Basis, projector.ProjectMatrix(grad, lm.Basis, h.side), lm.ExplainedVariance, lm.Valid}
-	}}
+	next := projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate)
+	h.basis.SetNodeValue(next)
+	h.rotation = projector.TransposedTimes(next, h.oldBasis)
+	first := LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0)))
+	old := h.residVar.NodeValue(g)
+	resid := Where(first, h.resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(h.resid, 1-ResidualEMADecay)))
+	h.residVar.SetNodeValue(resid)
+	h.explained.SetNodeValue(Max(OneMinus(Square(resid)), ZerosLike(resid)))
+	h.valid.SetNodeValue(Const(g, int32(1)))
 }
 
-// applyLearned takes the learning gate's outputs: the new basis where one was learned and valid.
-func (h *matrixVar) applyLearned(learnNow *Node, learned []*Node) {
+// rotateState maps this variable's coefficient-shaped state (the base optimizer's moments, the
+// curvature signal's history), as updated by this step, into the next basis. Second moments
+// (named "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name them) rotate by R∘R, the rest
+// by R (projector.RotateCoefficients).
+func (h *matrixVar) rotateState(state []*model.Variable) {
 	g := h.st.g
-	take := LogicalAnd(learnNow, learned[3])
-	h.st.countKept(LogicalAnd(learnNow, LogicalNot(learned[3])))
-	h.basis.SetNodeValue(Where(take, learned[0], h.oldBasis))
-	h.coefGrad = Where(take, learned[1], h.stepCoef)
-	h.explained.SetNodeValue(Where(take, learned[2], h.explained.NodeValue(g)))
-	if h.checked != nil {
-		h.residVar.SetNodeValue(Where(h.st.isCheck, h.checked[0], h.residVar.NodeValue(g)))
+	for _, sv := range state {
+		squared := strings.HasSuffix(sv.Name(), "_2nd_moment")
+		value := sv.NodeValue(g)
+		rot := ConvertDType(h.rotation, value.DType())
+		sv.SetNodeValue(projector.RotateCoefficients(value, rot, h.side, squared))
 	}
-	newValid := LogicalOr(h.oldValid, take)
-	h.valid.SetNodeValue(ConvertDType(newValid, dtypes.Int32))
-	h.useProj = newValid
 }
 
 // stateDType is the dtype of a projected variable's bases, coefficients and statistics: its own

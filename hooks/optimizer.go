@@ -14,7 +14,6 @@ import (
 	"github.com/gomlx/gomlx/ml/model/initializer"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
-	"github.com/gradsub/gradsub/projector"
 )
 
 // gradientOptimizer is what the wrapper needs of its base: GoMLX's optimizers implement it (it is
@@ -31,7 +30,6 @@ const (
 	CauseLoss      = 3 // the smoothed loss stopped falling for LossPatience checks
 	CauseCurvature = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
 	CauseRank      = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
-	CauseNoBasis   = 6 // a drift check found a variable without a valid basis (its gradients were zero so far)
 )
 
 // CauseName returns a readable name of a refresh cause.
@@ -47,8 +45,6 @@ func CauseName(cause int) string {
 		return "curvature jumped"
 	case CauseRank:
 		return "rank changed"
-	case CauseNoBasis:
-		return "a variable had no valid basis"
 	}
 	return "none"
 }
@@ -181,7 +177,6 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	// Handlers go by path: the store's order changes when a checkpoint loads, and the rotation
 	// of full updates and the order of sums over variables must not.
 	slices.SortFunc(handlers, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })
-	st.gateChecks(handlers)
 	st.checkStep(grads, handlers)
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
@@ -219,7 +214,7 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node) *step
 	if o.cfg.mode == Temporal {
 		st.learnAt = Equal(st.t, Const(g, n0))
 	} else {
-		st.learnAt = st.warm
+		st.learnAt = Equal(st.t, Const(g, int64(1))) // warm-up's fast tracking starts
 	}
 	if k := int64(o.cfg.policy.CheckEvery); k > 0 {
 		sinceWarm := Sub(st.t, Const(g, n0))
@@ -251,55 +246,33 @@ func (st *stepState) varState(v *model.Variable, name string, shape shapes.Shape
 	return vs.WithInitializer(initializer.Zero).VariableWithShape(v.Name()+"_"+name, shape).SetTrainable(false)
 }
 
-// groupGated is a handler whose gated work the optimizer gates together with the other
-// variables': one check gate and one learning gate per step, whatever the number of variables (a
-// gate costs something on every step; on XLA a While, whose condition the host reads back).
-type groupGated interface {
-	checkGatePart() *projector.GatePart // the drift check's work; nil without checks
-	setChecked(outputs []*Node)
-	learnGatePart() projector.GatePart
-	applyLearned(learnNow *Node, outputs []*Node)
+// tracker is a handler whose basis moves every step (the matrix subspace): track moves it at
+// the step's rate (scalar, at most maxRate) and rotateState carries its coefficient-shaped
+// state into the new basis after the base optimizer's update.
+type tracker interface {
+	track(rate *Node, maxRate float64)
+	rotateState(state []*model.Variable)
 }
 
-// gateChecks runs every grouped handler's drift check in one gate on check steps.
-func (st *stepState) gateChecks(hs []handler) {
-	var parts []projector.GatePart
-	var owners []groupGated
-	for _, h := range hs {
-		if gh, ok := h.(groupGated); ok && gh.checkGatePart() != nil {
-			parts, owners = append(parts, *gh.checkGatePart()), append(owners, gh)
-		}
-	}
-	for i, outs := range projector.GateAll(st.isCheck, true, parts) {
-		owners[i].setChecked(outs)
-	}
-}
-
-// selfGated is a handler that gates its own learning (temporal: its eigen-solver's While cannot
-// sit inside another gate).
+// selfGated is a handler that gates its own learning (temporal: an eigen-solve of its snapshots).
 type selfGated interface {
 	// learn applies the step's decision (learnNow, scalar bool): the basis, its statistics and
 	// the coefficient gradient of the step.
 	learn(learnNow *Node)
 }
 
-// learnAll applies the step's learning decision (learnNow, scalar bool) to every handler: the
-// grouped ones' learning runs in one gate, the others gate their own.
-func (st *stepState) learnAll(hs []handler, learnNow *Node) {
-	var parts []projector.GatePart
-	var owners []groupGated
+// learnAll applies the step's learning: trackers move their bases at rate (scalar), the others
+// learn where learnNow (scalar bool).
+func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	for _, h := range hs {
 		switch h := h.(type) {
-		case groupGated:
-			parts, owners = append(parts, h.learnGatePart()), append(owners, h)
+		case tracker:
+			h.track(rate, st.o.cfg.policy.FastTrackingRate)
 		case selfGated:
 			h.learn(learnNow)
 		default:
-			panic("hooks: a handler must be groupGated or selfGated")
+			panic("hooks: a handler must be a tracker or selfGated")
 		}
-	}
-	for i, outs := range projector.GateAll(learnNow, false, parts) {
-		owners[i].applyLearned(learnNow, outs)
 	}
 }
 
@@ -435,17 +408,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 		learnNextVar = st.counter("learn_next", dtypes.Int32)
 		byRank = LogicalAnd(GreaterThan(learnNextVar.NodeValue(g), Const(g, int32(0))), st.ok)
 	}
-	// A variable without a valid basis (its gradients were zero or non-finite whenever it learned)
-	// takes no update at all: every check re-learns until it has one, so that no rule can leave a
-	// layer frozen for good. The residual rule cannot do it: such a basis reports a steady residual 1.
-	byNoBasis := off
-	if checks {
-		for _, h := range hs {
-			byNoBasis = LogicalOr(byNoBasis, h.frozenWithoutBasis())
-		}
-		byNoBasis = LogicalAnd(LogicalAnd(st.isCheck, st.ok), byNoBasis)
-	}
-	learnNow := LogicalAnd(LogicalOr(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), byNoBasis), st.ok)
+	learnNow := LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), byRank), st.ok)
 	if adaptive {
 		learnNextVar.SetNodeValue(Where(learnNow, Const(g, int32(0)), learnNextVar.NodeValue(g)))
 	}
@@ -465,14 +428,10 @@ func (st *stepState) driftAndLearn(hs []handler) {
 		Where(d.byResidual, Const(g, int32(CauseResidual)),
 			Where(d.byLoss, Const(g, int32(CauseLoss)),
 				Where(d.byCurvature, Const(g, int32(CauseCurvature)),
-					Where(byRank, Const(g, int32(CauseRank)),
-						Where(byNoBasis, Const(g, int32(CauseNoBasis)), Const(g, int32(CauseNone))))))))
+					Where(byRank, Const(g, int32(CauseRank)), Const(g, int32(CauseNone)))))))
 	st.bump("refreshes", d.refresh)
 	st.bump("refreshes_residual", d.byResidual)
 	st.bump("refreshes_loss", d.byLoss)
-	if checks {
-		st.bump("refreshes_no_basis", LogicalAnd(byNoBasis, LogicalNot(d.refresh)))
-	}
 	if checks && pol.CurvatureFactor > 0 {
 		st.bump("refreshes_curvature", d.byCurvature)
 	}
@@ -488,12 +447,15 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	st.learnNow = learnNow
 	st.fullTurn = make(map[handler]*Node, len(hs))
 	anyTurn := Const(g, false)
-	st.learnAll(hs, learnNow)
+	st.learnAll(hs, learnNow, st.trackingRate(learnNow))
 	for i, h := range hs {
 		if !checks {
 			continue
 		}
-		turn := LogicalAnd(pol.fullUpdateTurn(st.isCheck, checkCount, i, len(hs)), st.ok)
+		turn := Const(g, false) // the matrix subspace takes no full update: its basis tracks
+		if st.o.cfg.mode == Temporal {
+			turn = LogicalAnd(pol.fullUpdateTurn(st.isCheck, checkCount, i, len(hs)), st.ok)
+		}
 		st.fullTurn[h] = turn
 		anyTurn = LogicalOr(anyTurn, turn)
 		if adaptive {
@@ -506,12 +468,25 @@ func (st *stepState) driftAndLearn(hs []handler) {
 			lowVar.SetNodeValue(Where(learnNow, ZerosLike(low), low))
 		}
 	}
-	if checks && pol.FullUpdateEvery > 0 {
+	if checks && pol.FullUpdateEvery > 0 && st.o.cfg.mode == Temporal {
 		st.bump("full_updates", anyTurn)
 	}
 	if adaptive {
 		st.counter("rank_changes", dtypes.Int64) // kept by the host's rank rule (AdaptRanks)
 	}
+}
+
+// trackingRate is the rate at which matrix bases move this step: Policy.FastTrackingRate for
+// WarmUp steps from the start of training and from each refresh (learnNow), TrackingRate
+// otherwise. A refresh is a burst of fast tracking, not a branch: every step runs the same graph.
+func (st *stepState) trackingRate(learnNow *Node) *Node {
+	g := st.g
+	pol := &st.o.cfg.policy
+	fastUntil := st.counter("fast_tracking_until", dtypes.Int64)
+	until := Where(learnNow, AddScalar(st.t, int64(st.o.cfg.warmUp-1)), fastUntil.NodeValue(g))
+	fastUntil.SetNodeValue(until)
+	fast := LessOrEqual(st.t, until)
+	return Where(fast, Scalar(g, dtypes.Float32, pol.FastTrackingRate), Scalar(g, dtypes.Float32, pol.TrackingRate))
 }
 
 // bump increments the named int64 counter where cond holds and returns its new value.
@@ -653,6 +628,29 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	}
 	if pol := st.o.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
 		st.curvature(hs, steps) // only its rule reads it
+	}
+	st.rotateStates(hs)
+}
+
+// rotateStates carries every tracker's coefficient-shaped state into its next basis: the
+// variables named after its coefficients ("…_coefficients_1st_moment" of the base optimizer,
+// "…_coefficients_prev_grad" of the curvature signal), under any scope ending in the
+// coefficients' scope, with their shape.
+func (st *stepState) rotateStates(hs []handler) {
+	for _, h := range hs {
+		tr, ok := h.(tracker)
+		if !ok {
+			continue
+		}
+		coef, _ := h.coefficients()
+		var state []*model.Variable
+		for sv := range st.scope.Store().IterVariables() {
+			if sv != coef && sv.InUseByGraph(st.g) && strings.HasPrefix(sv.Name(), coef.Name()+"_") &&
+				strings.HasSuffix(sv.Scope(), coef.Scope()) && sv.Shape().Equal(coef.Shape()) {
+				state = append(state, sv)
+			}
+		}
+		tr.rotateState(state)
 	}
 }
 

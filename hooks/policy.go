@@ -22,14 +22,17 @@ type Policy struct {
 	// with them every rule below.
 	CheckEvery int
 
-	// ControlFraction is the share of the batch (its leading rows) whose full gradient a check
-	// measures, on the direct path. A check then costs that share of a stock weight gradient;
-	// the post-hoc and temporal paths have the full gradient anyway and use all of it.
-	ControlFraction float64
+	// Tracking (matrix mode): every step moves each basis towards the power product of its
+	// gradient (∂W·∂Wᵀ·Q, from the direct products) at TrackingRate, and at FastTrackingRate for
+	// WarmUp steps from the start and from each refresh. A rate r moves the basis by up to about
+	// r radians a step; 0 freezes it. Every step runs the same graph whatever the rate.
+	TrackingRate, FastTrackingRate float64
 
 	// Residual rule: a check refreshes the bases when a variable's relative residual
-	// ‖g − proj(g)‖/‖g‖ on the control gradient exceeds ResidualThreshold and has grown by more
-	// than DriftMargin since the first check after its basis was learned. The second condition
+	// ‖g − proj(g)‖/‖g‖ exceeds ResidualThreshold and has grown by more than DriftMargin since
+	// the first check after its basis was learned. Matrix mode estimates it every step from a
+	// sketch ∂W·Ω of a few random columns (smoothed over about 10 steps); temporal mode
+	// measures it on the full gradient. The second condition
 	// is what keeps the rule from refreshing blindly: near convergence, or in a model whose
 	// gradients are not low-rank at this rank (a transformer at rank 8), the residual is high
 	// but steady, and a new basis would serve no better. ResidualThreshold 1 disables the rule;
@@ -48,7 +51,8 @@ type Policy struct {
 	// changed under the subspace. 0 disables it.
 	CurvatureFactor float64
 
-	// Full-update rule: at every FullUpdateEvery-th check one projected variable, in turn, also
+	// Full-update rule (temporal mode; a matrix basis follows growing directions by itself):
+	// at every FullUpdateEvery-th check one projected variable, in turn, also
 	// takes the part of its control gradient outside its subspace, scaled to at most the length
 	// of its projected step (the norm-based scaling of Fira, Chen et al. 2024), so that no
 	// direction is lost for good. 0 disables it.
@@ -71,7 +75,8 @@ type Policy struct {
 func DefaultPolicy() Policy {
 	return Policy{
 		CheckEvery:        DefaultCheckEvery,
-		ControlFraction:   0.25,
+		TrackingRate:      DefaultTrackingRate,
+		FastTrackingRate:  DefaultFastTrackingRate,
 		ResidualThreshold: DefaultResidualThreshold,
 		DriftMargin:       0.15,
 		LossPatience:      DefaultLossPatience,
@@ -88,8 +93,9 @@ func (p Policy) Validate(rank int) error {
 	switch {
 	case p.CheckEvery < 0:
 		return fmt.Errorf("CheckEvery(%d) is negative (0 disables drift checks)", p.CheckEvery)
-	case p.ControlFraction <= 0 || p.ControlFraction > 1:
-		return fmt.Errorf("Policy.ControlFraction %g is outside (0, 1] (e.g. 0.25: a quarter of the batch)", p.ControlFraction)
+	case !(p.TrackingRate >= 0 && p.FastTrackingRate >= p.TrackingRate && p.FastTrackingRate <= MaxTrackingRate):
+		return fmt.Errorf("Policy.TrackingRate %g and FastTrackingRate %g must satisfy 0 ≤ TrackingRate ≤ FastTrackingRate ≤ %g (e.g. %g and %g)",
+			p.TrackingRate, p.FastTrackingRate, float64(MaxTrackingRate), DefaultTrackingRate, DefaultFastTrackingRate)
 	case p.ResidualThreshold <= 0 || p.ResidualThreshold > 1:
 		return fmt.Errorf("ResidualThreshold(%g) is outside (0, 1] (1 disables the residual trigger)", p.ResidualThreshold)
 	case p.DriftMargin < 0 || p.DriftMargin >= 1:

@@ -124,7 +124,7 @@ func TestPolicyNextRank(t *testing.T) {
 func TestPolicyValidate(t *testing.T) {
 	require.NoError(t, DefaultPolicy().Validate(4))
 	bad := map[string]func(p *Policy){
-		"ControlFraction":  func(p *Policy) { p.ControlFraction = 0 },
+		"TrackingRate":     func(p *Policy) { p.TrackingRate = -1 },
 		"DriftMargin":      func(p *Policy) { p.DriftMargin = 1 },
 		"CurvatureFactor":  func(p *Policy) { p.CurvatureFactor = -1 },
 		"FullUpdateEvery":  func(p *Policy) { p.FullUpdateEvery = -2 },

@@ -24,7 +24,6 @@ type Report struct {
 	RefreshesResidual  int64   // … because the residual was above the threshold
 	RefreshesLoss      int64   // … because the smoothed loss stopped falling
 	RefreshesCurvature int64   // … because the curvature along a step jumped
-	RefreshesNoBasis   int64   // checks that re-learned because a variable had no valid basis (not counted in Refreshes)
 	Checks             int64   // drift checks run
 	FullUpdates        int64   // checks at which a variable took the part of its gradient outside its subspace
 	RankChanges        int64   // variables whose rank the rank rule changed (each recompiles the step once)
@@ -165,7 +164,6 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
 	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
 	r.RefreshesCurvature = asInt(optional(at("refreshes_curvature")))
-	r.RefreshesNoBasis = asInt(optional(at("refreshes_no_basis")))
 	r.Checks = asInt(read(at("checks")))
 	r.FullUpdates = asInt(optional(at("full_updates")))
 	r.RankChanges = asInt(optional(at("rank_changes")))
@@ -173,7 +171,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.CurvatureEMA = asFloat(optional(at("curvature_ema")))
 	r.CurvaturePeak = asFloat(optional(at("last_check_curvature_peak")))
 	r.SkippedSteps = asInt(read(at("skipped_steps")))
-	r.BasesKept = asInt(read(at("bases_kept")))
+	r.BasesKept = asInt(optional(at("bases_kept"))) // temporal mode
 	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
 	r.LossEMA = asFloat(read(at("loss_ema")))
 	r.PlateauChecks = int(asInt(read(at("plateau_checks"))))
@@ -208,19 +206,25 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	return r, err
 }
 
-// Event is one SVD of the bases, as seen by a Monitor.
+// Event is one learning of the bases, as seen by a Monitor: in temporal mode an SVD of the
+// recent gradients; in matrix mode, where bases move every step, the start of a burst of fast
+// tracking (FastSteps steps at Policy.FastTrackingRate).
 type Event struct {
 	Step              int64
 	Cause             int
 	Residual          float64 // largest relative residual at the check (refreshes only)
-	ExplainedVariance float64 // mean over the projected variables, after the SVD
+	ExplainedVariance float64 // mean over the projected variables, as the event starts
 	Signal            string  // the signal and the threshold that caused it (refreshes only)
+	FastSteps         int     // matrix mode: steps of fast tracking from Step
 }
 
 func (e Event) String() string {
 	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, CauseName(e.Cause))
 	if e.Signal != "" {
 		s += ": " + e.Signal
+	}
+	if e.FastSteps > 0 {
+		s += fmt.Sprintf("; fast tracking for %d steps", e.FastSteps)
 	}
 	return s + fmt.Sprintf("; explained variance %.3f", e.ExplainedVariance)
 }
@@ -425,6 +429,9 @@ func (m *Monitor) record(r Report) {
 	}
 	m.seen = r.SVDs
 	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause, ExplainedVariance: r.MeanExplainedVariance()}
+	if m.opt.cfg.mode == Matrix {
+		e.FastSteps = m.opt.cfg.warmUp
+	}
 	switch e.Cause {
 	case CauseResidual:
 		e.Residual = r.LastCheckResidual
@@ -433,8 +440,6 @@ func (m *Monitor) record(r Report) {
 		e.Signal = fmt.Sprintf("smoothed loss %.4g not falling for %d checks (patience %d)", r.LossEMA, pol.LossPatience, pol.LossPatience)
 	case CauseCurvature:
 		e.Signal = fmt.Sprintf("curvature jumped to %.1f× its smoothed magnitude (factor %g)", r.CurvaturePeak, pol.CurvatureFactor)
-	case CauseNoBasis:
-		e.Signal = "a projected variable had no valid basis yet (zero or non-finite gradients whenever it learned): it took no update until now"
 	}
 	m.Events = append(m.Events, e)
 	if m.Logf != nil {

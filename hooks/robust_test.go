@@ -1,9 +1,7 @@
 package hooks
 
 import (
-	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"testing"
 
@@ -107,51 +105,45 @@ func TestBadStepsAreSkippedAndNothingIsLost(t *testing.T) {
 }
 
 func TestZeroGradientKeepsTheBasis(t *testing.T) {
-	// Matrix mode re-learns the basis on each warm-up step. A batch of zero inputs gives the first
-	// layer a zero weight gradient ((x·Q)ᵀ·∂y = 0): the step is taken (its other gradients are
-	// fine), the basis is kept, and the event is counted.
+	// A batch of zero inputs gives the first layer a zero weight gradient ((x·Q)ᵀ·∂y = 0) during
+	// warm-up, when bases move fastest: the step is taken (its other gradients are fine), and
+	// the basis stays where it was (to rounding: it is re-orthonormalised).
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
-	var logged []string
-	mon.Logf = func(format string, args ...any) { logged = append(logged, format) }
 	r.stepsObserved(t, mon, 2)
 	basis := r.value(t, "/subspace/hidden/dense/weights_basis")
 	_, err := r.trainer.TrainStep(badBatch("zero input"))
 	require.NoError(t, err)
 	require.NoError(t, mon.Observe())
-	require.Contains(t, logged, "subspace: %d basis update(s) declined by step %d: zero or non-finite gradient; previous basis kept")
-	require.Equal(t, basis, r.value(t, "/subspace/hidden/dense/weights_basis"))
+	require.InDeltaSlice(t, basis, r.value(t, "/subspace/hidden/dense/weights_basis"), 1e-6)
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)
-	require.Equal(t, int64(1), report.BasesKept)
 	require.Zero(t, report.SkippedSteps)
 	requireFinite(t, r.snapshot(t))
 }
 
-// A layer whose gradients are zero all through warm-up has no valid basis and takes no update. The
-// residual rule alone never replaced it (its residual is a steady 1, so it never "grows"): the
-// layer stayed frozen for good. A check now re-learns every basis while one is missing.
-func TestLayerWithoutABasisIsNotFrozenForGood(t *testing.T) {
+// A layer whose gradients are zero all through warm-up must not stay frozen: the old gated
+// learning left it without a basis, and no rule replaced one that never became valid. A tracked
+// basis starts orthonormal (a fixed random one), so the layer takes updates from its first
+// non-zero gradient and its basis moves towards that gradient's subspace.
+func TestLayerWithZeroGradientsInWarmUpTrainsLater(t *testing.T) {
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).CheckEvery(10).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
-	var logged []string
-	mon.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
 	for range 5 { // warm-up on zero inputs: the first layer's gradient is zero
 		_, err := r.trainer.TrainStep(badBatch("zero input"))
 		require.NoError(t, err)
 		require.NoError(t, mon.Observe())
 	}
+	frozen := r.value(t, firstLayer)
+	start, err := opt.Report(r.store)
+	require.NoError(t, err)
+	r.stepsObserved(t, mon, 20) // real data
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)
-	require.False(t, report.Variables[0].Valid, "no basis can be learned from zero gradients")
-	frozen := r.value(t, firstLayer)
-	r.stepsObserved(t, mon, 20) // real data: the check at step 15 must learn a basis
-	report, err = opt.Report(r.store)
-	require.NoError(t, err)
-	require.True(t, report.Variables[0].Valid, "a check re-learns a missing basis")
-	require.Equal(t, int64(1), report.RefreshesNoBasis)
-	require.NotEqual(t, frozen, r.value(t, firstLayer), "the layer trains again")
-	require.True(t, slices.ContainsFunc(logged, func(s string) bool { return strings.Contains(s, "no valid basis") }), "%q", logged)
+	require.True(t, report.Variables[0].Valid)
+	require.NotEqual(t, frozen, r.value(t, firstLayer), "the layer trains")
+	require.Less(t, report.Variables[0].Residual, 0.9, "its basis found the gradients' subspace (residual %.3f at the start)", start.Variables[0].Residual)
+	require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
 }

@@ -2,10 +2,11 @@ package projector
 
 import (
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"testing"
 
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/go-xla/compute/xla"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -13,44 +14,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCaptureFreeGates builds the gated learning of both subspaces in the capture-free form that
-// XLA needs (a While carrying the values in and out) and checks that no closure op uses a value
-// of another function, and that it computes what the If form computes.
-func TestCaptureFreeGates(t *testing.T) {
-	build := func(g *Graph, grad, snapshots *Node) []*Node {
-		learn := GreaterThan(ReduceAllSum(Abs(grad)), ScalarZero(g, grad.DType())) // true
-		learned := Gate(learn, []*Node{grad}, []*Node{ZerosLike(grad), ScalarZero(g, grad.DType())}, func(in []*Node) []*Node {
-			lm := LearnMatrix(in[0], 2, Left, nil, nil, DefaultPowerIterations)
-			return []*Node{DotProduct(lm.Basis, TransposedTimes(lm.Basis, in[0])), lm.ExplainedVariance}
-		})
-		values, _ := SymmetricEigen(DotProduct(snapshots, Transpose(snapshots, 0, 1)), DefaultJacobiSweeps)
-		return append(learned, values)
-	}
+// TestGatedLearningCapturesNothing: the one closure left in a step graph, the temporal
+// eigen-solver's While, takes every value through its parameters (XLA refuses captures), and
+// computes what the ungated solver computes.
+func TestGatedLearningCapturesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	grad := toFloat32(stackWithSpectrum(rng, 12, 8, []float64{4, 2, 0.1}))
 	snaps := toFloat32(stackWithSpectrum(rng, 5, 9, []float64{3, 2, 1, 0.5, 0.1}))
 	var captured []string
-	run := func() []float32 {
-		outs, err := ExecOnceN(testBackend(t), func(grad, snaps *Node) []*Node {
-			outs := build(grad.Graph(), grad, snaps)
-			captured = CapturedValues(grad.Graph())
-			return outs
-		}, grad, snaps)
-		require.NoError(t, err)
-		var flat []float32
-		for _, o := range outs {
-			flat = append(flat, tensors.MustCopyFlatData[float32](o)...)
-		}
-		return flat
-	}
-	withIf := run()
-	if testBackend(t).Name() == "Go Backend" && os.Getenv(CaptureFreeEnv) != "1" {
-		require.NotEmpty(t, captured, "the If form captures (otherwise this test cannot tell the forms apart)")
-	}
-	t.Setenv(CaptureFreeEnv, "1")
-	free := run()
-	require.Empty(t, captured, "capture-free gates must not use values of other functions")
-	require.InDeltaSlice(t, withIf, free, 1e-5)
+	outs, err := ExecOnceN(testBackend(t), func(snaps *Node) []*Node {
+		g := snaps.Graph()
+		opts := TemporalOptions{Rank: 2}
+		prev := Temporal{Basis: Zeros(g, shapes.Make(dtypes.Float32, 9, 2)), SingularValues: Zeros(g, shapes.Make(dtypes.Float32, 2)),
+			ExplainedVariance: ScalarZero(g, dtypes.Float32), Rank: Const(g, int32(0))}
+		gated := LearnTemporalWhen(Const(g, true), snaps, opts, prev)
+		plain := LearnTemporal(snaps, opts)
+		captured = CapturedValues(g)
+		return []*Node{gated.Basis, plain.Basis}
+	}, snaps)
+	require.NoError(t, err)
+	require.Empty(t, captured, "closures must take every value through their parameters")
+	require.InDeltaSlice(t, tensors.MustCopyFlatData[float32](outs[1]), tensors.MustCopyFlatData[float32](outs[0]), 1e-5)
 }
 
 // TestXLABuilderCachesAreFound guards the workaround for go-xla's builder-wide function caches:

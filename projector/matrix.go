@@ -50,80 +50,6 @@ func CheckMatrix(m, n, rank int, side Side) error {
 	return nil
 }
 
-// Matrix is a matrix subspace learned in the graph.
-type Matrix struct {
-	Basis             *Node // Q: [m, r] (Left) or [n, r] (Right), orthonormal columns
-	ExplainedVariance *Node // ‖Qᵀ∂W‖²/‖∂W‖² (Left) or ‖∂W·Q‖²/‖∂W‖² (Right), scalar
-	Valid             *Node // false for a zero or non-finite gradient: Basis is then the previous one
-}
-
-// DefaultPowerIterations of LearnMatrix. With a warm start from the previous basis, two
-// iterations track a slowly moving subspace; a cold start from a random sketch needs them too.
-const DefaultPowerIterations = 2
-
-// LearnMatrix learns an orthonormal basis of the dominant rank-r subspace of a gradient
-// grad ([m, n]) on the given side, by randomized subspace iteration built from products only:
-// Y = ∂W·Ω (Left) with Ω = ∂Wᵀ·Q_prev when a previous basis is given (a warm start: a refresh is
-// a few power iterations, not a cold SVD) or a fixed Gaussian sketch otherwise, then
-// Y ← orth(∂W·∂Wᵀ·Y) powerIterations times. Orthonormalisation is CGS2 (Orthonormalize).
-//
-// previous may be nil; prevValid (scalar bool, may be nil) says whether it holds a basis yet.
-// A zero or non-finite gradient returns Valid = false and the previous basis (or zeros).
-func LearnMatrix(grad *Node, rank int, side Side, previous, prevValid *Node, powerIterations int) Matrix {
-	if grad.Rank() != 2 {
-		panicf("LearnMatrix: want a gradient matrix [m, n], got shape %s", grad.Shape())
-	}
-	m, n := grad.Shape().Dim(0), grad.Shape().Dim(1)
-	if err := CheckMatrix(m, n, rank, side); err != nil {
-		panicf("LearnMatrix: %v", err)
-	}
-	g := grad.Graph()
-	dtype := grad.DType()
-	// Work on A = ∂W (Left) or ∂Wᵀ (Right): the basis spans A's column space.
-	a := grad
-	if side == Right {
-		a = Transpose(grad, 0, 1)
-	}
-	cols := a.Shape().Dim(1)
-	finite := LogicalAll(IsFinite(a))
-	a = Where(finite, a, ZerosLike(a))
-	// The subspace does not depend on scale: normalise to unit max-magnitude, so that the power
-	// iterations (A·Aᵀ)^q neither underflow (a gradient of 1e-11) nor overflow float32.
-	scale := ReduceAllMax(Abs(a))
-	a = Div(a, Where(GreaterThan(scale, ZerosLike(scale)), scale, OnesLike(scale)))
-	energy := ReduceAllSum(Square(a))
-	valid := LogicalAnd(finite, GreaterThan(energy, ZerosLike(energy)))
-
-	// Start: A·Aᵀ·Q_prev when warm, A·Ω (a fixed Gaussian Ω, seeded for reproducibility) when cold.
-	omega := ConstAsDType(g, dtype, gaussianSketch(cols, rank))
-	y := DotProduct(a, omega)
-	if previous != nil {
-		warm := DotProduct(a, TransposedTimes(a, previous))
-		useWarm := prevValid
-		if useWarm == nil {
-			useWarm = Const(g, true)
-		}
-		// A warm start that lost rank (e.g. the gradient is orthogonal to Q_prev) falls back cold.
-		warmNorms := ReduceSum(Square(warm), 0)
-		fullRank := LogicalAll(GreaterThan(warmNorms, MulScalar(ReduceAllMax(warmNorms), 1e-12)))
-		y = Where(LogicalAnd(useWarm, fullRank), warm, y)
-	}
-	y = Orthonormalize(y, 1e-7)
-	for range powerIterations {
-		y = Orthonormalize(DotProduct(a, TransposedTimes(a, y)), 1e-7)
-	}
-
-	kept := ReduceAllSum(Square(TransposedTimes(y, a)))
-	safeEnergy := Where(valid, energy, OnesLike(energy))
-	explained := Where(valid, Div(kept, safeEnergy), ZerosLike(energy))
-	fallback := ZerosLike(y)
-	if previous != nil {
-		fallback = previous
-	}
-	basis := Where(valid, y, fallback)
-	return Matrix{Basis: basis, ExplainedVariance: explained, Valid: valid}
-}
-
 // gaussianSketch is a fixed pseudo-random [n, r] matrix, the same for every graph: a cold start
 // must be reproducible run after run.
 func gaussianSketch(n, r int) [][]float64 {
@@ -189,9 +115,4 @@ func LiftMatrix(basis, coefficients *Node, side Side) *Node {
 		return DotProduct(basis, coefficients)
 	}
 	return TimesTransposed(coefficients, basis)
-}
-
-// MatrixResidual is ‖∂W − lift(project(∂W))‖/‖∂W‖ (0 for a zero gradient).
-func MatrixResidual(grad, basis *Node, side Side) *Node {
-	return RelativeLength(Sub(grad, LiftMatrix(basis, ProjectMatrix(grad, basis, side), side)), grad)
 }

@@ -60,25 +60,3 @@ func RelativeLength(a, b *Node) *Node {
 	positive := GreaterThan(bLen, ZerosLike(bLen))
 	return Where(positive, Div(aLen, SafeDivisor(bLen)), ZerosLike(bLen))
 }
-
-// TopSingularPair estimates the leading singular triple (b, c, σ) of a ([p, q]) by power
-// iterations from a fixed start: a ≈ σ·b·cᵀ along its strongest direction. Zero input gives zeros.
-func TopSingularPair(a *Node, iterations int) (b, c, sigma *Node) {
-	g := a.Graph()
-	start := make([]float64, a.Shape().Dim(1))
-	for i := range start {
-		start[i] = 1 + float64(i%7)/7 // fixed, and not orthogonal to any basis vector in general
-	}
-	// unit scales by the largest entry before squaring, as Orthonormalize does.
-	unit := func(x *Node) *Node {
-		x = Div(x, SafeDivisor(ReduceAllMax(Abs(x))))
-		return Div(x, SafeDivisor(Sqrt(ReduceAllSum(Square(x)))))
-	}
-	c = unit(ConvertDType(Const(g, start), a.DType()))
-	for range iterations {
-		b = unit(DotProduct(a, c))
-		c = unit(TransposedTimes(a, b))
-	}
-	sigma = ReduceAllSum(Mul(b, DotProduct(a, c)))
-	return b, c, Abs(sigma)
-}

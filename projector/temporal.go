@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 )
 
@@ -71,10 +70,10 @@ func LearnTemporal(snapshots *Node, opts TemporalOptions) Temporal {
 	return learnTemporal(snapshots, opts, nil, Temporal{})
 }
 
-// LearnTemporalWhen is LearnTemporal computed only when learn (a scalar bool) is true; otherwise
-// it returns previous (a Temporal of the same shapes, e.g. read from state variables). The Gram
-// product, the eigen-solve and the basis are each skipped on the other steps, so a step graph can
-// hold a refresh at the cost of a few scalar ops.
+// LearnTemporalWhen is LearnTemporal taken only when learn (a scalar bool) is true; otherwise
+// it returns previous (a Temporal of the same shapes, e.g. read from state variables). The
+// eigen-solve's loop runs no iteration on the other steps; the Gram product and the basis
+// products are computed on every step (see learnTemporal).
 //
 // A learned result that is not Valid (zero or non-finite stack) is replaced by previous, with
 // Valid false: callers keep their basis and can count the event.
@@ -98,43 +97,34 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 	if sweeps <= 0 {
 		sweeps = DefaultJacobiSweeps
 	}
-	g := snapshots.Graph()
 
 	// Stage 1, n²·P: the Gram matrix of the stack. Non-finite rows would poison it: the whole
 	// stack is then treated as zero and reported invalid.
-	gramAndFinite := Gate(learn, []*Node{snapshots},
-		[]*Node{Zeros(g, shapes.Make(cdt, n, n)), Const(g, false)},
-		func(in []*Node) []*Node {
-			s := in[0]
-			finite := LogicalAll(IsFinite(s))
-			stack := ConvertDType(Where(finite, s, ZerosLike(s)), cdt)
-			return []*Node{DotProduct(stack, Transpose(stack, 0, 1)), finite}
-		})
-	gram, finite := gramAndFinite[0], gramAndFinite[1]
+	finite := LogicalAll(IsFinite(snapshots))
+	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
+	gram := DotProduct(stack, Transpose(stack, 0, 1))
 
 	// Stage 2, n³ per rotation: the eigen-solve (its own While, zero trips when not learning).
 	// Its result is sorted in stage 3.
 	lambda, u := symmetricEigen(gram, sweeps, learn)
 
 	// Stage 3, n·k·P: the basis, its spectrum and the chosen rank.
+	t := temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
 	if learn == nil {
-		return temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
+		return t
 	}
-	prev := []*Node{previous.Basis, previous.SingularValues, previous.ExplainedVariance, previous.Rank}
-	learned := Gate(learn, append([]*Node{snapshots, lambda, u, finite}, prev...),
-		append(append([]*Node{}, prev...), Const(g, false)),
-		func(in []*Node) []*Node {
-			t := temporalFromEigen(in[0], in[1], in[2], in[3], opts, cdt)
-			old := in[4:]
-			return []*Node{
-				Where(t.Valid, t.Basis, old[0]),
-				Where(t.Valid, t.SingularValues, old[1]),
-				Where(t.Valid, t.ExplainedVariance, old[2]),
-				Where(t.Valid, t.Rank, old[3]),
-				t.Valid,
-			}
-		})
-	return Temporal{Basis: learned[0], SingularValues: learned[1], ExplainedVariance: learned[2], Rank: learned[3], Valid: learned[4]}
+	// Stages 1 and 3 run on every step, and only the eigen-solve's loop is gated: the large
+	// products cost n·(n+k)·P multiply-adds a step, and inside a gate they could hang the Go
+	// backend's parallel scheduler (compute v0.1.14: an op waiting for a worker slot held by
+	// an idle executor), as the matrix subspace's old gated learning did.
+	take := LogicalAnd(learn, t.Valid)
+	return Temporal{
+		Basis:             Where(take, t.Basis, previous.Basis),
+		SingularValues:    Where(take, t.SingularValues, previous.SingularValues),
+		ExplainedVariance: Where(take, t.ExplainedVariance, previous.ExplainedVariance),
+		Rank:              Where(take, t.Rank, previous.Rank),
+		Valid:             take,
+	}
 }
 
 // temporalFromEigen turns the eigen-decomposition of the Gram matrix into the basis V = Gᵀ·U·Σ⁻¹.

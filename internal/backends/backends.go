@@ -24,9 +24,11 @@ const Default = "go"
 // GoSafeOptions are added to a Go-backend configuration that sets no scheduling of its own.
 // compute v0.1.14's parallel scheduler keeps idle graph executors holding worker-pool slots; an
 // If or While branch that runs a large op (which waits for a slot to split its work) can then
-// wait forever (seen: the MLP example in matrix mode hung in a transpose inside the gated
-// branch). With one executor (ops_sequential) every slot stays free for the ops' own parallelism;
-// it was also the fastest setting measured here (784-256-10 Adam step: 5.4 ms against 7.5 ms).
+// wait forever. The projector's step holds no such branch any more (a user's plain
+// compute.MustNew() trains: hooks.TestPlainProgramTrainsInEveryMode), but a model's own control
+// flow could. With one executor (ops_sequential) every slot stays free for the ops' own
+// parallelism; it was also the fastest setting measured here (784-256-10 Adam step: 5.4 ms
+// against 7.5 ms).
 const GoSafeOptions = "ops_sequential"
 
 // Config returns the configuration to use: flag if not empty, else $GOMLX_BACKEND, else "go".

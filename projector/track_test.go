@@ -1,0 +1,186 @@
+package projector
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/stretchr/testify/require"
+	"gonum.org/v1/gonum/mat"
+)
+
+func denseOf(rows [][]float64) *mat.Dense {
+	out := mat.NewDense(len(rows), len(rows[0]), nil)
+	for i, row := range rows {
+		out.SetRow(i, row)
+	}
+	return out
+}
+
+func TestDirectTrackingProductsEqualTheFullGradientsProducts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	b, m, n, r, s := 19, 13, 8, 3, 2
+	randMat := func(rows, cols int) *mat.Dense {
+		d := make([]float64, rows*cols)
+		for i := range d {
+			d[i] = rng.NormFloat64()
+		}
+		return mat.NewDense(rows, cols, d)
+	}
+	x, dy := randMat(b, m), randMat(b, n)
+	for _, side := range []Side{Left, Right} {
+		rows, other := m, n
+		if side == Right {
+			rows, other = n, m
+		}
+		q, omega := denseOf(RandomOrthonormal(rows, r, 1)), randMat(other, s)
+		outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
+			grad := TransposedTimes(x, dy)
+			coef := DirectCoefficients(x, dy, q, side)
+			direct := DirectTrackingProducts(x, dy, coef, omega, side)
+			full := FullTrackingProducts(grad, coef, omega, side)
+			a := grad
+			if side == Right {
+				a = Transpose(grad, 0, 1)
+			}
+			// The power product is A·Aᵀ·Q up to a positive scale; the sketch is exactly A·Ω.
+			want := DotProduct(a, TransposedTimes(a, q))
+			scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(direct.Power)))
+			rel := func(got, want *Node) *Node { return RelativeLength(Sub(got, want), want) }
+			return []*Node{rel(direct.Power, Div(want, scale)), rel(direct.Sketch, DotProduct(a, omega)),
+				rel(full.Power, direct.Power), rel(full.Sketch, direct.Sketch)}
+		}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
+		require.NoError(t, err)
+		for i, o := range outs {
+			require.Less(t, o.Value().(float32), float32(1e-5), "%s side, product %d", side, i)
+		}
+	}
+}
+
+// TestTrackBasisFindsTheDominantSubspace: from a random start, tracking at the fast rate on
+// gradients of one fixed dominant subspace (plus noise) converges to it, and every basis on
+// the way is orthonormal — also for a gradient of rank below r, and for a zero, a huge and a
+// non-finite one.
+func TestTrackBasisFindsTheDominantSubspace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 1))
+	m, n, r := 48, 20, 4
+	grad := stackWithSpectrum(rng, m, n, []float64{9, 7, 5, 4, 0.3, 0.2, 0.1})
+	rankTwo := stackWithSpectrum(rng, m, n, []float64{3, 2})
+	huge := mat.DenseCopyOf(grad)
+	huge.Scale(1e30, huge)
+	nan := mat.DenseCopyOf(grad)
+	nan.Set(1, 1, math.NaN())
+	const rate = 4.0
+	for _, side := range []Side{Left, Right} {
+		rows, other := m, n
+		if side == Right {
+			rows, other = n, m
+		}
+		// The sketch's Ω is irrelevant here: a zero Ω gives a zero sketch.
+		noSketch := func(g *Graph) *Node { return Zeros(g, shapes.Make(dtypes.Float32, other, 1)) }
+		q := toFloat32(denseOf(RandomOrthonormal(rows, r, 7)))
+		for step := range 16 {
+			outs, err := ExecOnceN(testBackend(t), func(q, gr *Node) []*Node {
+				p := FullTrackingProducts(gr, ProjectMatrix(gr, q, side), noSketch(q.Graph()), side)
+				next := TrackBasis(q, p.Power, Scalar(q.Graph(), q.DType(), rate), rate)
+				return []*Node{next, OrthonormalityError(next)}
+			}, q, toFloat32(grad))
+			require.NoError(t, err)
+			require.Less(t, outs[1].Value().(float32), float32(1e-5), "%s side, step %d: not orthonormal", side, step)
+			q = outs[0]
+		}
+		var svd mat.SVD
+		require.True(t, svd.Factorize(grad, mat.SVDThin))
+		var want mat.Dense
+		if side == Left {
+			svd.UTo(&want)
+		} else {
+			svd.VTo(&want)
+		}
+		require.Less(t, projectorDistance(want.Slice(0, rows, 0, r), matrixFromTensor(q)), 1e-2, "%s side: not the dominant subspace", side)
+
+		for name, g := range map[string]*mat.Dense{"rank 2": rankTwo, "zero": mat.NewDense(m, n, nil), "huge": huge, "NaN": nan} {
+			outs, err := ExecOnceN(testBackend(t), func(q, gr *Node) []*Node {
+				p := FullTrackingProducts(gr, ProjectMatrix(gr, q, side), noSketch(q.Graph()), side)
+				next := TrackBasis(q, p.Power, Scalar(q.Graph(), q.DType(), rate), rate)
+				return []*Node{OrthonormalityError(next), ReduceAllMax(Abs(Sub(next, q)))}
+			}, q, toFloat32(g))
+			require.NoError(t, err, name)
+			require.Less(t, outs[0].Value().(float32), float32(1e-5), "%s side, %s gradient: not orthonormal", side, name)
+			if name == "zero" || name == "NaN" {
+				require.Less(t, outs[1].Value().(float32), float32(1e-5), "%s side, %s gradient moved the basis", side, name)
+			}
+		}
+	}
+}
+
+func TestSketchResidualEstimatesTheResidual(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 9))
+	m, n, r := 40, 30, 3
+	grad := stackWithSpectrum(rng, m, n, []float64{5, 4, 3, 2, 1})
+	var svd mat.SVD
+	require.True(t, svd.Factorize(grad, mat.SVDThin))
+	var u mat.Dense
+	svd.UTo(&u)
+	top := mat.DenseCopyOf(u.Slice(0, m, 0, r))
+	exact := math.Sqrt((2.0*2 + 1) / (25 + 16 + 9 + 4 + 1))
+	omega := toFloat32(denseOf(Sketch(n, 64)))
+	outs, err := ExecOnceN(testBackend(t), func(gr, q, omega *Node) []*Node {
+		sketch := DotProduct(gr, omega)
+		return []*Node{SketchResidual(q, sketch), SketchResidual(q, ZerosLike(sketch))}
+	}, toFloat32(grad), toFloat32(top), omega)
+	require.NoError(t, err)
+	require.InDelta(t, exact, float64(outs[0].Value().(float32)), 0.1, "sketch estimate of the residual")
+	require.Equal(t, float32(0), outs[1].Value().(float32), "a zero sketch has no residual")
+}
+
+func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 2))
+	m, n, r := 16, 10, 3
+	oldQ, newQ := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
+	c := stackWithSpectrum(rng, r, n, []float64{1, 1, 1})
+	outs, err := ExecOnceN(testBackend(t), func(oldQ, newQ, c *Node) []*Node {
+		rot := TransposedTimes(newQ, oldQ)
+		// Left: the lifted first moment, projected on the new basis.
+		want := TransposedTimes(newQ, DotProduct(oldQ, c))
+		got := RotateCoefficients(c, rot, Left, false)
+		// Right side on the transposed problem gives the transposed answer.
+		gotRight := RotateCoefficients(Transpose(c, 0, 1), rot, Right, false)
+		same := RotateCoefficients(Abs(c), TransposedTimes(oldQ, oldQ), Left, true)
+		return []*Node{RelativeLength(Sub(got, want), want), RelativeLength(Sub(gotRight, Transpose(want, 0, 1)), want),
+			RelativeLength(Sub(same, Abs(c)), c)}
+	}, toFloat32(oldQ), toFloat32(newQ), toFloat32(c))
+	require.NoError(t, err)
+	for i, o := range outs {
+		require.Less(t, o.Value().(float32), float32(1e-5), "check %d", i)
+	}
+}
+
+func TestNewtonSchulzSteps(t *testing.T) {
+	require.Equal(t, 0, NewtonSchulzSteps(0), "an orthonormal basis needs no iteration")
+	prev := 0
+	for _, rate := range []float64{0.1, 1, 4, 20} {
+		n := NewtonSchulzSteps(rate)
+		require.Greater(t, n, prev, "a faster rate needs more iterations")
+		prev = n
+	}
+	require.LessOrEqual(t, NewtonSchulzSteps(4), 6, "the scaled iteration is short")
+	q := RandomOrthonormal(30, 5, 3)
+	var maxErr float64
+	for i := range 5 {
+		for j := range 5 {
+			var dot float64
+			for k := range 30 {
+				dot += q[k][i] * q[k][j]
+			}
+			if i == j {
+				dot--
+			}
+			maxErr = math.Max(maxErr, math.Abs(dot))
+		}
+	}
+	require.Less(t, maxErr, 1e-12, "RandomOrthonormal is orthonormal")
+}
