@@ -43,7 +43,10 @@ func testTrainedSetupMatchesBaseline(t *testing.T, mode hooks.Mode) {
 			row.Dataset, row.BaselineAccuracy, row.SubspaceAccuracy, row.DeltaAccuracy, row.ExplainedVariance, row.Refreshes)
 		require.GreaterOrEqual(t, row.BaselineAccuracy, minBaseline[ds.Name], "%s: baseline under-trained", ds.Name)
 		require.GreaterOrEqual(t, row.SubspaceAccuracy, row.BaselineAccuracy-0.01, "%s: subspace accuracy more than 1 point below stock", ds.Name)
-		require.Greater(t, row.ExplainedVariance, 0.5)
+		// The basis holds more of the gradient's energy than a random rank-4 basis of the first
+		// layer's ≥ 10 input features would (≤ 0.4). Matrix mode measures it on every step's
+		// residual sketch, where the old learning measured the gradient it was learned from.
+		require.Greater(t, row.ExplainedVariance, 0.4)
 		require.Greater(t, row.GradientFLOPsRatio, 0.0)
 	}
 }
