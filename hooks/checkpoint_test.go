@@ -24,7 +24,7 @@ func TestCheckpointResumesExactly(t *testing.T) {
 				policy := DefaultPolicy()
 				policy.DriftMargin = 0
 				return Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).
-					Rank(3).WarmUp(6).Policy(policy).CheckEvery(4).ResidualThreshold(0.2).Done()
+					Rank(3).WarmUp(6).Policy(policy).CheckEvery(4).ResidualThreshold(0.05).Done()
 			}
 			const total, stop = 40, 20
 			whole := newRun(t, newOpt())

@@ -65,6 +65,8 @@ const (
 	// gradients (Policy.TrackingRate).
 	DefaultTrackingRate     = 1.0
 	DefaultFastTrackingRate = 4.0
+	// DefaultTrackingFraction: the share of a batch's rows the bases are tracked from.
+	DefaultTrackingFraction = 0.25
 	// MaxTrackingRate bounds the rates: the orthonormalisation's length grows with it.
 	MaxTrackingRate = 64.0
 	// LossEMADecay smooths the loss for the plateau signal (≈ a 10-step window).
@@ -303,8 +305,11 @@ func (c *Config) Validate() error {
 	case c.weightDecay < 0:
 		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is negative", c.weightDecay)
 	}
-	if c.policy.FastTrackingRate == 0 {
-		c.policy.FastTrackingRate = max(DefaultFastTrackingRate, c.policy.TrackingRate) // 0: the default
+	if c.policy.FastTrackingRate == 0 { // 0: the defaults
+		c.policy.FastTrackingRate = max(DefaultFastTrackingRate, c.policy.TrackingRate)
+	}
+	if c.policy.TrackingFraction == 0 {
+		c.policy.TrackingFraction = DefaultTrackingFraction
 	}
 	if err := c.policy.Validate(c.rank); err != nil {
 		return fmt.Errorf("hooks.Subspace: %v", err)

@@ -21,7 +21,14 @@ type FLOPs struct {
 	// PerLearn is the gated work of learning the bases (all projected variables together), paid
 	// on the steps that learn (Report.LearnRuns); PerCheck, of a drift check (Report.Checks).
 	PerLearn, PerCheck int64
+	// Ops counts the executed ops (every live node but parameters and constants) of an ordinary
+	// step, by the same split: what a step costs in kernel launches and small-op overhead,
+	// which FLOPs do not show.
+	Ops struct{ Forward, Gradient, Optimizer int }
 }
+
+// StepOps returns the number of ops an ordinary step executes.
+func (f FLOPs) StepOps() int { return f.Ops.Forward + f.Ops.Gradient + f.Ops.Optimizer }
 
 // Gated returns the gated work done over a run, from its report's counts.
 func (f FLOPs) Gated(r Report) int64 { return r.LearnRuns*f.PerLearn + r.Checks*f.PerCheck }
@@ -94,6 +101,17 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 			continue
 		}
 		cost := productFLOPs(n, consumed)
+		_, _, inGate := gatedTrips(gated, i)
+		if t := n.Type(); !inGate && t != NodeTypeParameter && t != NodeTypeConstant {
+			switch {
+			case i < marks.Forward:
+				f.Ops.Forward++
+			case i < marks.Gradient:
+				f.Ops.Gradient++
+			default:
+				f.Ops.Optimizer++
+			}
+		}
 		if cost == 0 {
 			continue
 		}

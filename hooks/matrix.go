@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"hash/fnv"
+	"math"
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
@@ -21,7 +22,7 @@ import (
 //   - the residual of the sketch against Q, the drift controller's signal;
 //   - the next basis: Q moved towards the power product at the step's tracking rate (fast
 //     during warm-up and after a refresh, slow otherwise) and re-orthonormalised
-//     (projector.TrackBasis);
+//     (projector.TrackBasis; the optimizer tracks all bases of one shape in one batch);
 //   - after the base optimizer's update, the coefficient-shaped optimizer state is rotated into
 //     the next basis by R = Q_nextᵀ·Q (rotateState).
 //
@@ -44,8 +45,7 @@ type matrixVar struct {
 	oldBasis *Node // Q: the basis of this step's coefficients
 	stepCoef *Node // the coefficient gradient in Q
 	products projector.TrackingProducts
-	resid    *Node // the sketch's relative residual against Q, this step
-	rotation *Node // R = Q_nextᵀ·Q, set by track
+	rotation *Node // R = Q_nextᵀ·Q, set by tracked
 }
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
@@ -89,9 +89,9 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	if x2.DType() != sdt {
 		x2 = ConvertDType(x2, sdt)
 	}
-	h.stepCoef = projector.DirectCoefficients(x2, dy2, h.oldBasis, h.side)
-	h.products = projector.DirectTrackingProducts(x2, dy2, h.stepCoef, h.sketch(h.otherSide()), h.side)
-	h.resid = projector.SketchResidual(h.oldBasis, h.products.Sketch)
+	rows := x2.Shape().Dim(0)
+	trackRows := max(int(math.Ceil(st.o.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
+	h.stepCoef, h.products = projector.DirectStep(x2, dy2, h.oldBasis, h.sketch(h.otherSide()), h.side, trackRows)
 	return h
 }
 
@@ -105,7 +105,6 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string,
 	grad2 := ConvertDType(Reshape(grad, m, n), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
-	h.resid = projector.SketchResidual(h.oldBasis, h.products.Sketch)
 	return h
 }
 
@@ -137,20 +136,29 @@ func (h *matrixVar) lift(step, _ *Node) *Node {
 	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())
 }
 
+// MinTrackingRows is the fewest rows of a batch the bases are tracked from
+// (Policy.TrackingFraction applies above it): fewer make a noisy estimate of the covariance.
+const MinTrackingRows = 256
+
 // ResidualEMADecay smooths a matrix variable's sketch residual over steps (≈ a 10-step window):
 // a sketch of a few columns is noisy, and the drift rules read the residual at checks.
 const ResidualEMADecay = 0.9
 
-// track moves the basis towards this step's power product at rate (scalar) and records the
-// rotation into the new basis, the smoothed residual and the explained share of the gradient.
-func (h *matrixVar) track(rate *Node, maxRate float64) {
+// trackInputs are the step's basis Q and tracking products, for the optimizer to track the bases
+// of one shape together (stepState.learnAll).
+func (h *matrixVar) trackInputs() (basis, power, sketch *Node) {
+	return h.oldBasis, h.products.Power, h.products.Sketch
+}
+
+// tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
+// the rotation into it, the smoothed residual and the explained share of the gradient.
+func (h *matrixVar) tracked(next, resid *Node) {
 	g := h.st.g
-	next := projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate)
 	h.basis.SetNodeValue(next)
 	h.rotation = projector.TransposedTimes(next, h.oldBasis)
 	first := LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0)))
 	old := h.residVar.NodeValue(g)
-	resid := Where(first, h.resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(h.resid, 1-ResidualEMADecay)))
+	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
 	h.residVar.SetNodeValue(resid)
 	h.explained.SetNodeValue(Max(OneMinus(Square(resid)), ZerosLike(resid)))
 	h.valid.SetNodeValue(Const(g, int32(1)))

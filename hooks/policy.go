@@ -28,6 +28,12 @@ type Policy struct {
 	// r radians a step; 0 freezes it. Every step runs the same graph whatever the rate.
 	TrackingRate, FastTrackingRate float64
 
+	// TrackingFraction is the share of the batch's rows (the leading ones, at least
+	// MinTrackingRows) whose products move the bases, on the direct path: the power iteration
+	// needs only an estimate of the gradient's covariance, and over the whole batch its two
+	// products would cost as much as the coefficient itself.
+	TrackingFraction float64
+
 	// Residual rule: a check refreshes the bases when a variable's relative residual
 	// ‖g − proj(g)‖/‖g‖ exceeds ResidualThreshold and has grown by more than DriftMargin since
 	// the first check after its basis was learned. Matrix mode estimates it every step from a
@@ -77,6 +83,7 @@ func DefaultPolicy() Policy {
 		CheckEvery:        DefaultCheckEvery,
 		TrackingRate:      DefaultTrackingRate,
 		FastTrackingRate:  DefaultFastTrackingRate,
+		TrackingFraction:  DefaultTrackingFraction,
 		ResidualThreshold: DefaultResidualThreshold,
 		DriftMargin:       0.15,
 		LossPatience:      DefaultLossPatience,
@@ -93,6 +100,8 @@ func (p Policy) Validate(rank int) error {
 	switch {
 	case p.CheckEvery < 0:
 		return fmt.Errorf("CheckEvery(%d) is negative (0 disables drift checks)", p.CheckEvery)
+	case !(p.TrackingFraction > 0 && p.TrackingFraction <= 1):
+		return fmt.Errorf("Policy.TrackingFraction %g is outside (0, 1] (e.g. %g: that share of the batch's rows moves the bases)", p.TrackingFraction, DefaultTrackingFraction)
 	case !(p.TrackingRate >= 0 && p.FastTrackingRate >= p.TrackingRate && p.FastTrackingRate <= MaxTrackingRate):
 		return fmt.Errorf("Policy.TrackingRate %g and FastTrackingRate %g must satisfy 0 ≤ TrackingRate ≤ FastTrackingRate ≤ %g (e.g. %g and %g)",
 			p.TrackingRate, p.FastTrackingRate, float64(MaxTrackingRate), DefaultTrackingRate, DefaultFastTrackingRate)

@@ -26,6 +26,41 @@ type TrackingProducts struct {
 	Sketch *Node // A·Ω, [rows, s]: random combinations of A's columns
 }
 
+// DirectStep computes, for y = x·W with x [B, m] and dy [B, n] (leading axes flattened into B),
+// the coefficient of ∂W in basis (DirectCoefficients) and the tracking products of the basis
+// from the leading trackRows rows of the batch (all of them when trackRows ≥ B): a power
+// iteration needs only an estimate of ∂W·∂Wᵀ, and its two skinny products over the whole batch
+// would cost as much as the coefficient itself. The coefficient of those rows is taken from the
+// same x·Q (or ∂y·Q), so the power product stays A·Aᵀ·Q for one A (positive semi-definite
+// against Q, which TrackBasis relies on).
+func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
+	rows := x.Shape().Dim(0)
+	k := min(max(trackRows, 1), rows)
+	head := func(a *Node) *Node {
+		if k == rows {
+			return a
+		}
+		return Slice(a, AxisRange(0, k))
+	}
+	var trackCoef *Node
+	if side == Left {
+		xq := DotProduct(x, basis) // [B, r]
+		coef = TransposedTimes(xq, dy)
+		trackCoef = coef
+		if k < rows {
+			trackCoef = TransposedTimes(head(xq), head(dy))
+		}
+	} else {
+		dyq := DotProduct(dy, basis) // [B, r]
+		coef = TransposedTimes(x, dyq)
+		trackCoef = coef
+		if k < rows {
+			trackCoef = TransposedTimes(head(x), head(dyq))
+		}
+	}
+	return coef, DirectTrackingProducts(head(x), head(dy), trackCoef, omega, side)
+}
+
 // DirectTrackingProducts computes, for y = x·W with x [B, m] and dy [B, n], the tracking products
 // of a basis from its coefficient coef (Left: Qᵀ∂W [r, n]; Right: ∂W·Q [m, r]) without building
 // ∂W: one product of the batch with [coefᵀ | Ω] and one with the result. omega is [n, s] (Left)
@@ -67,42 +102,85 @@ func splitTracking(p *Node, r int) TrackingProducts {
 // unitMax divides x by its largest magnitude (zeros stay zeros).
 func unitMax(x *Node) *Node { return Div(x, SafeDivisor(ReduceAllMax(Abs(x)))) }
 
-// SketchResidual estimates the relative residual ‖A − QQᵀA‖/‖A‖ from the sketch A·Ω: the same
-// ratio on the sketch's columns (0 for a zero sketch).
-func SketchResidual(basis, sketch *Node) *Node {
-	s := unitMax(sketch)
-	return RelativeLength(Sub(s, DotProduct(basis, TransposedTimes(basis, s))), s)
+// The functions below take one basis ([rows, r]) or a stack of bases of one shape ([g, rows, r]):
+// a model's bases of one shape are tracked in one batch of products, so that the per-step work
+// is a few larger ops rather than many tiny ones (each op costs a kernel launch on an
+// accelerator, and a fixed overhead on the Go backend).
+
+// stacked views x as a stack [g, rows, cols] and returns the function that undoes the view.
+func stacked(x *Node) (*Node, func(*Node) *Node) {
+	if x.Rank() == 3 {
+		return x, func(y *Node) *Node { return y }
+	}
+	return InsertAxes(x, 0), func(y *Node) *Node { return Squeeze(y, 0) }
 }
 
-// TrackBasis moves an orthonormal basis q ([rows, r]) towards its power product ([rows, r],
-// A·Aᵀ·q up to scale) at rate (scalar ≥ 0, at most maxRate) and returns the new orthonormal
-// basis: the polar factor of q + rate·P̂, P̂ = power/‖power‖_F, by Newton–Schulz.
+// perMatrixMax and perMatrixSum reduce a stack [g, rows, cols] to [g, 1, 1].
+func perMatrixMax(x *Node) *Node { return ReduceAndKeep(x, ReduceMax, 1, 2) }
+func perMatrixSum(x *Node) *Node { return ReduceAndKeep(x, ReduceSum, 1, 2) }
+
+// stackedUnitMax divides each matrix of a stack by its largest magnitude.
+func stackedUnitMax(x *Node) *Node { return Div(x, SafeDivisor(perMatrixMax(Abs(x)))) }
+
+// transposedTimesStack is aᵀ·b for each matrix of two stacks [g, k, m] and [g, k, n]: [g, m, n].
+func transposedTimesStack(a, b *Node) *Node {
+	return DotGeneral(a, []int{1}, []int{0}, b, []int{1}, []int{0})
+}
+
+// timesStack is a·b for each matrix of two stacks [g, m, k] and [g, k, n]: [g, m, n].
+func timesStack(a, b *Node) *Node { return DotGeneral(a, []int{2}, []int{0}, b, []int{1}, []int{0}) }
+
+// SketchResidual estimates the relative residual ‖A − QQᵀA‖/‖A‖ from the sketch A·Ω: the same
+// ratio on the sketch's columns (0 for a zero sketch). For stacks ([g, rows, r] and
+// [g, rows, s]) it returns one residual per matrix, [g].
+func SketchResidual(basis, sketch *Node) *Node {
+	q, _ := stacked(basis)
+	sk, _ := stacked(sketch)
+	sk = stackedUnitMax(sk)
+	outside := Sub(sk, timesStack(q, transposedTimesStack(q, sk)))
+	outLen, skLen := Sqrt(perMatrixSum(Square(outside))), Sqrt(perMatrixSum(Square(sk)))
+	resid := Where(GreaterThan(skLen, ZerosLike(skLen)), Div(outLen, SafeDivisor(skLen)), ZerosLike(skLen))
+	resid = Reshape(resid, resid.Shape().Dim(0))
+	if basis.Rank() == 2 {
+		return Reshape(resid)
+	}
+	return resid
+}
+
+// TrackBasis moves an orthonormal basis q ([rows, r], or a stack [g, rows, r]) towards its power
+// product (same shape, A·Aᵀ·q up to scale) at rate (scalar ≥ 0, at most maxRate) and returns the
+// new orthonormal basis: the polar factor of q + rate·P̂, P̂ = power/‖power‖_F, by Newton–Schulz.
 //
 // Because qᵀ·power = (Aᵀq)ᵀ(Aᵀq) is positive semi-definite, every singular value of q + rate·P̂
 // lies in [1, 1+rate]: the iteration starts well conditioned whatever the gradient (zero, of
-// rank below r, or huge), and NewtonSchulzSteps(maxRate) iterations reach float32 rounding. A non-finite power product leaves q as it is.
+// rank below r, or huge), and NewtonSchulzSteps(maxRate) iterations reach float32 rounding. A
+// non-finite power product leaves its basis as it is.
 func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 	dt := q.DType()
-	p := unitMax(power)
-	p = Div(p, SafeDivisor(Sqrt(ReduceAllSum(Square(p)))))
-	p = Where(IsFinite(ReduceAllSum(p)), p, ZerosLike(p))
+	qs, unstack := stacked(q)
+	p, _ := stacked(power)
+	p = stackedUnitMax(p)
+	p = Div(p, SafeDivisor(Sqrt(perMatrixSum(Square(p)))))
+	p = Where(IsFinite(perMatrixSum(p)), p, ZerosLike(p))
 	rate = ConvertDType(rate, dt)
-	x := Div(Add(q, Mul(rate, p)), AddScalar(rate, 1))
-	return NewtonSchulz(x, 1/(1+max(maxRate, 0)))
+	x := Div(Add(qs, Mul(rate, p)), AddScalar(rate, 1))
+	return unstack(NewtonSchulz(x, 1/(1+max(maxRate, 0))))
 }
 
-// NewtonSchulz orthonormalises x ([rows, r]), whose singular values lie in [lower, 1] with
-// lower > 0, by the scaled cubic Newton–Schulz iteration X ← a·X·(3I − a²·XᵀX)/2: it converges
-// to the polar factor of x, the orthonormal matrix nearest to it. Each step's scale a maps the
-// current interval [l, 1] onto [l', 1] with the ends level (a² = 3/(1+l+l²)), which needs about
-// half the steps of the unscaled iteration from a small lower; the schedule is computed on the
-// host (NewtonSchulzSchedule), so the graph has a fixed number of products and no branch.
+// NewtonSchulz orthonormalises x ([rows, r], or a stack [g, rows, r]), whose singular values lie
+// in [lower, 1] with lower > 0, by the scaled cubic Newton–Schulz iteration
+// X ← a·X·(3I − a²·XᵀX)/2: it converges to the polar factor of x, the orthonormal matrix nearest
+// to it. Each step's scale a maps the current interval [l, 1] onto [l', 1] with the ends level
+// (a² = 3/(1+l+l²)), which needs about half the steps of the unscaled iteration from a small
+// lower; the schedule is computed on the host (NewtonSchulzSchedule), so the graph has a fixed
+// number of products and no branch.
 func NewtonSchulz(x *Node, lower float64) *Node {
+	xs, unstack := stacked(x)
 	for _, a := range NewtonSchulzSchedule(lower) {
-		gram := TransposedTimes(x, x) // [r, r]
-		x = Sub(MulScalar(x, 1.5*a), MulScalar(DotProduct(x, gram), 0.5*a*a*a))
+		gram := transposedTimesStack(xs, xs) // [g, r, r]
+		xs = Sub(MulScalar(xs, 1.5*a), MulScalar(timesStack(xs, gram), 0.5*a*a*a))
 	}
-	return x
+	return unstack(xs)
 }
 
 // NewtonSchulzSchedule is the scale of each NewtonSchulz step for singular values in

@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/stretchr/testify/require"
 	"gonum.org/v1/gonum/mat"
 )
@@ -183,4 +184,47 @@ func TestNewtonSchulzSteps(t *testing.T) {
 		}
 	}
 	require.Less(t, maxErr, 1e-12, "RandomOrthonormal is orthonormal")
+}
+
+// TestStackedTrackingEqualsOneByOne: bases of one shape tracked as a stack give what each gives
+// alone (the optimizer batches them to save ops), and DirectStep's tracking from the leading rows
+// is the power product of those rows' gradient, with the coefficient of the whole batch.
+func TestStackedTrackingEqualsOneByOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const b, m, n, r, k = 24, 10, 7, 3, 9
+	randMat := func(rows, cols int) *mat.Dense {
+		d := make([]float64, rows*cols)
+		for i := range d {
+			d[i] = rng.NormFloat64()
+		}
+		return mat.NewDense(rows, cols, d)
+	}
+	x1, dy1, x2, dy2 := randMat(b, m), randMat(b, n), randMat(b, m), randMat(b, n)
+	q1, q2 := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
+	omega := toFloat32(denseOf(Sketch(n, DefaultSketchColumns)))
+	outs, err := ExecOnceN(testBackend(t), func(in []*Node) []*Node {
+		x1, dy1, x2, dy2, q1, q2, omega := in[0], in[1], in[2], in[3], in[4], in[5], in[6]
+		rate := Scalar(x1.Graph(), x1.DType(), 2)
+		c1, p1 := DirectStep(x1, dy1, q1, omega, Left, k)
+		_, p2 := DirectStep(x2, dy2, q2, omega, Left, k)
+		alone := []*Node{TrackBasis(q1, p1.Power, rate, 4), TrackBasis(q2, p2.Power, rate, 4)}
+		together := TrackBasis(Stack([]*Node{q1, q2}, 0), Stack([]*Node{p1.Power, p2.Power}, 0), rate, 4)
+		resid := SketchResidual(Stack([]*Node{q1, q2}, 0), Stack([]*Node{p1.Sketch, p2.Sketch}, 0))
+		// The leading k rows' gradient and its power product (up to scale).
+		head := TransposedTimes(Slice(x1, AxisRange(0, k)), Slice(dy1, AxisRange(0, k)))
+		want := DotProduct(head, TransposedTimes(head, q1))
+		scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(p1.Power)))
+		full := TransposedTimes(x1, dy1)
+		return []*Node{
+			ReduceAllMax(Abs(Sub(Squeeze(Slice(together, AxisElem(0)), 0), alone[0]))),
+			ReduceAllMax(Abs(Sub(Squeeze(Slice(together, AxisElem(1)), 0), alone[1]))),
+			Abs(Sub(Reshape(Slice(resid, AxisElem(1))), SketchResidual(q2, p2.Sketch))),
+			RelativeLength(Sub(Mul(p1.Power, scale), want), want),
+			RelativeLength(Sub(c1, ProjectMatrix(full, q1, Left)), c1),
+		}
+	}, []*tensors.Tensor{toFloat32(x1), toFloat32(dy1), toFloat32(x2), toFloat32(dy2), toFloat32(q1), toFloat32(q2), omega})
+	require.NoError(t, err)
+	for i, o := range outs {
+		require.Less(t, o.Value().(float32), float32(1e-5), "check %d", i)
+	}
 }

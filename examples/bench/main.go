@@ -74,7 +74,11 @@ type Result struct {
 	StockStateBytes     int64   `json:"stock_state_bytes"`
 	SubspaceStateBytes  int64   `json:"subspace_state_bytes"`
 	StateBytesRatio     float64 `json:"state_bytes_ratio"`
-	GatedStepsFraction  float64 `json:"gated_steps_fraction"`
+	FloorStepMs         float64 `json:"floor_step_ms"` // the projected layers frozen: no weight gradient at all
+	FloorRatio          float64 `json:"floor_ratio"`   // floor / stock: what no ∂W at all would give
+	StockOps            int     `json:"stock_ops"`     // ops an ordinary step executes
+	SubspaceOps         int     `json:"subspace_ops"`  // the same with the projector
+	ProjectorOpsPerStep int     `json:"projector_ops"` // subspace − stock`
 	ProjectedVariables  int     `json:"projected_variables"`
 	DirectPathVariables int     `json:"direct_path_variables"`
 }
@@ -89,6 +93,9 @@ func newVariant(backend compute.Backend, c Config, projected, frozenProjected bo
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(1))
 	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank)
+	if os.Getenv("NOCHECK") == "1" {
+		cfg = cfg.CheckEvery(0)
+	}
 	if c.Projected != nil {
 		cfg = cfg.Variables(c.Projected...)
 	}
@@ -208,11 +215,12 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 			return res, err
 		}
 	}
-	if _, err := frozen.steps(c, rng, 1); err != nil {
+	if _, err := frozen.steps(c, rng, 1); err != nil { // for its FLOPs only
 		return res, err
 	}
 	logf("%s: %s", c.Name, strings.TrimSpace(sub.opt.PlanString()))
-	var tStock, tSub time.Duration
+	// Interleaved blocks, in rotating order: the machine's drift falls on every variant alike.
+	times := map[*variant]time.Duration{}
 	for i := range blocks {
 		order := []*variant{stock, sub}
 		if i%2 == 1 {
@@ -223,17 +231,13 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 			if err != nil {
 				return res, err
 			}
-			if v == stock {
-				tStock += d
-			} else {
-				tSub += d
-			}
+			times[v] += d
 		}
 		logf("%s: block %d of %d: stock %.2f ms/step, subspace %.2f ms/step", c.Name, i+1, blocks,
-			msPerStep(tStock, (i+1)*blockSteps), msPerStep(tSub, (i+1)*blockSteps))
+			msPerStep(times[stock], (i+1)*blockSteps), msPerStep(times[sub], (i+1)*blockSteps))
 	}
 	n := blocks * blockSteps
-	res.StockStepMs, res.SubspaceStepMs = msPerStep(tStock, n), msPerStep(tSub, n)
+	res.StockStepMs, res.SubspaceStepMs = msPerStep(times[stock], n), msPerStep(times[sub], n)
 	res.StepTimeRatio = res.SubspaceStepMs / res.StockStepMs
 
 	fs, err := stock.opt.StepFLOPs()
@@ -249,13 +253,14 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 		return res, err
 	}
 	res.StockGradientFLOPs, res.SubspaceGradFLOPs = fs.Gradient, fp.Gradient
+	res.StockOps, res.SubspaceOps = fs.StepOps(), fp.StepOps()
+	res.ProjectorOpsPerStep = res.SubspaceOps - res.StockOps
 	// The projected layers' share: total gradient FLOPs less the other layers' (the frozen run).
 	res.ProjectedGradRatio = float64(fp.Gradient-ff.Gradient) / float64(fs.Gradient-ff.Gradient)
 	report, err := sub.opt.Report(sub.store)
 	if err != nil {
 		return res, err
 	}
-	res.GatedStepsFraction = float64(report.LearnRuns+report.Checks) / float64(report.Steps)
 	gatedPerStep := float64(fp.Gated(report)) / float64(report.Steps)
 	res.StepFLOPsRatio = (float64(fp.Step()) + gatedPerStep) / float64(fs.Step())
 	res.AnalyticFLOPsRatio = analyticRatio(c)
@@ -306,13 +311,13 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("backend: %s\n\n", results[0].Backend)
-	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | gated steps |")
+	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
-		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %.0f%% |\n",
+		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %d → %d (+%d) |\n",
 			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
 			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
-			r.StateBytesRatio, 100*r.GatedStepsFraction)
+			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep)
 	}
 	if *flagJSON != "" {
 		f, err := os.Create(*flagJSON)
