@@ -80,6 +80,9 @@ const (
 	// ExplodeFactor: after warm-up, a step whose loss exceeds this multiple of the smoothed loss
 	// is skipped (like a step with a non-finite loss or gradient).
 	ExplodeFactor = 100
+	// ExplodePatience: after this many steps skipped in a row for an exploding loss, the next
+	// is taken and the smoothed loss restarts from it (a lasting shift, not a spike).
+	ExplodePatience = 3
 )
 
 // StateScope is the scope (under the optimizer's scope) holding the projector's variables.

@@ -182,7 +182,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	st.driftAndLearn(handlers)
 	gradientMark := len(g.Nodes())
 	st.applyBase(trainables, grads, handlers, guard)
-	guard.restoreUnless(st.ok, st.counterPath("skipped_steps"))
+	guard.restoreUnless(st.ok, st.counterPath("skipped_steps"), st.counterPath("explode_streak"))
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
 
@@ -196,6 +196,7 @@ type stepState struct {
 
 	t       *Node // this step's number, 1-based (int64)
 	ok      *Node // the step's loss and gradients are finite and the loss did not explode
+	reseed  *Node // the loss stayed above the explosion bound for ExplodePatience steps: the smoothed loss restarts
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t ≤ WarmUp
@@ -334,14 +335,15 @@ type handler interface {
 // stepGuard remembers every variable's value at the start of the projector's part of a step, so
 // that a skipped step can leave the store exactly as it was.
 type stepGuard struct {
-	scope  *model.Scope
-	g      *Graph
-	before map[*model.Variable]*Node
-	mark   int
+	scope   *model.Scope
+	g       *Graph
+	before  map[*model.Variable]*Node
+	guarded map[*model.Variable]bool // variables whose update already keeps their value on a bad step
+	mark    int
 }
 
 func newStepGuard(scope *model.Scope, g *Graph) *stepGuard {
-	sg := &stepGuard{scope: scope, g: g, before: map[*model.Variable]*Node{}, mark: len(g.Nodes())}
+	sg := &stepGuard{scope: scope, g: g, before: map[*model.Variable]*Node{}, guarded: map[*model.Variable]bool{}, mark: len(g.Nodes())}
 	for v := range scope.Store().IterVariables() {
 		if v.InUseByGraph(g) {
 			sg.before[v] = v.NodeValue(g)
@@ -351,11 +353,11 @@ func newStepGuard(scope *model.Scope, g *Graph) *stepGuard {
 }
 
 // restoreUnless makes every variable changed since the guard was taken keep its old value when
-// ok is false, except the named counter. Variables created since (projector and optimizer state
+// ok is false, except the named counters. Variables created since (projector and optimizer state
 // on the first build) start from their parameter node, named after the variable's path.
-func (sg *stepGuard) restoreUnless(ok *Node, except string) {
+func (sg *stepGuard) restoreUnless(ok *Node, except ...string) {
 	for v := range sg.scope.Store().IterVariables() {
-		if !v.InUseByGraph(sg.g) || v.Path() == except {
+		if !v.InUseByGraph(sg.g) || slices.Contains(except, v.Path()) || sg.guarded[v] {
 			continue
 		}
 		old, seen := sg.before[v]
@@ -385,7 +387,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	bestVar := st.scalarState("best_loss_ema", ldt)
 	plateauVar := st.counter("plateau_checks", dtypes.Int32)
 	ema := emaVar.NodeValue(g)
-	isFirst := Equal(st.t, Const(g, int64(1)))
+	isFirst := LogicalOr(Equal(st.t, Const(g, int64(1))), st.reseed)
 	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
 	newEMA = Where(st.ok, newEMA, ema)
 	emaVar.SetNodeValue(newEMA)
@@ -646,14 +648,25 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		if pol := st.o.cfg.policy; pol.FullUpdateEvery > 0 && pol.CheckEvery > 0 {
 			turn = st.fullTurn[h]
 		}
-		projected := Add(before, h.lift(step, turn))
-		if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
-			projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
-		}
 		if h.fullUpdateInBase() {
-			projected = Where(h.useProjection(), projected, v.NodeValue(g))
+			projected := Add(before, h.lift(step, turn))
+			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
+			}
+			v.SetNodeValue(Where(h.useProjection(), projected, v.NodeValue(g)))
+		} else {
+			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
+			// small coefficient step and the decay scalar: a bad step leaves W as it was without
+			// a full-size select (each full-size op is a pass over the weight).
+			lifted := h.lift(Where(st.ok, step, ZerosLike(step)), turn)
+			projected := Add(before, lifted)
+			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
+				projected = Add(Mul(before, Where(st.ok, decay, OnesLike(decay))), lifted)
+			}
+			v.SetNodeValue(projected)
+			guard.guarded[v] = true
 		}
-		v.SetNodeValue(projected)
 		coef.SetNodeValue(zero[h])
 	}
 	if pol := st.o.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
@@ -704,6 +717,14 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) {
 	ema := st.scalarState("loss_ema", st.loss.DType()).NodeValue(g)
 	exploded := LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
 		GreaterThan(st.loss, MulScalar(ema, ExplodeFactor)))
+	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
+	// a row the next one is taken and the smoothed loss restarts from it, so the guard cannot
+	// lock training for good (a task or data shift).
+	streakVar := st.counter("explode_streak", dtypes.Int32)
+	streak := streakVar.NodeValue(g)
+	st.reseed = LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, Const(g, int32(ExplodePatience))))
+	exploded = LogicalAnd(exploded, LogicalNot(st.reseed))
+	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), ZerosLike(streak)))
 	st.ok = LogicalAnd(ok, LogicalNot(exploded))
 	skipped := st.counter("skipped_steps", dtypes.Int64)
 	old := skipped.NodeValue(g)

@@ -147,3 +147,27 @@ func TestLayerWithZeroGradientsInWarmUpTrainsLater(t *testing.T) {
 	require.Less(t, report.Variables[0].Residual, 0.9, "its basis found the gradients' subspace (residual %.3f at the start)", start.Variables[0].Residual)
 	require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
 }
+
+// TestLastingShiftDoesNotLockTheGuard: a loss that jumps and stays above ExplodeFactor times its
+// smoothed value (here the targets scaled by 1e4 for good: a data shift, not a spike) is skipped
+// ExplodePatience times, then taken as the new level: the guard never locks training for good.
+func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
+	for _, mode := range []Mode{Matrix, Temporal} {
+		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(3).WarmUp(5).Done()
+		r := newRun(t, opt)
+		for range 20 {
+			r.step(t)
+		}
+		var losses []float64
+		for range 30 {
+			metrics, err := r.trainer.TrainStep(badBatch("exploding"))
+			require.NoError(t, err)
+			losses = append(losses, float64(metrics[0].Value().(float32)))
+		}
+		report, err := opt.Report(r.store)
+		require.NoError(t, err)
+		require.Equal(t, int64(ExplodePatience), report.SkippedSteps, "%s mode: only the first steps of the shift are skipped", mode)
+		require.Less(t, losses[len(losses)-1], losses[ExplodePatience], "%s mode: training goes on at the new level", mode)
+		requireFinite(t, r.snapshot(t))
+	}
+}

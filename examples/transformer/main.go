@@ -52,10 +52,13 @@ type Options struct {
 	WarmUp      int // projector warm-up steps
 	CheckEvery  int // projector drift-check interval
 	MaxRank     int // adaptive rank: grow up to this (0: fixed rank)
-	Seed        int64
-	Variants    []string
-	Quiet       bool
-	OutDir      string // the subspace variants write their drift traces here
+	// TrackingRate is how fast matrix bases follow the gradients after warm-up (0: the
+	// default, hooks.DefaultTrackingRate).
+	TrackingRate float64
+	Seed         int64
+	Variants     []string
+	Quiet        bool
+	OutDir       string // the subspace variants write their drift traces here
 }
 
 // Variant names: the stock optimizers, and AdamW wrapped by the projector in each mode.
@@ -107,6 +110,9 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		}
 		cfg := hooks.Subspace(adamw).Mode(mode).Rank(o.Rank).Matching(transformer.ProjectionPattern).
 			WarmUp(warmUp).CheckEvery(o.CheckEvery).WeightDecay(o.WeightDecay)
+		if o.TrackingRate > 0 {
+			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))
+		}
 		if o.MaxRank > 0 && mode == hooks.Matrix {
 			cfg = cfg.RankBounds(max(1, o.Rank/2), o.MaxRank)
 		}
@@ -344,9 +350,10 @@ func main() {
 		mlp      = flag.Int("mlp", def.MLP, "feed-forward hidden width")
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
 		rank     = flag.Int("rank", 8, "subspace rank")
-		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps that re-learn the basis every step)")
-		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval (each check builds a control gradient)")
+		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps of fast tracking at the start and per refresh)")
+		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval")
 		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
+		tracking = flag.Float64("tracking-rate", hooks.DefaultTrackingRate, "how fast matrix bases follow the gradients after warm-up (0 keeps them fixed between refreshes)")
 		lr       = flag.Float64("lr", 2e-3, "Adam and AdamW learning rate")
 		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
 		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
@@ -361,7 +368,7 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
 	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
