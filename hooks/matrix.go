@@ -138,7 +138,7 @@ func (h *matrixVar) lift(step, _ *Node) *Node {
 
 // MinTrackingRows is the fewest rows of a batch the bases are tracked from
 // (Policy.TrackingFraction applies above it): fewer make a noisy estimate of the covariance.
-const MinTrackingRows = 256
+const MinTrackingRows = 64
 
 // ResidualEMADecay smooths a matrix variable's sketch residual over steps (≈ a 10-step window):
 // a sketch of a few columns is noisy, and the drift rules read the residual at checks.

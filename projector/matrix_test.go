@@ -23,13 +23,7 @@ func matrixFromTensor(t *tensors.Tensor) *mat.Dense {
 func TestDirectCoefficientsEqualProjectedFullGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 3))
 	b, m, n, r := 17, 12, 9, 3
-	randMat := func(rows, cols int) *mat.Dense {
-		d := make([]float64, rows*cols)
-		for i := range d {
-			d[i] = rng.NormFloat64()
-		}
-		return mat.NewDense(rows, cols, d)
-	}
+	randMat := func(rows, cols int) *mat.Dense { return gaussianDense(rng, rows, cols) }
 	x, dy := randMat(b, m), randMat(b, n)
 	for _, side := range []Side{Left, Right} {
 		dim := m
@@ -63,13 +57,7 @@ func TestDirectCoefficientsEqualProjectedFullGradient(t *testing.T) {
 // both operands, large activations included, into transposed form at every step.
 func TestTransposedTimesLayout(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
-	randMat := func(rows, cols int) *mat.Dense {
-		d := make([]float64, rows*cols)
-		for i := range d {
-			d[i] = rng.NormFloat64()
-		}
-		return mat.NewDense(rows, cols, d)
-	}
+	randMat := func(rows, cols int) *mat.Dense { return gaussianDense(rng, rows, cols) }
 	for _, c := range []struct {
 		k, m, n    int
 		transposed int // values copied by explicit transposes

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -98,18 +99,31 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 		sweeps = DefaultJacobiSweeps
 	}
 
-	// Stage 1, n²·P: the Gram matrix of the stack. Non-finite rows would poison it: the whole
-	// stack is then treated as zero and reported invalid.
-	finite := LogicalAll(IsFinite(snapshots))
-	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
-	gram := DotProduct(stack, Transpose(stack, 0, 1))
+	// Stage 1, n²·P: the Gram matrix of the stack. A non-finite value would poison it: the stack
+	// is then reported invalid (and its results masked). The product runs in the snapshots'
+	// dtype (on every step: see below), on the stack scaled to unit max-magnitude so that no
+	// square underflows or overflows; the eigen-solve runs in cdt. The stack is read in as few
+	// passes as possible: a sum (finite), a max and a min (scale), one scaling.
+	finite := IsFinite(ReduceAllSum(snapshots))
+	peak := Max(ReduceAllMax(snapshots), Neg(ReduceAllMin(snapshots)))
+	// A stack whose largest value is below the dtype's normal range (denormals) carries no
+	// usable direction: products in that dtype treat such values as zeros.
+	smallestNormal := math.SmallestNonzeroFloat64 * (1 << 52)
+	if snapshots.DType() != dtypes.Float64 {
+		smallestNormal = 1.1754943508222875e-38 // float32
+	}
+	finite = LogicalAnd(finite, GreaterOrEqual(ConvertDType(peak, dtypes.Float64), Scalar(snapshots.Graph(), dtypes.Float64, smallestNormal)))
+	peak = Where(finite, peak, OnesLike(peak))
+	stack := Div(snapshots, peak)
+	gram := Mul(ConvertDType(TimesTransposed(stack, stack), cdt), Square(ConvertDType(peak, cdt)))
+	gram = Where(finite, gram, ZerosLike(gram))
 
 	// Stage 2, n³ per rotation: the eigen-solve (its own While, zero trips when not learning).
 	// Its result is sorted in stage 3.
 	lambda, u := symmetricEigen(gram, sweeps, learn)
 
 	// Stage 3, n·k·P: the basis, its spectrum and the chosen rank.
-	t := temporalFromEigen(snapshots, lambda, u, finite, opts, cdt)
+	t := temporalFromEigen(stack, lambda, u, finite, opts, cdt)
 	if learn == nil {
 		return t
 	}
@@ -133,7 +147,10 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 	n := snapshots.Shape().Dim(0)
 	k := opts.Rank
 	outDType := snapshots.DType()
-	stack := ConvertDType(Where(finite, snapshots, ZerosLike(snapshots)), cdt)
+	// The basis is formed in the snapshots' own dtype (they come scaled to unit max-magnitude):
+	// its n·k·P product runs on every step (see learnTemporal), and its orthonormality is
+	// restored below anyway.
+	stack := snapshots
 
 	lambda, u = sortDescending(lambda, u)
 	lambda = Max(lambda, ZerosLike(lambda)) // rounding can leave tiny negatives
@@ -142,7 +159,13 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 
 	// A direction is numerically meaningful if its energy is above rounding noise of the largest.
 	lambdaMax := ReduceAllMax(lambda)
-	noise := MulScalar(lambdaMax, float64(n)*1e-13)
+	// The Gram matrix is formed in the snapshots' dtype: its rounding, relative to the largest
+	// eigenvalue, is about n·ε of that dtype.
+	eps := 1e-13
+	if outDType != dtypes.Float64 {
+		eps = 1e-6
+	}
+	noise := MulScalar(lambdaMax, float64(n)*eps)
 	lambdaK := Slice(lambda, AxisRange(0, k))
 	usable := GreaterThan(lambdaK, noise)
 
@@ -160,10 +183,21 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 
 	sigma := Sqrt(lambdaK)
 	safeSigma := Where(keep, sigma, OnesLike(sigma))
-	uk := Slice(u, AxisRange(), AxisRange(0, k))                               // [n, k]
-	v := Div(DotProduct(Transpose(stack, 0, 1), uk), InsertAxes(safeSigma, 0)) // [P, k]
+	// V = Gᵀ·U·Σ⁻¹ up to one positive factor (V is normalised below), in the stack's dtype without
+	// overflow: the stack comes scaled to unit max-magnitude, and U is divided by σ/σ_max (at
+	// most about 1e6 for a kept direction).
+	relSigma := Div(safeSigma, SafeDivisor(ReduceAllMax(sigma)))
+	uk := ConvertDType(Div(Slice(u, AxisRange(), AxisRange(0, k)), InsertAxes(relSigma, 0)), outDType) // [n, k]
+	v := TransposedTimes(stack, uk)                                                                    // [P, k]
 	v = Where(InsertAxes(keep, 0), v, ZerosLike(v))
-	v = Orthonormalize(v, 1e-10)
+	// V is orthonormal up to the eigen-solve's accuracy: a few scaled Newton–Schulz iterations
+	// (two passes over V each) make it orthonormal to rounding, where Gram–Schmidt took 4k
+	// passes per column — on every step, since this runs outside the learning gate. Divided by
+	// its Frobenius norm, V's singular values lie in [≈1/√k, 1], whatever the solve left.
+	v = unitMax(v)
+	v = Div(v, SafeDivisor(Sqrt(ReduceAllSum(Square(v)))))
+	v = NewtonSchulz(v, 0.9/math.Sqrt(float64(k)))
+	v = Where(valid, v, ZerosLike(v)) // an invalid stack may have left NaN: never return it
 
 	keptEnergy := ReduceAllSum(Where(keep, lambdaK, ZerosLike(lambdaK)))
 	explained := Where(valid, Div(keptEnergy, safeTotal), ZerosLike(total))

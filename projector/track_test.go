@@ -13,6 +13,15 @@ import (
 	"gonum.org/v1/gonum/mat"
 )
 
+// gaussianDense is a rows×cols matrix of standard normal entries.
+func gaussianDense(rng *rand.Rand, rows, cols int) *mat.Dense {
+	d := make([]float64, rows*cols)
+	for i := range d {
+		d[i] = rng.NormFloat64()
+	}
+	return mat.NewDense(rows, cols, d)
+}
+
 func denseOf(rows [][]float64) *mat.Dense {
 	out := mat.NewDense(len(rows), len(rows[0]), nil)
 	for i, row := range rows {
@@ -24,13 +33,7 @@ func denseOf(rows [][]float64) *mat.Dense {
 func TestDirectTrackingProductsEqualTheFullGradientsProducts(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	b, m, n, r, s := 19, 13, 8, 3, 2
-	randMat := func(rows, cols int) *mat.Dense {
-		d := make([]float64, rows*cols)
-		for i := range d {
-			d[i] = rng.NormFloat64()
-		}
-		return mat.NewDense(rows, cols, d)
-	}
+	randMat := func(rows, cols int) *mat.Dense { return gaussianDense(rng, rows, cols) }
 	x, dy := randMat(b, m), randMat(b, n)
 	for _, side := range []Side{Left, Right} {
 		rows, other := m, n
@@ -192,13 +195,7 @@ func TestNewtonSchulzSteps(t *testing.T) {
 func TestStackedTrackingEqualsOneByOne(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	const b, m, n, r, k = 24, 10, 7, 3, 9
-	randMat := func(rows, cols int) *mat.Dense {
-		d := make([]float64, rows*cols)
-		for i := range d {
-			d[i] = rng.NormFloat64()
-		}
-		return mat.NewDense(rows, cols, d)
-	}
+	randMat := func(rows, cols int) *mat.Dense { return gaussianDense(rng, rows, cols) }
 	x1, dy1, x2, dy2 := randMat(b, m), randMat(b, n), randMat(b, m), randMat(b, n)
 	q1, q2 := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
 	omega := toFloat32(denseOf(Sketch(n, DefaultSketchColumns)))
