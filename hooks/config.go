@@ -15,17 +15,18 @@
 //     single product, the projected gradient is computed directly as (x·Q)ᵀ·∂y and the product's
 //     back-propagation skips ∂W (GoMLX's VJPs for FusedDense and DotGeneral are wrapped to honour
 //     that, for the marked products only). The base optimizer runs on the coefficient, so its
-//     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases are learned in
-//     the graph by randomized subspace iteration on the full gradient, which is built only on
-//     warm-up and drift-check steps.
+//     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases track the
+//     gradients every step from the same skinny products (a power-iteration step xᵀ·(∂y·Cᵀ),
+//     re-orthonormalised by Newton–Schulz; the optimizer's moments rotate with the basis).
 //   - Temporal (the original method): each flattened gradient is projected on the top singular
 //     vectors of a ring buffer of recent gradients; warm-up steps are full steps.
 //
-// Every CheckEvery steps a drift check measures the relative residual ‖g − proj(g)‖/‖g‖ of a full
-// gradient; above ResidualThreshold, or when a smoothed loss stops falling for LossPatience
-// checks, the bases are re-learned. All of it runs inside the one compiled step graph: phases
-// come from a step counter held in a variable and the learning is gated, so neither phase
-// switches nor refreshes recompile anything. The state (bases, snapshots, counters) lives in GoMLX
+// Every CheckEvery steps a drift check reads the relative residual ‖g − proj(g)‖/‖g‖ (matrix mode:
+// estimated every step from a sketch); above ResidualThreshold, or when a smoothed loss stops
+// falling for LossPatience checks, the bases are refreshed (matrix mode: a burst of fast
+// tracking). All of it runs inside the one compiled step graph, with no control flow in matrix
+// mode: phases come from a step counter held in a variable, so neither phase switches nor
+// refreshes recompile anything. The state (bases, snapshots, counters) lives in GoMLX
 // variables under the "subspace" scope, so checkpoints carry it.
 package hooks
 
@@ -200,8 +201,9 @@ func (c *Config) Rank(k int) *Config { c.rank = k; return c }
 // Rank) explaining this share of the recent gradients' energy. Zero (the default) keeps Rank.
 func (c *Config) VarianceThreshold(share float64) *Config { c.varianceThreshold = share; return c }
 
-// WarmUp sets N0: the number of full steps whose gradients are recorded before the first SVD,
-// and the number of recent gradients a refresh learns from.
+// WarmUp sets N0. Matrix mode: the steps of fast tracking at the start and after each refresh.
+// Temporal mode: the number of full steps whose gradients are recorded before the first SVD, and
+// the number of recent gradients a refresh learns from.
 func (c *Config) WarmUp(steps int) *Config { c.warmUp = steps; return c }
 
 // Policy replaces the drift controller's rules (see Policy; start from DefaultPolicy). The

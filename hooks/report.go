@@ -19,7 +19,7 @@ type Report struct {
 	Steps              int64 // steps taken by the optimizer; skipped steps (SkippedSteps) leave it unchanged
 	Mode               Mode
 	WarmUp             int     // configured warm-up steps
-	SVDs               int64   // bases learned: the end of warm-up plus refreshes
+	SVDs               int64   // bases learned: warm-up plus refreshes (temporal: SVDs; matrix: starts of fast tracking)
 	Refreshes          int64   // SVDs triggered by a drift check
 	RefreshesResidual  int64   // … because the residual was above the threshold
 	RefreshesLoss      int64   // … because the smoothed loss stopped falling
@@ -30,14 +30,14 @@ type Report struct {
 	Curvature          float64 // the last curvature measured along a step
 	CurvaturePeak      float64 // at the last check: the largest |κ| over its smoothed magnitude since the check before
 	CurvatureEMA       float64 // its smoothed magnitude
-	// LearnRuns counts the steps that ran the gated learning work (FLOPs.PerLearn): the SVDs
-	// (matrix: every warm-up step, refreshes and rank changes).
+	// LearnRuns counts the steps that ran gated learning work (FLOPs.PerLearn): the temporal
+	// SVDs. Matrix mode has no gated work (its PerLearn is 0).
 	LearnRuns         int64
 	LastCheckResidual float64 // largest relative residual at the last check
 	LossEMA           float64 // smoothed loss (the plateau signal)
 	PlateauChecks     int     // consecutive checks without the smoothed loss falling
 	SkippedSteps      int64   // steps whose update was not applied: non-finite or exploding loss or gradient
-	BasesKept         int64   // learning attempts that met a zero or non-finite gradient and kept the basis
+	BasesKept         int64   // temporal learning attempts that met a zero or non-finite stack and kept the basis
 	LastSVDStep       int64
 	LastSVDCause      int
 	Variables         []VariableReport
