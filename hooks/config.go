@@ -32,6 +32,7 @@ package hooks
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 
 	"github.com/gomlx/gomlx/ml/model"
@@ -297,6 +298,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: %s", c.selectDesc)
 	case c.rank < 1:
 		return fmt.Errorf("hooks.Subspace: Rank(%d) is impossible: use a rank ≥ 1", c.rank)
+	case c.mode != Matrix && c.mode != Temporal:
+		return fmt.Errorf("hooks.Subspace: Mode(%d) is neither hooks.Matrix nor hooks.Temporal", int(c.mode))
+	case math.IsNaN(c.varianceThreshold) || math.IsInf(c.varianceThreshold, 0):
+		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) must be a finite number in [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
+	case !(c.weightDecay >= 0 && c.weightDecay <= 1):
+		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is outside [0, 1] (AdamW's decay coefficient, e.g. 0.01; 0 turns it off)", c.weightDecay)
 	case c.mode == Temporal && c.warmUp < c.rank:
 		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.rank, c.rank, c.warmUp)
 	case c.warmUp < 1:
@@ -307,8 +314,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold applies to the temporal subspace: use Mode(hooks.Temporal), or drop it (the matrix subspace keeps Rank directions)")
 	case c.varianceThreshold < 0 || c.varianceThreshold > 1:
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) is outside [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
-	case c.weightDecay < 0:
-		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is negative", c.weightDecay)
 	}
 	if c.policy.FastTrackingRate == 0 { // 0: the defaults
 		c.policy.FastTrackingRate = max(DefaultFastTrackingRate, c.policy.TrackingRate)

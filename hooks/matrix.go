@@ -69,8 +69,11 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
 	start := ConstAsDType(st.g, dtype, projector.RandomOrthonormal(basisRows, rank, hash.Sum64()))
-	hasBasis := GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0)))
-	h.oldBasis = Where(hasBasis, h.basis.NodeValue(st.g), start)
+	// A stored basis with a non-finite value (a corrupted or hand-edited checkpoint) is replaced
+	// by the start too: steps that use it would all be skipped, and nothing else repairs it.
+	stored := h.basis.NodeValue(st.g)
+	hasBasis := LogicalAnd(GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0))), IsFinite(ReduceAllSum(stored)))
+	h.oldBasis = Where(hasBasis, stored, start)
 	return h
 }
 
@@ -167,14 +170,17 @@ func (h *matrixVar) tracked(next, resid *Node) {
 // rotateState maps this variable's coefficient-shaped state (the base optimizer's moments, the
 // curvature signal's history), as updated by this step, into the next basis. Second moments
 // (named "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name them) rotate by R∘R, the rest
-// by R (projector.RotateCoefficients).
+// by R (projector.RotateCoefficients). A state that is not finite restarts from zero.
 func (h *matrixVar) rotateState(state []*model.Variable) {
 	g := h.st.g
 	for _, sv := range state {
 		squared := strings.HasSuffix(sv.Name(), "_2nd_moment")
 		value := sv.NodeValue(g)
 		rot := ConvertDType(h.rotation, value.DType())
-		sv.SetNodeValue(projector.RotateCoefficients(value, rot, h.side, squared))
+		rotated := projector.RotateCoefficients(value, rot, h.side, squared)
+		// A non-finite moment (loaded, or overflowed) would poison every later step: it restarts
+		// from zero instead.
+		sv.SetNodeValue(Where(IsFinite(ReduceAllSum(rotated)), rotated, ZerosLike(rotated)))
 	}
 }
 

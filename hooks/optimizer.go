@@ -658,7 +658,9 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
 			// a full-size select (each full-size op is a pass over the weight).
-			lifted := h.lift(Where(st.ok, step, ZerosLike(step)), turn)
+			// The update itself is checked too: a poisoned optimizer state can make a non-finite
+			// step from finite gradients.
+			lifted := h.lift(Where(LogicalAnd(st.ok, allFinite(step)), step, ZerosLike(step)), turn)
 			projected := Add(before, lifted)
 			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))

@@ -278,6 +278,16 @@ func TestConfigurationErrors(t *testing.T) {
 		{Subspace(adam).Mode(Temporal).RankBounds(2, 8), "adaptive rank (RankBounds) applies to the matrix subspace"},
 		{Subspace(adam).Matching("("), "invalid pattern"},
 		{Subspace(nil), "base optimizer is nil"},
+		// Non-finite and out-of-range numbers (issue 12): a NaN threshold used to switch its rule
+		// off silently, WeightDecay(+Inf) made a layer's weights non-finite with a finite loss.
+		{Subspace(adam).Mode(7), "Mode(7) is neither hooks.Matrix nor hooks.Temporal"},
+		{Subspace(adam).Mode(-1), "Mode(-1) is neither"},
+		{Subspace(adam).Mode(Temporal).VarianceThreshold(math.NaN()), "VarianceThreshold(NaN) must be a finite number"},
+		{Subspace(adam).WeightDecay(math.Inf(1)), "WeightDecay(+Inf) is outside [0, 1]"},
+		{Subspace(adam).WeightDecay(1e30), "WeightDecay(1e+30) is outside [0, 1]"},
+		{Subspace(adam).WeightDecay(math.NaN()), "WeightDecay(NaN) is outside"},
+		{Subspace(adam).ResidualThreshold(math.NaN()), "Policy.ResidualThreshold is NaN: it must be a finite number"},
+		{Subspace(adam).TrackingRate(math.NaN(), 4), "Policy.TrackingRate is NaN"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 		// The same error surfaces from the first training step, not as a crash.

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -97,6 +98,16 @@ func DefaultPolicy() Policy {
 
 // Validate checks the policy against the configured rank; the errors name the field and a fix.
 func (p Policy) Validate(rank int) error {
+	for _, f := range []struct {
+		name  string
+		value float64
+	}{{"ResidualThreshold", p.ResidualThreshold}, {"DriftMargin", p.DriftMargin}, {"CurvatureFactor", p.CurvatureFactor},
+		{"GrowAbove", p.GrowAbove}, {"ShrinkBelow", p.ShrinkBelow}, {"TrackingRate", p.TrackingRate},
+		{"FastTrackingRate", p.FastTrackingRate}, {"TrackingFraction", p.TrackingFraction}} {
+		if math.IsNaN(f.value) || math.IsInf(f.value, 0) {
+			return fmt.Errorf("Policy.%s is %g: it must be a finite number (a NaN would silently turn its rule off)", f.name, f.value)
+		}
+	}
 	switch {
 	case p.CheckEvery < 0:
 		return fmt.Errorf("CheckEvery(%d) is negative (0 disables drift checks)", p.CheckEvery)

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"math"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -134,6 +135,9 @@ func TestPolicyValidate(t *testing.T) {
 		"ResidualThreshold": func(p *Policy) {
 			p.ResidualThreshold = 0
 		},
+		"Policy.CurvatureFactor is +Inf": func(p *Policy) { p.CurvatureFactor = math.Inf(1) },
+		"Policy.DriftMargin is NaN":      func(p *Policy) { p.DriftMargin = math.NaN() },
+		"Policy.GrowAbove is NaN":        func(p *Policy) { p.MaxRank, p.GrowAbove = 16, math.NaN() },
 	}
 	for want, breakIt := range bad {
 		p := DefaultPolicy()

@@ -7,7 +7,9 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/stretchr/testify/require"
 )
@@ -170,4 +172,54 @@ func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
 		require.Less(t, losses[len(losses)-1], losses[ExplodePatience], "%s mode: training goes on at the new level", mode)
 		requireFinite(t, r.snapshot(t))
 	}
+}
+
+// TestNonFiniteStateIsRepaired: a NaN in a stored basis or in a coefficient moment (a damaged
+// checkpoint) used to make every later step skip, or to poison the weights: the basis restarts
+// from its random start, the moment from zero, and the weights stay finite.
+func TestNonFiniteStateIsRepaired(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).Done()
+	r := newRun(t, opt)
+	for range 10 {
+		r.step(t)
+	}
+	poison := func(path string) {
+		v := r.store.GetVariable(path)
+		require.NotNil(t, v, path)
+		values := tensors.MustCopyFlatData[float32](v.MustValue())
+		values[0] = float32(math.NaN())
+		require.NoError(t, v.SetValue(tensors.FromFlatDataAndDimensions(values, v.Shape().Dimensions...)))
+	}
+	poison("/subspace/hidden/dense/weights_basis")
+	poison("/AdamOptimizer/subspace/hidden/dense/weights_coefficients_2nd_moment")
+	for range 10 {
+		r.step(t)
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.LessOrEqual(t, report.SkippedSteps, int64(1), "the state is repaired, not skipped around forever")
+	requireFinite(t, r.snapshot(t))
+	require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
+}
+
+// TestRankAboveTheGradientsRank: rank 10 on a 12×16 weight whose gradient, from a batch of 3, has
+// rank at most 3. The gated learning returned a basis with ‖QᵀQ − I‖ = 1 and an explained
+// variance above 1 in such a case; a tracked basis stays orthonormal (the directions the gradient
+// does not span keep their start) and its statistics stay in [0, 1].
+func TestRankAboveTheGradientsRank(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(10).WarmUp(3).CheckEvery(2).Variables(firstLayer).Done()
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(7))
+	trainer := train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)
+	for range 12 {
+		x, y := toyProblem(3, 12)
+		_, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		require.NoError(t, err)
+	}
+	require.Less(t, basisOrthonormalityError(t, store, "/subspace/hidden/dense/weights_basis"), 1e-5)
+	report, err := opt.Report(store)
+	require.NoError(t, err)
+	v := report.Variables[0]
+	require.True(t, v.ExplainedVariance >= 0 && v.ExplainedVariance <= 1, "explained %g", v.ExplainedVariance)
+	require.True(t, v.Residual >= 0 && v.Residual <= 1, "residual %g", v.Residual)
 }
