@@ -151,6 +151,9 @@ func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 	switch n.Type() {
 	case NodeTypeDotGeneral:
 		lhs := n.Inputs()[0]
+		if n.IsScalar() && lhs == n.Inputs()[1] {
+			return 0 // a vector's sum of squares (the finite check): a reduction, not a product
+		}
 		contracted := int64(1)
 		for _, axis := range dotAxes(n)["lhsContractingAxes"] {
 			if axis < lhs.Rank() {

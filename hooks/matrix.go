@@ -170,17 +170,17 @@ func (h *matrixVar) tracked(next, resid *Node) {
 // rotateState maps this variable's coefficient-shaped state (the base optimizer's moments, the
 // curvature signal's history), as updated by this step, into the next basis. Second moments
 // (named "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name them) rotate by R∘R, the rest
-// by R (projector.RotateCoefficients). A state that is not finite restarts from zero.
-func (h *matrixVar) rotateState(state []*model.Variable) {
+// by R (projector.RotateCoefficients). After a non-finite step (stepOK false) it restarts from zero.
+func (h *matrixVar) rotateState(state []*model.Variable, stepOK *Node) {
 	g := h.st.g
 	for _, sv := range state {
 		squared := strings.HasSuffix(sv.Name(), "_2nd_moment")
 		value := sv.NodeValue(g)
 		rot := ConvertDType(h.rotation, value.DType())
 		rotated := projector.RotateCoefficients(value, rot, h.side, squared)
-		// A non-finite moment (loaded, or overflowed) would poison every later step: it restarts
-		// from zero instead.
-		sv.SetNodeValue(Where(IsFinite(ReduceAllSum(rotated)), rotated, ZerosLike(rotated)))
+		// A non-finite moment (loaded, or overflowed) makes a non-finite step and would poison
+		// every later one: after such a step the state restarts from zero.
+		sv.SetNodeValue(Where(stepOK, rotated, ZerosLike(rotated)))
 	}
 }
 
