@@ -53,6 +53,7 @@ const (
 	ParamMinRank           = "subspace_min_rank"
 	ParamMaxRank           = "subspace_max_rank"
 	ParamTrackingRate      = "subspace_tracking_rate"
+	ParamExplodeFactor     = "subspace_explode_factor"
 	ParamFastTrackingRate  = "subspace_fast_tracking_rate"
 )
 
@@ -79,9 +80,10 @@ const (
 	CurvatureEMADecay = 0.9
 	// CurvatureWarmUp: the curvature rule judges jumps only after this many measurements.
 	CurvatureWarmUp = 10
-	// ExplodeFactor: after warm-up, a step whose loss exceeds this multiple of the smoothed loss
-	// is skipped (like a step with a non-finite loss or gradient).
-	ExplodeFactor = 100
+	// DefaultExplodeFactor is Policy.ExplodeFactor's default: after warm-up, a step whose loss
+	// exceeds this multiple of the smoothed loss is skipped (like a step with a non-finite loss
+	// or gradient).
+	DefaultExplodeFactor = 100.0
 	// ExplodePatience: after this many steps skipped in a row for an exploding loss, the next
 	// is taken and the smoothed loss restarts from it (a lasting shift, not a spike).
 	ExplodePatience = 3
@@ -170,6 +172,7 @@ func (c *Config) FromScope(scope *model.Scope) *Config {
 	c.policy.ResidualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.policy.ResidualThreshold)
 	c.policy.LossPatience = model.GetParamOr(scope, ParamLossPatience, c.policy.LossPatience)
 	c.policy.TrackingRate = model.GetParamOr(scope, ParamTrackingRate, c.policy.TrackingRate)
+	c.policy.ExplodeFactor = model.GetParamOr(scope, ParamExplodeFactor, c.policy.ExplodeFactor)
 	c.policy.FastTrackingRate = model.GetParamOr(scope, ParamFastTrackingRate, c.policy.FastTrackingRate)
 	c.policy.MinRank = model.GetParamOr(scope, ParamMinRank, c.policy.MinRank)
 	c.policy.MaxRank = model.GetParamOr(scope, ParamMaxRank, c.policy.MaxRank)
@@ -226,6 +229,11 @@ func (c *Config) TrackingRate(slow, fast float64) *Config {
 	c.policy.TrackingRate, c.policy.FastTrackingRate = slow, fast
 	return c
 }
+
+// ExplodeFactor sets Policy.ExplodeFactor: a step whose loss exceeds this multiple of the
+// smoothed loss is skipped (at most ExplodePatience in a row). 0 turns the rule off; non-finite
+// losses and gradients are always skipped.
+func (c *Config) ExplodeFactor(factor float64) *Config { c.policy.ExplodeFactor = factor; return c }
 
 // LossPatience sets Policy.LossPatience: how many consecutive checks without the smoothed loss
 // falling trigger a refresh. Zero disables the loss trigger.

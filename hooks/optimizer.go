@@ -703,7 +703,7 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 }
 
 // checkStep decides whether this step's update is applied: not if the loss or any gradient is
-// non-finite, nor if, after warm-up, the loss exploded (above ExplodeFactor times its smoothed
+// non-finite, nor if, after warm-up, the loss exploded (above Policy.ExplodeFactor times its smoothed
 // value). A skipped step leaves weights, optimizer state and bases as they were; it is counted
 // in "skipped_steps" and reported.
 func (st *stepState) checkStep(grads []*Node, hs []handler) {
@@ -720,8 +720,11 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) {
 		}
 	}
 	ema := st.scalarState("loss_ema", st.loss.DType()).NodeValue(g)
-	exploded := LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
-		GreaterThan(st.loss, MulScalar(ema, ExplodeFactor)))
+	exploded := Const(g, false)
+	if factor := st.o.cfg.policy.ExplodeFactor; factor > 0 {
+		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
+			GreaterThan(st.loss, MulScalar(ema, factor)))
+	}
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
 	// a row the next one is taken and the smoothed loss restarts from it, so the guard cannot
 	// lock training for good (a task or data shift).

@@ -35,6 +35,11 @@ type Policy struct {
 	// products would cost as much as the coefficient itself.
 	TrackingFraction float64
 
+	// Explosion guard: after warm-up, a step whose loss exceeds ExplodeFactor times the smoothed
+	// loss is skipped like a non-finite one, at most ExplodePatience steps in a row (then the
+	// loss is a new level: the step is taken and the smoothed loss restarts). 0 turns it off.
+	ExplodeFactor float64
+
 	// Residual rule: a check refreshes the bases when a variable's relative residual
 	// ‖g − proj(g)‖/‖g‖ exceeds ResidualThreshold and has grown by more than DriftMargin since
 	// the first check after its basis was learned. Matrix mode estimates it every step from a
@@ -82,6 +87,7 @@ type Policy struct {
 func DefaultPolicy() Policy {
 	return Policy{
 		CheckEvery:        DefaultCheckEvery,
+		ExplodeFactor:     DefaultExplodeFactor,
 		TrackingRate:      DefaultTrackingRate,
 		FastTrackingRate:  DefaultFastTrackingRate,
 		TrackingFraction:  DefaultTrackingFraction,
@@ -101,7 +107,7 @@ func (p Policy) Validate(rank int) error {
 	for _, f := range []struct {
 		name  string
 		value float64
-	}{{"ResidualThreshold", p.ResidualThreshold}, {"DriftMargin", p.DriftMargin}, {"CurvatureFactor", p.CurvatureFactor},
+	}{{"ResidualThreshold", p.ResidualThreshold}, {"DriftMargin", p.DriftMargin}, {"ExplodeFactor", p.ExplodeFactor}, {"CurvatureFactor", p.CurvatureFactor},
 		{"GrowAbove", p.GrowAbove}, {"ShrinkBelow", p.ShrinkBelow}, {"TrackingRate", p.TrackingRate},
 		{"FastTrackingRate", p.FastTrackingRate}, {"TrackingFraction", p.TrackingFraction}} {
 		if math.IsNaN(f.value) || math.IsInf(f.value, 0) {
@@ -109,6 +115,8 @@ func (p Policy) Validate(rank int) error {
 		}
 	}
 	switch {
+	case p.ExplodeFactor != 0 && p.ExplodeFactor <= 1:
+		return fmt.Errorf("Policy.ExplodeFactor %g would skip ordinary steps: use a factor above 1 (e.g. %g), or 0 to turn the explosion guard off", p.ExplodeFactor, DefaultExplodeFactor)
 	case p.CheckEvery < 0:
 		return fmt.Errorf("CheckEvery(%d) is negative (0 disables drift checks)", p.CheckEvery)
 	case !(p.TrackingFraction > 0 && p.TrackingFraction <= 1):

@@ -173,6 +173,20 @@ func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
 		require.Less(t, losses[len(losses)-1], losses[ExplodePatience], "%s mode: training goes on at the new level", mode)
 		requireFinite(t, r.snapshot(t))
 	}
+	// ExplodeFactor(0) turns the guard off: the shifted steps are all taken.
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).ExplodeFactor(0).Done()
+	r := newRun(t, opt)
+	for range 20 {
+		r.step(t)
+	}
+	for range 5 {
+		_, err := r.trainer.TrainStep(badBatch("exploding"))
+		require.NoError(t, err)
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Zero(t, report.SkippedSteps, "ExplodeFactor(0): no step is skipped for its loss")
+	require.ErrorContains(t, Subspace(optimizer.Adam().Done()).ExplodeFactor(0.5).Validate(), "Policy.ExplodeFactor 0.5 would skip ordinary steps")
 }
 
 // TestNonFiniteStateIsRepaired: a NaN in a stored basis or in a coefficient moment (a damaged
