@@ -163,26 +163,41 @@ func Subspace(base optimizer.Interface) *Config {
 }
 
 // FromScope reads the hyperparameters set in the scope's params (see the Param* constants),
-// keeping the current values for those not set.
+// keeping the current values for those not set. A param of the wrong type (a string where a
+// number is wanted) is reported by Validate, and by the first step, naming the param.
 func (c *Config) FromScope(scope *model.Scope) *Config {
-	c.rank = model.GetParamOr(scope, ParamRank, c.rank)
-	c.varianceThreshold = model.GetParamOr(scope, ParamVarianceThreshold, c.varianceThreshold)
-	c.warmUp = model.GetParamOr(scope, ParamWarmUp, c.warmUp)
-	c.policy.CheckEvery = model.GetParamOr(scope, ParamCheckEvery, c.policy.CheckEvery)
-	c.policy.ResidualThreshold = model.GetParamOr(scope, ParamResidualThreshold, c.policy.ResidualThreshold)
-	c.policy.LossPatience = model.GetParamOr(scope, ParamLossPatience, c.policy.LossPatience)
-	c.policy.TrackingRate = model.GetParamOr(scope, ParamTrackingRate, c.policy.TrackingRate)
-	c.policy.ExplodeFactor = model.GetParamOr(scope, ParamExplodeFactor, c.policy.ExplodeFactor)
-	c.policy.FastTrackingRate = model.GetParamOr(scope, ParamFastTrackingRate, c.policy.FastTrackingRate)
-	c.policy.MinRank = model.GetParamOr(scope, ParamMinRank, c.policy.MinRank)
-	c.policy.MaxRank = model.GetParamOr(scope, ParamMaxRank, c.policy.MaxRank)
-	c.weightDecay = model.GetParamOr(scope, ParamWeightDecay, c.weightDecay)
-	if mode, err := ParseMode(model.GetParamOr(scope, ParamMode, c.mode.String())); err != nil {
-		c.paramErr = err
+	c.rank = readParam(c, scope, ParamRank, c.rank)
+	c.varianceThreshold = readParam(c, scope, ParamVarianceThreshold, c.varianceThreshold)
+	c.warmUp = readParam(c, scope, ParamWarmUp, c.warmUp)
+	c.policy.CheckEvery = readParam(c, scope, ParamCheckEvery, c.policy.CheckEvery)
+	c.policy.ResidualThreshold = readParam(c, scope, ParamResidualThreshold, c.policy.ResidualThreshold)
+	c.policy.LossPatience = readParam(c, scope, ParamLossPatience, c.policy.LossPatience)
+	c.policy.TrackingRate = readParam(c, scope, ParamTrackingRate, c.policy.TrackingRate)
+	c.policy.ExplodeFactor = readParam(c, scope, ParamExplodeFactor, c.policy.ExplodeFactor)
+	c.policy.FastTrackingRate = readParam(c, scope, ParamFastTrackingRate, c.policy.FastTrackingRate)
+	c.policy.MinRank = readParam(c, scope, ParamMinRank, c.policy.MinRank)
+	c.policy.MaxRank = readParam(c, scope, ParamMaxRank, c.policy.MaxRank)
+	c.weightDecay = readParam(c, scope, ParamWeightDecay, c.weightDecay)
+	if mode, err := ParseMode(readParam(c, scope, ParamMode, c.mode.String())); err != nil {
+		c.paramErr = fmt.Errorf("%s: %w", ParamMode, err)
 	} else {
 		c.mode = mode
 	}
 	return c
+}
+
+// readParam is model.GetParamOr with its panic on a param of another type turned into the
+// configuration's error (the first one found), keeping the current value.
+func readParam[T any](c *Config, scope *model.Scope, key string, current T) (value T) {
+	defer func() {
+		if r := recover(); r != nil {
+			if c.paramErr == nil {
+				c.paramErr = fmt.Errorf("param %q has the wrong type (want %T, e.g. %v): %v", key, current, current, r)
+			}
+			value = current
+		}
+	}()
+	return model.GetParamOr(scope, key, current)
 }
 
 // Mode selects the matrix (default) or the temporal subspace.
@@ -299,7 +314,7 @@ func DefaultSelection(v *model.Variable) bool {
 func (c *Config) Validate() error {
 	switch {
 	case c.paramErr != nil:
-		return fmt.Errorf("hooks.Subspace: %s: %v", ParamMode, c.paramErr)
+		return fmt.Errorf("hooks.Subspace: %v", c.paramErr)
 	case c.base == nil:
 		return fmt.Errorf("hooks.Subspace: the base optimizer is nil (wrap e.g. optimizer.Adam().Done())")
 	case c.selectFn == nil:

@@ -465,3 +465,29 @@ func TestPlanRecommendsMatrixModeForLargeTemporalVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestFromScope: every option read from the scope's params (as `-set` writes them), and a
+// param of the wrong type or an unknown mode is an error naming the param, not a panic in GoMLX.
+func TestFromScope(t *testing.T) {
+	store := model.NewStore()
+	scope := store.RootScope()
+	scope.SetParam(ParamRank, 6)
+	scope.SetParam(ParamTrackingRate, 0.5)
+	scope.SetParam(ParamExplodeFactor, 0.0)
+	scope.SetParam(ParamMode, "temporal")
+	cfg := Subspace(optimizer.Adam().Done()).FromScope(scope)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, 6, cfg.rank)
+	require.Equal(t, Temporal, cfg.mode)
+	require.Equal(t, 0.5, cfg.DriftPolicy().TrackingRate)
+	require.Zero(t, cfg.DriftPolicy().ExplodeFactor)
+
+	scope.SetParam(ParamRank, "six")
+	require.ErrorContains(t, Subspace(optimizer.Adam().Done()).FromScope(scope).Validate(), `param "subspace_rank" has the wrong type (want int`)
+	scope.SetParam(ParamRank, 6)
+	scope.SetParam(ParamMode, "spectral")
+	require.ErrorContains(t, Subspace(optimizer.Adam().Done()).FromScope(scope).Validate(), `subspace_mode: unknown subspace mode "spectral"`)
+
+	_, err := Subspace(optimizer.Adam().Done()).Done().Report(nil)
+	require.ErrorContains(t, err, "Report needs the store")
+}

@@ -108,6 +108,9 @@ func (r Report) String() string {
 // Report reads the projector's state from the store (the trainer's). It is cheap: a few scalars
 // per projected variable. Before the first step it returns an empty report.
 func (o *Optimizer) Report(store *model.Store) (Report, error) {
+	if store == nil {
+		return Report{}, fmt.Errorf("hooks: Report needs the store the trainer uses (got nil)")
+	}
 	o.mu.Lock()
 	root, plan := o.stateRoot, append([]PlanEntry(nil), o.plan...)
 	o.mu.Unlock()
