@@ -64,3 +64,20 @@ func TestCheckpointResumesExactly(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeWithAnotherRankSaysSo: a checkpoint's bases at rank 3 resumed with Rank(5) used to be
+// kept silently (the plan's header said 5, the variable's line 3). It is an error naming both
+// ranks and the ways out, unless the rank may adapt.
+func TestResumeWithAnotherRankSaysSo(t *testing.T) {
+	r := newRun(t, Subspace(optimizer.Adam().Done()).Rank(3).Done())
+	r.step(t)
+	other := Subspace(optimizer.Adam().Done()).Rank(5).Done()
+	trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, other, nil, nil)
+	_, err := trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "holds /hidden/dense/weights's basis at rank 3 (from a checkpoint), but Rank(5) is configured: resume with Rank(3)")
+	adaptive := Subspace(optimizer.Adam().Done()).Rank(5).RankBounds(2, 8).Done()
+	trainer = train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, adaptive, nil, nil)
+	_, err = trainer.TrainStep(r.batch())
+	require.NoError(t, err, "with RankBounds the checkpoint's rank is kept")
+	require.Equal(t, 3, adaptive.Plan()[0].Rank)
+}

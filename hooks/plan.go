@@ -98,7 +98,9 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 const temporalElementsPerDirection = 256
 
 // currentRank is a matrix-projected variable's rank: the configured one, unless the rank rule
-// changed it (AdaptRanks) or a checkpoint holds its basis at another rank.
+// changed it (AdaptRanks) or a checkpoint holds its basis at another rank. A checkpoint's rank
+// that differs from the configured one is kept when the rank may adapt (RankBounds); otherwise
+// it is an error naming both and the ways out (it used to be ignored silently).
 func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
 	o.mu.Lock()
 	r, ok := o.ranks[v.Path()]
@@ -108,7 +110,13 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
 	}
 	basis := scope.Store().GetVariable(basisPath(scope, v))
 	if basis != nil && basis.Shape().Rank() == 2 {
-		return basis.Shape().Dim(1)
+		stored := basis.Shape().Dim(1)
+		if stored != o.cfg.rank && !o.cfg.policy.adaptive(o.cfg.rank) {
+			exceptions.Panicf("hooks.Subspace: the store holds %s's basis at rank %d (from a checkpoint), but Rank(%d) is configured: "+
+				"resume with Rank(%d), let the rank change with RankBounds(lo, hi), or delete the projector's state (Optimizer.Clear) to learn new bases",
+				v.Path(), stored, o.cfg.rank, stored)
+		}
+		return stored
 	}
 	return o.cfg.rank
 }
