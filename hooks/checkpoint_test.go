@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/gomlx/gomlx/ml/model"
@@ -80,4 +81,27 @@ func TestResumeWithAnotherRankSaysSo(t *testing.T) {
 	_, err = trainer.TrainStep(r.batch())
 	require.NoError(t, err, "with RankBounds the checkpoint's rank is kept")
 	require.Equal(t, 3, adaptive.Plan()[0].Rank)
+}
+
+// TestReportAndMonitorAfterAResume: before the resumed optimizer's first step, Report reads the
+// store's counters (it said 0 steps), and a new Monitor logs only what happens from then on (it
+// logged the checkpoint's old events as new).
+func TestReportAndMonitorAfterAResume(t *testing.T) {
+	r := newRun(t, Subspace(optimizer.Adam().Done()).Rank(3).WarmUp(4).Done())
+	for range 12 {
+		r.step(t)
+	}
+	resumed := Subspace(optimizer.Adam().Done()).Rank(3).WarmUp(4).Done()
+	report, err := resumed.Report(r.store)
+	require.NoError(t, err)
+	require.Equal(t, int64(12), report.Steps)
+	mon := resumed.NewMonitor(r.store)
+	var logged []string
+	mon.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, resumed, nil, nil)
+	_, err = trainer.TrainStep(r.batch())
+	require.NoError(t, err)
+	require.NoError(t, mon.Observe())
+	require.Empty(t, logged, "no old event is logged as new")
+	require.Empty(t, mon.Events)
 }

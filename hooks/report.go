@@ -116,7 +116,13 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	o.mu.Unlock()
 	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp}
 	if root == "" {
-		return r, nil
+		// No step graph built by this optimizer yet: a resumed store still holds the counters
+		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable
+		// lines need the plan of a first step.
+		root = path.Join("/", StateScope)
+		if store.GetVariable(path.Join(root, "step")) == nil {
+			return r, nil
+		}
 	}
 	var err error
 	read := func(p string) any {
@@ -332,9 +338,16 @@ type TraceOfAVariable struct {
 	ExplainedVariance float64 `json:"explained_variance"`
 }
 
-// NewMonitor creates a monitor of o's state in store.
+// NewMonitor creates a monitor of o's state in store. A store resumed from a checkpoint already
+// holds counters: the monitor starts from them, so that it logs only what happens from now on.
 func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
-	return &Monitor{opt: o, store: store}
+	m := &Monitor{opt: o, store: store}
+	if store != nil {
+		if r, err := o.Report(store); err == nil {
+			m.last, m.seen, m.skipped, m.kept, m.fullUpdates = r, r.SVDs, r.SkippedSteps, r.BasesKept, r.FullUpdates
+		}
+	}
+	return m
 }
 
 // ObserveTimed is Observe after a step that took elapsed (its TrainStep call), and files the
