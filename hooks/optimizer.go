@@ -63,6 +63,7 @@ type Optimizer struct {
 	roots     []*Node
 	builds    int
 	ranks     map[string]int // variable path → rank, where the rank rule changed it
+	store     *model.Store   // the store of the first step graph: one optimizer serves one trainer
 }
 
 // GraphMarks are node-count boundaries in the last step graph built: nodes before Forward were
@@ -131,6 +132,17 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	}
 	if !loss.IsScalar() {
 		exceptions.Panicf("hooks.Subspace: the loss must be a scalar, got shape %s", loss.Shape())
+	}
+	// Plans, rank decisions and FLOP records are per optimizer: shared by two trainers they
+	// would leak from one model into the other.
+	o.mu.Lock()
+	if o.store == nil {
+		o.store = scope.Store()
+	}
+	shared := o.store != scope.Store()
+	o.mu.Unlock()
+	if shared {
+		exceptions.Panicf("hooks.Subspace: this optimizer already trains another store's variables: create one optimizer (hooks.Subspace(...).Done()) per trainer")
 	}
 
 	// Trainable variables in use, in the store's order (the order the base optimizer pairs

@@ -252,3 +252,15 @@ func TestHugeFiniteValuesCountAsBad(t *testing.T) {
 	require.False(t, outs[2].Value().(bool), "NaN")
 	require.False(t, outs[3].Value().(bool), "values near float32's largest")
 }
+
+// TestOneOptimizerPerTrainer: an optimizer shared by two trainers leaked plans and rank decisions
+// from one model into the other; it is an error that says to create one per trainer.
+func TestOneOptimizerPerTrainer(t *testing.T) {
+	opt := Subspace(optimizer.Adam().Done()).Rank(3).Done()
+	first := newRun(t, opt)
+	first.step(t)
+	second := newRun(t, opt)
+	_, err := second.trainer.TrainStep(second.batch())
+	require.ErrorContains(t, err, "this optimizer already trains another store's variables: create one optimizer")
+	first.step(t) // the first trainer goes on
+}
