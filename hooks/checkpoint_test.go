@@ -105,3 +105,20 @@ func TestReportAndMonitorAfterAResume(t *testing.T) {
 	require.Empty(t, logged, "no old event is logged as new")
 	require.Empty(t, mon.Events)
 }
+
+// TestResumeWithOtherOptionsSaysWhich: a store resumed with another WarmUp (temporal snapshots)
+// or Mode stopped with GoMLX's shape error naming a state variable; the error now says which
+// options differ and what to do.
+func TestResumeWithOtherOptionsSaysWhich(t *testing.T) {
+	r := newRun(t, Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(3).WarmUp(6).Done())
+	r.step(t)
+	for name, other := range map[string]*Optimizer{
+		"WarmUp": Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(3).WarmUp(8).Done(),
+		"Mode":   Subspace(optimizer.Adam().Done()).Rank(3).Done(),
+	} {
+		trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, other, nil, nil)
+		_, err := trainer.TrainStep(r.batch())
+		require.ErrorContains(t, err, "(from a checkpoint), but this configuration needs", name)
+		require.ErrorContains(t, err, "its Mode, Rank, Side or WarmUp differ from the checkpoint's", name)
+	}
+}

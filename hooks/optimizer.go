@@ -256,7 +256,16 @@ func (st *stepState) counter(name string, dtype dtypes.DType) *model.Variable {
 // under the variable's own scope inside the state scope ("/subspace/dense_0/weights_basis").
 // Checkpoints don't keep the Trainable flag, so it is set again each time.
 func (st *stepState) varState(v *model.Variable, name string, shape shapes.Shape) *model.Variable {
-	vs := st.scope.Store().Scope(path.Join(st.scope.Scope(), StateScope, v.Scope()))
+	scopePath := path.Join(st.scope.Scope(), StateScope, v.Scope())
+	full := path.Join(scopePath, v.Name()+"_"+name)
+	// A resumed store may hold the state of another configuration: say which options differ
+	// instead of GoMLX's shape error.
+	if old := st.scope.Store().GetVariable(full); old != nil && !old.Shape().Equal(shape) {
+		exceptions.Panicf("hooks.Subspace: the store holds %s with shape %s (from a checkpoint), but this configuration needs %s: "+
+			"its Mode, Rank, Side or WarmUp differ from the checkpoint's. Resume with the checkpoint's options, or delete the projector's state (Optimizer.Clear) to learn new bases",
+			full, old.Shape(), shape)
+	}
+	vs := st.scope.Store().Scope(scopePath)
 	return vs.WithInitializer(initializer.Zero).VariableWithShape(v.Name()+"_"+name, shape).SetTrainable(false)
 }
 
