@@ -18,7 +18,7 @@ import (
 // Every step runs the same dataflow, with no branch and, on the direct path, no ∂W:
 //   - the coefficient C in the step's basis Q (on the direct path (x·Q)ᵀ·∂y);
 //   - the tracking products, from C and the batch: the power product ∂W·Cᵀ = xᵀ·(∂y·Cᵀ) and a
-//     sketch ∂W·Ω of a few random columns (projector.DirectTrackingProducts);
+//     sketch ∂W·Ω of a few random columns (projector.DirectStep, from a quarter of the rows);
 //   - the residual of the sketch against Q, the drift controller's signal;
 //   - the next basis: Q moved towards the power product at the step's tracking rate (fast
 //     during warm-up and after a refresh, slow otherwise) and re-orthonormalised
