@@ -29,18 +29,17 @@ import (
 // Before its first step a variable starts from a fixed random orthonormal basis: the first
 // step's power product is then a randomized range finder of ∂W.
 type matrixVar struct {
-	st        *stepState
-	v         *model.Variable
-	side      projector.Side
-	m, n      int // W as a matrix
-	rank      int
-	p         *product // nil on the post-hoc path
-	toW       func(*Node) *Node
-	basis     *model.Variable
-	coef      *model.Variable
-	explained *model.Variable
-	valid     *model.Variable
-	residVar  *model.Variable
+	st       *stepState
+	v        *model.Variable
+	side     projector.Side
+	m, n     int // W as a matrix
+	rank     int
+	p        *product // nil on the post-hoc path
+	toW      func(*Node) *Node
+	basis    *model.Variable
+	coef     *model.Variable
+	valid    *model.Variable
+	residVar *model.Variable
 
 	oldBasis *Node // Q: the basis of this step's coefficients
 	stepCoef *Node // the coefficient gradient in Q
@@ -58,11 +57,10 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	}
 	h := &matrixVar{
 		st: st, v: v, side: side, m: m, n: n, rank: rank,
-		basis:     st.varState(v, "basis", shapes.Make(dtype, basisRows, rank)),
-		coef:      st.varState(v, "coefficients", coefShape),
-		explained: st.varState(v, "explained", shapes.Make(dtype)),
-		valid:     st.varState(v, "valid", shapes.Make(dtypes.Int32)),
-		residVar:  st.varState(v, "residual", shapes.Make(dtype)),
+		basis:    st.varState(v, "basis", shapes.Make(dtype, basisRows, rank)),
+		coef:     st.varState(v, "coefficients", coefShape),
+		valid:    st.varState(v, "valid", shapes.Make(dtypes.Int32)),
+		residVar: st.varState(v, "residual", shapes.Make(dtype)),
 	}
 	// A variable that has not stepped yet (or whose rank just changed) starts from a fixed
 	// random orthonormal basis, seeded by its path: runs and resumed runs start alike.
@@ -128,7 +126,6 @@ func (h *matrixVar) stepCoefficients() *Node {
 }
 func (h *matrixVar) fullUpdateInBase() bool                 { return false }
 func (h *matrixVar) useProjection() *Node                   { return Const(h.st.g, true) }
-func (h *matrixVar) frozenWithoutBasis() *Node              { return Const(h.st.g, false) }
 func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
@@ -154,7 +151,7 @@ func (h *matrixVar) trackInputs() (basis, power, sketch *Node) {
 }
 
 // tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
-// the rotation into it, the smoothed residual and the explained share of the gradient.
+// the rotation into it and the smoothed residual (the Report derives the explained share from it).
 func (h *matrixVar) tracked(next, resid *Node) {
 	g := h.st.g
 	h.basis.SetNodeValue(next)
@@ -163,7 +160,6 @@ func (h *matrixVar) tracked(next, resid *Node) {
 	old := h.residVar.NodeValue(g)
 	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
 	h.residVar.SetNodeValue(resid)
-	h.explained.SetNodeValue(Max(OneMinus(Square(resid)), ZerosLike(resid)))
 	h.valid.SetNodeValue(Const(g, int32(1)))
 }
 

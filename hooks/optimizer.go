@@ -349,9 +349,6 @@ type handler interface {
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node
-	// frozenWithoutBasis (scalar bool) says whether the variable entered this step with no valid
-	// basis and so takes no update until one is learned.
-	frozenWithoutBasis() *Node
 }
 
 // stepGuard remembers every variable's value at the start of the projector's part of a step, so
@@ -644,7 +641,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		}
 		if h, ok := byCoef[v]; ok {
 			_, coefGrad := h.coefficients()
-			baseGrads = append(baseGrads, Where(h.useProjection(), coefGrad, ZerosLike(coefGrad)))
+			if h.fullUpdateInBase() { // temporal: no coefficient step until it projects
+				coefGrad = Where(h.useProjection(), coefGrad, ZerosLike(coefGrad))
+			}
+			baseGrads = append(baseGrads, coefGrad)
 			continue
 		}
 		grad, ok := gradOf[v]

@@ -194,19 +194,24 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		scope, name := model.SplitPath(e.Variable)
 		base := path.Join(root, scope, name) + "_"
 		vr := VariableReport{
-			Path:              e.Variable,
-			Shape:             fmt.Sprint(e.Shape.Dimensions),
-			Kind:              e.Path,
-			Side:              e.Side,
-			MaxRank:           e.Rank,
-			Rank:              e.Rank,
-			ExplainedVariance: asFloat(read(base + "explained")),
-			Residual:          asFloat(read(base + "residual")),
-			Valid:             asInt(read(base+"valid")) > 0,
+			Path:     e.Variable,
+			Shape:    fmt.Sprint(e.Shape.Dimensions),
+			Kind:     e.Path,
+			Side:     e.Side,
+			MaxRank:  e.Rank,
+			Rank:     e.Rank,
+			Residual: asFloat(read(base + "residual")),
+			Valid:    asInt(read(base+"valid")) > 0,
 		}
 		if e.Path == PathTemporal {
 			vr.Rank = int(asInt(read(base + "rank")))
-		} else if o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
+			vr.ExplainedVariance = asFloat(read(base + "explained")) // of the snapshots of its SVD
+		} else {
+			// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
+			// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
+			vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
+		}
+		if e.Path != PathTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
 			vr.HighChecks = int(asInt(read(base + "high_checks")))
 			vr.LowChecks = int(asInt(read(base + "low_checks")))
 		}

@@ -67,9 +67,7 @@ func (h *temporalVar) stepCoefficients() *Node   { return nil }
 func (h *temporalVar) residual() *Node           { return h.resid }
 func (h *temporalVar) fullUpdateInBase() bool    { return true }
 
-// frozenWithoutBasis is never true: without a valid basis the temporal path takes full updates.
-func (h *temporalVar) frozenWithoutBasis() *Node { return Const(h.st.g, false) }
-func (h *temporalVar) useProjection() *Node      { return h.useProj }
+func (h *temporalVar) useProjection() *Node { return h.useProj }
 
 func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
