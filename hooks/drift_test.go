@@ -382,3 +382,36 @@ func TestStepTimesOverhead(t *testing.T) {
 	require.InDelta(t, 14/total, s.WarmUpOverhead(), 1e-12)
 	require.Zero(t, StepTimes{}.ControllerOverhead())
 }
+
+// TestGrownBasisIsComplete: when the rank rule grows a basis, its new columns were zero-padded,
+// and a zero column's power product is zero: the new directions never came alive (an
+// orthonormality check that masks zero columns did not see it). They now start orthonormal to the
+// kept ones.
+func TestGrownBasisIsComplete(t *testing.T) {
+	pol := DefaultPolicy()
+	pol.CheckEvery, pol.GrowAbove, pol.ShrinkBelow, pol.RankPatience = 3, 0.05, 0.01, 2
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(2).WarmUp(4).Policy(pol).RankBounds(1, 8).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	mon.Trainer = r.trainer
+	for range 40 {
+		r.step(t)
+		require.NoError(t, mon.Observe())
+	}
+	require.Greater(t, opt.Plan()[0].Rank, 2, "the rank grew")
+	q := r.value(t, "/subspace/hidden/dense/weights_basis")
+	rank := opt.Plan()[0].Rank
+	for j := range rank {
+		for k := range rank {
+			var dot float64
+			for i := range len(q) / rank {
+				dot += q[i*rank+j] * q[i*rank+k]
+			}
+			want := 0.0
+			if j == k {
+				want = 1
+			}
+			require.InDelta(t, want, dot, 1e-5, "columns %d and %d of the grown basis", j, k)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package hooks
 
 import (
 	"fmt"
+	"hash/fnv"
+	"math"
 	"path"
 	"strings"
 
@@ -111,6 +113,13 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 	if err := resizeVariable(basis, 1, to); err != nil {
 		return err
 	}
+	if to > e.Rank {
+		// Zero-padded columns would stay zero for good: a column's power product is ∂W·∂Wᵀ·0.
+		// The new directions start orthonormal to the kept ones, and tracking moves them.
+		if err := completeBasis(basis, e.Rank); err != nil {
+			return err
+		}
+	}
 	for _, v := range targets {
 		if err := resizeVariable(v, coefAxis, to); err != nil {
 			return err
@@ -136,6 +145,74 @@ func equalDims(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// completeBasis replaces the columns from `from` on of an orthonormal [rows, r] basis variable
+// by pseudo-random unit columns orthogonal to all before them (Gram–Schmidt applied twice, in
+// float64), seeded by the variable's path: a grown basis is orthonormal again.
+func completeBasis(v *model.Variable, from int) error {
+	t, err := v.Value()
+	if err != nil {
+		return err
+	}
+	rows, cols := t.Shape().Dim(0), t.Shape().Dim(1)
+	q := make([]float64, rows*cols)
+	switch t.DType() {
+	case dtypes.Float32:
+		for i, x := range tensors.MustCopyFlatData[float32](t) {
+			q[i] = float64(x)
+		}
+	case dtypes.Float64:
+		copy(q, tensors.MustCopyFlatData[float64](t))
+	default:
+		return fmt.Errorf("basis %s has dtype %s: want float32 or float64", v.Path(), t.DType())
+	}
+	hash := fnv.New64a()
+	hash.Write([]byte(v.Path()))
+	start := projector.RandomOrthonormal(rows, cols, hash.Sum64())
+	col := func(j int) []float64 {
+		c := make([]float64, rows)
+		for i := range rows {
+			c[i] = q[i*cols+j]
+		}
+		return c
+	}
+	for j := from; j < cols; j++ {
+		c := make([]float64, rows)
+		for i := range rows {
+			c[i] = start[i][j]
+		}
+		for range 2 {
+			for k := range j {
+				prev := col(k)
+				var dot float64
+				for i := range rows {
+					dot += c[i] * prev[i]
+				}
+				for i := range rows {
+					c[i] -= dot * prev[i]
+				}
+			}
+		}
+		var norm float64
+		for _, x := range c {
+			norm += x * x
+		}
+		if norm = math.Sqrt(norm); norm < 1e-8 {
+			return fmt.Errorf("basis %s: no direction left to complete column %d of %d", v.Path(), j, cols)
+		}
+		for i := range rows {
+			q[i*cols+j] = c[i] / norm
+		}
+	}
+	if t.DType() == dtypes.Float32 {
+		out := make([]float32, len(q))
+		for i, x := range q {
+			out[i] = float32(x)
+		}
+		return v.SetValue(tensors.FromFlatDataAndDimensions(out, rows, cols))
+	}
+	return v.SetValue(tensors.FromFlatDataAndDimensions(q, rows, cols))
 }
 
 // resizeVariable truncates or zero-pads a rank-2 float variable along axis to size.
