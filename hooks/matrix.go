@@ -67,10 +67,13 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
 	start := ConstAsDType(st.g, dtype, projector.RandomOrthonormal(basisRows, rank, hash.Sum64()))
-	// A stored basis with a non-finite value (a corrupted or hand-edited checkpoint) is replaced
-	// by the start too: steps that use it would all be skipped, and nothing else repairs it.
+	// A stored basis that is not orthonormal — a non-finite value or a damaged or hand-edited
+	// checkpoint — is replaced by the start too: steps that use it would all be skipped or
+	// scaled wrongly, and tracking only keeps an orthonormal basis orthonormal. The test costs
+	// an r×r Gram (NaN fails it).
 	stored := h.basis.NodeValue(st.g)
-	hasBasis := LogicalAnd(GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0))), IsFinite(ReduceAllSum(stored)))
+	gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(stored, stored), DiagonalWithValue(ScalarOne(st.g, dtype), rank))))
+	hasBasis := LogicalAnd(GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0))), LessThan(gramErr, Scalar(st.g, dtype, BasisTolerance)))
 	h.oldBasis = Where(hasBasis, stored, start)
 	return h
 }
@@ -136,6 +139,10 @@ func (h *matrixVar) lift(step, _ *Node) *Node {
 	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())
 }
 
+// BasisTolerance is the largest |QᵀQ − I| entry a stored basis may have: tracking keeps bases
+// orthonormal to about 1e-6 (float32); one further off was damaged and restarts.
+const BasisTolerance = 1e-2
+
 // MinTrackingRows is the fewest rows of a batch the bases are tracked from
 // (Policy.TrackingFraction applies above it): fewer make a noisy estimate of the covariance.
 const MinTrackingRows = 64
@@ -156,8 +163,11 @@ func (h *matrixVar) tracked(next, resid *Node) {
 	g := h.st.g
 	h.basis.SetNodeValue(next)
 	h.rotation = projector.TransposedTimes(next, h.oldBasis)
-	first := LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0)))
 	old := h.residVar.NodeValue(g)
+	// The smoothing restarts from this step's residual for a new basis, and where the stored one
+	// is outside [0, 1] (a damaged checkpoint; NaN included): an EMA would carry it for good.
+	inRange := LogicalAnd(GreaterOrEqual(old, ZerosLike(old)), LessOrEqual(old, OnesLike(old)))
+	first := LogicalOr(LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0))), LogicalNot(inRange))
 	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
 	h.residVar.SetNodeValue(resid)
 	h.valid.SetNodeValue(Const(g, int32(1)))
@@ -175,8 +185,10 @@ func (h *matrixVar) rotateState(state []*model.Variable, stepOK *Node) {
 		rot := ConvertDType(h.rotation, value.DType())
 		rotated := projector.RotateCoefficients(value, rot, h.side, squared)
 		// A non-finite moment (loaded, or overflowed) makes a non-finite step and would poison
-		// every later one: after such a step the state restarts from zero.
-		sv.SetNodeValue(Where(stepOK, rotated, ZerosLike(rotated)))
+		// every later one, or, if it is an infinite second moment, freeze its coordinate for
+		// good (its steps are 0): after such a step, or holding such a value, the state
+		// restarts from zero.
+		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), rotated, ZerosLike(rotated)))
 	}
 }
 

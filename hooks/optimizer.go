@@ -195,6 +195,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	gradientMark := len(g.Nodes())
 	st.applyBase(trainables, grads, handlers, guard)
 	guard.restoreUnless(st.ok, st.counterPath("skipped_steps"), st.counterPath("explode_streak"))
+	st.repairStatistics()
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
 
@@ -221,7 +222,9 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node) *step
 	root := scope.At(StateScope)
 	st := &stepState{o: o, scope: scope, root: root, g: g, loss: loss}
 	stepVar := st.counter("step", dtypes.Int64)
-	st.t = AddScalar(stepVar.NodeValue(g), 1)
+	// Counters are clamped where a damaged checkpoint could make them lock a rule (here: a
+	// negative step count would keep warm-up going).
+	st.t = AddScalar(Max(stepVar.NodeValue(g), Const(g, int64(0))), 1)
 	stepVar.SetNodeValue(st.t)
 	n0 := int64(o.cfg.warmUp)
 	st.warm = LessOrEqual(st.t, Const(g, n0))
@@ -406,7 +409,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	bestVar := st.scalarState("best_loss_ema", ldt)
 	plateauVar := st.counter("plateau_checks", dtypes.Int32)
 	ema := emaVar.NodeValue(g)
-	isFirst := LogicalOr(Equal(st.t, Const(g, int64(1))), st.reseed)
+	isFirst := LogicalOr(LogicalOr(Equal(st.t, Const(g, int64(1))), st.reseed), LogicalNot(IsFinite(ema)))
 	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
 	newEMA = Where(st.ok, newEMA, ema)
 	emaVar.SetNodeValue(newEMA)
@@ -414,7 +417,7 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	// Loss signal: at a check, progress means the EMA fell below the best by LossMinImprovement.
 	best := bestVar.NodeValue(g)
 	improved := LessThan(newEMA, MulScalar(best, 1-LossMinImprovement))
-	plateau := plateauVar.NodeValue(g)
+	plateau := Max(plateauVar.NodeValue(g), Const(g, int32(0)))
 	plateauAfterCheck := Where(improved, ZerosLike(plateau), AddScalar(plateau, 1))
 
 	// Residual signals: the largest relative residual among the projected variables, and the
@@ -435,7 +438,17 @@ func (st *stepState) driftAndLearn(hs []handler) {
 			fresh := freshVar.NodeValue(g)
 			freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 			maxResid = Max(maxResid, resid)
-			maxDrift = Max(maxDrift, Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh)))
+			drift := Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh))
+			if tv, ok := h.(*temporalVar); ok {
+				// A temporal basis is fixed until replaced: one that was never learned (zero
+				// warm-up gradients) or was damaged is replaced at the next check, as if its
+				// residual had grown from zero. (A tracked basis moves by itself.) A learned
+				// basis whose residual is merely high at its first check is kept: replacing it
+				// at every check was measured to cost accuracy (the MLP table's synthetic set,
+				// 9 refreshes: −1.2 points) — such a variable needs matrix mode (see the plan).
+				drift = Where(LogicalNot(tv.hasBasis()), resid, drift)
+			}
+			maxDrift = Max(maxDrift, drift)
 		}
 
 		// Curvature signal: the largest jump since the last check (see applyBase).
@@ -534,7 +547,8 @@ func (st *stepState) trackingRate(learnNow *Node) *Node {
 	g := st.g
 	pol := &st.o.cfg.policy
 	fastUntil := st.counter("fast_tracking_until", dtypes.Int64)
-	until := Where(learnNow, AddScalar(st.t, int64(st.o.cfg.warmUp-1)), fastUntil.NodeValue(g))
+	last := AddScalar(st.t, int64(st.o.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
+	until := Where(learnNow, last, Min(fastUntil.NodeValue(g), last))
 	fastUntil.SetNodeValue(until)
 	fast := LessOrEqual(st.t, until)
 	return Where(fast, Scalar(g, dtypes.Float32, pol.FastTrackingRate), Scalar(g, dtypes.Float32, pol.TrackingRate))
@@ -546,6 +560,21 @@ func (st *stepState) bump(name string, cond *Node) *Node {
 	old := c.NodeValue(st.g)
 	c.SetNodeValue(Where(cond, AddScalar(old, 1), old))
 	return c.NodeValue(st.g)
+}
+
+// repairStatistics replaces a non-finite value of any float scalar of the state scope (smoothed
+// loss, residuals, curvature statistics) by zero, its initial value, as it is stored. Such a
+// value comes only from a damaged checkpoint; most of these statistics are EMAs, which would
+// carry it for good and switch their rule off silently.
+func (st *stepState) repairStatistics() {
+	prefix := st.root.Scope() + "/"
+	for v := range st.scope.Store().IterVariables() {
+		if !strings.HasPrefix(v.Path(), prefix) || !v.DType().IsFloat() || v.Shape().Size() != 1 || !v.InUseByGraph(st.g) {
+			continue
+		}
+		x := v.NodeValue(st.g)
+		v.SetNodeValue(Where(IsFinite(x), x, ZerosLike(x)))
+	}
 }
 
 // scalarState returns a zero-initialised float scalar of the state scope.
@@ -665,6 +694,11 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		v := h.variable()
 		coef, _ := h.coefficients()
 		step := Sub(coef.NodeValue(g), zero[h])
+		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
+		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
+		// not applied, and the coefficient state restarts (rotateStates).
+		stepOK[h] = allFinite(step)
+		step = Where(stepOK[h], step, ZerosLike(step))
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		var turn *Node
@@ -681,10 +715,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
 			// a full-size select (each full-size op is a pass over the weight).
-			// The update itself is checked too: a poisoned optimizer state can make a non-finite
-			// step from finite gradients.
-			stepOK[h] = allFinite(step)
-			lifted := h.lift(Where(LogicalAnd(st.ok, stepOK[h]), step, ZerosLike(step)), turn)
+			lifted := h.lift(Where(st.ok, step, ZerosLike(step)), turn)
 			projected := Add(before, lifted)
 			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
@@ -704,13 +735,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 // rotateStates carries every tracker's coefficient-shaped state into its next basis: the
 // variables named after its coefficients ("…_coefficients_1st_moment" of the base optimizer,
 // "…_coefficients_prev_grad" of the curvature signal), under any scope ending in the
-// coefficients' scope, with their shape.
+// coefficients' scope, with their shape. Others' (temporal) coefficient state restarts from zero
+// after a non-finite step, as trackers' does.
 func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 	for _, h := range hs {
-		tr, ok := h.(tracker)
-		if !ok {
-			continue
-		}
 		coef, _ := h.coefficients()
 		var state []*model.Variable
 		for sv := range st.scope.Store().IterVariables() {
@@ -719,7 +747,14 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 				state = append(state, sv)
 			}
 		}
-		tr.rotateState(state, stepOK[h])
+		if tr, ok := h.(tracker); ok {
+			tr.rotateState(state, stepOK[h])
+			continue
+		}
+		for _, sv := range state {
+			value := sv.NodeValue(st.g)
+			sv.SetNodeValue(Where(LogicalAnd(stepOK[h], IsFinite(ReduceAllSum(value))), value, ZerosLike(value)))
+		}
 	}
 }
 
@@ -750,7 +785,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) {
 	// a row the next one is taken and the smoothed loss restarts from it, so the guard cannot
 	// lock training for good (a task or data shift).
 	streakVar := st.counter("explode_streak", dtypes.Int32)
-	streak := streakVar.NodeValue(g)
+	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
 	st.reseed = LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, Const(g, int32(ExplodePatience))))
 	exploded = LogicalAnd(exploded, LogicalNot(st.reseed))
 	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), ZerosLike(streak)))

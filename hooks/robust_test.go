@@ -151,6 +151,58 @@ func TestLayerWithZeroGradientsInWarmUpTrainsLater(t *testing.T) {
 	require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
 }
 
+// TestTemporalBasisNeverLearnedIsReplaced: in temporal mode the basis is fixed between refreshes,
+// and the residual rule fired only when the residual grew after the basis's first check. A layer
+// whose warm-up gradients were all zero had no basis (residual 1 from the first check on) and
+// was never given one; now a missing (or damaged) basis is replaced at the next check.
+func TestTemporalBasisNeverLearnedIsReplaced(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(Temporal).Rank(3).WarmUp(5).CheckEvery(5).Done()
+	r := newRun(t, opt)
+	for range 5 { // warm-up on zero inputs: the first layer's snapshots are all zero
+		_, err := r.trainer.TrainStep(badBatch("zero input"))
+		require.NoError(t, err)
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	v, _ := report.variable(firstLayer)
+	require.False(t, v.Valid, "zero snapshots teach no basis")
+	for range 10 {
+		r.step(t)
+	}
+	report, err = opt.Report(r.store)
+	require.NoError(t, err)
+	v, _ = report.variable(firstLayer)
+	require.Positive(t, report.RefreshesResidual, "the missing basis is replaced at a check")
+	require.True(t, v.Valid)
+	require.Less(t, v.Residual, 0.9)
+}
+
+// TestDamagedTemporalBasisIsReplaced: a stored temporal basis that is not orthonormal (a damaged
+// checkpoint: here scaled by 1e30, finite) lifted steps by its scale and made the weights
+// non-finite; it now counts as no basis: full steps until the next check replaces it.
+func TestDamagedTemporalBasisIsReplaced(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(Temporal).Rank(3).WarmUp(5).CheckEvery(5).Done()
+	r := newRun(t, opt)
+	for range 7 {
+		r.step(t)
+	}
+	const basis = "/subspace/hidden/dense/weights_basis"
+	v := r.store.GetVariable(basis)
+	values := tensors.MustCopyFlatData[float32](v.MustValue())
+	for i := range values {
+		values[i] *= 1e30
+	}
+	require.NoError(t, v.SetValue(tensors.FromFlatDataAndDimensions(values, v.Shape().Dimensions...)))
+	for range 10 {
+		r.step(t)
+	}
+	requireFinite(t, r.snapshot(t))
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Positive(t, report.RefreshesResidual)
+	require.Less(t, basisOrthonormalityError(t, r.store, basis), 1e-4)
+}
+
 // TestLastingShiftDoesNotLockTheGuard: a loss that jumps and stays above ExplodeFactor times its
 // smoothed value (here the targets scaled by 1e4 for good: a data shift, not a spike) is skipped
 // ExplodePatience times, then taken as the new level: the guard never locks training for good.

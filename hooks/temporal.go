@@ -26,6 +26,8 @@ type temporalVar struct {
 	residVar  *model.Variable
 	coefGrad  *Node
 	useProj   *Node
+	stored    *Node // the stored basis, zeros if damaged (startBasis)
+	storedOK  *Node
 }
 
 func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
@@ -54,12 +56,31 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 		h.resid = ScalarZero(g, dtype) // no checks read it
 		return h
 	}
-	basis := h.basis.NodeValue(g)
+	basis := h.startBasis()
 	inside := projector.Lift(basis, projector.Coefficients(basis, h.flat))
 	h.outside = Sub(h.flat, inside)
 	h.insideLen = Sqrt(ReduceAllSum(Square(inside)))
 	h.resid = projector.RelativeLength(h.outside, h.flat)
 	return h
+}
+
+// startBasis is the stored basis, or zeros where it is not orthonormal on its non-zero columns
+// (a damaged checkpoint; NaN included): such a basis counts as never learned, so the variable
+// takes full steps and the residual rule replaces it at the next check (see driftAndLearn).
+func (h *temporalVar) startBasis() *Node {
+	if h.storedOK == nil {
+		stored := h.basis.NodeValue(h.st.g)
+		h.storedOK = LessThan(projector.OrthonormalityError(stored), Scalar(h.st.g, stored.DType(), BasisTolerance))
+		h.stored = Where(h.storedOK, stored, ZerosLike(stored))
+	}
+	return h.stored
+}
+
+// hasBasis says whether the step starts from a learned, undamaged basis.
+func (h *temporalVar) hasBasis() *Node {
+	h.startBasis()
+	valid := h.valid.NodeValue(h.st.g)
+	return LogicalAnd(h.storedOK, GreaterThan(valid, ZerosLike(valid)))
 }
 
 func (h *temporalVar) variable() *model.Variable { return h.v }
@@ -90,9 +111,12 @@ func (h *temporalVar) lift(step, fullTurn *Node) *Node {
 func (h *temporalVar) learn(learnNow *Node) {
 	cfg := &h.st.o.cfg
 	g := h.st.g
-	h.residVar.SetNodeValue(Where(h.st.isCheck, h.resid, h.residVar.NodeValue(g)))
+	// The residual of the last check; one outside [0, 1] (a damaged checkpoint) is replaced now.
+	old := h.residVar.NodeValue(g)
+	inRange := LogicalAnd(GreaterOrEqual(old, ZerosLike(old)), LessOrEqual(old, OnesLike(old)))
+	h.residVar.SetNodeValue(Where(LogicalOr(h.st.isCheck, LogicalNot(inRange)), h.resid, old))
 	previous := projector.Temporal{
-		Basis:             h.basis.NodeValue(g),
+		Basis:             h.startBasis(),
 		SingularValues:    ZerosLike(h.coef.NodeValue(g)),
 		ExplainedVariance: h.explained.NodeValue(g),
 		Rank:              h.rank.NodeValue(g),
@@ -103,7 +127,7 @@ func (h *temporalVar) learn(learnNow *Node) {
 	h.explained.SetNodeValue(t.ExplainedVariance)
 	h.rank.SetNodeValue(t.Rank)
 	h.st.countKept(LogicalAnd(learnNow, LogicalNot(t.Valid)))
-	oldValid := h.valid.NodeValue(g)
+	oldValid := ConvertDType(h.hasBasis(), dtypes.Int32)
 	newValid := Where(t.Valid, OnesLike(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)
 	h.coefGrad = projector.Coefficients(t.Basis, h.flat)

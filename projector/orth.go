@@ -43,12 +43,13 @@ func SafeDivisor(x *Node) *Node {
 	return Where(GreaterThan(x, ZerosLike(x)), x, OnesLike(x))
 }
 
-// OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's non-zero columns
-// (zero columns are masked-out directions, not a loss of orthonormality).
+// OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's present columns,
+// those of squared length above ½ (zero columns are masked-out directions, not a loss of
+// orthonormality; a column of any other length is counted against it, however short).
 func OrthonormalityError(q *Node) *Node {
 	k := q.Shape().Dim(1)
 	qtq := DotProduct(Transpose(q, 0, 1), q)
-	present := ConvertDType(GreaterThan(ReduceSum(Square(q), 0), ScalarZero(q.Graph(), q.DType())), q.DType())
+	present := ConvertDType(GreaterThan(ReduceSum(Square(q), 0), Scalar(q.Graph(), q.DType(), 0.5)), q.DType())
 	want := Mul(DiagonalWithValue(ScalarOne(q.Graph(), q.DType()), k), InsertAxes(present, 0))
 	return ReduceAllMax(Abs(Sub(qtq, want)))
 }

@@ -3,6 +3,7 @@ package quality
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -125,7 +126,11 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 	switch opt := opt.(type) {
 	case *hooks.Optimizer:
 		if rep, err := opt.Report(store); err == nil {
-			res.Notes = fmt.Sprintf("refreshes %d, skipped %d", rep.Refreshes, rep.SkippedSteps)
+			var residuals []string
+			for _, v := range rep.Variables {
+				residuals = append(residuals, fmt.Sprintf("%.2f", v.Residual))
+			}
+			res.Notes = fmt.Sprintf("refreshes %d, skipped %d, ranks %s, residuals %s", rep.Refreshes, rep.SkippedSteps, rep.Ranks(), strings.Join(residuals, ","))
 		}
 		for _, e := range opt.Plan() {
 			if e.Path != hooks.PathFull {
