@@ -90,6 +90,12 @@ func TransposedTimes(a, b *Node) *Node {
 // TimesTransposed is a·bᵀ for matrices a [m, k] and b [n, k], as one product.
 func TimesTransposed(a, b *Node) *Node { return DotGeneral(a, []int{1}, nil, b, []int{1}, nil) }
 
+// TimesSmallTransposed is a·bᵀ for a matrix a [m, k] and a small matrix b [n, k] (n a rank or a
+// few sketch columns), with b transposed explicitly (n·k values): a product contracting both
+// operands on their last axis sends the Go backend to its slow "transposed" kernel when n is
+// small (1.1 ms of a 3.8 ms 784-256-10 step for a lift; see docs/benchmarks.md).
+func TimesSmallTransposed(a, b *Node) *Node { return DotProduct(a, Transpose(b, 0, 1)) }
+
 // DirectCoefficients computes the projected gradient of W ([m, n]) in a product y = x·W without
 // building ∂W = xᵀ·∂y: Left returns (x·Q)ᵀ·∂y ([r, n]), Right returns xᵀ·(∂y·Q) ([m, r]). x is
 // [B, m] and dy is [B, n] (leading axes flattened into B): B·r·(m+n) multiply-adds instead of
@@ -114,5 +120,5 @@ func LiftMatrix(basis, coefficients *Node, side Side) *Node {
 	if side == Left {
 		return DotProduct(basis, coefficients)
 	}
-	return TimesTransposed(coefficients, basis)
+	return TimesSmallTransposed(coefficients, basis)
 }

@@ -71,7 +71,7 @@ func DirectTrackingProducts(x, dy, coef, omega *Node, side Side) TrackingProduct
 	if side == Left {
 		// [r+s, n]: rows of Cᵀ's transpose and of Ωᵀ; dy·[Cᵀ | Ω] = dy·thatᵀ.
 		right := Concatenate([]*Node{unitMax(coef), Transpose(omega, 0, 1)}, 0)
-		z := TimesTransposed(dy, right) // [B, r+s]
+		z := TimesSmallTransposed(dy, right) // [B, r+s]
 		return splitTracking(TransposedTimes(x, z), r)
 	}
 	r = coef.Shape().Dim(1)
@@ -85,7 +85,7 @@ func FullTrackingProducts(grad, coef, omega *Node, side Side) TrackingProducts {
 	if side == Left {
 		r := coef.Shape().Dim(0)
 		right := Concatenate([]*Node{unitMax(coef), Transpose(omega, 0, 1)}, 0) // [r+s, n]
-		return splitTracking(TimesTransposed(grad, right), r)
+		return splitTracking(TimesSmallTransposed(grad, right), r)
 	}
 	r := coef.Shape().Dim(1)
 	return splitTracking(TransposedTimes(grad, Concatenate([]*Node{unitMax(coef), omega}, 1)), r)
