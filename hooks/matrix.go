@@ -80,7 +80,7 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 
 // sketch is the fixed random Ω ([cols, s]) of the residual sketch.
 func (h *matrixVar) sketch(cols int) *Node {
-	return ConstAsDType(h.st.g, stateDType(h.v), projector.Sketch(cols, projector.DefaultSketchColumns))
+	return ConstAsDType(h.st.g, stateDType(h.v), projector.Sketch(cols, projector.SketchColumns(h.rank)))
 }
 
 // newMatrixDirect builds the direct path: dy is the gradient of the product's output.

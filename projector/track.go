@@ -17,8 +17,21 @@ import (
 // sketch columns ∂W·Ω ride in the same product and estimate the relative residual. The right
 // side is the same with ∂Wᵀ. Nothing here branches: a fast or slow rate is a scalar.
 
-// DefaultSketchColumns is the number of random columns of the residual sketch ∂W·Ω.
+// DefaultSketchColumns is the fewest random columns of the residual sketch ∂W·Ω.
 const DefaultSketchColumns = 2
+
+// SketchColumns is the number of sketch columns used with a basis of rank r: at least
+// DefaultSketchColumns, and as many more as make r + s a multiple of ProductTile, the width of
+// [Cᵀ | Ω] in the tracking products. The extra columns sharpen the residual estimate for free:
+// the Go backend's product kernels work in tiles of 4 rows, and a width of 10 (rank 8 and 2
+// columns) made each tracking product 4 to 30 times slower than a width of 12.
+func SketchColumns(r int) int {
+	s := DefaultSketchColumns
+	if rem := (r + s) % ProductTile; rem != 0 {
+		s += ProductTile - rem
+	}
+	return s
+}
 
 // TrackingProducts are one step's products for tracking a basis.
 type TrackingProducts struct {
