@@ -11,10 +11,15 @@
 // smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
 // weight's product follows them); biases and scalars keep full updates. Two subspaces (Mode):
 //
-//   - Matrix (default): a basis Q on one side of each weight W (used as y = x·W). Where W feeds a
-//     single product, the projected gradient is computed directly as (x·Q)ᵀ·∂y and the product's
-//     back-propagation skips ∂W (GoMLX's VJPs for FusedDense and DotGeneral are wrapped to honour
-//     that, for the marked products only). The base optimizer runs on the coefficient, so its
+//   - Matrix (default): a basis Q on one side of each weight seen as a matrix W [m, n] by how it
+//     is used: a dense or DotGeneral weight as its contracted axes × the rest (y = x·W); a
+//     convolution kernel ([kh, kw, in, out], or channels-first [out, in, kh, kw]) as
+//     [kh·kw·in, out]; a weight used otherwise as [dimension 0, the rest]. PlanString names
+//     the view of each. Where W feeds a single product or ungrouped convolution, the projected
+//     gradient is computed directly — (x·Q)ᵀ·∂y, or for a kernel the kernel gradient of the
+//     same convolution against ∂y·Q (r output channels instead of out) — and back-propagation
+//     skips ∂W (GoMLX's VJPs for FusedDense, DotGeneral and ConvGeneral are wrapped to honour
+//     that, for the marked nodes only); otherwise the full gradient is built and projected. The base optimizer runs on the coefficient, so its
 //     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases track the
 //     gradients every step from the same skinny products (a power-iteration step xᵀ·(∂y·Cᵀ),
 //     re-orthonormalised by Newton–Schulz; the optimizer's moments rotate with the basis).

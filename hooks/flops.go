@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gomlx/compute/support/humanize"
 
@@ -10,7 +11,8 @@ import (
 )
 
 // FLOPs splits the product work of one training step, counted from the compiled step graph: each
-// live product (DotGeneral, FusedDense, the used outputs of FusedDenseVJP) costs 2·M·N·K FLOPs.
+// live product (DotGeneral, FusedDense, the used outputs of FusedDenseVJP) costs 2·M·N·K FLOPs, a
+// convolution 2 × its output's size × the multiply-adds per output element.
 // Products nothing reads (the backends drop them) are not counted; elementwise work is not
 // counted either: products dominate, and they are what projection changes.
 type FLOPs struct {
@@ -163,6 +165,8 @@ func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 		return 2 * int64(n.Shape().Size()) * contracted
 	case NodeTypeFusedDense:
 		return 2 * denseMulAdds(n.Inputs()[0], n.Inputs()[1])
+	case NodeTypeConvGeneral:
+		return convFLOPs(n)
 	case NodeTypeFusedDenseVJP:
 		// Outputs: ∂x, ∂W (and ∂b, no product). Count only the outputs something consumes.
 		x, w := n.Inputs()[0], n.Inputs()[1]
@@ -196,4 +200,37 @@ func splitsOf(n *Node, consumed map[*Node]bool) []*Node {
 		}
 	}
 	return out
+}
+
+// KernelGradientFLOPs is the FLOPs of the live convolutions of the last step graph that build a
+// kernel's full gradient (an output with a kernel's dimensions, in any order, from a convolution
+// whose kernel is not a variable): the work the direct path removes, for reports that set a
+// conv net's kernel-gradient FLOPs beside stock's.
+func KernelGradientFLOPs(o *Optimizer) (int64, error) {
+	g, _ := o.StepGraph()
+	if g == nil {
+		return 0, fmt.Errorf("hooks: no step graph built yet: run a training step first")
+	}
+	o.mu.Lock()
+	roots := o.roots
+	o.mu.Unlock()
+	live := Live(g, roots)
+	sortedDims := func(n *Node) string {
+		dims := slices.Clone(n.Shape().Dimensions)
+		slices.Sort(dims)
+		return fmt.Sprint(dims)
+	}
+	kernels := map[string]bool{}
+	for _, n := range g.Nodes() {
+		if n.Type() == NodeTypeConvGeneral && n.Inputs()[1].Type() == NodeTypeParameter {
+			kernels[sortedDims(n.Inputs()[1])] = true
+		}
+	}
+	var total int64
+	for _, n := range g.Nodes() {
+		if live[n] && n.Type() == NodeTypeConvGeneral && n.Inputs()[1].Type() != NodeTypeParameter && kernels[sortedDims(n)] {
+			total += convFLOPs(n)
+		}
+	}
+	return total, nil
 }

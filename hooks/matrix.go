@@ -87,8 +87,16 @@ func (h *matrixVar) sketch(cols int) *Node {
 func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side string, rank int) *matrixVar {
 	h := newMatrixVar(st, v, p.m, p.n, rank, sideOf(side))
 	h.p, h.toW = p, p.toW
-	x2 := p.xRows(p.x)
 	sdt := stateDType(v)
+	if p.conv != nil {
+		x, dyc := p.x, ConvertDType(dy, sdt)
+		if x.DType() != sdt {
+			x = ConvertDType(x, sdt)
+		}
+		h.stepCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.sketch(h.otherSide()), h.side, st.o.cfg.policy.TrackingFraction)
+		return h
+	}
+	x2 := p.xRows(p.x)
 	dy2 := p.dyRows(ConvertDType(dy, sdt))
 	if x2.DType() != sdt {
 		x2 = ConvertDType(x2, sdt)
@@ -99,14 +107,11 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	return h
 }
 
-// newMatrixPostHoc builds the post-hoc path from the full gradient, viewed as [dim 0, the rest].
-func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string, rank int) *matrixVar {
-	m := v.Shape().Dim(0)
-	n := v.Shape().Size() / m
-	h := newMatrixVar(st, v, m, n, rank, sideOf(side))
-	dims := v.Shape().Dimensions
-	h.toW = func(w2 *Node) *Node { return Reshape(w2, dims...) }
-	grad2 := ConvertDType(Reshape(grad, m, n), stateDType(v))
+// newMatrixPostHoc builds the post-hoc path from the full gradient, seen as a matrix by view.
+func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string, rank int, view *matrixView) *matrixVar {
+	h := newMatrixVar(st, v, view.m, view.n, rank, sideOf(side))
+	h.toW = view.toW
+	grad2 := ConvertDType(view.fromW(grad), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
 	return h

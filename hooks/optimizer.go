@@ -181,7 +181,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 		case PathDirect:
 			h = newMatrixDirect(st, v, products[i], grads[i], plan[i].Side, plan[i].Rank)
 		case PathPostHoc:
-			h = newMatrixPostHoc(st, v, grads[i], plan[i].Side, plan[i].Rank)
+			h = newMatrixPostHoc(st, v, grads[i], plan[i].Side, plan[i].Rank, plan[i].view)
 		default:
 			continue
 		}
@@ -848,7 +848,8 @@ type PlanEntry struct {
 	Rank     int
 	Why      string
 
-	rows, cols int // the variable as a matrix (matrix subspace)
+	rows, cols int         // the variable as a matrix (matrix subspace)
+	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
 }
 
 // Plan returns the per-variable decisions of the last step graph built.

@@ -44,11 +44,12 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		var m, n int
 		if p != nil {
 			m, n = p.m, p.n
-			e.Path, e.Why = PathDirect, fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/m, m, m, n)
+			e.Path, e.Why = PathDirect, p.describe()
 		} else {
-			m = v.Shape().Dim(0)
-			n = v.Shape().Size() / m
-			e.Path, e.Why = PathPostHoc, "full gradient projected: "+why
+			view := viewOf(g, v.NodeValue(g))
+			m, n = view.m, view.n
+			e.view = view
+			e.Path, e.Why = PathPostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
 		side := projector.SmallerSide(m, n)
 		if cfg.side != sideAuto {
@@ -148,4 +149,50 @@ func planLines(plan []PlanEntry) string {
 		}
 	}
 	return s
+}
+
+// matrixView is how the post-hoc path sees a weight of any rank as a matrix [m, n].
+type matrixView struct {
+	m, n  int
+	fromW func(w *Node) *Node // W (or its gradient) → [m, n]
+	toW   func(w2 *Node) *Node
+	desc  string // for the plan
+}
+
+// viewOf matricizes a weight by how it is used: a convolution's kernel as [spatial·in, out]
+// (whatever its layout or grouping), a product's weight as its contracted axes against the
+// rest, anything else as [dimension 0, the rest], which the plan then states.
+func viewOf(g *Graph, w *Node) *matrixView {
+	for _, c := range g.Nodes()[w.Id()+1:] {
+		if len(c.Inputs()) < 2 || c.Inputs()[1] != w && c.Inputs()[0] != w {
+			continue
+		}
+		var p *product
+		switch c.Type() {
+		case NodeTypeConvGeneral:
+			if c.Inputs()[1] == w {
+				conv := newConvInfo(c, w.Shape().Dimensions, convParams(c))
+				if conv.kernelOut >= 0 && conv.kernelOut < w.Rank() {
+					out := w.Shape().Dim(conv.kernelOut)
+					return &matrixView{m: w.Shape().Size() / out, n: out, fromW: conv.matrix, toW: conv.kernelOf,
+						desc: fmt.Sprintf("a convolution kernel [%d×%d] (spatial·in × out)", w.Shape().Size()/out, out)}
+				}
+			}
+		case NodeTypeDotGeneral:
+			p, _ = dotGeneralProduct(c, w)
+		case NodeTypeFusedDense:
+			p, _ = fusedDenseProduct(c, w)
+		}
+		if p != nil {
+			return &matrixView{m: p.m, n: p.n, fromW: p.fromW, toW: p.toW,
+				desc: fmt.Sprintf("a [%d×%d] matrix (contracted axes × the rest)", p.m, p.n)}
+		}
+	}
+	dims := w.Shape().Dimensions
+	m := dims[0]
+	n := w.Shape().Size() / m
+	return &matrixView{m: m, n: n,
+		fromW: func(w *Node) *Node { return Reshape(w, m, n) },
+		toW:   func(w2 *Node) *Node { return Reshape(w2, dims...) },
+		desc:  fmt.Sprintf("[%d×%d] (dimension 0 × the rest)", m, n)}
 }

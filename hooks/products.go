@@ -25,6 +25,16 @@ type product struct {
 	toW     func(w2 *Node) *Node // [m, n] → W's shape
 	fromW   func(w *Node) *Node  // W → W₂ [m, n]
 	hasBias bool
+
+	conv *convInfo // a convolution's kernel (conv.go): xRows and dyRows are unused
+}
+
+// describe says how the plan sees the product.
+func (p *product) describe() string {
+	if p.conv != nil {
+		return fmt.Sprintf("%s: kernel %v as a [%d×%d] matrix (spatial·in × out); ∂K never built", p.kind, p.conv.kernelDims, p.m, p.n)
+	}
+	return fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/p.m, p.m, p.m, p.n)
 }
 
 // findProduct returns the product consuming w (the variable's value node), or why there is none
@@ -52,6 +62,8 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 		return fusedDenseProduct(c, w)
 	case NodeTypeDotGeneral:
 		return dotGeneralProduct(c, w)
+	case NodeTypeConvGeneral:
+		return convProduct(c, w)
 	case NodeTypeReshape:
 		// A dense layer decomposed into primitives (XLA has no fused Dense) flattens a weight of
 		// rank > 2 to a matrix first: follow the reshape to its product, once.

@@ -29,8 +29,8 @@ func markDirect(g *Graph, p *product) {
 	g.AttachState(directWeightKey{p.node}, p.operand)
 }
 
-// The VJPs of FusedDense and DotGeneral are wrapped once, at start-up: for a product marked
-// direct they return no weight gradient (zeros that nothing reads, no product), and for FusedDense
+// The VJPs of FusedDense, DotGeneral and ConvGeneral are wrapped once, at start-up: for a product
+// marked direct they return no weight gradient (zeros that nothing reads, no product), and for FusedDense
 // they decompose ∂x and ∂b (the fused VJP would compute ∂W with them). Every other node, in every
 // graph, gets GoMLX's own VJP unchanged.
 func init() {
@@ -40,6 +40,16 @@ func init() {
 			return stockDense(node, vjps, outputShape)
 		}
 		return directDenseVJP(node, vjps[0])
+	}
+	stockConv := VJPRegistration[NodeTypeConvGeneral]
+	VJPRegistration[NodeTypeConvGeneral] = func(node *Node, vjps []*Node, outputShape shapes.Shape) []*Node {
+		grads := stockConv(node, vjps, outputShape)
+		if directSet(node.Graph())[node] {
+			// The kernel's gradient (its own convolution in GoMLX's VJP) is dropped: nothing
+			// reads it, so no backend runs it; the projector takes ∂K·Q from ∂y (conv.go).
+			grads[1] = Zeros(node.Graph(), node.Inputs()[1].Shape())
+		}
+		return grads
 	}
 	stockDot := VJPRegistration[NodeTypeDotGeneral]
 	VJPRegistration[NodeTypeDotGeneral] = func(node *Node, vjps []*Node, outputShape shapes.Shape) []*Node {

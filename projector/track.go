@@ -104,6 +104,15 @@ func FullTrackingProducts(grad, coef, omega *Node, side Side) TrackingProducts {
 	return splitTracking(TransposedTimes(grad, Concatenate([]*Node{unitMax(coef), omega}, 1)), r)
 }
 
+// SplitTracking splits the product of a gradient with [Cᵀ | Ω] (or [C | Ω]), [rows, r+s], into
+// its power (the first r columns) and sketch parts; for products computed outside this package
+// (the projector's convolutions).
+func SplitTracking(p *Node, r int) TrackingProducts { return splitTracking(p, r) }
+
+// UnitMax scales x to unit largest magnitude (zero stays zero): the coefficient is scaled so
+// before it enters a tracking product, so that a huge but finite gradient does not overflow it.
+func UnitMax(x *Node) *Node { return unitMax(x) }
+
 func splitTracking(p *Node, r int) TrackingProducts {
 	cols := p.Shape().Dim(1)
 	return TrackingProducts{

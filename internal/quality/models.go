@@ -236,8 +236,8 @@ func MLPClassifier() Task {
 }
 
 // ConvNet is two 3×3 convolutions (16 and 32 channels, same padding) and a dense head of 64 on
-// the digits images. Its dense hidden matrix ([2048, 64]) is projected at rank 8; the kernels are
-// left out until the projector handles convolutions.
+// the digits images. Its kernels, as [kh·kw·in, out] matrices ([9, 16] and [144, 32]), and its
+// dense hidden matrix ([2048, 64]) are projected at rank 8.
 func ConvNet() Task {
 	t := digitsTask("conv net", true, func(scope *model.Scope, inputs []*Node) []*Node {
 		h := inputs[0]
@@ -250,7 +250,13 @@ func ConvNet() Task {
 		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
 	})
 	t.Rank = 8
-	t.Project = `^/hidden/dense/weights$`
+	t.Project = `^/(conv_\d/conv|hidden/dense)/weights$`
+	t.View = func(_ string, dims []int) (int, int) {
+		if len(dims) == 4 { // a kernel [kh, kw, in, out]
+			return dims[0] * dims[1] * dims[2], dims[3]
+		}
+		return rows(dims)
+	}
 	return t
 }
 

@@ -11,20 +11,22 @@ import (
 // The claim: on models written independently of the projector, matrix mode with default options
 // loses no more than the published method's reference (GaLore: full gradient, exact SVD,
 // projection) at the same rank, on the same initialisation and batches; both are compared with
-// stock Adam. The short form runs two seeds of the three variants; `go run ./examples/quality`
-// runs the long form (three seeds, five variants) whose table is in the README.
+// stock Adam. The short form runs three seeds of the three variants (two were too few: the conv
+// net's eval loss moves 30% from seed to seed, and the reference's two lowest seeds alone beat
+// matrix mode by 12% while over three the two tie); `go run ./examples/quality` runs the long
+// form (five variants) whose table is in the README.
 func TestMatrixModeIsNoWorseThanTheReference(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains 18 small models for 300 steps; skipped with -short")
+		t.Skip("trains 27 small models for 300 steps; skipped with -short")
 	}
 	backend, err := backends.New(backends.Config(""))
 	require.NoError(t, err)
-	const margin = 1.10 // on the mean eval loss over two seeds, whose spread is 2–30%
+	const margin = 1.10 // on the mean eval loss over three seeds, whose spread is 2–50%
 	for _, task := range Tasks() {
 		t.Run(task.Name, func(t *testing.T) {
 			var results []Result
 			for _, variant := range []string{Stock, GaLore, Matrix} {
-				for seed := range int64(2) {
+				for seed := range int64(3) {
 					r, err := Run(backend, task, variant, seed+1, Options{})
 					require.NoError(t, err)
 					results = append(results, r)

@@ -1,0 +1,227 @@
+package hooks
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	timage "github.com/gomlx/gomlx/core/tensors/images"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/layers/activation"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/projector"
+	"github.com/stretchr/testify/require"
+)
+
+// convForm is one way GoMLX's models convolve: the input and kernel shapes and the builder's options.
+type convForm struct {
+	name          string
+	x, kernel     []int
+	build         func(*ConvolutionBuilder) *ConvolutionBuilder
+	unsupportedBy string // the plan's reason, for forms the direct path leaves to the post-hoc path
+}
+
+var convForms = []convForm{
+	{name: "2D same padding", x: []int{5, 8, 8, 3}, kernel: []int{3, 3, 3, 12},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.PadSame() }},
+	{name: "2D stride 2, no padding", x: []int{4, 9, 9, 4}, kernel: []int{3, 3, 4, 10},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.Strides(2).NoPadding() }},
+	{name: "2D dilation 2", x: []int{4, 9, 9, 2}, kernel: []int{3, 3, 2, 9},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.Dilations(2).PadSame() }},
+	{name: "2D channels first", x: []int{4, 3, 7, 7}, kernel: []int{11, 3, 3, 3},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder {
+			return c.ChannelsAxis(timage.ChannelsFirst).PadSame()
+		}},
+	{name: "1D", x: []int{6, 12, 5}, kernel: []int{3, 5, 13},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.PadSame() }},
+	{name: "3D", x: []int{2, 4, 4, 4, 2}, kernel: []int{2, 2, 2, 2, 9},
+		build: func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.NoPadding() }},
+	{name: "grouped", x: []int{3, 6, 6, 4}, kernel: []int{3, 3, 2, 8},
+		build:         func(c *ConvolutionBuilder) *ConvolutionBuilder { return c.ChannelGroupCount(2).PadSame() },
+		unsupportedBy: "grouped convolution"},
+}
+
+func randomTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	xs := make([]float64, n)
+	for i := range xs {
+		xs[i] = rng.NormFloat64()
+	}
+	return tensors.FromFlatDataAndDimensions(xs, dims...)
+}
+
+func relativeError(t *testing.T, got, want *tensors.Tensor) float64 {
+	t.Helper()
+	a, b := tensors.MustCopyFlatData[float64](got), tensors.MustCopyFlatData[float64](want)
+	require.Equal(t, len(b), len(a))
+	var diff, norm float64
+	for i := range a {
+		diff += (a[i] - b[i]) * (a[i] - b[i])
+		norm += b[i] * b[i]
+	}
+	return math.Sqrt(diff / norm)
+}
+
+// TestConvDirectCoefficients: for every supported convolution form and both sides, the direct
+// coefficient equals ∂K₂·Q (or Qᵀ·∂K₂) of the full kernel gradient, and the tracking products
+// equal those taken from the full gradient (projector.FullTrackingProducts), to 1e-5 relative.
+// Grouped convolutions are left to the post-hoc path, with the reason.
+func TestConvDirectCoefficients(t *testing.T) {
+	backend := testBackend(t)
+	for _, form := range convForms {
+		for _, side := range []projector.Side{projector.Left, projector.Right} {
+			t.Run(form.name+"/"+side.String(), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(1, uint64(len(form.name))))
+				const rank = 3
+				xT, kT := randomTensor(rng, form.x...), randomTensor(rng, form.kernel...)
+				var why string
+				outs, err := ExecOnceN(backend, func(x, kernel *Node) []*Node {
+					y := form.build(Convolve(x, kernel)).Done()
+					p, reason := findProduct(x.Graph(), kernel)
+					if p == nil {
+						why = reason
+						return []*Node{y}
+					}
+					dy := Sin(Iota(x.Graph(), y.Shape(), 0)) // any fixed output gradient
+					dy = Add(dy, Cos(Iota(x.Graph(), y.Shape(), y.Rank()-1)))
+					full := p.fromW(Gradient(ReduceAllSum(Mul(y, dy)), kernel)[0]) // ∂K₂ [m, n]
+					rows := p.n
+					if side == projector.Left {
+						rows = p.m
+					}
+					basis := ConstAsDType(x.Graph(), dtypes.Float64, projector.RandomOrthonormal(rows, rank, 7))
+					other := p.m
+					if side == projector.Left {
+						other = p.n
+					}
+					omega := ConstAsDType(x.Graph(), dtypes.Float64, projector.Sketch(other, projector.SketchColumns(rank)))
+					coef, tp := convDirectStep(p.conv, x, dy, basis, omega, side, 1)
+					want := projector.ProjectMatrix(full, basis, side)
+					wantTP := projector.FullTrackingProducts(full, want, omega, side)
+					// The lift maps the coefficient back into the kernel's own layout.
+					roundTrip := Sub(p.fromW(p.toW(full)), full)
+					return []*Node{coef, want, tp.Power, wantTP.Power, tp.Sketch, wantTP.Sketch, ReduceAllMax(Abs(roundTrip))}
+				}, xT, kT)
+				require.NoError(t, err)
+				if form.unsupportedBy != "" {
+					require.Contains(t, why, form.unsupportedBy)
+					return
+				}
+				require.Empty(t, why)
+				require.Less(t, relativeError(t, outs[0], outs[1]), 1e-5, "coefficient")
+				require.Less(t, relativeError(t, outs[2], outs[3]), 1e-5, "power product")
+				require.Less(t, relativeError(t, outs[4], outs[5]), 1e-5, "sketch product")
+				require.Zero(t, outs[6].Value().(float64), "kernel → matrix → kernel")
+			})
+		}
+	}
+}
+
+// TestConvParamsParse pins the description format convParams reads (GoMLX exposes a
+// convolution's axes only through it).
+func TestConvParamsParse(t *testing.T) {
+	_, err := ExecOnceN(testBackend(t), func(x, kernel *Node) []*Node {
+		y := Convolve(x, kernel).ChannelsAxis(timage.ChannelsFirst).PadSame().Done()
+		params := convParams(y)
+		require.Equal(t, map[string]int{"InputBatch": 0, "OutputBatch": 0, "OutputChannels": 1, "KernelOutputChannels": 0,
+			"channelGroupCount": 1, "batchGroupCount": 1}, params, y.String())
+		require.Equal(t, int64(2*4*6*5*5*(3*3*3)), convFLOPs(y))
+		return []*Node{y}
+	}, tensors.FromShape(shapes.Make(dtypes.Float32, 4, 3, 5, 5)), tensors.FromShape(shapes.Make(dtypes.Float32, 6, 3, 3, 3)))
+	require.NoError(t, err)
+}
+
+// convNet is two 3×3 convolutions (16 and 32 channels) and a dense head on 8×8 images, as a
+// GoMLX user writes it (layers.Convolution: kernels [3, 3, in, out]).
+func convNet(scope *model.Scope, x *Node) *Node {
+	h := x
+	for i, ch := range []int{16, 32} {
+		h = activation.Relu(layers.Convolution(scope.In("conv_%d", i), h).Filters(ch).KernelSize(3).PadSame().Done())
+	}
+	h = Reshape(h, h.Shape().Dim(0), -1)
+	return layers.DenseWithBias(scope.In("output"), h, 1)
+}
+
+func convBatch(seed uint64) train.Batch {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	xs, ys := make([]float32, 16*8*8), make([]float32, 16)
+	for i := range xs {
+		xs[i] = float32(rng.NormFloat64())
+	}
+	for i := range ys {
+		for j := range 8 { // a target the convolutions can learn: the image's top-left mean
+			ys[i] += xs[i*64+j] / 8
+		}
+	}
+	return train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(xs, 16, 8, 8, 1)},
+		Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(ys, 16, 1)}}
+}
+
+// TestConvNetKernelsTakeTheDirectPath: with default options but the rank, a conv net's kernels
+// are projected as [kh·kw·in, out] matrices on the direct path; the compiled step holds no
+// convolution with a kernel's shape (the full kernel gradient), its gradient FLOPs fall, and
+// it trains.
+func TestConvNetKernelsTakeTheDirectPath(t *testing.T) {
+	const rank = 4
+	run := func(opt *Optimizer) (first, last float64) {
+		store := model.NewStore()
+		store.SetParam(model.ParamInitialSeed, int64(3))
+		trainer := train.NewTrainer(testBackend(t), store, convNet, loss.MeanSquaredError, opt, nil, nil)
+		for step := range 60 {
+			metrics, err := trainer.TrainStep(convBatch(uint64(step % 4)))
+			require.NoError(t, err)
+			l := float64(metrics[0].Value().(float32))
+			if step == 0 {
+				first = l
+			}
+			last = l
+		}
+		return
+	}
+	stock := Subspace(optimizer.Adam().LearningRate(3e-3).Done()).Enabled(false).Done()
+	stockFirst, stockLast := run(stock)
+	opt := Subspace(optimizer.Adam().LearningRate(3e-3).Done()).Rank(rank).Done()
+	first, last := run(opt)
+	require.Equal(t, 1, opt.Builds())
+
+	kernels := map[string][]int{"/conv_0/conv/weights": {3, 3, 1, 16}, "/conv_1/conv/weights": {3, 3, 16, 32}}
+	for _, e := range opt.Plan() {
+		dims, ok := kernels[e.Variable]
+		if !ok {
+			continue
+		}
+		require.Equal(t, PathDirect, e.Path, opt.PlanString())
+		require.Contains(t, e.Why, fmt.Sprintf("as a [%d×%d] matrix", dims[0]*dims[1]*dims[2], dims[3]), opt.PlanString())
+		delete(kernels, e.Variable)
+	}
+	require.Empty(t, kernels, "kernels missing from the plan:\n%s", opt.PlanString())
+
+	g, _ := opt.StepGraph()
+	opt.mu.Lock()
+	live := Live(g, opt.roots)
+	opt.mu.Unlock()
+	for _, n := range g.Nodes() {
+		if live[n] && n.Type() == NodeTypeConvGeneral {
+			for _, dims := range [][]int{{3, 3, 1, 16}, {3, 3, 16, 32}} {
+				require.NotEqual(t, dims, n.Shape().Dimensions, "a live convolution builds a full kernel gradient: %s", n)
+			}
+		}
+	}
+	f, err := opt.StepFLOPs()
+	require.NoError(t, err)
+	sf, err := stock.StepFLOPs()
+	require.NoError(t, err)
+	require.Less(t, f.Gradient, sf.Gradient, "gradient FLOPs: subspace %d, stock %d", f.Gradient, sf.Gradient)
+	require.Less(t, last, first/2, "the projected conv net trains (stock: %.4f → %.4f)", stockFirst, stockLast)
+}
