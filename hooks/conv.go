@@ -188,23 +188,39 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 		dyh = sliceAxis(dy, c.yBatch, keep)
 	}
 	r := basis.Shape().Dim(1)
-	if side == projector.Left { // Q [m, r]: Qᵀ·∂K₂ = conv(x, Q)ᵀ·∂y, [r, n]
-		coef = c.channelProduct(c.apply(x, basis), dy)
-		trackCoef := coef
-		if keep < batch {
-			trackCoef = c.channelProduct(c.apply(xh, basis), dyh)
+	// The coefficient is summed over the tracked examples and the rest, each its own convolution:
+	// the tracked part is the tracking's coefficient (the power product must be A·Aᵀ·Q for one A)
+	// without computing it twice, the cost of the whole coefficient once.
+	split := func(part func(x, dy *Node) *Node) (whole, head *Node) {
+		if keep == batch {
+			whole = part(x, dy)
+			return whole, whole
 		}
+		head = part(xh, dyh)
+		rest := part(sliceAxisFrom(x, c.xBatch, keep), sliceAxisFrom(dy, c.yBatch, keep))
+		return Add(head, rest), head
+	}
+	if side == projector.Left { // Q [m, r]: Qᵀ·∂K₂ = conv(x, Q)ᵀ·∂y, [r, n]
+		var trackCoef *Node
+		coef, trackCoef = split(func(x, dy *Node) *Node { return c.channelProduct(c.apply(x, basis), dy) })
 		right := Concatenate([]*Node{Transpose(projector.UnitMax(trackCoef), 0, 1), omega}, 1) // [n, r+s]
 		return coef, projector.SplitTracking(c.kernelGradient(xh, c.timesChannels(dyh, right)), r)
 	}
 	// Q [n, r]: ∂K₂·Q is the kernel gradient against ∂y·Q, [m, r].
-	coef = c.kernelGradient(x, c.timesChannels(dy, basis))
-	trackCoef := coef
-	if keep < batch {
-		trackCoef = c.kernelGradient(xh, c.timesChannels(dyh, basis))
-	}
+	var trackCoef *Node
+	coef, trackCoef = split(func(x, dy *Node) *Node { return c.kernelGradient(x, c.timesChannels(dy, basis)) })
 	z := c.apply(xh, Concatenate([]*Node{projector.UnitMax(trackCoef), omega}, 1)) // r+s channels
 	return coef, projector.SplitTracking(c.channelProduct(dyh, z), r)
+}
+
+// sliceAxisFrom drops the first n entries of x along axis.
+func sliceAxisFrom(x *Node, axis, n int) *Node {
+	specs := make([]SliceAxisSpec, x.Rank())
+	for a := range specs {
+		specs[a] = AxisRange()
+	}
+	specs[axis] = AxisRangeToEnd(n)
+	return Slice(x, specs...)
 }
 
 // sliceAxis keeps the first n entries of x along axis.

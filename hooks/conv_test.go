@@ -107,11 +107,13 @@ func TestConvDirectCoefficients(t *testing.T) {
 					}
 					omega := ConstAsDType(x.Graph(), dtypes.Float64, projector.Sketch(other, projector.SketchColumns(rank)))
 					coef, tp := convDirectStep(p.conv, x, dy, basis, omega, side, 1)
+					// Tracking from half the examples sums the coefficient over two parts.
+					halfCoef, _ := convDirectStep(p.conv, x, dy, basis, omega, side, 0.5)
 					want := projector.ProjectMatrix(full, basis, side)
 					wantTP := projector.FullTrackingProducts(full, want, omega, side)
 					// The lift maps the coefficient back into the kernel's own layout.
 					roundTrip := Sub(p.fromW(p.toW(full)), full)
-					return []*Node{coef, want, tp.Power, wantTP.Power, tp.Sketch, wantTP.Sketch, ReduceAllMax(Abs(roundTrip))}
+					return []*Node{coef, want, tp.Power, wantTP.Power, tp.Sketch, wantTP.Sketch, ReduceAllMax(Abs(roundTrip)), halfCoef}
 				}, xT, kT)
 				require.NoError(t, err)
 				if form.unsupportedBy != "" {
@@ -120,6 +122,7 @@ func TestConvDirectCoefficients(t *testing.T) {
 				}
 				require.Empty(t, why)
 				require.Less(t, relativeError(t, outs[0], outs[1]), 1e-5, "coefficient")
+				require.Less(t, relativeError(t, outs[7], outs[1]), 1e-5, "coefficient summed over the tracked examples and the rest")
 				require.Less(t, relativeError(t, outs[2], outs[3]), 1e-5, "power product")
 				require.Less(t, relativeError(t, outs[4], outs[5]), 1e-5, "sketch product")
 				require.Zero(t, outs[6].Value().(float64), "kernel → matrix → kernel")

@@ -124,13 +124,11 @@ type variant struct {
 	time    time.Duration
 }
 
-// kernelBound is the analytic ratio of a kernel's gradient FLOPs, direct over full, for a basis
-// on the smaller side of its [m, out] matrix (tracking left out): r/out on the output side,
-// r·(m + out)/(m·out) on the patch side.
+// kernelBound is the analytic ratio of a kernel's gradient FLOPs, direct over full, for its
+// [m, out] matrix at rank r, tracking left out: r·(m + out)/(m·out) on either side (output
+// side: ∂y·Q, then the r-channel kernel gradient; patch side: conv(x, Q), then its product
+// with ∂y).
 func kernelBound(m, out, r int) float64 {
-	if out <= m {
-		return float64(r) / float64(out)
-	}
 	return float64(r*(m+out)) / float64(m*out)
 }
 
@@ -210,7 +208,7 @@ func cost(backend compute.Backend, rank, blocks, blockSteps int) error {
 	fmt.Printf("| kernels' gradient FLOPs/step | %s | %s | %.3f | %.3f |\n", hooks.HumanFLOPs(kernelGrad), hooks.HumanFLOPs(projected), float64(projected)/float64(kernelGrad), boundNum/boundDen)
 	fmt.Printf("| step FLOPs | %s | %s | %.3f | %.3f |\n", hooks.HumanFLOPs(fs.Step()), hooks.HumanFLOPs(fp.Step()), float64(fp.Step())/float64(fs.Step()), stepBound/float64(fs.Step()))
 	fmt.Printf("| ms/step (interleaved, %d×%d steps) | %.1f | %.1f | **%.3f** | |\n", blocks, blockSteps, stockMs, subMs, subMs/stockMs)
-	fmt.Println("\nThe bound: per kernel [m×out] (m = 3·3·in), a basis on the output side costs r/out of the full")
-	fmt.Println("kernel gradient, one on the patch side r·(m+out)/(m·out); tracking and the lift come on top.")
+	fmt.Println("\nThe bound: per kernel [m×out] (m = 3·3·in), the direct coefficient costs r·(m+out)/(m·out) of the")
+	fmt.Println("full kernel gradient on either side; tracking (from a quarter of the examples) comes on top.")
 	return nil
 }
