@@ -228,3 +228,55 @@ func TestConvNetKernelsTakeTheDirectPath(t *testing.T) {
 	require.Less(t, f.Gradient, sf.Gradient, "gradient FLOPs: subspace %d, stock %d", f.Gradient, sf.Gradient)
 	require.Less(t, last, first/2, "the projected conv net trains (stock: %.4f → %.4f)", stockFirst, stockLast)
 }
+
+// TestPostHocViewsFollowUse: a weight the direct path cannot take is still seen as the matrix
+// its use implies, not as [dimension 0, the rest]: a grouped convolution's kernel [3, 3, 2, 8]
+// as [18×8], and an output projection [heads, head_dim, width] that two products share as
+// [heads·head_dim, width] (it used to be a 4×1024 matrix). Both train on the post-hoc path.
+func TestPostHocViewsFollowUse(t *testing.T) {
+	modelFn := func(scope *model.Scope, x *Node) *Node {
+		g := x.Graph()
+		kernel := scope.In("grouped").VariableWithShape("kernel", shapes.Make(dtypes.Float32, 3, 3, 2, 8)).NodeValue(g)
+		h := activation.Relu(Convolve(x, kernel).ChannelGroupCount(2).PadSame().Done()) // [B, 8, 8, 8]
+		h = Reshape(h, h.Shape().Dim(0), 4, 16, 8)                                      // [B, heads, head_dim, 8]
+		proj := scope.In("output").VariableWithShape("projection", shapes.Make(dtypes.Float32, 4, 16, 64)).NodeValue(g)
+		a := DotGeneral(h, []int{1, 2}, []int{}, proj, []int{0, 1}, []int{})      // [B, 8, 64]
+		b := DotGeneral(Neg(h), []int{1, 2}, []int{}, proj, []int{0, 1}, []int{}) // the weight's second use
+		y := ReduceSum(Tanh(Add(a, MulScalar(b, 0.5))), 1)                        // [B, 64]
+		return ReduceSum(y, 1)
+	}
+	// Named: the default selection would leave the projection out as an output head.
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(4).Variables("/grouped/kernel", "/output/projection").Done()
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(5))
+	trainer := train.NewTrainer(testBackend(t), store, func(scope *model.Scope, x *Node) *Node {
+		return Reshape(modelFn(scope, x), x.Shape().Dim(0), 1)
+	}, loss.MeanSquaredError, opt, nil, nil)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 8 {
+		xs, ys := make([]float32, 8*8*8*4), make([]float32, 8)
+		for i := range xs {
+			xs[i] = float32(rng.NormFloat64())
+		}
+		_, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(xs, 8, 8, 8, 4)},
+			Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(ys, 8, 1)}})
+		require.NoError(t, err)
+	}
+	plan := opt.PlanString()
+	want := map[string]string{
+		"/grouped/kernel":    "full gradient projected, as a convolution kernel [18×8] (spatial·in × out): a grouped convolution",
+		"/output/projection": "full gradient projected, as a [64×64] matrix (contracted axes × the rest): used by 2 ops",
+	}
+	for _, e := range opt.Plan() {
+		if w, ok := want[e.Variable]; ok {
+			require.Equal(t, PathPostHoc, e.Path, plan)
+			require.Contains(t, e.Why, w, plan)
+			delete(want, e.Variable)
+		}
+	}
+	require.Empty(t, want, plan)
+	require.Less(t, basisOrthonormalityError(t, store, "/subspace/grouped/kernel_basis"), 1e-4)
+	require.Less(t, basisOrthonormalityError(t, store, "/subspace/output/projection_basis"), 1e-4)
+	r := &run{store: store}
+	requireFinite(t, r.snapshot(t))
+}
