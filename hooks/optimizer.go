@@ -104,7 +104,10 @@ func (o *Optimizer) Clear(scope *model.Scope) error {
 
 // record keeps what FLOP accounting and reports need of the graph just built.
 func (o *Optimizer) record(g *Graph, marks GraphMarks, plan []PlanEntry, stateRoot string, loss *Node) {
-	roots := []*Node{loss}
+	var roots []*Node
+	if loss != nil {
+		roots = append(roots, loss)
+	}
 	store := model.GetStore(g)
 	for v := range store.IterVariables() {
 		if v.ChangedInGraph(g) {
@@ -135,13 +138,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	}
 	// Plans, rank decisions and FLOP records are per optimizer: shared by two trainers they
 	// would leak from one model into the other.
-	o.mu.Lock()
-	if o.store == nil {
-		o.store = scope.Store()
-	}
-	shared := o.store != scope.Store()
-	o.mu.Unlock()
-	if shared {
+	if !o.claimStore(scope) {
 		exceptions.Panicf("hooks.Subspace: this optimizer already trains another store's variables: create one optimizer (hooks.Subspace(...).Done()) per trainer")
 	}
 
@@ -156,22 +153,77 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	if len(trainables) == 0 {
 		exceptions.Panicf("hooks.Subspace: no trainable variable is used by the model: nothing to optimize")
 	}
-	plan, products := o.makePlan(scope, g, trainables)
+	o.buildStep(scope, g, trainables, loss, nil, forwardMark)
+}
+
+// UpdateGraphWithGradients implements train.OptimizeWithGradients, which GoMLX's
+// Trainer.AccumulateGradients uses: the trainer has built (and accumulated) the full gradients,
+// one per trainable variable in use, in the store's order. The direct path has nothing to skip
+// then: every matrix-projected variable projects its full gradient (the post-hoc path, said in
+// the plan). There is no loss either, so the rules that read it (the explosion guard, the loss
+// plateau) are off; non-finite gradients still skip the step.
+func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, lossDType dtypes.DType) {
+	if o.configErr != nil {
+		exceptions.Panicf("%v", o.configErr)
+	}
+	if len(grads) == 0 {
+		exceptions.Panicf("hooks.Subspace: UpdateGraphWithGradients got no gradients: nothing to optimize")
+	}
+	g := grads[0].Graph()
+	if !o.cfg.enabled {
+		o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(scope, grads, lossDType)
+		o.record(g, GraphMarks{}, nil, "", nil)
+		return
+	}
+	if !o.claimStore(scope) {
+		exceptions.Panicf("hooks.Subspace: this optimizer already trains another store's variables: create one optimizer (hooks.Subspace(...).Done()) per trainer")
+	}
+	var trainables []*model.Variable
+	for v := range scope.IterVariables() {
+		if v.Trainable && v.InUseByGraph(g) {
+			trainables = append(trainables, v)
+		}
+	}
+	if len(trainables) != len(grads) {
+		exceptions.Panicf("hooks.Subspace: UpdateGraphWithGradients got %d gradients for %d trainable variables in use: they must pair one to one, in the store's order", len(grads), len(trainables))
+	}
+	o.buildStep(scope, g, trainables, Scalar(g, lossDType, 0), grads, 0)
+}
+
+// claimStore records the store this optimizer trains; false if it already trains another.
+func (o *Optimizer) claimStore(scope *model.Scope) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.store == nil {
+		o.store = scope.Store()
+	}
+	return o.store == scope.Store()
+}
+
+// buildStep builds a training step's projection, drift control and update. With grads nil it
+// back-propagates from loss itself, taking the direct path where it can; otherwise grads are
+// the full gradients of trainables (gradient accumulation) and loss is a stand-in of its dtype.
+func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.Variable, loss *Node, grads []*Node, forwardMark int) {
+	given := grads != nil
+	plan, products := o.makePlan(scope, g, trainables, !given)
 
 	// Back-propagation: to each variable's value, except on the direct path, where the gradient is
 	// taken at the product's output ∂y and the product's VJP skips ∂W (see vjp.go).
-	wrt := make([]*Node, len(trainables))
-	for i, v := range trainables {
-		wrt[i] = v.NodeValue(g)
-		if p := products[i]; p != nil {
-			markDirect(g, p)
-			wrt[i] = p.node
+	if !given {
+		wrt := make([]*Node, len(trainables))
+		for i, v := range trainables {
+			wrt[i] = v.NodeValue(g)
+			if p := products[i]; p != nil {
+				markDirect(g, p)
+				wrt[i] = p.node
+			}
 		}
+		grads = Gradient(loss, wrt...)
 	}
-	grads := Gradient(loss, wrt...)
 
 	guard := newStepGuard(scope, g)
 	st := o.newStepState(scope, g, loss)
+	st.noLoss = given
 	var handlers []handler
 	for i, v := range trainables {
 		var h handler
@@ -217,6 +269,7 @@ type stepState struct {
 	loss  *Node
 
 	t       *Node // this step's number, 1-based (int64)
+	noLoss  bool  // the trainer gave gradients and no loss (UpdateGraphWithGradients): its rules are off
 	ok      *Node // the step's loss and gradients are finite and the loss did not explode
 	reseed  *Node // the loss stayed above the explosion bound for ExplodePatience steps: the smoothed loss restarts
 	warm    *Node // t ≤ WarmUp
@@ -421,6 +474,9 @@ func (st *stepState) driftAndLearn(hs []handler) {
 	isFirst := LogicalOr(LogicalOr(Equal(st.t, Const(g, int64(1))), st.reseed), LogicalNot(IsFinite(ema)))
 	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
 	newEMA = Where(st.ok, newEMA, ema)
+	if st.noLoss {
+		newEMA = ema
+	}
 	emaVar.SetNodeValue(newEMA)
 
 	// Loss signal: at a check, progress means the EMA fell below the best by LossMinImprovement.
@@ -469,7 +525,11 @@ func (st *stepState) driftAndLearn(hs []handler) {
 			lastPeak.SetNodeValue(Where(st.isCheck, peak, lastPeak.NodeValue(g)))
 			peakVar.SetNodeValue(Where(st.isCheck, ZerosLike(peak), peak))
 		}
-		d = pol.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
+		rules := *pol
+		if st.noLoss {
+			rules.LossPatience = 0 // no loss to watch
+		}
+		d = rules.decide(driftSignals{isCheck: st.isCheck, ok: st.ok, residual: maxResid, drift: maxDrift,
 			plateau: plateauAfterCheck, curvaturePeak: peak})
 	}
 
@@ -719,7 +779,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
-			v.SetNodeValue(Where(h.useProjection(), projected, v.NodeValue(g)))
+			v.SetNodeValue(Where(h.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
 		} else {
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
@@ -730,7 +790,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
 				projected = Add(Mul(before, Where(st.ok, decay, OnesLike(decay))), lifted)
 			}
-			v.SetNodeValue(projected)
+			v.SetNodeValue(st.clipStep(before, projected))
 			guard.guarded[v] = true
 		}
 		coef.SetNodeValue(zero[h])
@@ -739,6 +799,19 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		st.curvature(hs, steps) // only its rule reads it
 	}
 	st.rotateStates(hs, stepOK)
+}
+
+// clipStep applies GoMLX's clip_step_by_value (optimizer.ParamClipStepByValue) to a projected
+// variable's weight step, as the base optimizer applies it to the steps it makes: a lifted
+// coefficient step sums Rank clipped coefficients, so clipping only those (the base optimizer
+// clips the coefficient step too) let a weight move by more than the clip. It costs a pass over
+// the weight, only when the parameter is set.
+func (st *stepState) clipStep(before, updated *Node) *Node {
+	clip := model.GetParamOr(st.scope, optimizer.ParamClipStepByValue, 0.0)
+	if clip <= 0 {
+		return updated
+	}
+	return Add(before, ClipScalar(Sub(updated, before), -clip, clip))
 }
 
 // rotateStates carries every tracker's coefficient-shaped state into its next basis: the

@@ -12,7 +12,8 @@ import (
 
 // makePlan decides each trainable variable's path, and finds the products of the direct ones.
 // A selected variable that cannot be projected at all is an error naming it and the fix.
-func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.Variable) ([]PlanEntry, []*product) {
+// With direct false (the trainer gave full gradients) no variable takes the direct path.
+func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.Variable, direct bool) ([]PlanEntry, []*product) {
 	cfg := &o.cfg
 	plan := make([]PlanEntry, len(trainables))
 	products := make([]*product, len(trainables))
@@ -41,6 +42,9 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			continue
 		}
 		p, why := findProduct(g, v.NodeValue(g))
+		if !direct {
+			p, why = nil, "the trainer gives full gradients (AccumulateGradients)"
+		}
 		var m, n int
 		if p != nil {
 			m, n = p.m, p.n

@@ -316,3 +316,60 @@ func TestOneOptimizerPerTrainer(t *testing.T) {
 	require.ErrorContains(t, err, "this optimizer already trains another store's variables: create one optimizer")
 	first.step(t) // the first trainer goes on
 }
+
+// TestGradientAccumulation: GoMLX's Trainer.AccumulateGradients hands the optimizer full,
+// accumulated gradients (train.OptimizeWithGradients); it used to fail with "does not implement
+// OptimizeWithGradients". Matrix-projected variables then project the full gradient (the
+// post-hoc path, said in the plan), and training proceeds in both modes.
+func TestGradientAccumulation(t *testing.T) {
+	for _, mode := range []Mode{Matrix, Temporal} {
+		t.Run(mode.String(), func(t *testing.T) {
+			opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(3).WarmUp(4).CheckEvery(3).Done()
+			r := newRun(t, opt)
+			require.NoError(t, r.trainer.AccumulateGradients(2))
+			first := r.step(t)
+			var last float64
+			for range 59 {
+				last = r.step(t)
+			}
+			require.Less(t, last, first/2, "trains with accumulated gradients")
+			report, err := opt.Report(r.store)
+			require.NoError(t, err)
+			require.Equal(t, int64(30), report.Steps, "one optimizer step per 2 train steps")
+			require.Zero(t, report.SkippedSteps)
+			if mode == Matrix {
+				require.Equal(t, PathPostHoc, opt.Plan()[0].Path, opt.PlanString())
+				require.Contains(t, opt.Plan()[0].Why, "AccumulateGradients")
+				require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
+			}
+			requireFinite(t, r.snapshot(t))
+		})
+	}
+}
+
+// TestClipStepByValueClipsTheWeightStep: GoMLX's clip_step_by_value bounds each value of a
+// step. The base optimizer clips the coefficient step, but a lifted step sums Rank coefficients:
+// a weight moved by 1.74e-4 under a clip of 1e-4. Now the weight's own step is clipped, in both
+// modes, as stock Adam's is.
+func TestClipStepByValueClipsTheWeightStep(t *testing.T) {
+	const clip = 1e-4
+	for _, mode := range []Mode{Matrix, Temporal} {
+		t.Run(mode.String(), func(t *testing.T) {
+			opt := Subspace(optimizer.Adam().LearningRate(0.05).Done()).Mode(mode).Rank(3).WarmUp(3).Done()
+			r := newRun(t, opt)
+			r.store.SetParam(optimizer.ParamClipStepByValue, clip)
+			r.step(t) // creates the variables
+			var worst float64
+			for range 8 {
+				before := r.value(t, firstLayer)
+				r.step(t)
+				after := r.value(t, firstLayer)
+				for i := range before {
+					worst = math.Max(worst, math.Abs(after[i]-before[i]))
+				}
+			}
+			require.LessOrEqual(t, worst, clip*(1+1e-3), "largest weight step")
+			require.Greater(t, worst, clip/2, "the clip binds at this learning rate")
+		})
+	}
+}
