@@ -60,7 +60,36 @@ const (
 	ParamTrackingRate      = "subspace_tracking_rate"
 	ParamExplodeFactor     = "subspace_explode_factor"
 	ParamFastTrackingRate  = "subspace_fast_tracking_rate"
+	ParamTrackingFraction  = "subspace_tracking_fraction"
+	ParamDriftMargin       = "subspace_drift_margin"
+	ParamCurvatureFactor   = "subspace_curvature_factor"
+	ParamGrowAbove         = "subspace_grow_above"
+	ParamShrinkBelow       = "subspace_shrink_below"
+	ParamFullUpdateEvery   = "subspace_full_update_every"
+	ParamSide              = "subspace_side"     // "auto" (each variable's smaller side), "left" or "right"
+	ParamEnabled           = "subspace_enabled"  // false: the base optimizer alone
+	ParamMatching          = "subspace_matching" // a regular expression of variable paths; "": the default selection
 )
+
+// DefaultParams returns every Param* hyperparameter with its default value. GoMLX's
+// commandline.ParseSettings (a program's -set flag) only sets params the store already holds:
+// register these with the program's own defaults, then read them with Config.FromScope.
+//
+//	store.SetParams(hooks.DefaultParams())
+//	commandline.ParseSettings(store, *flagSettings) // -set "subspace_rank=16;subspace_mode=temporal"
+//	opt := hooks.Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done()
+func DefaultParams() map[string]any {
+	p := DefaultPolicy()
+	return map[string]any{
+		ParamRank: DefaultRank, ParamVarianceThreshold: 0.0, ParamWarmUp: DefaultWarmUp,
+		ParamCheckEvery: p.CheckEvery, ParamResidualThreshold: p.ResidualThreshold, ParamLossPatience: p.LossPatience,
+		ParamWeightDecay: 0.0, ParamMode: Matrix.String(), ParamMinRank: 0, ParamMaxRank: 0,
+		ParamTrackingRate: p.TrackingRate, ParamExplodeFactor: p.ExplodeFactor, ParamFastTrackingRate: p.FastTrackingRate,
+		ParamTrackingFraction: p.TrackingFraction, ParamDriftMargin: p.DriftMargin, ParamCurvatureFactor: p.CurvatureFactor,
+		ParamGrowAbove: p.GrowAbove, ParamShrinkBelow: p.ShrinkBelow, ParamFullUpdateEvery: p.FullUpdateEvery,
+		ParamSide: "auto", ParamEnabled: true, ParamMatching: "",
+	}
+}
 
 // Defaults, chosen to work on small problems without tuning.
 const (
@@ -147,6 +176,7 @@ type Config struct {
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
 	explicit          bool // variables chosen by the user: impossible ones are errors, not skipped
+	fromScope         bool // FromScope was called: the first build reads the params again
 	paramErr          error
 }
 
@@ -167,10 +197,39 @@ func Subspace(base optimizer.Interface) *Config {
 	}
 }
 
-// FromScope reads the hyperparameters set in the scope's params (see the Param* constants),
-// keeping the current values for those not set. A param of the wrong type (a string where a
-// number is wanted) is reported by Validate, and by the first step, naming the param.
+// FromScope reads the hyperparameters set in the scope's params (see the Param* constants and
+// DefaultParams), keeping the current values for those not set. The optimizer reads them again
+// from the training scope when it builds its first step, so params set after FromScope (a -set
+// flag parsed later) are not lost. A param of the wrong type (a string where a number is
+// wanted) is reported by Validate, and by the first step, naming the param.
 func (c *Config) FromScope(scope *model.Scope) *Config {
+	c.fromScope = true
+	c.policy.TrackingFraction = readParam(c, scope, ParamTrackingFraction, c.policy.TrackingFraction)
+	c.policy.DriftMargin = readParam(c, scope, ParamDriftMargin, c.policy.DriftMargin)
+	c.policy.CurvatureFactor = readParam(c, scope, ParamCurvatureFactor, c.policy.CurvatureFactor)
+	c.policy.GrowAbove = readParam(c, scope, ParamGrowAbove, c.policy.GrowAbove)
+	c.policy.ShrinkBelow = readParam(c, scope, ParamShrinkBelow, c.policy.ShrinkBelow)
+	c.policy.FullUpdateEvery = readParam(c, scope, ParamFullUpdateEvery, c.policy.FullUpdateEvery)
+	c.enabled = readParam(c, scope, ParamEnabled, c.enabled)
+	sideName := "auto"
+	if c.side != sideAuto {
+		sideName = projector.Side(c.side).String()
+	}
+	switch side := readParam(c, scope, ParamSide, sideName); side {
+	case "auto":
+		c.side = sideAuto
+	case projector.Left.String():
+		c.side = int(projector.Left)
+	case projector.Right.String():
+		c.side = int(projector.Right)
+	default:
+		if c.paramErr == nil {
+			c.paramErr = fmt.Errorf("%s: unknown side %q (use auto, left or right)", ParamSide, side)
+		}
+	}
+	if pattern := readParam(c, scope, ParamMatching, ""); pattern != "" {
+		c.Matching(pattern)
+	}
 	c.rank = readParam(c, scope, ParamRank, c.rank)
 	c.varianceThreshold = readParam(c, scope, ParamVarianceThreshold, c.varianceThreshold)
 	c.warmUp = readParam(c, scope, ParamWarmUp, c.warmUp)

@@ -55,15 +55,16 @@ type Optimizer struct {
 	cfg       Config
 	configErr error
 
-	mu        sync.Mutex
-	plan      []PlanEntry // as of the last graph built
-	stateRoot string      // absolute scope of the state variables
-	lastGraph *Graph
-	marks     GraphMarks
-	roots     []*Node
-	builds    int
-	ranks     map[string]int // variable path → rank, where the rank rule changed it
-	store     *model.Store   // the store of the first step graph: one optimizer serves one trainer
+	mu         sync.Mutex
+	plan       []PlanEntry // as of the last graph built
+	stateRoot  string      // absolute scope of the state variables
+	lastGraph  *Graph
+	marks      GraphMarks
+	roots      []*Node
+	builds     int
+	ranks      map[string]int // variable path → rank, where the rank rule changed it
+	store      *model.Store   // the store of the first step graph: one optimizer serves one trainer
+	paramsRead bool           // FromScope's params were read again from the training scope
 }
 
 // GraphMarks are node-count boundaries in the last step graph built: nodes before Forward were
@@ -91,8 +92,29 @@ func (o *Optimizer) StepGraph() (*Graph, GraphMarks) {
 	return o.lastGraph, o.marks
 }
 
-// Config returns a copy of the optimizer's configuration.
-func (o *Optimizer) Config() Config { return o.cfg }
+// Config returns a copy of the optimizer's configuration (a pointer, so that its methods, such
+// as Validate, can be called on it directly).
+func (o *Optimizer) Config() *Config {
+	c := o.cfg
+	return &c
+}
+
+// readParams reads the params again from the training scope at the first build, when the
+// configuration came from FromScope: params set after it (a -set flag parsed later) count.
+func (o *Optimizer) readParams(scope *model.Scope) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.cfg.fromScope || o.paramsRead {
+		return
+	}
+	o.paramsRead = true
+	cfg := o.cfg
+	cfg.paramErr = nil
+	cfg.FromScope(scope)
+	// The training scope's params are authoritative: they replace the configuration, and its
+	// error, that Done saw.
+	o.cfg, o.configErr = cfg, cfg.Validate()
+}
 
 // Clear deletes the projector's state and the base optimizer's.
 func (o *Optimizer) Clear(scope *model.Scope) error {
@@ -124,6 +146,7 @@ func (o *Optimizer) record(g *Graph, marks GraphMarks, plan []PlanEntry, stateRo
 // UpdateGraph implements optimizer.Interface: it builds the gradient, projection, drift check and
 // update of one training step.
 func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
+	o.readParams(scope)
 	if o.configErr != nil {
 		exceptions.Panicf("%v", o.configErr)
 	}
@@ -163,6 +186,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 // the plan). There is no loss either, so the rules that read it (the explosion guard, the loss
 // plateau) are off; non-finite gradients still skip the step.
 func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, lossDType dtypes.DType) {
+	o.readParams(scope)
 	if o.configErr != nil {
 		exceptions.Panicf("%v", o.configErr)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gomlx/gomlx/ui/commandline"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
@@ -492,4 +493,38 @@ func TestFromScope(t *testing.T) {
 
 	_, err := Subspace(optimizer.Adam().Done()).Done().Report(nil)
 	require.ErrorContains(t, err, "Report needs the store")
+}
+
+// TestSettingsFromTheCommandLine: a GoMLX program registers its params' defaults, parses -set
+// with commandline.ParseSettings, and builds its optimizer from the scope. ParseSettings failed
+// for the projector's params ("not known in the root scope") unless the user registered them by
+// hand; Side, the selection, Enabled and most Policy fields had no param; and params set after
+// FromScope were ignored. A param of the wrong type is an error of the first step, not a panic.
+func TestSettingsFromTheCommandLine(t *testing.T) {
+	store := model.NewStore()
+	store.SetParams(DefaultParams())
+	opt := Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done() // before -set is parsed
+	_, err := commandline.ParseSettings(store, "subspace_rank=2;subspace_side=right;subspace_matching=^/hidden/dense/weights$;subspace_tracking_fraction=0.5;subspace_drift_margin=0.2")
+	require.NoError(t, err)
+	r := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
+	r.step(t)
+	plan := opt.Plan()
+	require.Equal(t, "right", plan[0].Side, opt.PlanString())
+	require.Equal(t, 2, plan[0].Rank, opt.PlanString())
+	require.Contains(t, opt.PlanString(), `not selected (variables matching "^/hidden/dense/weights$")`)
+	require.Equal(t, 0.5, opt.Config().DriftPolicy().TrackingFraction)
+	require.Equal(t, 0.2, opt.Config().DriftPolicy().DriftMargin)
+	require.NoError(t, opt.Config().Validate(), "Config() can be validated as returned")
+
+	for key := range DefaultParams() { // every param can be set from the command line
+		_, err := commandline.ParseSettings(store, key+"="+fmt.Sprint(DefaultParams()[key]))
+		require.NoError(t, err, key)
+	}
+
+	bad := model.NewStore()
+	bad.SetParams(DefaultParams())
+	badOpt := Subspace(optimizer.Adam().Done()).FromScope(bad.RootScope()).Done()
+	bad.RootScope().SetParam(ParamRank, "six") // set after FromScope: read at the first step
+	_, err = train.NewTrainer(testBackend(t), bad, mlp, loss.MeanSquaredError, badOpt, nil, nil).TrainStep(r.batch())
+	require.ErrorContains(t, err, `param "subspace_rank" has the wrong type`)
 }
