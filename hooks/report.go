@@ -487,6 +487,24 @@ func (m *Monitor) writeTrace(r Report) error {
 	return err
 }
 
+// ProgressMetric is a column for GoMLX's progress bar (commandline.AttachProgressBar(loop,
+// mon.ProgressMetric())): the projector's state as of the last observation, in one short value.
+// With a progress bar on the terminal, set Logf to nil (or to a file's logger) and read the
+// events here and in Events: log lines tear the bar.
+func (m *Monitor) ProgressMetric() func() (name, value string) {
+	return func() (string, string) {
+		r := m.last
+		value := fmt.Sprintf("refreshes %d, residual %.2f", r.Refreshes, r.LastCheckResidual)
+		if r.SkippedSteps > 0 {
+			value += fmt.Sprintf(", skipped %d", r.SkippedSteps)
+		}
+		if r.RankChanges > 0 {
+			value += ", ranks " + r.Ranks()
+		}
+		return "subspace", value
+	}
+}
+
 // AttachToLoop makes the loop call Observe after every step, with the loop's trainer (so the
 // rank rule can act).
 func (m *Monitor) AttachToLoop(loop *train.Loop) {
