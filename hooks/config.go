@@ -27,9 +27,11 @@
 //     vectors of a ring buffer of recent gradients; warm-up steps are full steps.
 //
 // Every CheckEvery steps a drift check reads the relative residual ‖g − proj(g)‖/‖g‖ (matrix mode:
-// estimated every step from a sketch); above ResidualThreshold, or when a smoothed loss stops
-// falling for LossPatience checks, the bases are refreshed (matrix mode: a burst of fast
-// tracking). All of it runs inside the one compiled step graph, with no control flow in matrix
+// estimated every step from a sketch). The bases are refreshed (matrix mode: a burst of fast
+// tracking) when the residual is above ResidualThreshold and has grown by more than DriftMargin
+// since the basis's first check (a temporal basis never learned is replaced at once), when a
+// smoothed loss stops falling for LossPatience checks, or when the curvature of the loss along the
+// last step jumps above CurvatureFactor times its smoothed magnitude (see Policy). All of it runs inside the one compiled step graph, with no control flow in matrix
 // mode: phases come from a step counter held in a variable, so neither phase switches nor
 // refreshes recompile anything. The state (bases, snapshots, counters) lives in GoMLX
 // variables under the "subspace" scope, so checkpoints carry it.
@@ -277,7 +279,9 @@ func (c *Config) Side(side projector.Side) *Config { c.side = int(side); return 
 func (c *Config) Enabled(enabled bool) *Config { c.enabled = enabled; return c }
 
 // Rank sets k, the number of directions kept per variable (the maximum, if VarianceThreshold is
-// set). It must satisfy 1 ≤ k ≤ WarmUp and k ≤ the variable's number of elements.
+// set). It must be at least 1; in matrix mode below each projected matrix's smaller side (the
+// default selection leaves out matrices it would not shrink), in temporal mode at most WarmUp
+// (n gradients span at most n directions) and the variable's number of elements.
 func (c *Config) Rank(k int) *Config { c.rank = k; return c }
 
 // VarianceThreshold in (0, 1] chooses the rank at each SVD: the fewest leading directions (at most

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -960,7 +961,10 @@ func (o *Optimizer) Plan() []PlanEntry {
 func (o *Optimizer) PlanString() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "subspace (%s mode, rank %d):\n", o.cfg.mode, o.cfg.rank)
-	for _, e := range o.Plan() {
+	plan := o.Plan()
+	rows := make([][3]string, len(plan))
+	widths := [3]int{}
+	for i, e := range plan {
 		detail := string(e.Path)
 		if e.Path == PathDirect || e.Path == PathPostHoc {
 			detail += fmt.Sprintf(", %s side", e.Side)
@@ -968,7 +972,13 @@ func (o *Optimizer) PlanString() string {
 		if e.Path != PathFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
 		}
-		fmt.Fprintf(&b, "  %-36s %-14s %-28s %s\n", e.Variable, fmt.Sprint(e.Shape.Dimensions), detail, e.Why)
+		rows[i] = [3]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail}
+		for c, cell := range rows[i] { // columns as wide as their longest cell
+			widths[c] = max(widths[c], utf8.RuneCountInString(cell))
+		}
+	}
+	for i, e := range plan {
+		fmt.Fprintf(&b, "  %-*s  %-*s  %-*s  %s\n", widths[0], rows[i][0], widths[1], rows[i][1], widths[2], rows[i][2], e.Why)
 	}
 	return b.String()
 }
