@@ -160,20 +160,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	if !loss.IsScalar() {
 		exceptions.Panicf("hooks.Subspace: the loss must be a scalar, got shape %s", loss.Shape())
 	}
-	// Plans, rank decisions and FLOP records are per optimizer: shared by two trainers they
-	// would leak from one model into the other.
-	if !o.claimStore(scope) {
-		exceptions.Panicf("hooks.Subspace: this optimizer already trains another store's variables: create one optimizer (hooks.Subspace(...).Done()) per trainer")
-	}
-
-	// Trainable variables in use, in the store's order (the order the base optimizer pairs
-	// gradients with variables), and the plan for each.
-	var trainables []*model.Variable
-	for v := range scope.IterVariables() {
-		if v.Trainable && v.InUseByGraph(g) {
-			trainables = append(trainables, v)
-		}
-	}
+	trainables := o.trainablesOf(scope, g)
 	if len(trainables) == 0 {
 		exceptions.Panicf("hooks.Subspace: no trainable variable is used by the model: nothing to optimize")
 	}
@@ -200,6 +187,18 @@ func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, 
 		o.record(g, GraphMarks{}, nil, "", nil)
 		return
 	}
+	trainables := o.trainablesOf(scope, g)
+	if len(trainables) != len(grads) {
+		exceptions.Panicf("hooks.Subspace: UpdateGraphWithGradients got %d gradients for %d trainable variables in use: they must pair one to one, in the store's order", len(grads), len(trainables))
+	}
+	o.buildStep(scope, g, trainables, Scalar(g, lossDType, 0), grads, 0)
+}
+
+// trainablesOf claims the scope's store for this optimizer and returns the trainable variables
+// the graph uses, in the store's order (the order the base optimizer, and the trainer's
+// gradients, pair with them). Plans, rank decisions and FLOP records are per optimizer: shared
+// by two trainers they would leak from one model into the other, so a second store is an error.
+func (o *Optimizer) trainablesOf(scope *model.Scope, g *Graph) []*model.Variable {
 	if !o.claimStore(scope) {
 		exceptions.Panicf("hooks.Subspace: this optimizer already trains another store's variables: create one optimizer (hooks.Subspace(...).Done()) per trainer")
 	}
@@ -209,10 +208,7 @@ func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, 
 			trainables = append(trainables, v)
 		}
 	}
-	if len(trainables) != len(grads) {
-		exceptions.Panicf("hooks.Subspace: UpdateGraphWithGradients got %d gradients for %d trainable variables in use: they must pair one to one, in the store's order", len(grads), len(trainables))
-	}
-	o.buildStep(scope, g, trainables, Scalar(g, lossDType, 0), grads, 0)
+	return trainables
 }
 
 // claimStore records the store this optimizer trains; false if it already trains another.
