@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -372,4 +373,19 @@ func TestClipStepByValueClipsTheWeightStep(t *testing.T) {
 			require.Greater(t, worst, clip/2, "the clip binds at this learning rate")
 		})
 	}
+}
+
+// TestProgressMetric: the Monitor's column for GoMLX's progress bar names the projector's state
+// as of the last observation (log lines would tear the bar).
+func TestProgressMetric(t *testing.T) {
+	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(2).CheckEvery(2).Done()
+	r := newRun(t, opt)
+	mon := opt.NewMonitor(r.store)
+	mon.Logf = nil
+	r.stepsObserved(t, mon, 6)
+	name, value := mon.ProgressMetric()()
+	require.Equal(t, "subspace", name)
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Contains(t, value, fmt.Sprintf("refreshes %d, residual %.2f", report.Refreshes, report.LastCheckResidual))
 }
