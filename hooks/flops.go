@@ -21,8 +21,8 @@ type FLOPs struct {
 	// Optimizer is the base optimizer, the lift of the update and the drift bookkeeping.
 	Optimizer int64
 	// PerLearn is the gated work of learning the bases (all projected variables together), paid
-	// on the steps that learn (Report.LearnRuns); PerCheck, of a drift check (Report.Checks).
-	PerLearn, PerCheck int64
+	// on the steps that learn (Report.LearnRuns): the temporal eigen-solve. Matrix mode has none.
+	PerLearn int64
 	// Ops counts the executed ops (every live node but parameters and constants) of an ordinary
 	// step, by the same split: what a step costs in kernel launches and small-op overhead,
 	// which FLOPs do not show.
@@ -33,14 +33,14 @@ type FLOPs struct {
 func (f FLOPs) StepOps() int { return f.Ops.Forward + f.Ops.Gradient + f.Ops.Optimizer }
 
 // Gated returns the gated work done over a run, from its report's counts.
-func (f FLOPs) Gated(r Report) int64 { return r.LearnRuns*f.PerLearn + r.Checks*f.PerCheck }
+func (f FLOPs) Gated(r Report) int64 { return r.LearnRuns * f.PerLearn }
 
 // Step returns the FLOPs of an ordinary step: everything but the gated work.
 func (f FLOPs) Step() int64 { return f.Forward + f.Gradient + f.Optimizer }
 
 func (f FLOPs) String() string {
-	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per learning %s, per check %s",
-		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerLearn), HumanFLOPs(f.PerCheck))
+	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per learning %s",
+		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerLearn))
 }
 
 // HumanFLOPs formats a FLOP count with an SI prefix ("7.3GFLOP").
@@ -103,7 +103,7 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 			continue
 		}
 		cost := productFLOPs(n, consumed)
-		_, _, inGate := gatedTrips(gated, i)
+		_, inGate := gatedTrips(gated, i)
 		if t := n.Type(); !inGate && t != NodeTypeParameter && t != NodeTypeConstant {
 			switch {
 			case i < marks.Forward:
@@ -117,12 +117,8 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 		if cost == 0 {
 			continue
 		}
-		if trips, check, ok := gatedTrips(gated, i); ok {
-			if check {
-				f.PerCheck += cost * int64(trips)
-			} else {
-				f.PerLearn += cost * int64(trips)
-			}
+		if trips, ok := gatedTrips(gated, i); ok {
+			f.PerLearn += cost * int64(trips)
 			continue
 		}
 		switch {
@@ -137,15 +133,14 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 	return f
 }
 
-// gatedTrips finds the innermost gated range holding node i: how many times it runs per gate
-// run, and whether it is a check's work.
-func gatedTrips(ranges []projector.GatedRange, i int) (trips int, check, ok bool) {
+// gatedTrips finds the innermost gated range holding node i: how many times it runs per gate run.
+func gatedTrips(ranges []projector.GatedRange, i int) (trips int, ok bool) {
 	for _, r := range ranges {
 		if i >= r.Start && i < r.End {
-			return r.Trips, r.Check, true
+			return r.Trips, true
 		}
 	}
-	return 0, false, false
+	return 0, false
 }
 
 // productFLOPs is 2·M·N·K for a product node, 0 for anything else.

@@ -8,7 +8,9 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 )
 
-// NewIsolatedClosure is graph.NewClosure for closures built next to, or inside, other closures.
+// newIsolatedClosure is graph.NewClosure for closures built next to, or inside, other closures
+// (the temporal eigen-solver's While), and records the closure's nodes as gated work run trips
+// times each time it runs (the iteration count for a While body).
 //
 // GoMLX (v0.28) caches scalar constants per graph, not per function, so a scalar first created
 // inside one closure would be handed out again to a sibling or nested closure, or to the main
@@ -18,17 +20,10 @@ import (
 // It does the same for the XLA builder's caches of reduction functions (go-xla v0.4.13 keeps one
 // per dtype and reduction for the whole computation, parented on the function that first used
 // it, and refuses it in any other: "reductionFn is not a StableHLO closure of closure2").
-func NewIsolatedClosure(g *Graph, fn func(g *Graph) []*Node) *Function {
-	return newIsolatedClosure(g, 1, false, fn)
-}
-
-// newIsolatedClosure builds the closure and records its nodes as gated work run trips times
-// each time the closure runs (1 for an If branch, the iteration count for a While body); check
-// marks the work of a drift check, as opposed to learning.
-func newIsolatedClosure(g *Graph, trips int, check bool, fn func(g *Graph) []*Node) *Function {
+func newIsolatedClosure(g *Graph, trips int, fn func(g *Graph) []*Node) *Function {
 	start := len(g.Nodes())
 	defer func() {
-		recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips, Check: check})
+		recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips})
 	}()
 	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("scalars"))()
 	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("tensorConstants"))()
@@ -78,12 +73,11 @@ func xlaBuilderCaches(g *Graph) []reflect.Value {
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that
 // runs only on some steps: the temporal eigen-solver's While, Trips times each (at most: it stops
-// once converged) on the steps that learn a basis. Check marks the work of a drift check (none
-// is gated today).
+// once converged) on the steps that learn a basis. Nothing else is gated: matrix mode's step has
+// no control flow.
 type GatedRange struct {
 	Start, End int
 	Trips      int
-	Check      bool
 }
 
 type gatedKey struct{}

@@ -83,7 +83,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	i32 := shapes.Make(dtypes.Int32)
 	trips := rounds * sweeps
 	// The loop limit travels in the state: closures capture nothing (see gate).
-	cond := newIsolatedClosure(g, trips, false, func(g *Graph) []*Node {
+	cond := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		limit := Parameter(g, "limit", i32)
 		am := Parameter(g, "a", a.Shape())
@@ -98,7 +98,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		converged := LessOrEqual(off, MulScalar(total, tol*tol))
 		return []*Node{LogicalAnd(LessThan(i, limit), LogicalNot(converged))}
 	})
-	body := newIsolatedClosure(g, trips, false, func(g *Graph) []*Node {
+	body := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
 		i := Parameter(g, "i", i32)
 		limit := Parameter(g, "limit", i32)
 		am := Parameter(g, "a", a.Shape())
