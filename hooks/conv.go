@@ -3,12 +3,11 @@ package hooks
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
-	"strconv"
 
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -72,24 +71,9 @@ func (c *convInfo) kernelOf(m2 *Node) *Node {
 	return TransposeAllAxes(k, c.fromMatrix...)
 }
 
-var (
-	convAxisRE  = regexp.MustCompile(`\b(InputBatch|OutputBatch|OutputChannels|KernelOutputChannels):(\d+)`)
-	convGroupRE = regexp.MustCompile(`\b(channelGroupCount|batchGroupCount)=(\d+)`)
-)
-
-// convParams reads a ConvGeneral node's axes and group counts from its description, the only
-// public view of them (TestConvParamsParse pins the format).
-func convParams(node *Node) map[string]int {
-	params := map[string]int{}
-	desc := node.String()
-	for _, re := range []*regexp.Regexp{convAxisRE, convGroupRE} {
-		for _, m := range re.FindAllStringSubmatch(desc, -1) {
-			v, _ := strconv.Atoi(m[2])
-			params[m[1]] = v
-		}
-	}
-	return params
-}
+// convParams reads a ConvGeneral node's axes and group counts (from its description: see
+// internal/upstream).
+func convParams(node *Node) map[string]int { return upstream.ConvGeneralParams(node) }
 
 // convProduct is the direct path's view of a convolution whose kernel is w, or why there is none.
 func convProduct(node, w *Node) (*product, string) {

@@ -131,20 +131,6 @@ func TestConvDirectCoefficients(t *testing.T) {
 	}
 }
 
-// TestConvParamsParse pins the description format convParams reads (GoMLX exposes a
-// convolution's axes only through it).
-func TestConvParamsParse(t *testing.T) {
-	_, err := ExecOnceN(testBackend(t), func(x, kernel *Node) []*Node {
-		y := Convolve(x, kernel).ChannelsAxis(timage.ChannelsFirst).PadSame().Done()
-		params := convParams(y)
-		require.Equal(t, map[string]int{"InputBatch": 0, "OutputBatch": 0, "OutputChannels": 1, "KernelOutputChannels": 0,
-			"channelGroupCount": 1, "batchGroupCount": 1}, params, y.String())
-		require.Equal(t, int64(2*4*6*5*5*(3*3*3)), convFLOPs(y))
-		return []*Node{y}
-	}, tensors.FromShape(shapes.Make(dtypes.Float32, 4, 3, 5, 5)), tensors.FromShape(shapes.Make(dtypes.Float32, 6, 3, 3, 3)))
-	require.NoError(t, err)
-}
-
 // convNet is two 3×3 convolutions (16 and 32 channels) and a dense head on 8×8 images, as a
 // GoMLX user writes it (layers.Convolution: kernels [3, 3, in, out]).
 func convNet(scope *model.Scope, x *Node) *Node {

@@ -2,12 +2,11 @@ package hooks
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // product is the single product node through which a weight W reaches the loss, seen as the
@@ -85,11 +84,11 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 }
 
 func fusedDenseProduct(node, w *Node) (*product, string) {
-	desc := node.String()
 	if node.Inputs()[1] != w {
 		return nil, "used as the input of a dense layer, not its weight"
 	}
-	if !strings.Contains(desc, "Activation:{Type:None}") {
+	noActivation, layout := upstream.FusedDenseForm(node)
+	if !noActivation {
 		return nil, "its dense layer fuses an activation (∂y would be taken after it)"
 	}
 	x := node.Inputs()[0]
@@ -99,11 +98,11 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	p := &product{node: node, x: x, operand: w, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
 	p.xRows = func(x *Node) *Node { return Reshape(x, x.Shape().Size()/in, in) }
 	p.dyRows = func(dy *Node) *Node { return Reshape(dy, dy.Shape().Size()/n, n) }
-	switch {
-	case strings.Contains(desc, "WeightLayout:InputOutputs"):
+	switch layout {
+	case upstream.LayoutInputOutputs:
 		p.fromW = func(w *Node) *Node { return Reshape(w, in, n) }
 		p.toW = func(w2 *Node) *Node { return Reshape(w2, wDims...) }
-	case strings.Contains(desc, "WeightLayout:OutputsInput"):
+	case upstream.LayoutOutputsInput:
 		p.fromW = func(w *Node) *Node { return Transpose(Reshape(w, n, in), 0, 1) }
 		p.toW = func(w2 *Node) *Node { return Reshape(Transpose(w2, 0, 1), wDims...) }
 	default:
@@ -112,21 +111,8 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	return p, ""
 }
 
-var axesRE = regexp.MustCompile(`(lhsContractingAxes|lhsBatchAxes|rhsContractingAxes|rhsBatchAxes)=\[([0-9 ]*)\]`)
-
-// dotAxes reads a DotGeneral node's axes from its description, the only public view of them.
-func dotAxes(node *Node) map[string][]int {
-	axes := map[string][]int{}
-	for _, m := range axesRE.FindAllStringSubmatch(node.String(), -1) {
-		var list []int
-		for _, f := range strings.Fields(m[2]) {
-			v, _ := strconv.Atoi(f)
-			list = append(list, v)
-		}
-		axes[m[1]] = list
-	}
-	return axes
-}
+// dotAxes reads a DotGeneral node's axes (from its description: see internal/upstream).
+func dotAxes(node *Node) map[string][]int { return upstream.DotGeneralAxes(node) }
 
 func dotGeneralProduct(node, w *Node) (*product, string) {
 	axes := dotAxes(node)

@@ -2,12 +2,10 @@ package projector
 
 import (
 	"math/rand/v2"
-	"reflect"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
-	"github.com/gomlx/go-xla/compute/xla"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -34,24 +32,4 @@ func TestGatedLearningCapturesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, captured, "closures must take every value through their parameters")
 	require.InDeltaSlice(t, tensors.MustCopyFlatData[float32](outs[1]), tensors.MustCopyFlatData[float32](outs[0]), 1e-5)
-}
-
-// TestXLABuilderCachesAreFound guards the workaround for go-xla's builder-wide function caches:
-// the fields newIsolatedClosure swaps out must exist, as maps, in the go-xla version this module
-// builds with (a new version without them needs the workaround reviewed), and isolateMap must
-// empty a map for the closure and restore it afterwards.
-func TestXLABuilderCachesAreFound(t *testing.T) {
-	builder := reflect.TypeFor[xla.Builder]()
-	for _, name := range xlaCacheFields {
-		f, ok := builder.FieldByName(name)
-		require.True(t, ok, "go-xla's Builder has no field %s", name)
-		require.Equal(t, reflect.Map, f.Type.Kind(), name)
-	}
-	var holder struct{ cache map[string]int }
-	holder.cache = map[string]int{"main": 1}
-	restore := isolateMap(reflect.ValueOf(&holder).Elem().FieldByName("cache"))
-	require.Empty(t, holder.cache, "emptied while a closure is built")
-	holder.cache["closure"] = 2
-	restore()
-	require.Equal(t, map[string]int{"main": 1}, holder.cache, "restored afterwards, without the closure's entries")
 }

@@ -2,10 +2,9 @@ package projector
 
 import (
 	"fmt"
-	"reflect"
-	"unsafe"
 
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // newIsolatedClosure is graph.NewClosure for closures built next to, or inside, other closures
@@ -19,56 +18,15 @@ import (
 // this helper empties the cache (fn's scalars are its own) and afterwards restores it as it was.
 // It does the same for the XLA builder's caches of reduction functions (go-xla v0.4.13 keeps one
 // per dtype and reduction for the whole computation, parented on the function that first used
-// it, and refuses it in any other: "reductionFn is not a StableHLO closure of closure2").
+// it, and refuses it in any other: "reductionFn is not a StableHLO closure of closure2"). Both
+// are upstream limits: see internal/upstream.
 func newIsolatedClosure(g *Graph, trips int, fn func(g *Graph) []*Node) *Function {
 	start := len(g.Nodes())
 	defer func() {
 		recordGated(g, GatedRange{Start: start, End: len(g.Nodes()), Trips: trips})
 	}()
-	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("scalars"))()
-	defer isolateMap(reflect.ValueOf(g).Elem().FieldByName("tensorConstants"))()
-	for _, cache := range xlaBuilderCaches(g) {
-		defer isolateMap(cache)()
-	}
+	defer upstream.IsolateFunctionCaches(g)()
 	return NewClosure(g, fn)
-}
-
-// isolateMap empties the map in field (an unexported field, reached through unsafe) and returns
-// the function that puts its entries back. An invalid field (another library version that keeps
-// no such cache) is left alone.
-func isolateMap(field reflect.Value) (restore func()) {
-	if !field.IsValid() || field.Kind() != reflect.Map || !field.CanAddr() {
-		return func() {}
-	}
-	field = reflect.NewAt(field.Type(), unsafe.Pointer(field.UnsafeAddr())).Elem()
-	saved := field.Interface()
-	field.Set(reflect.MakeMap(field.Type()))
-	return func() { field.Set(reflect.ValueOf(saved)) }
-}
-
-// xlaCacheFields name the caches of go-xla's Builder (compute/xla) that hold functions.
-var xlaCacheFields = []string{"cacheReductions", "cacheArgMinMax", "cacheSelections"}
-
-// xlaBuilderCaches are the fields of go-xla's builder for g that cache functions (reductions,
-// arg-min/max, selections) across the whole computation; none on other backends.
-func xlaBuilderCaches(g *Graph) []reflect.Value {
-	builder := reflect.ValueOf(g).Elem().FieldByName("builder")
-	for builder.IsValid() && (builder.Kind() == reflect.Interface || builder.Kind() == reflect.Pointer) {
-		if builder.IsNil() {
-			return nil
-		}
-		builder = builder.Elem()
-	}
-	if !builder.IsValid() || builder.Kind() != reflect.Struct {
-		return nil
-	}
-	var caches []reflect.Value
-	for _, name := range xlaCacheFields {
-		if f := builder.FieldByName(name); f.IsValid() {
-			caches = append(caches, f)
-		}
-	}
-	return caches
 }
 
 // GatedRange is a range of a graph's nodes (by index in Graph.Nodes) built inside a closure that

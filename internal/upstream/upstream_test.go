@@ -1,0 +1,88 @@
+package upstream
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/go-xla/compute/xla"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	timage "github.com/gomlx/gomlx/core/tensors/images"
+	"github.com/gomlx/gomlx/ml/layers"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/stretchr/testify/require"
+)
+
+// TestXLABuilderCachesAreFound: the fields IsolateFunctionCaches swaps out must exist, as maps,
+// in the go-xla version this module builds with (a new version without them needs the
+// workaround reviewed).
+func TestXLABuilderCachesAreFound(t *testing.T) {
+	builder := reflect.TypeFor[xla.Builder]()
+	for _, name := range xlaCacheFields {
+		f, ok := builder.FieldByName(name)
+		require.True(t, ok, "go-xla's Builder has no field %s", name)
+		require.Equal(t, reflect.Map, f.Type.Kind(), name)
+	}
+}
+
+// TestIsolateMap: a cache is emptied while a closure is built and restored afterwards, without
+// the closure's entries; GoMLX's graph still has the scalar cache it empties.
+func TestIsolateMap(t *testing.T) {
+	var holder struct{ cache map[string]int }
+	holder.cache = map[string]int{"main": 1}
+	restore := isolateMap(reflect.ValueOf(&holder).Elem().FieldByName("cache"))
+	require.Empty(t, holder.cache, "emptied while a closure is built")
+	holder.cache["closure"] = 2
+	restore()
+	require.Equal(t, map[string]int{"main": 1}, holder.cache, "restored afterwards, without the closure's entries")
+
+	graphType := reflect.TypeFor[Graph]()
+	for _, name := range []string{"scalars", "tensorConstants"} {
+		f, ok := graphType.FieldByName(name)
+		require.True(t, ok, "GoMLX's Graph has no field %s: review IsolateFunctionCaches", name)
+		require.Equal(t, reflect.Map, f.Type.Kind(), name)
+	}
+}
+
+// TestDescriptionsParse pins the description formats read for DotGeneral, ConvGeneral and
+// FusedDense nodes (GoMLX exposes their parameters only through Node.String).
+func TestDescriptionsParse(t *testing.T) {
+	backend, err := backends.New("go")
+	require.NoError(t, err)
+	f32 := func(dims ...int) *tensors.Tensor { return tensors.FromShape(shapes.Make(dtypes.Float32, dims...)) }
+	_, err = ExecOnceN(backend, func(x, kernel, a, b *Node) []*Node {
+		y := Convolve(x, kernel).ChannelsAxis(timage.ChannelsFirst).PadSame().Done()
+		require.Equal(t, map[string]int{"InputBatch": 0, "OutputBatch": 0, "OutputChannels": 1, "KernelOutputChannels": 0,
+			"channelGroupCount": 1, "batchGroupCount": 1}, ConvGeneralParams(y), y.String())
+
+		d := DotGeneral(a, []int{2}, []int{0}, b, []int{1}, []int{0})
+		require.Equal(t, map[string][]int{"lhsContractingAxes": {2}, "lhsBatchAxes": {0}, "rhsContractingAxes": {1}, "rhsBatchAxes": {0}},
+			DotGeneralAxes(d), d.String())
+
+		return []*Node{y, d}
+	}, f32(4, 3, 5, 5), f32(6, 3, 3, 3), f32(2, 3, 4), f32(2, 4, 5))
+	require.NoError(t, err)
+
+	// A dense layer as GoMLX's layers build it: on the Go backend, one FusedDense node.
+	store := model.NewStore()
+	found := false
+	exec, err := model.NewExec(backend, store, func(scope *model.Scope, x *Node) *Node {
+		y := layers.DenseWithBias(scope.In("dense"), x, 7)
+		for _, n := range x.Graph().Nodes() {
+			if n.Type() == NodeTypeFusedDense {
+				found = true
+				noActivation, layout := FusedDenseForm(n)
+				require.True(t, noActivation, n.String())
+				require.Equal(t, LayoutInputOutputs, layout, n.String())
+			}
+		}
+		return y
+	})
+	require.NoError(t, err)
+	_, err = exec.Exec(f32(2, 4))
+	require.NoError(t, err)
+	require.True(t, found, "the Go backend's dense layer is a FusedDense node")
+}
