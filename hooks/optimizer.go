@@ -24,19 +24,23 @@ type gradientOptimizer interface {
 	UpdateGraphWithGradients(scope *model.Scope, grads []*Node, lossDType dtypes.DType)
 }
 
-// Refresh causes, as stored in the "last_svd_cause" state variable.
+// Cause is why a basis was learned or refreshed, as stored in the "last_svd_cause" state
+// variable.
+type Cause int32
+
+// Refresh causes.
 const (
-	CauseNone      = 0
-	CauseWarmUp    = 1 // a basis learned during (temporal: at the end of) warm-up
-	CauseResidual  = 2 // a drift check found the residual above the threshold
-	CauseLoss      = 3 // the smoothed loss stopped falling for LossPatience checks
-	CauseCurvature = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
-	CauseRank      = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
+	CauseNone      Cause = 0
+	CauseWarmUp    Cause = 1 // a basis learned during (temporal: at the end of) warm-up
+	CauseResidual  Cause = 2 // a drift check found the residual above the threshold
+	CauseLoss      Cause = 3 // the smoothed loss stopped falling for LossPatience checks
+	CauseCurvature Cause = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
+	CauseRank      Cause = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
 )
 
-// CauseName returns a readable name of a refresh cause.
-func CauseName(cause int) string {
-	switch cause {
+// String returns a readable name of the cause.
+func (c Cause) String() string {
+	switch c {
 	case CauseWarmUp:
 		return "warm-up"
 	case CauseResidual:

@@ -39,7 +39,7 @@ type Report struct {
 	SkippedSteps      int64   // steps whose update was not applied: non-finite or exploding loss or gradient
 	BasesKept         int64   // temporal learning attempts that met a zero or non-finite stack and kept the basis
 	LastSVDStep       int64
-	LastSVDCause      int
+	LastSVDCause      Cause
 	Variables         []VariableReport
 }
 
@@ -185,7 +185,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.LossEMA = asFloat(read(at("loss_ema")))
 	r.PlateauChecks = int(asInt(read(at("plateau_checks"))))
 	r.LastSVDStep = asInt(read(at("last_svd_step")))
-	r.LastSVDCause = int(asInt(read(at("last_svd_cause"))))
+	r.LastSVDCause = Cause(asInt(read(at("last_svd_cause"))))
 	r.LearnRuns = r.SVDs
 	for _, e := range plan {
 		if e.Path == PathFull {
@@ -225,7 +225,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 // tracking (FastSteps steps at Policy.FastTrackingRate).
 type Event struct {
 	Step              int64
-	Cause             int
+	Cause             Cause
 	Residual          float64 // largest relative residual at the check (refreshes only)
 	ExplainedVariance float64 // mean over the projected variables, as the event starts
 	Signal            string  // the signal and the threshold that caused it (refreshes only)
@@ -233,7 +233,7 @@ type Event struct {
 }
 
 func (e Event) String() string {
-	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, CauseName(e.Cause))
+	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, e.Cause)
 	if e.Signal != "" {
 		s += ": " + e.Signal
 	}
