@@ -84,8 +84,8 @@ func (h *matrixVar) sketch(cols int) *Node {
 }
 
 // newMatrixDirect builds the direct path: dy is the gradient of the product's output.
-func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side string, rank int) *matrixVar {
-	h := newMatrixVar(st, v, p.m, p.n, rank, sideOf(side))
+func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side projector.Side, rank int) *matrixVar {
+	h := newMatrixVar(st, v, p.m, p.n, rank, side)
 	h.p, h.toW = p, p.toW
 	sdt := stateDType(v)
 	if p.conv != nil {
@@ -108,8 +108,8 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 }
 
 // newMatrixPostHoc builds the post-hoc path from the full gradient, seen as a matrix by view.
-func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side string, rank int, view *matrixView) *matrixVar {
-	h := newMatrixVar(st, v, view.m, view.n, rank, sideOf(side))
+func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side projector.Side, rank int, view *matrixView) *matrixVar {
+	h := newMatrixVar(st, v, view.m, view.n, rank, side)
 	h.toW = view.toW
 	grad2 := ConvertDType(view.fromW(grad), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
@@ -205,11 +205,4 @@ func stateDType(v *model.Variable) dtypes.DType {
 		return dtypes.Float32
 	}
 	return v.DType()
-}
-
-func sideOf(s string) projector.Side {
-	if s == projector.Right.String() {
-		return projector.Right
-	}
-	return projector.Left
 }

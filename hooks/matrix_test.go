@@ -33,7 +33,7 @@ func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 			}
 			plan := opt.Plan()
 			require.Equal(t, PathDirect, plan[0].Path, opt.PlanString())
-			require.Equal(t, "left", plan[0].Side, "W [12, 16]: the smaller side is the input side")
+			require.Equal(t, projector.Left, plan[0].Side, "W [12, 16]: the smaller side is the input side")
 			m, n := 12, 16
 			for range 3 {
 				before := r.value(t, firstLayer)

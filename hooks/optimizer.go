@@ -942,7 +942,7 @@ type PlanEntry struct {
 	Variable string
 	Shape    shapes.Shape
 	Path     Path
-	Side     string // matrix subspace: "left" or "right"
+	Side     projector.Side // matrix subspace: the side of the basis (Full variables: unused)
 	Rank     int
 	Why      string
 

@@ -508,7 +508,7 @@ func TestSettingsFromTheCommandLine(t *testing.T) {
 	r := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
 	r.step(t)
 	plan := opt.Plan()
-	require.Equal(t, "right", plan[0].Side, opt.PlanString())
+	require.Equal(t, projector.Right, plan[0].Side, opt.PlanString())
 	require.Equal(t, 2, plan[0].Rank, opt.PlanString())
 	require.Contains(t, opt.PlanString(), `not selected (variables matching "^/hidden/dense/weights$")`)
 	require.Equal(t, 0.5, opt.Config().DriftPolicy().TrackingFraction)

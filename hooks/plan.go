@@ -79,7 +79,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		}
 		e.Rank = o.currentRank(scope, v)
 		e.rows, e.cols = m, n
-		e.Side = side.String()
+		e.Side = side
 		products[i] = p
 		plan[i] = e
 	}

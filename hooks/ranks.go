@@ -59,7 +59,7 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		}
 		limit := min(e.rows, e.cols)
 		to, why := pol.NextRank(e.Rank, vr.HighChecks, vr.LowChecks, limit)
-		if to == e.Rank || projector.CheckMatrix(e.rows, e.cols, to, sideOf(e.Side)) != nil {
+		if to == e.Rank || projector.CheckMatrix(e.rows, e.cols, to, e.Side) != nil {
 			continue
 		}
 		if err := migrateRank(store, root, e, to); err != nil {
@@ -99,7 +99,7 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 		return fmt.Errorf("its basis or coefficients are missing from the store")
 	}
 	coefAxis := 0 // Left: [r, n]
-	if e.Side == projector.Right.String() {
+	if e.Side == projector.Right {
 		coefAxis = 1 // Right: [m, r]
 	}
 	oldCoefDims := coef.Shape().Dimensions

@@ -197,7 +197,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			Path:     e.Variable,
 			Shape:    fmt.Sprint(e.Shape.Dimensions),
 			Kind:     e.Path,
-			Side:     e.Side,
+			Side:     e.Side.String(),
 			MaxRank:  e.Rank,
 			Rank:     e.Rank,
 			Residual: asFloat(read(base + "residual")),
