@@ -68,6 +68,7 @@ const (
 	ParamGrowAbove         = "subspace_grow_above"
 	ParamShrinkBelow       = "subspace_shrink_below"
 	ParamFullUpdateEvery   = "subspace_full_update_every"
+	ParamRankPatience      = "subspace_rank_patience"
 	ParamSide              = "subspace_side"     // "auto" (each variable's smaller side), "left" or "right"
 	ParamEnabled           = "subspace_enabled"  // false: the base optimizer alone
 	ParamMatching          = "subspace_matching" // a regular expression of variable paths; "": the default selection
@@ -81,16 +82,49 @@ const (
 //	commandline.ParseSettings(store, *flagSettings) // -set "subspace_rank=16;subspace_mode=temporal"
 //	opt := hooks.Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done()
 func DefaultParams() map[string]any {
-	p := DefaultPolicy()
-	return map[string]any{
-		ParamRank: DefaultRank, ParamVarianceThreshold: 0.0, ParamWarmUp: DefaultWarmUp,
-		ParamCheckEvery: p.CheckEvery, ParamResidualThreshold: p.ResidualThreshold, ParamLossPatience: p.LossPatience,
-		ParamWeightDecay: 0.0, ParamMode: Matrix.String(), ParamMinRank: 0, ParamMaxRank: 0,
-		ParamTrackingRate: p.TrackingRate, ParamExplodeFactor: p.ExplodeFactor, ParamFastTrackingRate: p.FastTrackingRate,
-		ParamTrackingFraction: p.TrackingFraction, ParamDriftMargin: p.DriftMargin, ParamCurvatureFactor: p.CurvatureFactor,
-		ParamGrowAbove: p.GrowAbove, ParamShrinkBelow: p.ShrinkBelow, ParamFullUpdateEvery: p.FullUpdateEvery,
-		ParamSide: "auto", ParamEnabled: true, ParamMatching: "",
+	c := Subspace(nil)
+	params := map[string]any{ParamMode: c.mode.String(), ParamSide: c.sideName(), ParamMatching: ""}
+	for _, f := range c.paramFields() {
+		switch v := f.field.(type) {
+		case *int:
+			params[f.key] = *v
+		case *float64:
+			params[f.key] = *v
+		case *bool:
+			params[f.key] = *v
+		}
 	}
+	return params
+}
+
+// paramField binds a numeric or boolean Param* to the Config field it sets.
+type paramField struct {
+	key   string
+	field any // *int, *float64 or *bool
+}
+
+// paramFields lists c's fields that params set, one source for FromScope (which reads them) and
+// DefaultParams (which reports a default configuration's values).
+func (c *Config) paramFields() []paramField {
+	p := &c.policy
+	return []paramField{
+		{ParamRank, &c.rank}, {ParamVarianceThreshold, &c.varianceThreshold}, {ParamWarmUp, &c.warmUp},
+		{ParamWeightDecay, &c.weightDecay}, {ParamEnabled, &c.enabled},
+		{ParamCheckEvery, &p.CheckEvery}, {ParamResidualThreshold, &p.ResidualThreshold}, {ParamDriftMargin, &p.DriftMargin},
+		{ParamLossPatience, &p.LossPatience}, {ParamCurvatureFactor, &p.CurvatureFactor}, {ParamFullUpdateEvery, &p.FullUpdateEvery},
+		{ParamTrackingRate, &p.TrackingRate}, {ParamFastTrackingRate, &p.FastTrackingRate}, {ParamTrackingFraction, &p.TrackingFraction},
+		{ParamExplodeFactor, &p.ExplodeFactor},
+		{ParamMinRank, &p.MinRank}, {ParamMaxRank, &p.MaxRank}, {ParamGrowAbove, &p.GrowAbove}, {ParamShrinkBelow, &p.ShrinkBelow},
+		{ParamRankPatience, &p.RankPatience},
+	}
+}
+
+// sideName is the ParamSide value of c's side: "auto", "left" or "right".
+func (c *Config) sideName() string {
+	if c.side == sideAuto {
+		return "auto"
+	}
+	return projector.Side(c.side).String()
 }
 
 // Defaults, chosen to work on small problems without tuning.
@@ -206,18 +240,17 @@ func Subspace(base optimizer.Interface) *Config {
 // wanted) is reported by Validate, and by the first step, naming the param.
 func (c *Config) FromScope(scope *model.Scope) *Config {
 	c.fromScope = true
-	c.policy.TrackingFraction = readParam(c, scope, ParamTrackingFraction, c.policy.TrackingFraction)
-	c.policy.DriftMargin = readParam(c, scope, ParamDriftMargin, c.policy.DriftMargin)
-	c.policy.CurvatureFactor = readParam(c, scope, ParamCurvatureFactor, c.policy.CurvatureFactor)
-	c.policy.GrowAbove = readParam(c, scope, ParamGrowAbove, c.policy.GrowAbove)
-	c.policy.ShrinkBelow = readParam(c, scope, ParamShrinkBelow, c.policy.ShrinkBelow)
-	c.policy.FullUpdateEvery = readParam(c, scope, ParamFullUpdateEvery, c.policy.FullUpdateEvery)
-	c.enabled = readParam(c, scope, ParamEnabled, c.enabled)
-	sideName := "auto"
-	if c.side != sideAuto {
-		sideName = projector.Side(c.side).String()
+	for _, f := range c.paramFields() {
+		switch v := f.field.(type) {
+		case *int:
+			*v = readParam(c, scope, f.key, *v)
+		case *float64:
+			*v = readParam(c, scope, f.key, *v)
+		case *bool:
+			*v = readParam(c, scope, f.key, *v)
+		}
 	}
-	switch side := readParam(c, scope, ParamSide, sideName); side {
+	switch side := readParam(c, scope, ParamSide, c.sideName()); side {
 	case "auto":
 		c.side = sideAuto
 	case projector.Left.String():
@@ -232,18 +265,6 @@ func (c *Config) FromScope(scope *model.Scope) *Config {
 	if pattern := readParam(c, scope, ParamMatching, ""); pattern != "" {
 		c.Matching(pattern)
 	}
-	c.rank = readParam(c, scope, ParamRank, c.rank)
-	c.varianceThreshold = readParam(c, scope, ParamVarianceThreshold, c.varianceThreshold)
-	c.warmUp = readParam(c, scope, ParamWarmUp, c.warmUp)
-	c.policy.CheckEvery = readParam(c, scope, ParamCheckEvery, c.policy.CheckEvery)
-	c.policy.ResidualThreshold = readParam(c, scope, ParamResidualThreshold, c.policy.ResidualThreshold)
-	c.policy.LossPatience = readParam(c, scope, ParamLossPatience, c.policy.LossPatience)
-	c.policy.TrackingRate = readParam(c, scope, ParamTrackingRate, c.policy.TrackingRate)
-	c.policy.ExplodeFactor = readParam(c, scope, ParamExplodeFactor, c.policy.ExplodeFactor)
-	c.policy.FastTrackingRate = readParam(c, scope, ParamFastTrackingRate, c.policy.FastTrackingRate)
-	c.policy.MinRank = readParam(c, scope, ParamMinRank, c.policy.MinRank)
-	c.policy.MaxRank = readParam(c, scope, ParamMaxRank, c.policy.MaxRank)
-	c.weightDecay = readParam(c, scope, ParamWeightDecay, c.weightDecay)
 	if mode, err := ParseMode(readParam(c, scope, ParamMode, c.mode.String())); err != nil {
 		c.paramErr = fmt.Errorf("%s: %w", ParamMode, err)
 	} else {

@@ -168,8 +168,8 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 	keep := min(batch, max(int(math.Ceil(fraction*float64(batch))), (MinTrackingRows+perExample-1)/perExample))
 	xh, dyh := x, dy
 	if keep < batch {
-		xh = sliceAxis(x, c.xBatch, keep)
-		dyh = sliceAxis(dy, c.yBatch, keep)
+		xh = sliceAxis(x, c.xBatch, 0, keep)
+		dyh = sliceAxis(dy, c.yBatch, 0, keep)
 	}
 	r := basis.Shape().Dim(1)
 	// The coefficient is summed over the tracked examples and the rest, each its own convolution:
@@ -181,7 +181,7 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 			return whole, whole
 		}
 		head = part(xh, dyh)
-		rest := part(sliceAxisFrom(x, c.xBatch, keep), sliceAxisFrom(dy, c.yBatch, keep))
+		rest := part(sliceAxis(x, c.xBatch, keep, -1), sliceAxis(dy, c.yBatch, keep, -1))
 		return Add(head, rest), head
 	}
 	if side == projector.Left { // Q [m, r]: Qᵀ·∂K₂ = conv(x, Q)ᵀ·∂y, [r, n]
@@ -197,23 +197,16 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 	return coef, projector.SplitTracking(c.channelProduct(dyh, z), r)
 }
 
-// sliceAxisFrom drops the first n entries of x along axis.
-func sliceAxisFrom(x *Node, axis, n int) *Node {
+// sliceAxis keeps entries [from, to) of x along axis (to < 0: to the end).
+func sliceAxis(x *Node, axis, from, to int) *Node {
 	specs := make([]SliceAxisSpec, x.Rank())
 	for a := range specs {
 		specs[a] = AxisRange()
 	}
-	specs[axis] = AxisRangeToEnd(n)
-	return Slice(x, specs...)
-}
-
-// sliceAxis keeps the first n entries of x along axis.
-func sliceAxis(x *Node, axis, n int) *Node {
-	specs := make([]SliceAxisSpec, x.Rank())
-	for a := range specs {
-		specs[a] = AxisRange()
+	specs[axis] = AxisRangeToEnd(from)
+	if to >= 0 {
+		specs[axis] = AxisRange(from, to)
 	}
-	specs[axis] = AxisRange(0, n)
 	return Slice(x, specs...)
 }
 

@@ -27,7 +27,7 @@ type temporalVar struct {
 	coefGrad  *Node
 	useProj   *Node
 	stored    *Node // the stored basis, zeros if damaged (startBasis)
-	storedOK  *Node
+	learned   *Node // the stored basis was learned and is undamaged (hasBasis)
 }
 
 func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
@@ -68,10 +68,13 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 // (a damaged checkpoint; NaN included): such a basis counts as never learned, so the variable
 // takes full steps and the residual rule replaces it at the next check (see driftAndLearn).
 func (h *temporalVar) startBasis() *Node {
-	if h.storedOK == nil {
-		stored := h.basis.NodeValue(h.st.g)
-		h.storedOK = LessThan(projector.OrthonormalityError(stored), Scalar(h.st.g, stored.DType(), BasisTolerance))
-		h.stored = Where(h.storedOK, stored, ZerosLike(stored))
+	if h.stored == nil {
+		g := h.st.g
+		stored := h.basis.NodeValue(g)
+		ok := LessThan(projector.OrthonormalityError(stored), Scalar(g, stored.DType(), BasisTolerance))
+		h.stored = Where(ok, stored, ZerosLike(stored))
+		valid := h.valid.NodeValue(g)
+		h.learned = LogicalAnd(ok, GreaterThan(valid, ZerosLike(valid)))
 	}
 	return h.stored
 }
@@ -79,8 +82,7 @@ func (h *temporalVar) startBasis() *Node {
 // hasBasis says whether the step starts from a learned, undamaged basis.
 func (h *temporalVar) hasBasis() *Node {
 	h.startBasis()
-	valid := h.valid.NodeValue(h.st.g)
-	return LogicalAnd(h.storedOK, GreaterThan(valid, ZerosLike(valid)))
+	return h.learned
 }
 
 func (h *temporalVar) variable() *model.Variable { return h.v }

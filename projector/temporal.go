@@ -194,7 +194,7 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 	// (two passes over V each) make it orthonormal to rounding, where Gram–Schmidt took 4k
 	// passes per column — on every step, since this runs outside the learning gate. Divided by
 	// its Frobenius norm, V's singular values lie in [≈1/√k, 1], whatever the solve left.
-	v = unitMax(v)
+	v = UnitMax(v)
 	v = Div(v, SafeDivisor(Sqrt(ReduceAllSum(Square(v)))))
 	v = NewtonSchulz(v, 0.9/math.Sqrt(float64(k)))
 	v = Where(valid, v, ZerosLike(v)) // an invalid stack may have left NaN: never return it

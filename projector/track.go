@@ -83,13 +83,13 @@ func DirectTrackingProducts(x, dy, coef, omega *Node, side Side) TrackingProduct
 	r := coef.Shape().Dim(0)
 	if side == Left {
 		// [r+s, n]: rows of Cᵀ's transpose and of Ωᵀ; dy·[Cᵀ | Ω] = dy·thatᵀ.
-		right := Concatenate([]*Node{unitMax(coef), Transpose(omega, 0, 1)}, 0)
+		right := Concatenate([]*Node{UnitMax(coef), Transpose(omega, 0, 1)}, 0)
 		z := TimesSmallTransposed(dy, right) // [B, r+s]
-		return splitTracking(TransposedTimes(x, z), r)
+		return SplitTracking(TransposedTimes(x, z), r)
 	}
 	r = coef.Shape().Dim(1)
-	z := DotProduct(x, Concatenate([]*Node{unitMax(coef), omega}, 1)) // [B, r+s]
-	return splitTracking(TransposedTimes(dy, z), r)
+	z := DotProduct(x, Concatenate([]*Node{UnitMax(coef), omega}, 1)) // [B, r+s]
+	return SplitTracking(TransposedTimes(dy, z), r)
 }
 
 // FullTrackingProducts computes the same products from a full gradient grad ([m, n]), for
@@ -97,23 +97,17 @@ func DirectTrackingProducts(x, dy, coef, omega *Node, side Side) TrackingProduct
 func FullTrackingProducts(grad, coef, omega *Node, side Side) TrackingProducts {
 	if side == Left {
 		r := coef.Shape().Dim(0)
-		right := Concatenate([]*Node{unitMax(coef), Transpose(omega, 0, 1)}, 0) // [r+s, n]
-		return splitTracking(TimesSmallTransposed(grad, right), r)
+		right := Concatenate([]*Node{UnitMax(coef), Transpose(omega, 0, 1)}, 0) // [r+s, n]
+		return SplitTracking(TimesSmallTransposed(grad, right), r)
 	}
 	r := coef.Shape().Dim(1)
-	return splitTracking(TransposedTimes(grad, Concatenate([]*Node{unitMax(coef), omega}, 1)), r)
+	return SplitTracking(TransposedTimes(grad, Concatenate([]*Node{UnitMax(coef), omega}, 1)), r)
 }
 
 // SplitTracking splits the product of a gradient with [Cᵀ | Ω] (or [C | Ω]), [rows, r+s], into
-// its power (the first r columns) and sketch parts; for products computed outside this package
-// (the projector's convolutions).
-func SplitTracking(p *Node, r int) TrackingProducts { return splitTracking(p, r) }
-
-// UnitMax scales x to unit largest magnitude (zero stays zero): the coefficient is scaled so
-// before it enters a tracking product, so that a huge but finite gradient does not overflow it.
-func UnitMax(x *Node) *Node { return unitMax(x) }
-
-func splitTracking(p *Node, r int) TrackingProducts {
+// its power (the first r columns) and sketch parts (also for products computed outside this
+// package: the projector's convolutions).
+func SplitTracking(p *Node, r int) TrackingProducts {
 	cols := p.Shape().Dim(1)
 	return TrackingProducts{
 		Power:  Slice(p, AxisRange(), AxisRange(0, r)),
@@ -121,8 +115,9 @@ func splitTracking(p *Node, r int) TrackingProducts {
 	}
 }
 
-// unitMax divides x by its largest magnitude (zeros stay zeros).
-func unitMax(x *Node) *Node { return Div(x, SafeDivisor(ReduceAllMax(Abs(x)))) }
+// UnitMax scales x to unit largest magnitude (zero stays zero): the coefficient is scaled so
+// before it enters a tracking product, so that a huge but finite gradient does not overflow it.
+func UnitMax(x *Node) *Node { return Div(x, SafeDivisor(ReduceAllMax(Abs(x)))) }
 
 // The functions below take one basis ([rows, r]) or a stack of bases of one shape ([g, rows, r]):
 // a model's bases of one shape are tracked in one batch of products, so that the per-step work
