@@ -40,14 +40,21 @@ func FuzzBreastCancer(f *testing.F) {
 	}
 	f.Add([]byte("2,30,malignant,benign\n"))
 	f.Add([]byte("1,30\n" + "1,2,3\n"))
+	f.Add([]byte("1,1,malignant,benign\n2.5,1\n")) // a header announcing another feature count (found by CI's fuzz run)
 	f.Fuzz(func(t *testing.T, content []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, BreastCancerFile), content, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		d, err := BreastCancer(dir)
-		if err == nil {
-			checkDataset(t, d, 30)
+		if err != nil || len(d.X) == 0 {
+			return
+		}
+		// The header announces the feature count (30 in the real file); every row must match it,
+		// and the feature names are given exactly when they describe the row.
+		checkDataset(t, d, len(d.X[0]))
+		if d.FeatureNames != nil && len(d.FeatureNames) != len(d.X[0]) {
+			t.Fatalf("%d feature names for %d features", len(d.FeatureNames), len(d.X[0]))
 		}
 	})
 }

@@ -33,9 +33,10 @@ var diabetesFeatureNames = []string{"age", "sex", "bmi", "bp", "s1", "s2", "s3",
 // dir/breast_cancer.csv (dir is the testdata directory; when empty,
 // [FindTestdata] is used).
 //
-// The result has 569 samples, 30 real-valued features (unscaled) and 2
+// The real file gives 569 samples, 30 real-valued features (unscaled) and 2
 // classes, labelled as in the file: 0 = malignant (212 samples),
-// 1 = benign (357 samples).
+// 1 = benign (357 samples). Another file in the same format loads with the
+// counts its header announces (feature names are set only for 30 features).
 //
 // The file's first line is a header "n_samples,n_features,name0,name1";
 // each following line holds n_features numbers and then the class label.
