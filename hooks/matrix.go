@@ -57,10 +57,10 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	}
 	h := &matrixVar{
 		st: st, v: v, side: side, m: m, n: n, rank: rank,
-		basis:    st.varState(v, "basis", shapes.Make(dtype, basisRows, rank)),
-		coef:     st.varState(v, "coefficients", coefShape),
-		valid:    st.varState(v, "valid", shapes.Make(dtypes.Int32)),
-		residVar: st.varState(v, "residual", shapes.Make(dtype)),
+		basis:    st.perVariable(v, svBasis, shapes.Make(dtype, basisRows, rank)),
+		coef:     st.perVariable(v, svCoefficients, coefShape),
+		valid:    st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
+		residVar: st.perVariable(v, svResidual, shapes.Make(dtype)),
 	}
 	// A variable that has not stepped yet (or whose rank just changed) starts from a fixed
 	// random orthonormal basis, seeded by its path: runs and resumed runs start alike.

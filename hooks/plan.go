@@ -3,7 +3,10 @@ package hooks
 import (
 	"fmt"
 	"path"
+	"strings"
+	"unicode/utf8"
 
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
@@ -128,7 +131,7 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
 
 // basisPath is where a matrix-projected variable's basis lives.
 func basisPath(scope *model.Scope, v *model.Variable) string {
-	return path.Join(scope.Scope(), StateScope, v.Scope(), v.Name()+"_basis")
+	return svBasis.ofVariable(path.Join(scope.Scope(), StateScope), v.Path())
 }
 
 // checkProjectable explains why a selected variable cannot be projected, if it cannot.
@@ -199,4 +202,60 @@ func viewOf(g *Graph, w *Node) *matrixView {
 		fromW: func(w *Node) *Node { return Reshape(w, m, n) },
 		toW:   func(w2 *Node) *Node { return Reshape(w2, dims...) },
 		desc:  fmt.Sprintf("[%d×%d] (dimension 0 × the rest)", m, n)}
+}
+
+// Path is how a variable's gradient reaches the base optimizer.
+type Path string
+
+const (
+	PathTemporal Path = "temporal" // flattened gradient projected on a learned temporal basis
+	PathDirect   Path = "direct"   // matrix subspace, projected gradient computed from ∂y; no ∂W
+	PathPostHoc  Path = "post-hoc" // matrix subspace, full gradient computed then projected
+	PathFull     Path = "full"     // not projected
+)
+
+// PlanEntry is the projector's decision for one trainable variable.
+type PlanEntry struct {
+	Variable string
+	Shape    shapes.Shape
+	Path     Path
+	Side     projector.Side // matrix subspace: the side of the basis (Full variables: unused)
+	Rank     int
+	Why      string
+
+	rows, cols int         // the variable as a matrix (matrix subspace)
+	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
+}
+
+// Plan returns the per-variable decisions of the last step graph built.
+func (o *Optimizer) Plan() []PlanEntry {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]PlanEntry(nil), o.plan...)
+}
+
+// PlanString formats the plan for people: one line per trainable variable.
+func (o *Optimizer) PlanString() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "subspace (%s mode, rank %d):\n", o.cfg.mode, o.cfg.rank)
+	plan := o.Plan()
+	rows := make([][3]string, len(plan))
+	widths := [3]int{}
+	for i, e := range plan {
+		detail := string(e.Path)
+		if e.Path == PathDirect || e.Path == PathPostHoc {
+			detail += fmt.Sprintf(", %s side", e.Side)
+		}
+		if e.Path != PathFull {
+			detail += fmt.Sprintf(", rank %d", e.Rank)
+		}
+		rows[i] = [3]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail}
+		for c, cell := range rows[i] { // columns as wide as their longest cell
+			widths[c] = max(widths[c], utf8.RuneCountInString(cell))
+		}
+	}
+	for i, e := range plan {
+		fmt.Fprintf(&b, "  %-*s  %-*s  %-*s  %s\n", widths[0], rows[i][0], widths[1], rows[i][1], widths[2], rows[i][2], e.Why)
+	}
+	return b.String()
 }

@@ -77,10 +77,10 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		return nil, nil
 	}
 	// Learn the bases at their new ranks on the next step, and count the change.
-	if err := addToScalar(store, path.Join(root, "learn_next"), 1, true); err != nil {
+	if err := addToScalar(store, svLearnNext.of(root), 1, true); err != nil {
 		return changes, err
 	}
-	if err := addToScalar(store, path.Join(root, "rank_changes"), int64(len(changes)), false); err != nil {
+	if err := addToScalar(store, svRankChanges.of(root), int64(len(changes)), false); err != nil {
 		return changes, err
 	}
 	trainer.ResetComputationGraphs()
@@ -93,8 +93,8 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 	scope, name := model.SplitPath(e.Variable)
 	stateScope := path.Join(root, scope)
-	basis := store.GetVariable(path.Join(stateScope, name+"_basis"))
-	coef := store.GetVariable(path.Join(stateScope, name+"_coefficients"))
+	basis := store.GetVariable(svBasis.ofVariable(root, e.Variable))
+	coef := store.GetVariable(svCoefficients.ofVariable(root, e.Variable))
 	if basis == nil || coef == nil {
 		return fmt.Errorf("its basis or coefficients are missing from the store")
 	}
@@ -125,8 +125,8 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 			return err
 		}
 	}
-	for _, counter := range []string{"_high_checks", "_low_checks"} {
-		if v := store.GetVariable(path.Join(stateScope, name+counter)); v != nil {
+	for _, counter := range []stateVar{svHighChecks, svLowChecks} {
+		if v := store.GetVariable(counter.ofVariable(root, e.Variable)); v != nil {
 			if err := v.SetValue(tensors.FromScalar(int32(0))); err != nil {
 				return err
 			}

@@ -120,7 +120,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable
 		// lines need the plan of a first step.
 		root = path.Join("/", StateScope)
-		if store.GetVariable(path.Join(root, "step")) == nil {
+		if store.GetVariable(svStep.of(root)) == nil {
 			return r, nil
 		}
 	}
@@ -159,7 +159,6 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 		return 0
 	}
-	at := func(name string) string { return path.Join(root, name) }
 	// optional reads a signal's state that exists only where its rule is on (0 otherwise).
 	optional := func(p string) any {
 		if v := store.GetVariable(p); v != nil {
@@ -167,32 +166,31 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 		return nil
 	}
-	r.Steps = asInt(read(at("step")))
-	r.SVDs = asInt(read(at("svds")))
-	r.Refreshes = asInt(read(at("refreshes")))
-	r.RefreshesResidual = asInt(read(at("refreshes_residual")))
-	r.RefreshesLoss = asInt(read(at("refreshes_loss")))
-	r.RefreshesCurvature = asInt(optional(at("refreshes_curvature")))
-	r.Checks = asInt(read(at("checks")))
-	r.FullUpdates = asInt(optional(at("full_updates")))
-	r.RankChanges = asInt(optional(at("rank_changes")))
-	r.Curvature = asFloat(optional(at("curvature")))
-	r.CurvatureEMA = asFloat(optional(at("curvature_ema")))
-	r.CurvaturePeak = asFloat(optional(at("last_check_curvature_peak")))
-	r.SkippedSteps = asInt(read(at("skipped_steps")))
-	r.BasesKept = asInt(optional(at("bases_kept"))) // temporal mode
-	r.LastCheckResidual = asFloat(read(at("last_check_residual")))
-	r.LossEMA = asFloat(read(at("loss_ema")))
-	r.PlateauChecks = int(asInt(read(at("plateau_checks"))))
-	r.LastSVDStep = asInt(read(at("last_svd_step")))
-	r.LastSVDCause = Cause(asInt(read(at("last_svd_cause"))))
+	r.Steps = asInt(read(svStep.of(root)))
+	r.SVDs = asInt(read(svLearnings.of(root)))
+	r.Refreshes = asInt(read(svRefreshes.of(root)))
+	r.RefreshesResidual = asInt(read(svByResidual.of(root)))
+	r.RefreshesLoss = asInt(read(svByLoss.of(root)))
+	r.RefreshesCurvature = asInt(optional(svByCurvature.of(root)))
+	r.Checks = asInt(read(svChecks.of(root)))
+	r.FullUpdates = asInt(optional(svFullUpdates.of(root)))
+	r.RankChanges = asInt(optional(svRankChanges.of(root)))
+	r.Curvature = asFloat(optional(svCurvature.of(root)))
+	r.CurvatureEMA = asFloat(optional(svCurvatureEMA.of(root)))
+	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
+	r.SkippedSteps = asInt(read(svSkippedSteps.of(root)))
+	r.BasesKept = asInt(optional(svBasesKept.of(root))) // temporal mode
+	r.LastCheckResidual = asFloat(read(svLastResidual.of(root)))
+	r.LossEMA = asFloat(read(svLossEMA.of(root)))
+	r.PlateauChecks = int(asInt(read(svPlateauChecks.of(root))))
+	r.LastSVDStep = asInt(read(svLastLearnStep.of(root)))
+	r.LastSVDCause = Cause(asInt(read(svLastLearnCause.of(root))))
 	r.LearnRuns = r.SVDs
 	for _, e := range plan {
 		if e.Path == PathFull {
 			continue
 		}
-		scope, name := model.SplitPath(e.Variable)
-		base := path.Join(root, scope, name) + "_"
+		at := func(s stateVar) any { return read(s.ofVariable(root, e.Variable)) }
 		vr := VariableReport{
 			Path:     e.Variable,
 			Shape:    fmt.Sprint(e.Shape.Dimensions),
@@ -200,20 +198,20 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			Side:     e.Side.String(),
 			MaxRank:  e.Rank,
 			Rank:     e.Rank,
-			Residual: asFloat(read(base + "residual")),
-			Valid:    asInt(read(base+"valid")) > 0,
+			Residual: asFloat(at(svResidual)),
+			Valid:    asInt(at(svValid)) > 0,
 		}
 		if e.Path == PathTemporal {
-			vr.Rank = int(asInt(read(base + "rank")))
-			vr.ExplainedVariance = asFloat(read(base + "explained")) // of the snapshots of its SVD
+			vr.Rank = int(asInt(at(svRank)))
+			vr.ExplainedVariance = asFloat(at(svExplained)) // of the snapshots of its SVD
 		} else {
 			// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
 			// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
 			vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
 		}
 		if e.Path != PathTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
-			vr.HighChecks = int(asInt(read(base + "high_checks")))
-			vr.LowChecks = int(asInt(read(base + "low_checks")))
+			vr.HighChecks = int(asInt(at(svHighChecks)))
+			vr.LowChecks = int(asInt(at(svLowChecks)))
 		}
 		r.Variables = append(r.Variables, vr)
 	}

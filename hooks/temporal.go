@@ -37,14 +37,14 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	dtype := stateDType(v)
 	h := &temporalVar{
 		st: st, v: v,
-		basis:     st.varState(v, "basis", shapes.Make(dtype, p, cfg.rank)),
-		coef:      st.varState(v, "coefficients", shapes.Make(dtype, cfg.rank)),
-		explained: st.varState(v, "explained", shapes.Make(dtype)),
-		rank:      st.varState(v, "rank", shapes.Make(dtypes.Int32)),
-		valid:     st.varState(v, "valid", shapes.Make(dtypes.Int32)),
-		residVar:  st.varState(v, "residual", shapes.Make(dtype)),
+		basis:     st.perVariable(v, svBasis, shapes.Make(dtype, p, cfg.rank)),
+		coef:      st.perVariable(v, svCoefficients, shapes.Make(dtype, cfg.rank)),
+		explained: st.perVariable(v, svExplained, shapes.Make(dtype)),
+		rank:      st.perVariable(v, svRank, shapes.Make(dtypes.Int32)),
+		valid:     st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
+		residVar:  st.perVariable(v, svResidual, shapes.Make(dtype)),
 	}
-	snapshots := st.varState(v, "snapshots", shapes.Make(dtype, cfg.warmUp, p))
+	snapshots := st.perVariable(v, svSnapshots, shapes.Make(dtype, cfg.warmUp, p))
 	// Record this step's gradient in the ring buffer (row (t−1) mod N0). A non-finite gradient is
 	// recorded as zeros: it must not reach the SVD.
 	flat := ConvertDType(Reshape(grad, p), dtype)
@@ -66,7 +66,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 
 // startBasis is the stored basis, or zeros where it is not orthonormal on its non-zero columns
 // (a damaged checkpoint; NaN included): such a basis counts as never learned, so the variable
-// takes full steps and the residual rule replaces it at the next check (see driftAndLearn).
+// takes full steps and the residual rule replaces it at the next check (see measureDrift).
 func (h *temporalVar) startBasis() *Node {
 	if h.stored == nil {
 		g := h.st.g

@@ -1,0 +1,160 @@
+package hooks
+
+import (
+	"strings"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gomlx/gomlx/support/exceptions"
+)
+
+// applyBase runs the base optimizer once over every trainable variable, with the projected
+// variables represented by their coefficient variables, then lifts the coefficient steps back.
+//
+// The base optimizer pairs gradients with the trainable variables it finds in the scope, so for
+// the duration of the call the coefficient variables are marked trainable (and are zero, so the
+// step the optimizer applies to them is the coefficient step itself), and matrix-projected
+// variables are marked non-trainable (so no full-size state is ever created for them).
+func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision, fullTurn map[handler]*Node) {
+	g := st.g
+	byVar := make(map[*model.Variable]handler, len(hs))
+	byCoef := make(map[*model.Variable]handler, len(hs))
+	zero := make(map[handler]*Node, len(hs))
+	for _, h := range hs {
+		v := h.variable()
+		byVar[v] = h
+		coef, _ := h.coefficients()
+		byCoef[coef] = h
+		zero[h] = ZerosLike(coef.NodeValue(g))
+		coef.SetNodeValue(zero[h])
+		coef.SetTrainable(true)
+		if !h.fullUpdateInBase() {
+			v.SetTrainable(false)
+		}
+	}
+	defer func() {
+		for _, h := range hs {
+			coef, _ := h.coefficients()
+			coef.SetTrainable(false)
+			h.variable().SetTrainable(true)
+		}
+	}()
+	gradOf := make(map[*model.Variable]*Node, len(trainables))
+	for i, v := range trainables {
+		gradOf[v] = grads[i]
+	}
+
+	var baseGrads []*Node
+	for v := range st.scope.IterVariables() {
+		if !v.Trainable || !v.InUseByGraph(g) {
+			continue
+		}
+		if h, ok := byCoef[v]; ok {
+			_, coefGrad := h.coefficients()
+			if h.fullUpdateInBase() { // temporal: no coefficient step until it projects
+				coefGrad = Where(h.useProjection(), coefGrad, ZerosLike(coefGrad))
+			}
+			baseGrads = append(baseGrads, coefGrad)
+			continue
+		}
+		grad, ok := gradOf[v]
+		if !ok {
+			exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
+		}
+		if h, ok := byVar[v]; ok { // temporal warm-up: full gradient, masked once projecting
+			grad = Where(h.useProjection(), ZerosLike(grad), grad)
+		}
+		baseGrads = append(baseGrads, grad)
+	}
+	st.o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
+
+	lr := st.learningRate()
+	steps := make(map[handler]*Node, len(hs))
+	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
+	for _, h := range hs {
+		v := h.variable()
+		coef, _ := h.coefficients()
+		step := Sub(coef.NodeValue(g), zero[h])
+		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
+		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
+		// not applied, and the coefficient state restarts (rotateStates).
+		stepOK[h] = allFinite(step)
+		step = Where(stepOK[h], step, ZerosLike(step))
+		steps[h] = step
+		before := guard.before[v] // the weights are untouched until the base optimizer runs
+		turn := fullTurn[h]       // nil: no full-update rule
+		if h.fullUpdateInBase() {
+			projected := Add(before, h.lift(step, turn))
+			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
+			}
+			v.SetNodeValue(Where(h.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
+		} else {
+			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
+			// small coefficient step and the decay scalar: a bad step leaves W as it was without
+			// a full-size select (each full-size op is a pass over the weight).
+			lifted := h.lift(Where(check.ok, step, ZerosLike(step)), turn)
+			projected := Add(before, lifted)
+			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
+				projected = Add(Mul(before, Where(check.ok, decay, OnesLike(decay))), lifted)
+			}
+			v.SetNodeValue(st.clipStep(before, projected))
+			guard.guarded[v] = true
+		}
+		coef.SetNodeValue(zero[h])
+	}
+	if pol := st.o.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
+		st.curvature(hs, steps, d.learnNow) // only its rule reads it
+	}
+	st.rotateStates(hs, stepOK)
+}
+
+// clipStep applies GoMLX's clip_step_by_value (optimizer.ParamClipStepByValue) to a projected
+// variable's weight step, as the base optimizer applies it to the steps it makes: a lifted
+// coefficient step sums Rank clipped coefficients, so clipping only those (the base optimizer
+// clips the coefficient step too) let a weight move by more than the clip. It costs a pass over
+// the weight, only when the parameter is set.
+func (st *stepState) clipStep(before, updated *Node) *Node {
+	clip := model.GetParamOr(st.scope, optimizer.ParamClipStepByValue, 0.0)
+	if clip <= 0 {
+		return updated
+	}
+	return Add(before, ClipScalar(Sub(updated, before), -clip, clip))
+}
+
+// rotateStates carries every tracker's coefficient-shaped state into its next basis: the
+// variables named after its coefficients ("…_coefficients_1st_moment" of the base optimizer,
+// "…_coefficients_prev_grad" of the curvature signal), under any scope ending in the
+// coefficients' scope, with their shape. Others' (temporal) coefficient state restarts from zero
+// after a non-finite step, as trackers' does.
+func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
+	for _, h := range hs {
+		coef, _ := h.coefficients()
+		var state []*model.Variable
+		for sv := range st.scope.Store().IterVariables() {
+			if sv != coef && sv.InUseByGraph(st.g) && strings.HasPrefix(sv.Name(), coef.Name()+"_") &&
+				strings.HasSuffix(sv.Scope(), coef.Scope()) && sv.Shape().Equal(coef.Shape()) {
+				state = append(state, sv)
+			}
+		}
+		if tr, ok := h.(tracker); ok {
+			tr.rotateState(state, stepOK[h])
+			continue
+		}
+		for _, sv := range state {
+			value := sv.NodeValue(st.g)
+			sv.SetNodeValue(Where(LogicalAnd(stepOK[h], IsFinite(ReduceAllSum(value))), value, ZerosLike(value)))
+		}
+	}
+}
+
+// learningRate returns the base optimizer's learning-rate node, if it keeps one in the usual place.
+func (st *stepState) learningRate() *Node {
+	v := st.scope.At(optimizer.Scope).GetVariable(optimizer.ParamLearningRate)
+	if v == nil {
+		return nil
+	}
+	return v.NodeValue(st.g)
+}

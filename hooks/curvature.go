@@ -1,0 +1,51 @@
+package hooks
+
+import (
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// curvature measures κ = ⟨c_t − c_{t−1}, s_{t−1}⟩ / ‖s_{t−1}‖² over every projected variable's
+// coefficients (c the coefficient gradient, s the coefficient step): as the bases are
+// orthonormal it is the curvature of the loss along the previous weight step. It is measured
+// only when both steps used the same bases; its smoothed magnitude and the largest jump since
+// the last check (|κ| over that magnitude, after CurvatureWarmUp measurements) are state.
+func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *Node) {
+	g := st.g
+	ldt := st.loss.DType()
+	num, den := ScalarZero(g, ldt), ScalarZero(g, ldt)
+	projecting := Const(g, true)
+	for _, h := range hs {
+		v := h.variable()
+		coef, grad := h.coefficients()
+		prevGrad := st.perVariable(v, svPrevGrad, coef.Shape())
+		prevStep := st.perVariable(v, svPrevStep, coef.Shape())
+		num = Add(num, ConvertDType(ReduceAllSum(Mul(Sub(grad, prevGrad.NodeValue(g)), prevStep.NodeValue(g))), ldt))
+		den = Add(den, ConvertDType(ReduceAllSum(Square(prevStep.NodeValue(g))), ldt))
+		prevGrad.SetNodeValue(grad)
+		prevStep.SetNodeValue(steps[h])
+		projecting = LogicalAnd(projecting, h.useProjection())
+	}
+	comparableVar := st.scalar(svComparable)
+	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
+	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), GreaterThan(den, ZerosLike(den)))
+	measured = LogicalAnd(measured, projecting)
+	// The next step is comparable with this one if this one projected and kept its bases.
+	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(learnNow)), dtypes.Int32))
+
+	kappa := Where(measured, Div(num, Where(measured, den, OnesLike(den))), ZerosLike(den))
+	kappaVar := st.scalar(svCurvature)
+	kappaVar.SetNodeValue(Where(measured, kappa, kappaVar.NodeValue(g)))
+	emaVar := st.scalar(svCurvatureEMA)
+	countVar := st.scalar(svCurvatureCount)
+	peakVar := st.scalar(svCurvaturePeak)
+	ema, count := emaVar.NodeValue(g), countVar.NodeValue(g)
+	mag := Abs(kappa)
+	seeded := GreaterOrEqual(count, Const(g, int64(CurvatureWarmUp)))
+	positive := GreaterThan(ema, ZerosLike(ema))
+	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, OnesLike(ema))), ZerosLike(ema))
+	peakVar.SetNodeValue(Where(measured, Max(peakVar.NodeValue(g), ratio), peakVar.NodeValue(g)))
+	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, CurvatureEMADecay), MulScalar(mag, 1-CurvatureEMADecay)))
+	emaVar.SetNodeValue(Where(measured, newEMA, ema))
+	countVar.SetNodeValue(Where(measured, AddScalar(count, 1), count))
+}

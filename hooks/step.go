@@ -1,0 +1,158 @@
+package hooks
+
+import (
+	"slices"
+	"strings"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+)
+
+// buildStep builds one training step: the algorithm, phase by phase. With grads nil it
+// back-propagates from loss itself, taking the direct path where it can; otherwise grads are the
+// full gradients of trainables (gradient accumulation) and loss is a stand-in of its dtype.
+func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.Variable, loss *Node, grads []*Node, forwardMark int) {
+	given := grads != nil
+	// Plan: which variables are projected, on which path, side and rank.
+	plan, products := o.makePlan(scope, g, trainables, !given)
+	// Gradients: to each variable, except on the direct path, where back-propagation stops at the
+	// product's output ∂y and the product's VJP skips ∂W (vjp.go).
+	if !given {
+		grads = backPropagate(g, loss, trainables, products)
+	}
+	guard := newStepGuard(scope, g)
+	st := o.newStepState(scope, g, loss, given)
+	// Project: each variable's coefficient gradient in its step's basis, and the products that
+	// move the basis (matrix.go, temporal.go).
+	hs := st.project(trainables, grads, plan, products)
+	// Measure, part one: is the step usable (finite, the loss not exploding)?
+	check := st.checkStep(gradientsToCheck(grads, products), hs)
+	// Measure and decide: the drift controller (controller.go).
+	d := st.control(hs, check)
+	// Learn: the bases move (tracking) or are re-learned (temporal); then the rules that judge them.
+	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow))
+	fullTurn := st.afterLearning(hs, d, check)
+	gradientMark := len(g.Nodes())
+	// Base step and lift: the wrapped optimizer on the coefficients, lifted back (base.go).
+	st.applyBase(trainables, grads, hs, guard, check, d, fullTurn)
+	// Guard: a skipped step leaves every variable as it was, but the guard's own counters.
+	guard.restoreUnless(check.ok, svSkippedSteps.of(st.root.Scope()), svExplodeStreak.of(st.root.Scope()))
+	st.repairStatistics()
+	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
+}
+
+// backPropagate builds the gradients of loss: with respect to each trainable's value, or, on
+// the direct path, to its product's output.
+func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products []*product) []*Node {
+	wrt := make([]*Node, len(trainables))
+	for i, v := range trainables {
+		wrt[i] = v.NodeValue(g)
+		if p := products[i]; p != nil {
+			markDirect(g, p)
+			wrt[i] = p.node
+		}
+	}
+	return Gradient(loss, wrt...)
+}
+
+// gradientsToCheck are the gradients the guard checks for finiteness. On the direct path the
+// gradient taken is the product's output gradient ∂y, a full activation gradient: what reaches
+// the update is its coefficient (checked by checkStep), and what reaches earlier layers is
+// checked at their own gradients.
+func gradientsToCheck(grads []*Node, products []*product) []*Node {
+	var checked []*Node
+	for i, grad := range grads {
+		if products[i] == nil {
+			checked = append(checked, grad)
+		}
+	}
+	return checked
+}
+
+// project builds each projected variable's handler, in the order of their paths: the store's
+// order changes when a checkpoint loads, and the rotation of full updates and the order of sums
+// over variables must not.
+func (st *stepState) project(trainables []*model.Variable, grads []*Node, plan []PlanEntry, products []*product) []handler {
+	var hs []handler
+	for i, v := range trainables {
+		e := plan[i]
+		switch e.Path {
+		case PathTemporal:
+			hs = append(hs, newTemporal(st, v, grads[i]))
+		case PathDirect:
+			hs = append(hs, newMatrixDirect(st, v, products[i], grads[i], e.Side, e.Rank))
+		case PathPostHoc:
+			hs = append(hs, newMatrixPostHoc(st, v, grads[i], e.Side, e.Rank, e.view))
+		}
+	}
+	slices.SortFunc(hs, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })
+	return hs
+}
+
+// stepState is what one step graph shares across the projected variables: where the state
+// lives, and the step's schedule, all set when it is made. What the phases decide is passed
+// along as their results (stepCheck, decision), not stored here.
+type stepState struct {
+	o     *Optimizer
+	scope *model.Scope
+	root  *model.Scope // the state scope
+	g     *Graph
+	loss  *Node
+
+	noLoss  bool  // the trainer gave gradients and no loss (UpdateGraphWithGradients): its rules are off
+	t       *Node // this step's number, 1-based (int64)
+	warm    *Node // t ≤ WarmUp
+	isCheck *Node // a drift check runs this step
+	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t == 1
+}
+
+func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
+	root := scope.At(StateScope)
+	st := &stepState{o: o, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss}
+	stepVar := st.scalar(svStep)
+	// Counters are clamped where a damaged checkpoint could make them lock a rule (here: a
+	// negative step count would keep warm-up going).
+	st.t = AddScalar(Max(stepVar.NodeValue(g), Const(g, int64(0))), 1)
+	stepVar.SetNodeValue(st.t)
+	n0 := int64(o.cfg.warmUp)
+	st.warm = LessOrEqual(st.t, Const(g, n0))
+	if o.cfg.mode == Temporal {
+		st.learnAt = Equal(st.t, Const(g, n0))
+	} else {
+		st.learnAt = Equal(st.t, Const(g, int64(1))) // warm-up's fast tracking starts
+	}
+	if k := int64(o.cfg.policy.CheckEvery); k > 0 {
+		sinceWarm := Sub(st.t, Const(g, n0))
+		st.isCheck = LogicalAnd(GreaterThan(sinceWarm, Const(g, int64(0))),
+			Equal(ModScalar(sinceWarm, k), Const(g, int64(0))))
+	} else {
+		st.isCheck = Const(g, false)
+	}
+	return st
+}
+
+// countKept counts learning attempts that found a zero or non-finite gradient and kept the
+// previous basis.
+func (st *stepState) countKept(kept *Node) { st.bump(svBasesKept, kept) }
+
+// handler is one projected variable's part of the step.
+type handler interface {
+	variable() *model.Variable
+	// residual is the relative residual of this step's full gradient against the current basis;
+	// it is read at drift checks only.
+	residual() *Node
+	// coefficients is the coefficient variable the base optimizer updates, and its gradient.
+	coefficients() (*model.Variable, *Node)
+	// useProjection (scalar bool) says whether this step's update is the lifted coefficient step;
+	// otherwise (temporal warm-up) the base optimizer updates the variable itself.
+	useProjection() *Node
+	// fullUpdateInBase says whether the base optimizer also sees the variable itself (temporal
+	// warm-up needs it; the matrix subspace never keeps full-size optimizer state).
+	fullUpdateInBase() bool
+	// lift maps a coefficient step to the variable's shape; where fullTurn (nil: never) it adds
+	// the full-update rule's step (Policy.FullUpdateEvery).
+	lift(step, fullTurn *Node) *Node
+	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
+	// path), to be checked for finiteness; nil if there is none.
+	stepCoefficients() *Node
+}
