@@ -1,40 +1,3 @@
-// Package hooks is the GoMLX glue of the gradient-subspace projector: an optimizer wrapper that
-// trains selected variables inside low-rank subspaces of their gradients, the host-side monitor
-// that reports what it did, and FLOP accounting of the compiled step.
-//
-// Using it is one change to a GoMLX program: wrap the optimizer it already uses.
-//
-//	opt := hooks.Subspace(optimizer.Adam().Done()).Rank(8).Done()
-//	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
-//
-// By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
-// smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
-// weight's product follows them); biases and scalars keep full updates. Two subspaces (Mode):
-//
-//   - Matrix (default): a basis Q on one side of each weight seen as a matrix W [m, n] by how it
-//     is used: a dense or DotGeneral weight as its contracted axes × the rest (y = x·W); a
-//     convolution kernel ([kh, kw, in, out], or channels-first [out, in, kh, kw]) as
-//     [kh·kw·in, out]; a weight used otherwise as [dimension 0, the rest]. PlanString names
-//     the view of each. Where W feeds a single product or ungrouped convolution, the projected
-//     gradient is computed directly — (x·Q)ᵀ·∂y, or for a kernel the kernel gradient of the
-//     same convolution against ∂y·Q (r output channels instead of out) — and back-propagation
-//     skips ∂W (GoMLX's VJPs for FusedDense, DotGeneral and ConvGeneral are wrapped to honour
-//     that, for the marked nodes only); otherwise the full gradient is built and projected. The base optimizer runs on the coefficient, so its
-//     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases track the
-//     gradients every step from the same skinny products (a power-iteration step xᵀ·(∂y·Cᵀ),
-//     re-orthonormalised by Newton–Schulz; the optimizer's moments rotate with the basis).
-//   - Temporal (the original method): each flattened gradient is projected on the top singular
-//     vectors of a ring buffer of recent gradients; warm-up steps are full steps.
-//
-// Every CheckEvery steps a drift check reads the relative residual ‖g − proj(g)‖/‖g‖ (matrix mode:
-// estimated every step from a sketch). The bases are refreshed (matrix mode: a burst of fast
-// tracking) when the residual is above ResidualThreshold and has grown by more than DriftMargin
-// since the basis's first check (a temporal basis never learned is replaced at once), when a
-// smoothed loss stops falling for LossPatience checks, or when the curvature of the loss along the
-// last step jumps above CurvatureFactor times its smoothed magnitude (see Policy). All of it runs inside the one compiled step graph, with no control flow in matrix
-// mode: phases come from a step counter held in a variable, so neither phase switches nor
-// refreshes recompile anything. The state (bases, snapshots, counters) lives in GoMLX
-// variables under the "subspace" scope, so checkpoints carry it.
 package hooks
 
 import (
@@ -46,86 +9,6 @@ import (
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/projector"
 )
-
-// Hyperparameter names, readable from the scope's params by Config.FromScope, in GoMLX's style.
-const (
-	ParamRank              = "subspace_rank"
-	ParamVarianceThreshold = "subspace_variance_threshold"
-	ParamWarmUp            = "subspace_warmup"
-	ParamCheckEvery        = "subspace_check_every"
-	ParamResidualThreshold = "subspace_residual_threshold"
-	ParamLossPatience      = "subspace_loss_patience"
-	ParamWeightDecay       = "subspace_weight_decay"
-	ParamMode              = "subspace_mode"
-	ParamMinRank           = "subspace_min_rank"
-	ParamMaxRank           = "subspace_max_rank"
-	ParamTrackingRate      = "subspace_tracking_rate"
-	ParamExplodeFactor     = "subspace_explode_factor"
-	ParamFastTrackingRate  = "subspace_fast_tracking_rate"
-	ParamTrackingFraction  = "subspace_tracking_fraction"
-	ParamDriftMargin       = "subspace_drift_margin"
-	ParamCurvatureFactor   = "subspace_curvature_factor"
-	ParamGrowAbove         = "subspace_grow_above"
-	ParamShrinkBelow       = "subspace_shrink_below"
-	ParamFullUpdateEvery   = "subspace_full_update_every"
-	ParamRankPatience      = "subspace_rank_patience"
-	ParamSide              = "subspace_side"     // "auto" (each variable's smaller side), "left" or "right"
-	ParamEnabled           = "subspace_enabled"  // false: the base optimizer alone
-	ParamMatching          = "subspace_matching" // a regular expression of variable paths; "": the default selection
-)
-
-// DefaultParams returns every Param* hyperparameter with its default value. GoMLX's
-// commandline.ParseSettings (a program's -set flag) only sets params the store already holds:
-// register these with the program's own defaults, then read them with Config.FromScope.
-//
-//	store.SetParams(hooks.DefaultParams())
-//	commandline.ParseSettings(store, *flagSettings) // -set "subspace_rank=16;subspace_mode=temporal"
-//	opt := hooks.Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done()
-func DefaultParams() map[string]any {
-	c := Subspace(nil)
-	params := map[string]any{ParamMode: c.mode.String(), ParamSide: c.sideName(), ParamMatching: ""}
-	for _, f := range c.paramFields() {
-		switch v := f.field.(type) {
-		case *int:
-			params[f.key] = *v
-		case *float64:
-			params[f.key] = *v
-		case *bool:
-			params[f.key] = *v
-		}
-	}
-	return params
-}
-
-// paramField binds a numeric or boolean Param* to the Config field it sets.
-type paramField struct {
-	key   string
-	field any // *int, *float64 or *bool
-}
-
-// paramFields lists c's fields that params set, one source for FromScope (which reads them) and
-// DefaultParams (which reports a default configuration's values).
-func (c *Config) paramFields() []paramField {
-	p := &c.policy
-	return []paramField{
-		{ParamRank, &c.rank}, {ParamVarianceThreshold, &c.varianceThreshold}, {ParamWarmUp, &c.warmUp},
-		{ParamWeightDecay, &c.weightDecay}, {ParamEnabled, &c.enabled},
-		{ParamCheckEvery, &p.CheckEvery}, {ParamResidualThreshold, &p.ResidualThreshold}, {ParamDriftMargin, &p.DriftMargin},
-		{ParamLossPatience, &p.LossPatience}, {ParamCurvatureFactor, &p.CurvatureFactor}, {ParamFullUpdateEvery, &p.FullUpdateEvery},
-		{ParamTrackingRate, &p.TrackingRate}, {ParamFastTrackingRate, &p.FastTrackingRate}, {ParamTrackingFraction, &p.TrackingFraction},
-		{ParamExplodeFactor, &p.ExplodeFactor},
-		{ParamMinRank, &p.MinRank}, {ParamMaxRank, &p.MaxRank}, {ParamGrowAbove, &p.GrowAbove}, {ParamShrinkBelow, &p.ShrinkBelow},
-		{ParamRankPatience, &p.RankPatience},
-	}
-}
-
-// sideName is the ParamSide value of c's side: "auto", "left" or "right".
-func (c *Config) sideName() string {
-	if c.side == sideAuto {
-		return "auto"
-	}
-	return projector.Side(c.side).String()
-}
 
 // Defaults, chosen to work on small problems without tuning.
 const (
@@ -195,14 +78,26 @@ func ParseMode(s string) (Mode, error) {
 	return Matrix, fmt.Errorf("unknown subspace mode %q (use matrix or temporal)", s)
 }
 
-// sideAuto lets the plan pick the smaller side of each matrix.
-const sideAuto = -1
+// sideChoice is the configured side of the matrix bases: fixed, or each variable's smaller side
+// (the plan picks).
+type sideChoice struct {
+	fixed bool
+	side  projector.Side
+}
+
+// of is the side of a matrix [m, n].
+func (s sideChoice) of(m, n int) projector.Side {
+	if s.fixed {
+		return s.side
+	}
+	return projector.SmallerSide(m, n)
+}
 
 // Config builds the subspace optimizer; create it with Subspace and finish with Done.
 type Config struct {
 	base              optimizer.Interface
 	mode              Mode
-	side              int // sideAuto, or a projector.Side
+	side              sideChoice
 	enabled           bool
 	rank              int
 	varianceThreshold float64
@@ -223,7 +118,6 @@ func Subspace(base optimizer.Interface) *Config {
 	return &Config{
 		base:       base,
 		mode:       Matrix,
-		side:       sideAuto,
 		enabled:    true,
 		rank:       DefaultRank,
 		warmUp:     DefaultWarmUp,
@@ -233,67 +127,16 @@ func Subspace(base optimizer.Interface) *Config {
 	}
 }
 
-// FromScope reads the hyperparameters set in the scope's params (see the Param* constants and
-// DefaultParams), keeping the current values for those not set. The optimizer reads them again
-// from the training scope when it builds its first step, so params set after FromScope (a -set
-// flag parsed later) are not lost. A param of the wrong type (a string where a number is
-// wanted) is reported by Validate, and by the first step, naming the param.
-func (c *Config) FromScope(scope *model.Scope) *Config {
-	c.fromScope = true
-	for _, f := range c.paramFields() {
-		switch v := f.field.(type) {
-		case *int:
-			*v = readParam(c, scope, f.key, *v)
-		case *float64:
-			*v = readParam(c, scope, f.key, *v)
-		case *bool:
-			*v = readParam(c, scope, f.key, *v)
-		}
-	}
-	switch side := readParam(c, scope, ParamSide, c.sideName()); side {
-	case "auto":
-		c.side = sideAuto
-	case projector.Left.String():
-		c.side = int(projector.Left)
-	case projector.Right.String():
-		c.side = int(projector.Right)
-	default:
-		if c.paramErr == nil {
-			c.paramErr = fmt.Errorf("%s: unknown side %q (use auto, left or right)", ParamSide, side)
-		}
-	}
-	if pattern := readParam(c, scope, ParamMatching, ""); pattern != "" {
-		c.Matching(pattern)
-	}
-	if mode, err := ParseMode(readParam(c, scope, ParamMode, c.mode.String())); err != nil {
-		c.paramErr = fmt.Errorf("%s: %w", ParamMode, err)
-	} else {
-		c.mode = mode
-	}
-	return c
-}
-
-// readParam is model.GetParamOr with its panic on a param of another type turned into the
-// configuration's error (the first one found), keeping the current value.
-func readParam[T any](c *Config, scope *model.Scope, key string, current T) (value T) {
-	defer func() {
-		if r := recover(); r != nil {
-			if c.paramErr == nil {
-				c.paramErr = fmt.Errorf("param %q has the wrong type (want %T, e.g. %v): %v", key, current, current, r)
-			}
-			value = current
-		}
-	}()
-	return model.GetParamOr(scope, key, current)
-}
-
 // Mode selects the matrix (default) or the temporal subspace.
 func (c *Config) Mode(mode Mode) *Config { c.mode = mode; return c }
 
 // Side fixes the side of the matrix subspace's basis for every variable (projector.Left: Q on
 // W's input side; projector.Right: on its output side). By default each variable takes its
 // smaller side: the basis is cheaper to learn and store.
-func (c *Config) Side(side projector.Side) *Config { c.side = int(side); return c }
+func (c *Config) Side(side projector.Side) *Config {
+	c.side = sideChoice{fixed: true, side: side}
+	return c
+}
 
 // Enabled turns projection on (the default) or off. Off, the wrapper delegates every call to the
 // base optimizer unchanged: training is exactly that of the base optimizer.
@@ -420,8 +263,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.rank, c.rank, c.warmUp)
 	case c.warmUp < 1:
 		return fmt.Errorf("hooks.Subspace: WarmUp(%d) must be ≥ 1: the first basis is learned during warm-up", c.warmUp)
-	case c.side != sideAuto && c.side != int(projector.Left) && c.side != int(projector.Right):
-		return fmt.Errorf("hooks.Subspace: Side(%d) is neither projector.Left nor projector.Right", c.side)
+	case c.side.fixed && c.side.side != projector.Left && c.side.side != projector.Right:
+		return fmt.Errorf("hooks.Subspace: Side(%d) is neither projector.Left nor projector.Right", c.side.side)
 	case c.varianceThreshold > 0 && c.mode == Matrix:
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold applies to the temporal subspace: use Mode(hooks.Temporal), or drop it (the matrix subspace keeps Rank directions)")
 	case c.varianceThreshold < 0 || c.varianceThreshold > 1:

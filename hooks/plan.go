@@ -58,10 +58,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			e.view = view
 			e.Path, e.Why = PathPostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
-		side := projector.SmallerSide(m, n)
-		if cfg.side != sideAuto {
-			side = projector.Side(cfg.side)
-		}
+		side := cfg.side.of(m, n)
 		if !cfg.explicit && min(m, n) <= cfg.rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
 			e.Path, e.Why = PathFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), cfg.rank)
