@@ -124,11 +124,11 @@ func (st *stepState) clipStep(before, updated *Node) *Node {
 	return Add(before, ClipScalar(Sub(updated, before), -clip, clip))
 }
 
-// rotateStates carries every tracker's coefficient-shaped state into its next basis: the
-// variables named after its coefficients ("…_coefficients_1st_moment" of the base optimizer,
-// "…_coefficients_prev_grad" of the curvature signal), under any scope ending in the
-// coefficients' scope, with their shape. Others' (temporal) coefficient state restarts from zero
-// after a non-finite step, as trackers' does.
+// rotateStates hands each handler its coefficient-shaped state, to carry into its next basis
+// (handler.rotateState): the variables named after its coefficients ("…_coefficients_1st_moment"
+// of the base optimizer, "…_coefficients_prev_grad" of the curvature signal), under any scope
+// ending in the coefficients' scope, with their shape. The base optimizer's state is found by
+// name because GoMLX's optimizers keep it under their own scope, mirroring the variable's path.
 func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 	for _, h := range hs {
 		coef, _ := h.coefficients()
@@ -139,14 +139,7 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 				state = append(state, sv)
 			}
 		}
-		if tr, ok := h.(tracker); ok {
-			tr.rotateState(state, stepOK[h])
-			continue
-		}
-		for _, sv := range state {
-			value := sv.NodeValue(st.g)
-			sv.SetNodeValue(Where(LogicalAnd(stepOK[h], IsFinite(ReduceAllSum(value))), value, ZerosLike(value)))
-		}
+		h.rotateState(state, stepOK[h])
 	}
 }
 

@@ -129,14 +129,14 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 		s.residual = Max(s.residual, resid)
 		drift := Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh))
-		if tv, ok := h.(*temporalVar); ok {
-			// A temporal basis is fixed until replaced: one that was never learned (zero
-			// warm-up gradients) or was damaged is replaced at the next check, as if its
-			// residual had grown from zero. (A tracked basis moves by itself.) A learned
-			// basis whose residual is merely high at its first check is kept: replacing it
-			// at every check was measured to cost accuracy (the MLP table's synthetic set,
-			// 9 refreshes: −1.2 points) — such a variable needs matrix mode (see the plan).
-			drift = Where(LogicalNot(tv.hasBasis()), resid, drift)
+		if unlearned := h.unlearned(); unlearned != nil {
+			// A basis never learned (zero warm-up gradients) or damaged is replaced at the
+			// next check, as if its residual had grown from zero. (A tracked basis moves by
+			// itself.) A learned temporal basis whose residual is merely high at its first
+			// check is kept: replacing it at every check was measured to cost accuracy (the
+			// MLP table's synthetic set, 9 refreshes: −1.2 points) — such a variable needs
+			// matrix mode (see the plan).
+			drift = Where(unlearned, resid, drift)
 		}
 		s.drift = Max(s.drift, drift)
 	}

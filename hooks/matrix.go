@@ -156,11 +156,13 @@ const MinTrackingRows = 64
 // a sketch of a few columns is noisy, and the drift rules read the residual at checks.
 const ResidualEMADecay = 0.9
 
-// trackInputs are the step's basis Q and tracking products, for the optimizer to track the bases
-// of one shape together (stepState.learnAll).
-func (h *matrixVar) trackInputs() (basis, power, sketch *Node) {
-	return h.oldBasis, h.products.Power, h.products.Sketch
-}
+// unlearned is nil: a matrix basis always starts valid (from its random start if need be).
+func (h *matrixVar) unlearned() *Node { return nil }
+
+// learn files the basis for tracking: the optimizer moves the bases of one shape together
+// (stepState.learnAll) and hands each its next basis (tracked). A refresh (learnNow) is a burst
+// of fast tracking, set by the step's rate, not a branch.
+func (h *matrixVar) learn(_ *Node, batch *trackingBatch) { batch.add(h) }
 
 // tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
 // the rotation into it and the smoothed residual (the Report derives the explained share from it).

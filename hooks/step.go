@@ -155,4 +155,14 @@ type handler interface {
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node
+	// unlearned (scalar bool) says the step starts from no valid basis, which the residual rule
+	// replaces at the next check; nil where a basis is always valid (a tracked one).
+	unlearned() *Node
+	// learn applies the step's decision: a tracked basis joins the batch that moves the bases of
+	// its shape together (trackingBatch); a temporal one re-learns where learnNow (scalar bool).
+	learn(learnNow *Node, batch *trackingBatch)
+	// rotateState carries the coefficient-shaped state (the base optimizer's moments, the
+	// curvature signal's history), as this step left it, into the next step's basis, and restarts
+	// it from zero after a non-finite step (stepOK false: the state was poisoned).
+	rotateState(state []*model.Variable, stepOK *Node)
 }

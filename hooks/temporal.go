@@ -85,6 +85,20 @@ func (h *temporalVar) hasBasis() *Node {
 	return h.learned
 }
 
+// unlearned: a temporal basis is fixed until replaced, so one never learned (zero warm-up
+// gradients) or damaged must be replaced by the residual rule at the next check.
+func (h *temporalVar) unlearned() *Node { return LogicalNot(h.hasBasis()) }
+
+// rotateState keeps the coefficient state (a temporal basis does not move between learnings),
+// and restarts it from zero after a non-finite step or where it holds a non-finite value.
+func (h *temporalVar) rotateState(state []*model.Variable, stepOK *Node) {
+	g := h.st.g
+	for _, sv := range state {
+		value := sv.NodeValue(g)
+		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), value, ZerosLike(value)))
+	}
+}
+
 func (h *temporalVar) variable() *model.Variable { return h.v }
 func (h *temporalVar) stepCoefficients() *Node   { return nil }
 func (h *temporalVar) residual() *Node           { return h.resid }
@@ -110,7 +124,7 @@ func (h *temporalVar) lift(step, fullTurn *Node) *Node {
 
 // learn re-learns the basis from the snapshots when learnNow is true (gated, see
 // projector.LearnTemporalWhen); an invalid result (zero or non-finite stack) keeps the old one.
-func (h *temporalVar) learn(learnNow *Node) {
+func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
 	cfg := &h.st.o.cfg
 	g := h.st.g
 	// The residual of the last check; one outside [0, 1] (a damaged checkpoint) is replaced now.
