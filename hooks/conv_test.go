@@ -190,7 +190,7 @@ func TestConvNetKernelsTakeTheDirectPath(t *testing.T) {
 		if !ok {
 			continue
 		}
-		require.Equal(t, PathDirect, e.Path, opt.PlanString())
+		require.Equal(t, RouteDirect, e.Route, opt.PlanString())
 		require.Contains(t, e.Why, fmt.Sprintf("as a [%d×%d] matrix", dims[0]*dims[1]*dims[2], dims[3]), opt.PlanString())
 		delete(kernels, e.Variable)
 	}
@@ -255,7 +255,7 @@ func TestPostHocViewsFollowUse(t *testing.T) {
 	}
 	for _, e := range opt.Plan() {
 		if w, ok := want[e.Variable]; ok {
-			require.Equal(t, PathPostHoc, e.Path, plan)
+			require.Equal(t, RoutePostHoc, e.Route, plan)
 			require.Contains(t, e.Why, w, plan)
 			delete(want, e.Variable)
 		}

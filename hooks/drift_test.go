@@ -246,7 +246,7 @@ func TestCurvatureSignal(t *testing.T) {
 		}
 		require.InDelta(t, a, report.Curvature, tol*a, "tracking rate %g: curvature along the last step", slow)
 		require.InDelta(t, a, report.CurvatureEMA, tol*a, "tracking rate %g: its smoothed magnitude", slow)
-		require.Equal(t, PathPostHoc, opt.Plan()[0].Path)
+		require.Equal(t, RoutePostHoc, opt.Plan()[0].Route)
 	}
 }
 

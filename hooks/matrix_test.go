@@ -32,7 +32,7 @@ func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 				r.step(t)
 			}
 			plan := opt.Plan()
-			require.Equal(t, PathDirect, plan[0].Path, opt.PlanString())
+			require.Equal(t, RouteDirect, plan[0].Route, opt.PlanString())
 			require.Equal(t, projector.Left, plan[0].Side, "W [12, 16]: the smaller side is the input side")
 			m, n := 12, 16
 			for range 3 {
@@ -136,7 +136,7 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, report.Checks)
 	require.Equal(t, 1, opt.Builds(), "one graph for every kind of step")
-	require.Equal(t, PathDirect, opt.Plan()[0].Path)
+	require.Equal(t, RouteDirect, opt.Plan()[0].Route)
 	require.Equal(t, []int{rank}, weightProducts(opt), "only the lift (contracting over the rank) may have W's shape")
 
 	f, err := opt.StepFLOPs()
@@ -264,7 +264,7 @@ func TestMatrixTrainsAndRefreshes(t *testing.T) {
 	require.Equal(t, report.SVDs, int64(len(mon.Events)))
 	require.Equal(t, 1, opt.Builds())
 	require.Len(t, report.Variables, 1, "the [16, 1] output layer stays full at rank 4")
-	require.Equal(t, PathDirect, report.Variables[0].Kind)
+	require.Equal(t, RouteDirect, report.Variables[0].Kind)
 	// The share of the gradient's energy the basis holds (from the residual sketch): more than
 	// the rank/rows a random basis of the 12-row side would hold.
 	require.Greater(t, report.Variables[0].ExplainedVariance, 4.0/12)
@@ -303,9 +303,9 @@ func TestPostHocFallback(t *testing.T) {
 	for _, e := range opt.Plan() {
 		plan[e.Variable] = e
 	}
-	require.Equal(t, PathPostHoc, plan["/shared/weights"].Path, opt.PlanString())
+	require.Equal(t, RoutePostHoc, plan["/shared/weights"].Route, opt.PlanString())
 	require.Contains(t, plan["/shared/weights"].Why, "used by 2 ops")
-	require.Equal(t, PathPostHoc, plan["/table/embeddings"].Path, opt.PlanString())
+	require.Equal(t, RoutePostHoc, plan["/table/embeddings"].Route, opt.PlanString())
 	require.Contains(t, plan["/table/embeddings"].Why, "Gather")
 	report, err := opt.Report(store)
 	require.NoError(t, err)
@@ -345,15 +345,15 @@ func TestDefaultSelectionLeavesOutEmbeddingsAndHeads(t *testing.T) {
 		}
 		if explicit {
 			for _, p := range []string{"/tokens/embeddings", "/hidden/dense/weights", "/middle/dense/weights", "/head/dense/weights"} {
-				require.NotEqual(t, PathFull, plan[p].Path, "%s is selected by name\n%s", p, opt.PlanString())
+				require.NotEqual(t, RouteFull, plan[p].Route, "%s is selected by name\n%s", p, opt.PlanString())
 			}
 			continue
 		}
-		require.Equal(t, PathFull, plan["/tokens/embeddings"].Path, opt.PlanString())
+		require.Equal(t, RouteFull, plan["/tokens/embeddings"].Route, opt.PlanString())
 		require.Contains(t, plan["/tokens/embeddings"].Why, "embedding table")
-		require.Equal(t, PathFull, plan["/head/dense/weights"].Path, opt.PlanString())
+		require.Equal(t, RouteFull, plan["/head/dense/weights"].Route, opt.PlanString())
 		require.Contains(t, plan["/head/dense/weights"].Why, "output head")
-		require.Equal(t, PathDirect, plan["/hidden/dense/weights"].Path, opt.PlanString())
-		require.Equal(t, PathDirect, plan["/middle/dense/weights"].Path, opt.PlanString())
+		require.Equal(t, RouteDirect, plan["/hidden/dense/weights"].Route, opt.PlanString())
+		require.Equal(t, RouteDirect, plan["/middle/dense/weights"].Route, opt.PlanString())
 	}
 }

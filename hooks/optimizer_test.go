@@ -320,8 +320,8 @@ func TestConfigurationErrors(t *testing.T) {
 	r.step(t)
 	plan := opt.Plan()
 	require.Len(t, plan, 4)
-	require.Equal(t, PathDirect, plan[0].Path, opt.PlanString())
-	require.Equal(t, PathFull, plan[2].Path, opt.PlanString())
+	require.Equal(t, RouteDirect, plan[0].Route, opt.PlanString())
+	require.Equal(t, RouteFull, plan[2].Route, opt.PlanString())
 	require.Contains(t, plan[2].Why, "smaller side (1) is ≤ Rank(4)")
 }
 

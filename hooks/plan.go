@@ -23,7 +23,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 	selected, projected := 0, 0
 	roles := newWeightRoles(g, trainables)
 	for i, v := range trainables {
-		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Path: PathFull, Rank: cfg.rank}
+		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Route: RouteFull, Rank: cfg.rank}
 		if !cfg.selectFn(v) {
 			e.Why = "not selected (" + cfg.selectDesc + ")"
 			plan[i] = e
@@ -35,7 +35,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		}
 		projected++
 		if cfg.mode == Temporal {
-			e.Path, e.Why = PathTemporal, fmt.Sprintf("flattened gradient (%d elements) on a temporal basis", v.Shape().Size())
+			e.Route, e.Why = RouteTemporal, fmt.Sprintf("flattened gradient (%d elements) on a temporal basis", v.Shape().Size())
 			if size := v.Shape().Size(); size >= temporalElementsPerDirection*cfg.rank && v.Shape().Rank() >= 2 {
 				// A few warm-up gradients span almost nothing of a large variable's later ones: a
 				// one-block attention LM's 64×64 matrices stayed at chance (residual 0.93–0.99).
@@ -51,24 +51,24 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		var m, n int
 		if p != nil {
 			m, n = p.m, p.n
-			e.Path, e.Why = PathDirect, p.describe()
+			e.Route, e.Why = RouteDirect, p.describe()
 		} else {
 			view := viewOf(g, v.NodeValue(g))
 			m, n = view.m, view.n
 			e.view = view
-			e.Path, e.Why = PathPostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
+			e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
 		side := cfg.side.of(m, n)
 		if !cfg.explicit && min(m, n) <= cfg.rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
-			e.Path, e.Why = PathFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), cfg.rank)
+			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), cfg.rank)
 			plan[i] = e
 			projected--
 			continue
 		}
 		if !cfg.explicit {
 			if role := roles.of(v); role != "" {
-				e.Path, e.Why = PathFull, "left out by the default selection: "+role
+				e.Route, e.Why = RouteFull, "left out by the default selection: "+role
 				plan[i] = e
 				projected--
 				continue
@@ -148,7 +148,7 @@ func (o *Optimizer) checkProjectable(v *model.Variable) error {
 func planLines(plan []PlanEntry) string {
 	var s string
 	for _, e := range plan {
-		if e.Path == PathFull && e.Why != "" {
+		if e.Route == RouteFull && e.Why != "" {
 			s += fmt.Sprintf("  %s %v: %s\n", e.Variable, e.Shape.Dimensions, e.Why)
 		}
 	}
@@ -201,21 +201,21 @@ func viewOf(g *Graph, w *Node) *matrixView {
 		desc:  fmt.Sprintf("[%d×%d] (dimension 0 × the rest)", m, n)}
 }
 
-// Path is how a variable's gradient reaches the base optimizer.
-type Path string
+// Route is how a variable's gradient reaches the base optimizer.
+type Route string
 
 const (
-	PathTemporal Path = "temporal" // flattened gradient projected on a learned temporal basis
-	PathDirect   Path = "direct"   // matrix subspace, projected gradient computed from ∂y; no ∂W
-	PathPostHoc  Path = "post-hoc" // matrix subspace, full gradient computed then projected
-	PathFull     Path = "full"     // not projected
+	RouteTemporal Route = "temporal" // flattened gradient projected on a learned temporal basis
+	RouteDirect   Route = "direct"   // matrix subspace, projected gradient computed from ∂y; no ∂W
+	RoutePostHoc  Route = "post-hoc" // matrix subspace, full gradient computed then projected
+	RouteFull     Route = "full"     // not projected
 )
 
 // PlanEntry is the projector's decision for one trainable variable.
 type PlanEntry struct {
 	Variable string
 	Shape    shapes.Shape
-	Path     Path
+	Route    Route
 	Side     projector.Side // matrix subspace: the side of the basis (Full variables: unused)
 	Rank     int
 	Why      string
@@ -239,11 +239,11 @@ func (o *Optimizer) PlanString() string {
 	rows := make([][3]string, len(plan))
 	widths := [3]int{}
 	for i, e := range plan {
-		detail := string(e.Path)
-		if e.Path == PathDirect || e.Path == PathPostHoc {
+		detail := string(e.Route)
+		if e.Route == RouteDirect || e.Route == RoutePostHoc {
 			detail += fmt.Sprintf(", %s side", e.Side)
 		}
-		if e.Path != PathFull {
+		if e.Route != RouteFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
 		}
 		rows[i] = [3]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail}

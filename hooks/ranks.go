@@ -50,7 +50,7 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	}
 	var changes []RankChange
 	for _, e := range plan {
-		if e.Path != PathDirect && e.Path != PathPostHoc {
+		if e.Route != RouteDirect && e.Route != RoutePostHoc {
 			continue
 		}
 		vr, found := report.variable(e.Variable)

@@ -42,7 +42,7 @@ type Report struct {
 type VariableReport struct {
 	Path              string
 	Shape             string
-	Kind              Path    // temporal, direct or post-hoc
+	Kind              Route   // temporal, direct or post-hoc
 	Side              string  // matrix subspace: left or right
 	MaxRank           int     // configured k
 	Rank              int     // effective rank of the current basis
@@ -182,21 +182,21 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.LastSVDCause = Cause(asInt(read(svLastLearnCause.of(root))))
 	r.LearnRuns = r.SVDs
 	for _, e := range plan {
-		if e.Path == PathFull {
+		if e.Route == RouteFull {
 			continue
 		}
 		at := func(s stateVar) any { return read(s.ofVariable(root, e.Variable)) }
 		vr := VariableReport{
 			Path:     e.Variable,
 			Shape:    fmt.Sprint(e.Shape.Dimensions),
-			Kind:     e.Path,
+			Kind:     e.Route,
 			Side:     e.Side.String(),
 			MaxRank:  e.Rank,
 			Rank:     e.Rank,
 			Residual: asFloat(at(svResidual)),
 			Valid:    asInt(at(svValid)) > 0,
 		}
-		if e.Path == PathTemporal {
+		if e.Route == RouteTemporal {
 			vr.Rank = int(asInt(at(svRank)))
 			vr.ExplainedVariance = asFloat(at(svExplained)) // of the snapshots of its SVD
 		} else {
@@ -204,7 +204,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
 			vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
 		}
-		if e.Path != PathTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
+		if e.Route != RouteTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
 			vr.HighChecks = int(asInt(at(svHighChecks)))
 			vr.LowChecks = int(asInt(at(svLowChecks)))
 		}

@@ -339,7 +339,7 @@ func TestGradientAccumulation(t *testing.T) {
 			require.Equal(t, int64(30), report.Steps, "one optimizer step per 2 train steps")
 			require.Zero(t, report.SkippedSteps)
 			if mode == Matrix {
-				require.Equal(t, PathPostHoc, opt.Plan()[0].Path, opt.PlanString())
+				require.Equal(t, RoutePostHoc, opt.Plan()[0].Route, opt.PlanString())
 				require.Contains(t, opt.Plan()[0].Why, "AccumulateGradients")
 				require.Less(t, basisOrthonormalityError(t, r.store, "/subspace/hidden/dense/weights_basis"), 1e-5)
 			}

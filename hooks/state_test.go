@@ -28,7 +28,7 @@ func TestStateSchemaCoversTheStore(t *testing.T) {
 			root := path.Join("/", StateScope)
 			var projected []string
 			for _, e := range opt.Plan() {
-				if e.Path != PathFull {
+				if e.Route != RouteFull {
 					projected = append(projected, e.Variable)
 				}
 			}

@@ -76,12 +76,12 @@ func (st *stepState) project(trainables []*model.Variable, grads []*Node, plan [
 	var hs []handler
 	for i, v := range trainables {
 		e := plan[i]
-		switch e.Path {
-		case PathTemporal:
+		switch e.Route {
+		case RouteTemporal:
 			hs = append(hs, newTemporal(st, v, grads[i]))
-		case PathDirect:
+		case RouteDirect:
 			hs = append(hs, newMatrixDirect(st, v, products[i], grads[i], e.Side, e.Rank))
-		case PathPostHoc:
+		case RoutePostHoc:
 			hs = append(hs, newMatrixPostHoc(st, v, grads[i], e.Side, e.Rank, e.view))
 		}
 	}

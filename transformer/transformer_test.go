@@ -72,7 +72,7 @@ func TestEveryProjectionTakesTheDirectPath(t *testing.T) {
 	direct := 0
 	for _, e := range opt.Plan() {
 		if strings.Contains(e.Variable, "/block_") && strings.HasSuffix(e.Variable, "/weights") && !strings.Contains(e.Variable, "norm") {
-			require.Equal(t, hooks.PathDirect, e.Path, "%s: %s\n%s", e.Variable, e.Why, opt.PlanString())
+			require.Equal(t, hooks.RouteDirect, e.Route, "%s: %s\n%s", e.Variable, e.Why, opt.PlanString())
 			direct++
 		}
 	}

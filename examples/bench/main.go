@@ -267,10 +267,10 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	res.StockStateBytes, res.SubspaceStateBytes = stateBytes(stock.store, c), stateBytes(sub.store, c)
 	res.StateBytesRatio = float64(res.SubspaceStateBytes) / float64(res.StockStateBytes)
 	for _, e := range sub.opt.Plan() {
-		if e.Path != hooks.PathFull {
+		if e.Route != hooks.RouteFull {
 			res.ProjectedVariables++
 		}
-		if e.Path == hooks.PathDirect {
+		if e.Route == hooks.RouteDirect {
 			res.DirectPathVariables++
 		}
 	}

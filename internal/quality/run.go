@@ -133,7 +133,7 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 			res.Notes = fmt.Sprintf("refreshes %d, skipped %d, ranks %s, residuals %s", rep.Refreshes, rep.SkippedSteps, rep.Ranks(), strings.Join(residuals, ","))
 		}
 		for _, e := range opt.Plan() {
-			if e.Path != hooks.PathFull {
+			if e.Route != hooks.RouteFull {
 				res.Projected = append(res.Projected, e.Variable)
 			}
 		}
