@@ -67,7 +67,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		}
 		baseGrads = append(baseGrads, grad)
 	}
-	st.o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
+	st.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
 
 	lr := st.learningRate()
 	steps := make(map[handler]*Node, len(hs))
@@ -86,7 +86,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		turn := fullTurn[h]       // nil: no full-update rule
 		if h.fullUpdateInBase() {
 			projected := Add(before, h.lift(step, turn))
-			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
 			v.SetNodeValue(Where(h.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
@@ -96,7 +96,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			// a full-size select (each full-size op is a pass over the weight).
 			lifted := h.lift(Where(check.ok, step, ZerosLike(step)), turn)
 			projected := Add(before, lifted)
-			if wd := st.o.cfg.weightDecay; wd > 0 && lr != nil {
+			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
 				projected = Add(Mul(before, Where(check.ok, decay, OnesLike(decay))), lifted)
 			}
@@ -105,7 +105,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		}
 		coef.SetNodeValue(zero[h])
 	}
-	if pol := st.o.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
+	if pol := st.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
 		st.curvature(hs, steps, d.learnNow) // only its rule reads it
 	}
 	st.rotateStates(hs, stepOK)

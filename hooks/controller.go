@@ -70,11 +70,11 @@ type decision struct {
 	checks        *Node // drift checks run, this one included (int64)
 }
 
-func (st *stepState) checks() bool { return st.o.cfg.policy.CheckEvery > 0 }
+func (st *stepState) checks() bool { return st.cfg.policy.CheckEvery > 0 }
 
 // adaptive says whether the rank rule runs.
 func (st *stepState) adaptive() bool {
-	return st.checks() && st.o.cfg.policy.adaptive(st.o.cfg.rank)
+	return st.checks() && st.cfg.policy.adaptive(st.cfg.rank)
 }
 
 // loadController creates or loads the controller's state.
@@ -82,7 +82,7 @@ func (st *stepState) loadController() controllerState {
 	cs := controllerState{lossEMA: st.scalar(svLossEMA), bestLoss: st.scalar(svBestLossEMA), plateau: st.scalar(svPlateauChecks)}
 	if st.checks() {
 		cs.freshPending = st.scalar(svFreshPending)
-		if st.o.cfg.policy.CurvatureFactor > 0 {
+		if st.cfg.policy.CurvatureFactor > 0 {
 			cs.curvaturePeak, cs.lastPeak = st.scalar(svCurvaturePeak), st.scalar(svLastCheckPeak)
 		}
 	}
@@ -157,7 +157,7 @@ func (st *stepState) decide(cs controllerState, s driftSignals, check stepCheck)
 	d := decision{driftDecision: driftDecision{refresh: off, byResidual: off, byLoss: off, byCurvature: off},
 		byRank: off, maxResidual: s.residual}
 	if st.checks() {
-		rules := st.o.cfg.policy
+		rules := st.cfg.policy
 		if st.noLoss {
 			rules.LossPatience = 0 // no loss to watch
 		}
@@ -196,7 +196,7 @@ func (st *stepState) advance(cs controllerState, loss lossSignal, d *decision) {
 	st.bump(svRefreshes, d.refresh)
 	st.bump(svByResidual, d.byResidual)
 	st.bump(svByLoss, d.byLoss)
-	if st.checks() && st.o.cfg.policy.CurvatureFactor > 0 {
+	if st.checks() && st.cfg.policy.CurvatureFactor > 0 {
 		st.bump(svByCurvature, d.byCurvature)
 	}
 	st.bump(svLearnings, d.learnNow)
@@ -227,13 +227,13 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 		return nil
 	}
 	g := st.g
-	pol := &st.o.cfg.policy
+	pol := st.cfg.policy
 	adaptive := st.adaptive()
 	fullTurn := make(map[handler]*Node, len(hs))
 	anyTurn := Const(g, false)
 	for i, h := range hs {
 		turn := Const(g, false) // the matrix subspace takes no full update: its basis tracks
-		if st.o.cfg.mode == Temporal {
+		if st.cfg.mode == Temporal {
 			turn = LogicalAnd(pol.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
 		}
 		fullTurn[h] = turn
@@ -248,7 +248,7 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 			lowVar.SetNodeValue(Where(d.learnNow, ZerosLike(low), low))
 		}
 	}
-	if pol.FullUpdateEvery > 0 && st.o.cfg.mode == Temporal {
+	if pol.FullUpdateEvery > 0 && st.cfg.mode == Temporal {
 		st.bump(svFullUpdates, anyTurn)
 	}
 	if adaptive {
@@ -265,9 +265,9 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 // otherwise. A refresh is a burst of fast tracking, not a branch: every step runs the same graph.
 func (st *stepState) trackingRate(learnNow *Node) *Node {
 	g := st.g
-	pol := &st.o.cfg.policy
+	pol := st.cfg.policy
 	fastUntil := st.scalar(svFastUntil)
-	last := AddScalar(st.t, int64(st.o.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
+	last := AddScalar(st.t, int64(st.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
 	until := Where(learnNow, last, Min(fastUntil.NodeValue(g), last))
 	fastUntil.SetNodeValue(until)
 	fast := LessOrEqual(st.t, until)

@@ -35,7 +35,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	}
 	ema := st.scalar(svLossEMA).NodeValue(g)
 	exploded := Const(g, false)
-	if factor := st.o.cfg.policy.ExplodeFactor; factor > 0 {
+	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
 		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
 			GreaterThan(st.loss, MulScalar(ema, factor)))
 	}

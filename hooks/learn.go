@@ -33,7 +33,7 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	for _, h := range hs {
 		h.learn(learnNow, &batch)
 	}
-	maxRate := st.o.cfg.policy.FastTrackingRate
+	maxRate := st.cfg.policy.FastTrackingRate
 	for _, key := range batch.keys {
 		group := batch.groups[key]
 		if len(group) == 1 {

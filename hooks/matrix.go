@@ -93,7 +93,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		if x.DType() != sdt {
 			x = ConvertDType(x, sdt)
 		}
-		h.stepCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.sketch(h.otherSide()), h.side, st.o.cfg.policy.TrackingFraction)
+		h.stepCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction)
 		return h
 	}
 	x2 := p.xRows(p.x)
@@ -102,7 +102,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		x2 = ConvertDType(x2, sdt)
 	}
 	rows := x2.Shape().Dim(0)
-	trackRows := max(int(math.Ceil(st.o.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
+	trackRows := max(int(math.Ceil(st.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
 	h.stepCoef, h.products = projector.DirectStep(x2, dy2, h.oldBasis, h.sketch(h.otherSide()), h.side, trackRows)
 	return h
 }

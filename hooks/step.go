@@ -93,7 +93,7 @@ func (st *stepState) project(trainables []*model.Variable, grads []*Node, plan [
 // lives, and the step's schedule, all set when it is made. What the phases decide is passed
 // along as their results (stepCheck, decision), not stored here.
 type stepState struct {
-	o     *Optimizer
+	cfg   *Config // the optimizer's configuration, as of this build
 	scope *model.Scope
 	root  *model.Scope // the state scope
 	g     *Graph
@@ -108,20 +108,20 @@ type stepState struct {
 
 func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
 	root := scope.At(StateScope)
-	st := &stepState{o: o, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss}
+	st := &stepState{cfg: &o.cfg, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss}
 	stepVar := st.scalar(svStep)
 	// Counters are clamped where a damaged checkpoint could make them lock a rule (here: a
 	// negative step count would keep warm-up going).
 	st.t = AddScalar(Max(stepVar.NodeValue(g), Const(g, int64(0))), 1)
 	stepVar.SetNodeValue(st.t)
-	n0 := int64(o.cfg.warmUp)
+	n0 := int64(st.cfg.warmUp)
 	st.warm = LessOrEqual(st.t, Const(g, n0))
-	if o.cfg.mode == Temporal {
+	if st.cfg.mode == Temporal {
 		st.learnAt = Equal(st.t, Const(g, n0))
 	} else {
 		st.learnAt = Equal(st.t, Const(g, int64(1))) // warm-up's fast tracking starts
 	}
-	if k := int64(o.cfg.policy.CheckEvery); k > 0 {
+	if k := int64(st.cfg.policy.CheckEvery); k > 0 {
 		sinceWarm := Sub(st.t, Const(g, n0))
 		st.isCheck = LogicalAnd(GreaterThan(sinceWarm, Const(g, int64(0))),
 			Equal(ModScalar(sinceWarm, k), Const(g, int64(0))))

@@ -31,7 +31,7 @@ type temporalVar struct {
 }
 
 func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
-	cfg := &st.o.cfg
+	cfg := st.cfg
 	g := st.g
 	p := v.Shape().Size()
 	dtype := stateDType(v)
@@ -125,7 +125,7 @@ func (h *temporalVar) lift(step, fullTurn *Node) *Node {
 // learn re-learns the basis from the snapshots when learnNow is true (gated, see
 // projector.LearnTemporalWhen); an invalid result (zero or non-finite stack) keeps the old one.
 func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
-	cfg := &h.st.o.cfg
+	cfg := h.st.cfg
 	g := h.st.g
 	// The residual of the last check; one outside [0, 1] (a damaged checkpoint) is replaced now.
 	old := h.residVar.NodeValue(g)
