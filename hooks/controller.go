@@ -230,14 +230,14 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 	pol := st.cfg.policy
 	adaptive := st.adaptive()
 	fullTurn := make(map[handler]*Node, len(hs))
-	anyTurn := Const(g, false)
+	anyTurn, who := Const(g, false), Const(g, int32(0))
 	for i, h := range hs {
 		turn := Const(g, false) // the matrix subspace takes no full update: its basis tracks
 		if st.cfg.mode == Temporal {
 			turn = LogicalAnd(pol.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
 		}
 		fullTurn[h] = turn
-		anyTurn = LogicalOr(anyTurn, turn)
+		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
 		if adaptive {
 			v := h.variable()
 			highVar := st.perVariable(v, svHighChecks, shapes.Make(counterDType))
@@ -250,6 +250,8 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 	}
 	if pol.FullUpdateEvery > 0 && st.cfg.mode == Temporal {
 		st.bump(svFullUpdates, anyTurn)
+		last := st.scalar(svLastFullTurn)
+		last.SetNodeValue(Where(anyTurn, who, last.NodeValue(g)))
 	}
 	if adaptive {
 		st.scalar(svRankChanges) // kept by the host's rank rule (AdaptRanks)

@@ -298,6 +298,10 @@ func TestFullUpdateRotation(t *testing.T) {
 			if mode == Temporal && (step-4)%4 == 0 {
 				require.Greater(t, outside, 1e-3*inside, "step %d: the full update must leave the subspace", step)
 				require.LessOrEqual(t, outside, inside*(1+1e-6), "step %d: no longer than the projected step", step)
+				// The report names the variable whose turn it was, as the graph decided it.
+				report, err := opt.Report(r.store)
+				require.NoError(t, err)
+				require.Equal(t, firstLayer, report.LastFullUpdate, "step %d", step)
 			} else {
 				require.LessOrEqual(t, outside, 1e-9+1e-6*inside, "%s mode, step %d: the update stays in the subspace", mode, step)
 			}

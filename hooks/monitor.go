@@ -223,14 +223,8 @@ func (m *Monitor) record(r Report) {
 	}
 	pol := m.opt.cfg.policy
 	if r.FullUpdates > m.fullUpdates {
-		if m.Logf != nil && len(r.Variables) > 0 {
-			paths := make([]string, len(r.Variables))
-			for i, v := range r.Variables {
-				paths[i] = v.Path
-			}
-			slices.Sort(paths)
-			who := paths[int(r.Checks/int64(max(1, pol.FullUpdateEvery)))%len(paths)]
-			m.Logf("subspace: step %d: full update of %s (rule full-update: every %d checks, variables in turn)", r.Steps, who, pol.FullUpdateEvery)
+		if m.Logf != nil {
+			m.Logf("subspace: step %d: full update of %s (rule full-update: every %d checks, variables in turn)", r.Steps, r.LastFullUpdate, pol.FullUpdateEvery)
 		}
 		m.fullUpdates = r.FullUpdates
 	}

@@ -3,6 +3,7 @@ package hooks
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -21,6 +22,7 @@ type Report struct {
 	RefreshesCurvature int64   // … because the curvature along a step jumped
 	Checks             int64   // drift checks run
 	FullUpdates        int64   // checks at which a variable took the part of its gradient outside its subspace
+	LastFullUpdate     string  // the variable that took the last full update
 	RankChanges        int64   // variables whose rank the rank rule changed (each recompiles the step once)
 	Curvature          float64 // the last curvature measured along a step
 	CurvaturePeak      float64 // at the last check: the largest |κ| over its smoothed magnitude since the check before
@@ -170,6 +172,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.Checks = asInt(read(svChecks.of(root)))
 	r.FullUpdates = asInt(optional(svFullUpdates.of(root)))
 	r.RankChanges = asInt(optional(svRankChanges.of(root)))
+	lastFull := optional(svLastFullTurn.of(root))
 	r.Curvature = asFloat(optional(svCurvature.of(root)))
 	r.CurvatureEMA = asFloat(optional(svCurvatureEMA.of(root)))
 	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
@@ -209,6 +212,17 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			vr.LowChecks = int(asInt(at(svLowChecks)))
 		}
 		r.Variables = append(r.Variables, vr)
+	}
+	if r.FullUpdates > 0 && lastFull != nil {
+		// Handlers run in path order (step.go): the stored index is into the sorted paths.
+		paths := make([]string, len(r.Variables))
+		for i, v := range r.Variables {
+			paths[i] = v.Path
+		}
+		slices.Sort(paths)
+		if i := int(asInt(lastFull)); i >= 0 && i < len(paths) {
+			r.LastFullUpdate = paths[i]
+		}
 	}
 	return r, err
 }

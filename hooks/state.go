@@ -46,6 +46,7 @@ var (
 	svByCurvature    = stateVar{"refreshes_curvature", dtypes.Int64, "controller: refreshes by the curvature rule"}
 	svChecks         = stateVar{"checks", dtypes.Int64, "controller: drift checks run"}
 	svFullUpdates    = stateVar{"full_updates", dtypes.Int64, "controller: checks that gave a variable a full update (temporal)"}
+	svLastFullTurn   = stateVar{"last_full_update", dtypes.Int32, "controller: which variable (in path order) took the last full update"}
 	// "svds" counts the steps that learned bases (temporal: an SVD; matrix: a start of fast
 	// tracking); the stored name is older than matrix mode and kept for checkpoints.
 	svLearnings      = stateVar{"svds", dtypes.Int64, "controller: bases learned, warm-up included"}
@@ -77,7 +78,7 @@ var stateSchema = []stateVar{
 	svStep, svSkippedSteps, svExplodeStreak, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
 	svCurvature, svCurvatureEMA, svCurvatureCount, svComparable, svCurvaturePeak, svLastCheckPeak,
 	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
-	svChecks, svFullUpdates, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,
+	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,
 	svBasis, svCoefficients, svValid, svResidual, svFreshResidual, svHighChecks, svLowChecks,
 	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots,
 }
