@@ -12,13 +12,13 @@
 //	| ConvGeneral's axes and group counts only in Node.String()         | ConvGeneralParams         | TestDescriptionsParse                       |
 //	| FusedDense's activation and weight layout only in Node.String()   | FusedDenseForm            | TestDescriptionsParse                       |
 //
-// Two more live where they act, listed here so that the table is complete:
+// Three more live where they act, listed here so that the table is complete:
 //
 //   - VJPs can be replaced only through the global graph.VJPRegistration map: hooks/vjp.go wraps
 //     FusedDense's, DotGeneral's and ConvGeneral's once at start-up, for nodes marked direct only
 //     (TestDirectPathBuildsNoWeightGradient, TestConvNetKernelsTakeTheDirectPath).
 //   - A base optimizer pairs gradients with the trainable variables it finds in the scope:
-//     hooks' applyBase flips Trainable flags for the duration of the call (TestCheckpointResumesExactly).
+//     hooks' applyBase (base.go) flips Trainable flags for the duration of the call (TestCheckpointResumesExactly).
 //   - The Go backend's product kernels are slow for a small operand contracted on its last axis
 //     and for row counts that are not a multiple of 4: projector's TimesSmallTransposed,
 //     TransposedTimes and SketchColumns lay products out for them (docs/benchmarks.md).
