@@ -1,13 +1,13 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/gradsub/gradsub/examples/mlp/data"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/figures"
 	"github.com/stretchr/testify/require"
 )
 
@@ -61,10 +61,13 @@ func TestRunRejectsBadFlags(t *testing.T) {
 }
 
 // TestControllerPlot: a run writes the controller picture of each setup it ran.
-func TestControllerPlot(t *testing.T) {
+func TestControllerFigureData(t *testing.T) {
 	out := t.TempDir()
 	require.NoError(t, run("synthetic", "seed", "matrix", 1, "", "go", "", out, false))
-	info, err := os.Stat(filepath.Join(out, "controller-seed.png"))
+	fig, err := figures.Read(filepath.Join(out, "controller-seed.json"))
 	require.NoError(t, err)
-	require.Greater(t, info.Size(), int64(1000))
+	require.Len(t, fig.Series, 1)
+	require.Equal(t, "synthetic", fig.Series[0].Name)
+	require.NotEmpty(t, fig.Series[0].History, "the monitor's history of the first seed")
+	require.Len(t, fig.Series[0].Loss, len(fig.Series[0].History), "a loss per observed step")
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/gradsub/gradsub/examples/mlp/data"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
-	"github.com/gradsub/gradsub/internal/plots"
+	"github.com/gradsub/gradsub/internal/figures"
 	"github.com/janpfeifer/must"
 )
 
@@ -52,7 +52,7 @@ func main() {
 		flagBackend = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		flagData    = flag.String("data", "", "directory of the datasets (default: the repository's testdata/)")
 		flagVerbose = flag.Bool("v", false, "log every SVD of the subspace with its cause")
-		flagOut     = flag.String("out", "mlp-report", "directory for the controller plots (controller-<setup>.png); empty: none")
+		flagOut     = flag.String("out", "mlp-report", "directory for the controller pictures' data (controller-<setup>-<mode>.json; draw them with go run ./examples/plot DIR); empty: none")
 	)
 	flag.Parse()
 	if err := run(*flagDataset, *flagSetup, *flagMode, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagOut, *flagVerbose); err != nil {
@@ -184,30 +184,29 @@ func writeJSON(path string, rows []Row) error {
 	return nil
 }
 
-// plotControllers draws, per setup, the first seed's subspace run on each dataset: loss,
-// residual at the drift checks, rank.
-// With several modes, each has its own picture (controller-<setup>-<mode>.png).
+// plotControllers writes, per setup, the data of a picture of the first seed's subspace run on
+// each dataset (loss, residual at the drift checks, rank), for examples/plot to draw.
+// With several modes, each has its own (controller-<setup>-<mode>.json).
 func plotControllers(outDir string, rows []Row, setups []Setup, mode hooks.Mode, perMode bool) error {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
 	for _, setup := range setups {
-		var series []plots.Series
+		fig := figures.Controller{Title: fmt.Sprintf("MLP, %s setup, %s subspace (seed 1)", setup.Name, mode), Threshold: hooks.DefaultResidualThreshold}
 		for _, r := range rows {
 			if r.Setup == setup.Name && r.Mode == mode.String() {
-				series = append(series, plots.Series{Name: r.Dataset, Loss: r.FirstSeed.Loss, History: r.FirstSeed.History})
+				fig.Series = append(fig.Series, figures.Series{Name: r.Dataset, Loss: r.FirstSeed.Loss, History: r.FirstSeed.History})
 			}
 		}
 		name := "controller-" + setup.Name
 		if perMode {
 			name += "-" + mode.String()
 		}
-		path := filepath.Join(outDir, name+".png")
-		title := fmt.Sprintf("MLP, %s setup, %s subspace (seed 1)", setup.Name, mode)
-		if err := plots.Controller(path, title, series, hooks.DefaultResidualThreshold); err != nil {
+		path := filepath.Join(outDir, name+".json")
+		if err := fig.Write(path); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "wrote %s\n", path)
+		fmt.Fprintf(os.Stderr, "wrote %s (draw it: go run ./examples/plot %s)\n", path, outDir)
 	}
 	return nil
 }

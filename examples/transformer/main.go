@@ -33,6 +33,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/figures"
 	"github.com/gradsub/gradsub/internal/plots"
 	"github.com/gradsub/gradsub/transformer"
 	"github.com/schollz/progressbar/v3"
@@ -425,15 +426,15 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
 		return err
 	}
-	var series []plots.Series
+	var series []figures.Series
 	for _, r := range rows {
 		if r.Mode != "stock" {
-			series = append(series, plots.Series{Name: r.Variant, Loss: r.TrainCurve, History: r.History})
+			series = append(series, figures.Series{Name: r.Variant, Loss: r.TrainCurve, History: r.History})
 		}
 	}
 	if len(series) > 0 {
-		if err := plots.Controller(filepath.Join(outDir, "controller.png"), "Drift controller: loss, residual at checks, rank",
-			series, hooks.DefaultResidualThreshold); err != nil {
+		fig := figures.Controller{Title: "Drift controller: loss, residual at checks, rank", Threshold: hooks.DefaultResidualThreshold, Series: series}
+		if err := plots.Controller(filepath.Join(outDir, "controller.png"), fig); err != nil {
 			return err
 		}
 	}

@@ -6,21 +6,13 @@ import (
 	"image/color"
 	"os"
 
-	"github.com/gradsub/gradsub/hooks"
+	"github.com/gradsub/gradsub/internal/figures"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 )
-
-// Series is one training run seen by a hooks.Monitor: its loss at every step (index = step − 1)
-// and the monitor's history.
-type Series struct {
-	Name    string
-	Loss    []float64
-	History []hooks.Sample
-}
 
 var palette = []color.Color{
 	color.RGBA{R: 31, G: 119, B: 180, A: 255}, color.RGBA{R: 214, G: 39, B: 40, A: 255},
@@ -31,7 +23,8 @@ var palette = []color.Color{
 // Controller writes a PNG of three aligned panels against the step: the training loss (smoothed
 // over 10 steps), the largest relative residual at each drift check with the refreshes marked,
 // and the mean rank of the projected variables. threshold is drawn on the residual panel.
-func Controller(path, title string, series []Series, threshold float64) error {
+func Controller(path string, fig figures.Controller) error {
+	title, series, threshold := fig.Title, fig.Series, fig.Threshold
 	loss, resid, rank := plot.New(), plot.New(), plot.New()
 	loss.Title.Text = title
 	loss.Y.Label.Text = "loss (10-step mean)"

@@ -6,7 +6,6 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
-	"github.com/gomlx/go-xla/compute/xla"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	timage "github.com/gomlx/gomlx/core/tensors/images"
@@ -15,18 +14,6 @@ import (
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
 )
-
-// TestXLABuilderCachesAreFound: the fields IsolateFunctionCaches swaps out must exist, as maps,
-// in the go-xla version this module builds with (a new version without them needs the
-// workaround reviewed).
-func TestXLABuilderCachesAreFound(t *testing.T) {
-	builder := reflect.TypeFor[xla.Builder]()
-	for _, name := range xlaCacheFields {
-		f, ok := builder.FieldByName(name)
-		require.True(t, ok, "go-xla's Builder has no field %s", name)
-		require.Equal(t, reflect.Map, f.Type.Kind(), name)
-	}
-}
 
 // TestIsolateMap: a cache is emptied while a closure is built and restored afterwards, without
 // the closure's entries; GoMLX's graph still has the scalar cache it empties.
