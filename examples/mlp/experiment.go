@@ -85,11 +85,12 @@ func trainOnce(backend compute.Backend, split DataSplit, setup Setup, mode hooks
 
 	var res RunResult
 	var start time.Time
+	batch := split.Train.Flat()
 	for epoch := range setup.Epochs {
 		if epoch == 1 {
 			start = time.Now()
 		}
-		x, y := split.Train.Tensors()
+		x, y := batch.Tensors()
 		stepStart := time.Now()
 		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -53,8 +54,21 @@ func main() {
 		flagData    = flag.String("data", "", "directory of the datasets (default: the repository's testdata/)")
 		flagVerbose = flag.Bool("v", false, "log every SVD of the subspace with its cause")
 		flagOut     = flag.String("out", "mlp-report", "directory for the controller pictures' data (controller-<setup>-<mode>.json; draw them with go run ./examples/plot DIR); empty: none")
+		flagProfile = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
 	flag.Parse()
+	if *flagProfile != "" {
+		f, err := os.Create(*flagProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mlp:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "mlp:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*flagDataset, *flagSetup, *flagMode, *flagSeeds, *flagJSON, *flagBackend, *flagData, *flagOut, *flagVerbose); err != nil {
 		fmt.Fprintln(os.Stderr, "mlp:", err)
 		os.Exit(1)
