@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
 )
@@ -46,5 +47,24 @@ func TestMatrixModeIsNoWorseThanTheReference(t *testing.T) {
 			require.Less(t, loss[Matrix], margin*loss[GaLore], "matrix mode lost more than the reference")
 			require.Less(t, loss[Stock], loss[GaLore]*1.5, "sanity: stock trains")
 		})
+	}
+}
+
+// TestAdaptiveRankActsInTheSuite: the suite runs the projector with its Monitor on the trainer,
+// as a user does, so RankBounds' rule acts: with a low GrowAbove the MLP's ranks grow.
+func TestAdaptiveRankActsInTheSuite(t *testing.T) {
+	task := MLPClassifier()
+	grow := func(c *hooks.Config) *hooks.Config {
+		pol := hooks.DefaultPolicy()
+		pol.CheckEvery, pol.GrowAbove, pol.ShrinkBelow, pol.RankPatience = 5, 0.01, 0, 1
+		return c.Policy(pol).RankBounds(task.Rank/2, 2*task.Rank)
+	}
+	backend, err := backends.New(backends.Config(""))
+	require.NoError(t, err)
+	res, err := Run(backend, task, Matrix, 1, Options{Steps: 30, Config: grow})
+	require.NoError(t, err)
+	require.NotEmpty(t, res.Ranks)
+	for _, r := range res.Ranks {
+		require.Greater(t, r, task.Rank, "ranks %v, notes %s", res.Ranks, res.Notes)
 	}
 }

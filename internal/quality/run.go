@@ -36,6 +36,7 @@ type Result struct {
 	Accuracy      float64
 	StepMs        float64
 	Notes         string   // what the projector reported (refreshes, skipped steps)
+	Ranks         []int    // the projector's ranks at the end, per projected variable
 	Projected     []string // the variables the projector (or the reference) projected
 }
 
@@ -94,6 +95,13 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 	store.SetParam(model.ParamInitialSeed, seed)
 	trainer := train.NewTrainer(backend, store, t.Model, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
 	ref, _ := opt.(*Reference)
+	// The projector runs as a user runs it, with its Monitor on the trainer: the rank rule
+	// (RankBounds) acts through it.
+	var monitor *hooks.Monitor
+	if h, ok := opt.(*hooks.Optimizer); ok {
+		monitor = h.NewMonitor(store)
+		monitor.Trainer = trainer
+	}
 	var grads func(x, y *tensors.Tensor) (map[string]*tensors.Tensor, error)
 	if ref != nil {
 		grads = gradientExec(backend, store, t, ref)
@@ -117,6 +125,11 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 		if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
 			return res, fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
 		}
+		if monitor != nil {
+			if err := monitor.Observe(); err != nil {
+				return res, fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
+			}
+		}
 	}
 	res.StepMs = float64(time.Since(start).Microseconds()) / 1e3 / float64(steps)
 	res.EvalLoss, res.Accuracy, err = evaluate(backend, store, t, seed)
@@ -129,6 +142,7 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 			var residuals []string
 			for _, v := range rep.Variables {
 				residuals = append(residuals, fmt.Sprintf("%.2f", v.Residual))
+				res.Ranks = append(res.Ranks, v.Rank)
 			}
 			res.Notes = fmt.Sprintf("refreshes %d, skipped %d, ranks %s, residuals %s", rep.Refreshes, rep.SkippedSteps, rep.Ranks(), strings.Join(residuals, ","))
 		}
