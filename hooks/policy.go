@@ -73,7 +73,11 @@ type Policy struct {
 	// Rank rule (adaptive rank): a variable's rank doubles, up to MaxRank, after RankPatience
 	// consecutive checks with its residual above GrowAbove, and halves, down to MinRank, after
 	// RankPatience checks below ShrinkBelow. MaxRank 0 (or ≤ Rank) disables growth; MinRank 0
-	// (or ≥ Rank) disables shrinking.
+	// (or ≥ Rank) disables shrinking. GrowAbove's default, 0.6, was measured: at 0.9 no variable of
+	// the transformer or the quality suite's models ever grew (their smoothed residuals at rank
+	// width/8–width/32 are 0.4–0.9); at 0.6 the transformer's (RankBounds(8, 32), 1,000 steps)
+	// grew and its eval-loss gap to AdamW fell from 11% to 6% for 0.66 of AdamW's gradient FLOPs
+	// instead of 0.59, while the MLP classifier's (residuals about 0.4) stayed put.
 	MinRank, MaxRank       int
 	GrowAbove, ShrinkBelow float64
 	RankPatience           int
@@ -96,7 +100,7 @@ func DefaultPolicy() Policy {
 		LossPatience:      DefaultLossPatience,
 		CurvatureFactor:   10,
 		FullUpdateEvery:   4,
-		GrowAbove:         0.9,
+		GrowAbove:         0.6,
 		ShrinkBelow:       0.2,
 		RankPatience:      3,
 	}
@@ -139,7 +143,7 @@ func (p Policy) Validate(rank int) error {
 	case p.MaxRank > 0 && p.MinRank > p.MaxRank:
 		return fmt.Errorf("Policy.MinRank %d is above MaxRank %d", p.MinRank, p.MaxRank)
 	case p.adaptive(rank) && (p.GrowAbove <= p.ShrinkBelow || p.GrowAbove > 1 || p.ShrinkBelow < 0):
-		return fmt.Errorf("Policy.GrowAbove %g and ShrinkBelow %g must satisfy 0 ≤ ShrinkBelow < GrowAbove ≤ 1 (e.g. 0.9 and 0.2)", p.GrowAbove, p.ShrinkBelow)
+		return fmt.Errorf("Policy.GrowAbove %g and ShrinkBelow %g must satisfy 0 ≤ ShrinkBelow < GrowAbove ≤ 1 (e.g. 0.6 and 0.2)", p.GrowAbove, p.ShrinkBelow)
 	case p.adaptive(rank) && p.RankPatience < 1:
 		return fmt.Errorf("Policy.RankPatience %d must be ≥ 1 when the rank adapts (MinRank %d, MaxRank %d)", p.RankPatience, p.MinRank, p.MaxRank)
 	}

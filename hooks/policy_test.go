@@ -79,7 +79,7 @@ func TestPolicyFullUpdateRotation(t *testing.T) {
 
 // TestPolicyRankStreaks: the streaks count consecutive checks beyond each level, and restart.
 func TestPolicyRankStreaks(t *testing.T) {
-	p := DefaultPolicy() // grow above 0.9, shrink below 0.2
+	p := DefaultPolicy() // grow above 0.6, shrink below 0.2
 	high, low := int32(0), int32(0)
 	var highs, lows []int32
 	for _, step := range []struct {
