@@ -36,10 +36,14 @@ func TestGoldenLossTraces(t *testing.T) {
 	for name, newOpt := range goldenRuns {
 		opt := newOpt()
 		r := newRun(t, opt)
-		mon := opt.NewMonitor(r.store) // the rank rule acts through the monitor
+		mon := opt.NewMonitor(r.store)
+		mon.Trainer = r.trainer // the rank rule acts through the monitor, on the trainer
 		for range steps {
 			got[name] = append(got[name], r.step(t))
 			require.NoError(t, mon.Observe())
+		}
+		if name == "matrix-adaptive" {
+			require.NotEmpty(t, mon.RankChanges, "the adaptive trace must include rank changes")
 		}
 	}
 	if os.Getenv("GOLDEN_UPDATE") == "1" {
