@@ -269,7 +269,7 @@ func TestConfigurationErrors(t *testing.T) {
 		cfg  *Config
 		want string
 	}{
-		{Subspace(adam).Rank(0), "Rank(0) is impossible"},
+		{Subspace(adam).Rank(-1), "Rank(-1) is impossible"},
 		{Subspace(adam).Mode(Temporal).Rank(8).WarmUp(4), "WarmUp(4) is shorter than Rank(8)"},
 		{Subspace(adam).VarianceThreshold(0.9), "VarianceThreshold applies to the temporal subspace"},
 		{Subspace(adam).WarmUp(0), "WarmUp(0) must be ≥ 1"},

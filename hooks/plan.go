@@ -23,7 +23,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 	selected, projected := 0, 0
 	roles := newWeightRoles(g, trainables)
 	for i, v := range trainables {
-		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Route: RouteFull, Rank: cfg.rank}
+		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Route: RouteFull}
 		if !cfg.selectFn(v) {
 			e.Why = "not selected (" + cfg.selectDesc + ")"
 			plan[i] = e
@@ -35,11 +35,13 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		}
 		projected++
 		if cfg.mode == Temporal {
+			k := cfg.temporalRank()
+			e.Rank = k
 			e.Route, e.Why = RouteTemporal, fmt.Sprintf("flattened gradient (%d elements) on a temporal basis", v.Shape().Size())
-			if size := v.Shape().Size(); size >= temporalElementsPerDirection*cfg.rank && v.Shape().Rank() >= 2 {
+			if size := v.Shape().Size(); size >= temporalElementsPerDirection*k && v.Shape().Rank() >= 2 {
 				// A few warm-up gradients span almost nothing of a large variable's later ones: a
 				// one-block attention LM's 64×64 matrices stayed at chance (residual 0.93–0.99).
-				e.Why += fmt.Sprintf("; large for %d temporal directions (%d elements each): if its residual stays near 1, use Mode(hooks.Matrix)", cfg.rank, size/cfg.rank)
+				e.Why += fmt.Sprintf("; large for %d temporal directions (%d elements each): if its residual stays near 1, use Mode(hooks.Matrix)", k, size/k)
 			}
 			plan[i] = e
 			continue
@@ -59,9 +61,17 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
 		side := cfg.side.of(m, n)
-		if !cfg.explicit && min(m, n) <= cfg.rank {
+		rank := cfg.rankOf(m, n)
+		e.Rank = rank
+		if !cfg.explicit && min(m, n) <= rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
-			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), cfg.rank)
+			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), rank)
+			plan[i] = e
+			projected--
+			continue
+		}
+		if !cfg.explicit && cfg.rank == 0 && min(m, n) < MinAutoSide {
+			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is below %d: too small for an automatic rank (set Rank to project it)", min(m, n), MinAutoSide)
 			plan[i] = e
 			projected--
 			continue
@@ -74,10 +84,10 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 				continue
 			}
 		}
-		if err := projector.CheckMatrix(m, n, cfg.rank, side); err != nil {
+		if err := projector.CheckMatrix(m, n, rank, side); err != nil {
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
 		}
-		e.Rank = o.currentRank(scope, v)
+		e.Rank = o.currentRank(scope, v, rank)
 		e.rows, e.cols = m, n
 		e.Side = side
 		products[i] = p
@@ -93,7 +103,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			cfg.selectDesc, len(trainables), paths)
 	}
 	if projected == 0 {
-		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at Rank(%d):\n%s(lower the rank, or choose other variables)", selected, cfg.rank, planLines(plan))
+		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at %s:\n%s(lower the rank, or choose other variables)", selected, cfg.rankDesc(), planLines(plan))
 	}
 	return plan, products
 }
@@ -106,7 +116,7 @@ const temporalElementsPerDirection = 256
 // changed it (AdaptRanks) or a checkpoint holds its basis at another rank. A checkpoint's rank
 // that differs from the configured one is kept when the rank may adapt (RankBounds); otherwise
 // it is an error naming both and the ways out (it used to be ignored silently).
-func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
+func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable, configured int) int {
 	o.mu.Lock()
 	r, ok := o.ranks[v.Path()]
 	o.mu.Unlock()
@@ -116,14 +126,14 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable) int {
 	basis := scope.Store().GetVariable(basisPath(scope, v))
 	if basis != nil && basis.Shape().Rank() == 2 {
 		stored := basis.Shape().Dim(1)
-		if stored != o.cfg.rank && !o.cfg.policy.adaptive(o.cfg.rank) {
+		if stored != configured && !o.cfg.policy.adaptive(o.cfg.rank) {
 			exceptions.Panicf("hooks.Subspace: the store holds %s's basis at rank %d (from a checkpoint), but Rank(%d) is configured: "+
 				"resume with Rank(%d), let the rank change with RankBounds(lo, hi), or delete the projector's state (Optimizer.Clear) to learn new bases",
-				v.Path(), stored, o.cfg.rank, stored)
+				v.Path(), stored, configured, stored)
 		}
 		return stored
 	}
-	return o.cfg.rank
+	return configured
 }
 
 // basisPath is where a matrix-projected variable's basis lives.
@@ -139,8 +149,8 @@ func (o *Optimizer) checkProjectable(v *model.Variable) error {
 		return fmt.Errorf("hooks.Subspace: variable %s has dtype %s: only float variables can be projected (leave it out of the selection)", v.Path(), v.DType())
 	case o.cfg.mode == Matrix && shape.Rank() < 2:
 		return fmt.Errorf("hooks.Subspace: variable %s %s is not a matrix: the matrix subspace needs rank ≥ 2 (leave it out of the selection, or use Mode(hooks.Temporal))", v.Path(), shape)
-	case shape.Size() < o.cfg.rank:
-		return fmt.Errorf("hooks.Subspace: variable %s %s has %d elements, fewer than Rank(%d): lower the rank or leave it out of the selection", v.Path(), shape, shape.Size(), o.cfg.rank)
+	case o.cfg.mode == Temporal && shape.Size() < o.cfg.temporalRank():
+		return fmt.Errorf("hooks.Subspace: variable %s %s has %d elements, fewer than Rank(%d): lower the rank or leave it out of the selection", v.Path(), shape, shape.Size(), o.cfg.temporalRank())
 	}
 	return nil
 }
@@ -234,7 +244,11 @@ func (o *Optimizer) Plan() []PlanEntry {
 // PlanString formats the plan for people: one line per trainable variable.
 func (o *Optimizer) PlanString() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "subspace (%s mode, rank %d):\n", o.cfg.mode, o.cfg.rank)
+	rank := fmt.Sprintf("rank %d", o.cfg.rank)
+	if o.cfg.rank == 0 {
+		rank = strings.TrimPrefix(o.cfg.rankDesc(), "the ")
+	}
+	fmt.Fprintf(&b, "subspace (%s mode, %s):\n", o.cfg.mode, rank)
 	plan := o.Plan()
 	rows := make([][3]string, len(plan))
 	widths := [3]int{}

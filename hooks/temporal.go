@@ -37,8 +37,8 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	dtype := stateDType(v)
 	h := &temporalVar{
 		st: st, v: v,
-		basis:     st.perVariable(v, svBasis, shapes.Make(dtype, p, cfg.rank)),
-		coef:      st.perVariable(v, svCoefficients, shapes.Make(dtype, cfg.rank)),
+		basis:     st.perVariable(v, svBasis, shapes.Make(dtype, p, cfg.temporalRank())),
+		coef:      st.perVariable(v, svCoefficients, shapes.Make(dtype, cfg.temporalRank())),
 		explained: st.perVariable(v, svExplained, shapes.Make(dtype)),
 		rank:      st.perVariable(v, svRank, shapes.Make(dtypes.Int32)),
 		valid:     st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
@@ -138,7 +138,7 @@ func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
 		Rank:              h.rank.NodeValue(g),
 	}
 	t := projector.LearnTemporalWhen(learnNow, h.recorded,
-		projector.TemporalOptions{Rank: cfg.rank, VarianceThreshold: cfg.varianceThreshold}, previous)
+		projector.TemporalOptions{Rank: cfg.temporalRank(), VarianceThreshold: cfg.varianceThreshold}, previous)
 	h.basis.SetNodeValue(t.Basis)
 	h.explained.SetNodeValue(t.ExplainedVariance)
 	h.rank.SetNodeValue(t.Rank)

@@ -23,10 +23,11 @@ const (
 	Random   = "random"   // the reference with a fixed random orthonormal basis
 	Matrix   = "matrix"   // the projector, matrix mode, default options
 	Temporal = "temporal" // the projector, temporal mode, default options
+	Default  = "default"  // the projector with no option at all: matrix mode at its automatic rank
 )
 
 // Variants lists every variant.
-var Variants = []string{Stock, GaLore, Random, Matrix, Temporal}
+var Variants = []string{Stock, GaLore, Random, Matrix, Temporal, Default}
 
 // Result is one training run's outcome.
 type Result struct {
@@ -65,6 +66,8 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 		return NewReference(t, variant == Random), nil
 	case Matrix: // default options but the rank: the default selection picks the variables
 		cfg = hooks.Subspace(adam).Rank(t.Rank)
+	case Default: // one option: the wrapper, as a user adds it
+		cfg = hooks.Subspace(adam)
 	case Temporal: // the temporal basis is learned from the warm-up's gradients: at least rank of them
 		cfg = hooks.Subspace(adam).Mode(hooks.Temporal).Rank(t.Rank).WarmUp(max(hooks.DefaultWarmUp, t.Rank)).Matching(t.Project)
 	default:
