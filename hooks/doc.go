@@ -8,8 +8,10 @@
 //	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
 //
 // By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
-// smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
-// weight's product follows them); biases and scalars keep full updates. Two subspaces (Mode):
+// smaller side is ≤ the rank (with the automatic rank: below MinAutoSide), embedding tables (read
+// by a Gather) and output heads (no other weight's product follows them); biases and scalars keep
+// full updates. Without Rank, each matrix keeps AutoRank directions: 3/16 of its smaller side.
+// Two subspaces (Mode):
 //
 //   - Matrix (default): a basis Q on one side of each weight seen as a matrix W [m, n] by how it
 //     is used: a dense or DotGeneral weight as its contracted axes × the rest (y = x·W); a
