@@ -103,9 +103,9 @@ step xla-sanity 60 "$bin/hooks.test" -test.run '^TestEveryBackend$' -test.v
 # temporal mode, at the default size; then AdamW against matrix mode on a larger model. The corpus
 # is the default one (the Go source under the GOROOT path above). XLA's default on CUDA, TF32
 # products, applies to every variant alike.
-step transformer-default 200 "$bin/transformer" -backend "$backend" -q -variants adamw,subspace-matrix,subspace-temporal \
+step transformer-default 200 "$bin/transformer" -backend "$backend" -q -rank 8 -variants adamw,subspace-matrix,subspace-temporal \
   -out "$out/default" -json "$out/default/rows.json"
-step transformer-large 160 "$bin/transformer" -backend "$backend" -q -variants adamw,subspace-matrix \
+step transformer-large 160 "$bin/transformer" -backend "$backend" -q -rank 8 -variants adamw,subspace-matrix \
   -width 1024 -depth 4 -heads 16 -mlp 4096 -seq 256 -batch 16 -steps 200 \
   -out "$out/large" -json "$out/large/rows.json"
 

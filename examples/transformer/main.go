@@ -39,12 +39,21 @@ import (
 	"github.com/schollz/progressbar/v3"
 )
 
+// matrixRank is the matrix subspace's rank: -rank, or with -rank 0 the wrapper's automatic
+// rank, which every projection of this model shares (their smaller side is the width).
+func (o Options) matrixRank() int {
+	if o.Rank > 0 {
+		return o.Rank
+	}
+	return hooks.AutoRank(o.Model.Width, min(o.Model.Width, o.Model.MLP))
+}
+
 // Options of a comparison run.
 type Options struct {
 	Model       transformer.Config
 	Steps       int
 	Batch       int
-	Rank        int
+	Rank        int // 0: the wrapper's automatic rank (matrixRank); temporal mode its default
 	LR          float64 // Adam and AdamW
 	SGDLR       float64
 	WeightDecay float64 // AdamW
@@ -107,7 +116,7 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		mode, warmUp := hooks.Matrix, o.WarmUp
 		if variant == "subspace-temporal" {
 			// The temporal basis is learned from the warm-up gradients: it needs at least rank.
-			mode, warmUp = hooks.Temporal, max(o.WarmUp, o.Rank, 10)
+			mode, warmUp = hooks.Temporal, max(o.WarmUp, o.Rank, hooks.DefaultRank, 10)
 		}
 		cfg := hooks.Subspace(adamw).Mode(mode).Rank(o.Rank).Matching(transformer.ProjectionPattern).
 			WarmUp(warmUp).CheckEvery(o.CheckEvery).WeightDecay(o.WeightDecay)
@@ -115,7 +124,7 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))
 		}
 		if o.MaxRank > 0 && mode == hooks.Matrix {
-			cfg = cfg.RankBounds(max(1, o.Rank/2), o.MaxRank)
+			cfg = cfg.RankBounds(max(1, o.matrixRank()/2), o.MaxRank)
 		}
 		if err := cfg.Validate(); err != nil {
 			return nil, err
@@ -350,7 +359,7 @@ func main() {
 		heads    = flag.Int("heads", def.Heads, "attention heads")
 		mlp      = flag.Int("mlp", def.MLP, "feed-forward hidden width")
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
-		rank     = flag.Int("rank", 8, "subspace rank")
+		rank     = flag.Int("rank", 0, "subspace rank (0: the wrapper's automatic rank, 3/16 of the width: 48 at width 256)")
 		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps of fast tracking at the start and per refresh)")
 		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval")
 		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
@@ -381,9 +390,10 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err := o.Model.Validate(); err != nil {
 		return err
 	}
-	if o.Steps < 1 || o.Batch < 1 || o.Rank < 1 {
-		return fmt.Errorf("-steps %d, -batch %d and -rank %d must be ≥ 1", o.Steps, o.Batch, o.Rank)
+	if o.Steps < 1 || o.Batch < 1 || o.Rank < 0 {
+		return fmt.Errorf("-steps %d and -batch %d must be ≥ 1, -rank %d ≥ 0", o.Steps, o.Batch, o.Rank)
 	}
+
 	for _, v := range o.Variants {
 		if _, err := newOptimizer(v, o); err != nil {
 			return err
@@ -420,7 +430,7 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err := timeInterleaved(rows, timers, o.Quiet); err != nil {
 		return err
 	}
-	bound := AnalyticGradientRatio(o.Model, o.Batch, o.Rank)
+	bound := AnalyticGradientRatio(o.Model, o.Batch, o.matrixRank())
 	table := formatTable(rows, bound)
 	fmt.Print(table)
 	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
@@ -509,8 +519,8 @@ func writeReport(path string, o Options, corpus *transformer.Corpus, unigram flo
 	defer f.Close()
 	w := io.Writer(f)
 	fmt.Fprintf(w, "# Transformer: stock optimizers against the gradient-subspace projector\n\n")
-	fmt.Fprintf(w, "Model: width %d, %d blocks, %d heads, MLP %d, sequence %d bytes. Batch %d, %d steps, rank %d (warm-up %d, drift check every %d), AdamW lr %g (decay %g), SGD lr %g.\n\n",
-		o.Model.Width, o.Model.Depth, o.Model.Heads, o.Model.MLP, o.Model.SeqLen, o.Batch, o.Steps, o.Rank, o.WarmUp, o.CheckEvery, o.LR, o.WeightDecay, o.SGDLR)
+	fmt.Fprintf(w, "Model: width %d, %d blocks, %d heads, MLP %d, sequence %d bytes. Batch %d, %d steps, matrix rank %d (warm-up %d, drift check every %d), AdamW lr %g (decay %g), SGD lr %g.\n\n",
+		o.Model.Width, o.Model.Depth, o.Model.Heads, o.Model.MLP, o.Model.SeqLen, o.Batch, o.Steps, o.matrixRank(), o.WarmUp, o.CheckEvery, o.LR, o.WeightDecay, o.SGDLR)
 	fmt.Fprintf(w, "Corpus: %d files (%d for evaluation), %.1f MB; unigram entropy %.3f nats/byte (%.2f bits). Train loss is the mean batch loss over the last tenth of the steps; eval loss is on %d fixed held-out batches.\n\n",
 		corpus.Files, corpus.EvalFiles, float64(len(corpus.Train)+len(corpus.Eval))/1e6, unigram, unigram/math.Ln2, o.EvalBatches)
 	fmt.Fprintf(w, "%s\n![loss curves](loss.png)\n\n", table)
