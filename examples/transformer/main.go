@@ -53,7 +53,7 @@ type Options struct {
 	Model       transformer.Config
 	Steps       int
 	Batch       int
-	Rank        int // 0: the wrapper's automatic rank (matrixRank); temporal mode its default
+	Rank        int     // 0: the wrapper's automatic rank (matrixRank); temporal mode its default
 	LR          float64 // Adam and AdamW
 	SGDLR       float64
 	WeightDecay float64 // AdamW
