@@ -27,12 +27,17 @@ func AutoRank(m, n int) int {
 	return max(1, min(r, min(m, n)-1))
 }
 
-// rankOf is the configured rank of a matrix [m, n]: Rank's, or AutoRank's.
+// rankOf is the configured rank of a matrix [m, n]: Rank's, or AutoRank's, brought within the
+// rank rule's bounds where they are set (a user who bounds the rank expects it there).
 func (c *Config) rankOf(m, n int) int {
 	if c.rank > 0 {
 		return c.rank
 	}
-	return AutoRank(m, n)
+	r := AutoRank(m, n)
+	if c.policy.MaxRank > 0 {
+		r = min(r, c.policy.MaxRank)
+	}
+	return max(r, c.policy.MinRank)
 }
 
 // temporalRank is the temporal subspace's k: Rank's, or DefaultRank.

@@ -30,15 +30,9 @@ func TestAutoRank(t *testing.T) {
 // TestAutomaticRankInThePlan: without Rank, each matrix takes AutoRank of its own sides, a matrix
 // too small for it is left out and says so, and the plan's header says the rank is automatic.
 func TestAutomaticRankInThePlan(t *testing.T) {
-	deep := func(scope *model.Scope, x *Node) *Node {
-		h := activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("wide"), x, 256))
-		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("square"), h, 256))
-		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("narrow"), h, 8))
-		return layers.DenseWithBias(scope.In("head"), h, 1)
-	}
 	opt := Subspace(optimizer.Adam().Done()).Done()
 	store := model.NewStore()
-	trainer := train.NewTrainer(testBackend(t), store, deep, loss.MeanSquaredError, opt, nil, nil)
+	trainer := train.NewTrainer(testBackend(t), store, deepMLP, loss.MeanSquaredError, opt, nil, nil)
 	x, y := toyProblem(32, 64)
 	_, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
 	require.NoError(t, err)
@@ -53,4 +47,43 @@ func TestAutomaticRankInThePlan(t *testing.T) {
 	require.Contains(t, plan, "automatic rank")
 	require.Contains(t, plan, "too small for an automatic rank")
 	require.True(t, strings.Contains(plan, "/head/dense/weights"), plan)
+
+	// With rank bounds, the automatic rank starts within them.
+	bounded := Subspace(optimizer.Adam().Done()).RankBounds(16, 32).Done()
+	store = model.NewStore()
+	trainer = train.NewTrainer(testBackend(t), store, deepMLP, loss.MeanSquaredError, bounded, nil, nil)
+	x, y = toyProblem(32, 64)
+	_, err = trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+	require.NoError(t, err)
+	ranks = map[string]int{}
+	for _, e := range bounded.Plan() {
+		if e.Route != RouteFull {
+			ranks[e.Variable] = e.Rank
+		}
+	}
+	require.Equal(t, map[string]int{"/wide/dense/weights": 16, "/square/dense/weights": 32}, ranks, bounded.PlanString())
+}
+
+// deepMLP has matrices of several sizes: [64, 256], [256, 256], [256, 8] and a head.
+func deepMLP(scope *model.Scope, x *Node) *Node {
+	h := activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("wide"), x, 256))
+	h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("square"), h, 256))
+	h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("narrow"), h, 8))
+	return layers.DenseWithBias(scope.In("head"), h, 1)
+}
+
+// TestResumeAtAnotherRankThanTheAutomaticOne: a checkpoint at Rank(8) resumed without Rank says
+// that the automatic rank differs, and how to resume.
+func TestResumeAtAnotherRankThanTheAutomaticOne(t *testing.T) {
+	store := model.NewStore()
+	step := func(opt *Optimizer) error {
+		trainer := train.NewTrainer(testBackend(t), store, deepMLP, loss.MeanSquaredError, opt, nil, nil)
+		x, y := toyProblem(32, 64)
+		_, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		return err
+	}
+	require.NoError(t, step(Subspace(optimizer.Adam().Done()).Rank(8).Done()))
+	err := step(Subspace(optimizer.Adam().Done()).Done())
+	require.ErrorContains(t, err, "basis at rank 8 (from a checkpoint), but the automatic rank is")
+	require.ErrorContains(t, err, "resume with Rank(8)")
 }

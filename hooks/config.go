@@ -190,7 +190,8 @@ func (c *Config) ExplodeFactor(factor float64) *Config { c.policy.ExplodeFactor 
 func (c *Config) LossPatience(checks int) *Config { c.policy.LossPatience = checks; return c }
 
 // RankBounds turns on adaptive rank (Policy.MinRank, Policy.MaxRank): a variable's rank grows
-// while its residual stays high and shrinks while it stays low, within [minRank, maxRank].
+// while its residual stays high and shrinks while it stays low, within [minRank, maxRank]. An
+// automatic rank (no Rank set) starts within the bounds too.
 func (c *Config) RankBounds(minRank, maxRank int) *Config {
 	c.policy.MinRank, c.policy.MaxRank = minRank, maxRank
 	return c

@@ -127,9 +127,13 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable, configure
 	if basis != nil && basis.Shape().Rank() == 2 {
 		stored := basis.Shape().Dim(1)
 		if stored != configured && !o.cfg.policy.adaptive(o.cfg.rank) {
-			exceptions.Panicf("hooks.Subspace: the store holds %s's basis at rank %d (from a checkpoint), but Rank(%d) is configured: "+
+			what := fmt.Sprintf("Rank(%d) is configured", configured)
+			if o.cfg.rank == 0 {
+				what = fmt.Sprintf("the automatic rank is %d", configured)
+			}
+			exceptions.Panicf("hooks.Subspace: the store holds %s's basis at rank %d (from a checkpoint), but %s: "+
 				"resume with Rank(%d), let the rank change with RankBounds(lo, hi), or delete the projector's state (Optimizer.Clear) to learn new bases",
-				v.Path(), stored, configured, stored)
+				v.Path(), stored, what, stored)
 		}
 		return stored
 	}
