@@ -9,7 +9,7 @@ import (
 
 // Hyperparameter names, readable from the scope's params by Config.FromScope, in GoMLX's style.
 const (
-	ParamRank              = "subspace_rank"
+	ParamRank              = "subspace_rank" // 0: the automatic rank (AutoRank; temporal: DefaultRank)
 	ParamVarianceThreshold = "subspace_variance_threshold"
 	ParamWarmUp            = "subspace_warmup"
 	ParamCheckEvery        = "subspace_check_every"
