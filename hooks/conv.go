@@ -71,16 +71,12 @@ func (c *convInfo) kernelOf(m2 *Node) *Node {
 	return TransposeAllAxes(k, c.fromMatrix...)
 }
 
-// convParams reads a ConvGeneral node's axes and group counts (from its description: see
-// internal/upstream).
-func convParams(node *Node) map[string]int { return upstream.ConvGeneralParams(node) }
-
 // convProduct is the direct path's view of a convolution whose kernel is w, or why there is none.
 func convProduct(node, w *Node) (*product, string) {
 	if node.Inputs()[1] != w {
 		return nil, "used as the input of a convolution, not its kernel"
 	}
-	params := convParams(node)
+	params := upstream.ConvGeneralParams(node)
 	for _, key := range []string{"InputBatch", "OutputBatch", "OutputChannels", "KernelOutputChannels", "channelGroupCount", "batchGroupCount"} {
 		if _, ok := params[key]; !ok {
 			return nil, "its convolution's description does not name " + key + " (an unknown GoMLX version?)"
@@ -90,8 +86,8 @@ func convProduct(node, w *Node) (*product, string) {
 		return nil, fmt.Sprintf("a grouped convolution (channel groups %d, batch groups %d): the direct path handles ungrouped ones", g, b)
 	}
 	c := newConvInfo(node, w.Shape().Dimensions, params)
-	if c.kernelOut < 0 || c.kernelOut >= w.Rank() {
-		return nil, fmt.Sprintf("its kernel's output-channel axis (%d) is outside the kernel", c.kernelOut)
+	if c == nil {
+		return nil, fmt.Sprintf("its kernel's output-channel axis (%d) is outside the kernel", params["KernelOutputChannels"])
 	}
 	out := c.kernelDims[c.kernelOut]
 	m := w.Shape().Size() / out
@@ -101,7 +97,12 @@ func convProduct(node, w *Node) (*product, string) {
 	return p, ""
 }
 
+// newConvInfo reads the layout of a convolution whose kernel has kernelDims; nil if the
+// kernel's output-channel axis is not one of its axes.
 func newConvInfo(node *Node, kernelDims []int, params map[string]int) *convInfo {
+	if out := params["KernelOutputChannels"]; out < 0 || out >= len(kernelDims) {
+		return nil
+	}
 	c := &convInfo{node: node, kernelDims: slices.Clone(kernelDims), kernelOut: params["KernelOutputChannels"],
 		xBatch: params["InputBatch"], yBatch: params["OutputBatch"], yChannels: params["OutputChannels"]}
 	for a := range kernelDims {
@@ -214,7 +215,7 @@ func sliceAxis(x *Node, axis, from, to int) *Node {
 // over its output channels) for a ConvGeneral node.
 func convFLOPs(n *Node) int64 {
 	kernel := n.Inputs()[1]
-	axis, ok := convParams(n)["KernelOutputChannels"]
+	axis, ok := upstream.ConvGeneralParams(n)["KernelOutputChannels"]
 	if !ok || axis >= kernel.Rank() {
 		return 0
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/gomlx/compute/support/humanize"
 
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -152,7 +153,7 @@ func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 			return 0 // a vector's sum of squares (the finite check): a reduction, not a product
 		}
 		contracted := int64(1)
-		for _, axis := range dotAxes(n)["lhsContractingAxes"] {
+		for _, axis := range upstream.DotGeneralAxes(n)["lhsContractingAxes"] {
 			if axis < lhs.Rank() {
 				contracted *= int64(lhs.Shape().Dim(axis))
 			}

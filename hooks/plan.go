@@ -10,6 +10,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -189,8 +190,7 @@ func viewOf(g *Graph, w *Node) *matrixView {
 		switch c.Type() {
 		case NodeTypeConvGeneral:
 			if c.Inputs()[1] == w {
-				conv := newConvInfo(c, w.Shape().Dimensions, convParams(c))
-				if conv.kernelOut >= 0 && conv.kernelOut < w.Rank() {
+				if conv := newConvInfo(c, w.Shape().Dimensions, upstream.ConvGeneralParams(c)); conv != nil {
 					out := w.Shape().Dim(conv.kernelOut)
 					return &matrixView{m: w.Shape().Size() / out, n: out, fromW: conv.matrix, toW: conv.kernelOf,
 						desc: fmt.Sprintf("a convolution kernel [%d×%d] (spatial·in × out)", w.Shape().Size()/out, out)}

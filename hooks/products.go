@@ -111,11 +111,8 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	return p, ""
 }
 
-// dotAxes reads a DotGeneral node's axes (from its description: see internal/upstream).
-func dotAxes(node *Node) map[string][]int { return upstream.DotGeneralAxes(node) }
-
 func dotGeneralProduct(node, w *Node) (*product, string) {
-	axes := dotAxes(node)
+	axes := upstream.DotGeneralAxes(node)
 	lhs, rhs := node.Inputs()[0], node.Inputs()[1]
 	wIsRHS := rhs == w
 	if !wIsRHS && lhs != w {

@@ -131,10 +131,6 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLos
 	return st
 }
 
-// countKept counts learning attempts that found a zero or non-finite gradient and kept the
-// previous basis.
-func (st *stepState) countKept(kept *Node) { st.bump(svBasesKept, kept) }
-
 // handler is one projected variable's part of the step.
 type handler interface {
 	variable() *model.Variable

@@ -142,7 +142,7 @@ func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
 	h.basis.SetNodeValue(t.Basis)
 	h.explained.SetNodeValue(t.ExplainedVariance)
 	h.rank.SetNodeValue(t.Rank)
-	h.st.countKept(LogicalAnd(learnNow, LogicalNot(t.Valid)))
+	h.st.bump(svBasesKept, LogicalAnd(learnNow, LogicalNot(t.Valid))) // a zero or non-finite stack: the old basis is kept
 	oldValid := ConvertDType(h.hasBasis(), dtypes.Int32)
 	newValid := Where(t.Valid, OnesLike(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)
