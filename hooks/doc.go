@@ -10,7 +10,8 @@
 // By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
 // smaller side is ≤ the rank (with the automatic rank: below MinAutoSide), embedding tables (read
 // by a Gather) and output heads (no other weight's product follows them); biases and scalars keep
-// full updates. Without Rank, each matrix keeps AutoRank directions: 3/16 of its smaller side.
+// full updates. Without Rank, each matrix keeps AutoRank directions: 3/16 of its smaller side,
+// fewer where that would cost the projector more than 3/4 of the ∂W it replaces.
 // Two subspaces (Mode):
 //
 //   - Matrix (default): a basis Q on one side of each weight seen as a matrix W [m, n] by how it

@@ -48,6 +48,10 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			continue
 		}
 		p, why := findProduct(g, v.NodeValue(g))
+		rows := 0 // the product's rows per step, for the automatic rank's cost cap
+		if p != nil {
+			rows = p.node.Shape().Size() / p.n
+		}
 		if !direct {
 			p, why = nil, "the trainer gives full gradients (AccumulateGradients)"
 		}
@@ -62,8 +66,18 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
 		side := cfg.side.of(m, n)
-		rank := cfg.rankOf(m, n)
+		rank := cfg.rankOf(m, n, rows)
 		e.Rank = rank
+		if rank == 0 && cfg.explicit { // named by the user: projected at the share, whatever it costs
+			rank = AutoRank(m, n, 0)
+			e.Rank = rank
+		}
+		if rank == 0 {
+			e.Route, e.Why = RouteFull, fmt.Sprintf("at %d rows per step, even rank 1 would cost the projector more than ∂W: left out by the automatic rank (set Rank to project it)", rows)
+			plan[i] = e
+			projected--
+			continue
+		}
 		if !cfg.explicit && min(m, n) <= rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
 			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), rank)

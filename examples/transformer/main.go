@@ -45,7 +45,7 @@ func (o Options) matrixRank() int {
 	if o.Rank > 0 {
 		return o.Rank
 	}
-	return hooks.AutoRank(o.Model.Width, min(o.Model.Width, o.Model.MLP))
+	return hooks.AutoRank(o.Model.Width, min(o.Model.Width, o.Model.MLP), o.Batch*o.Model.SeqLen)
 }
 
 // Options of a comparison run.
