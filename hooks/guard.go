@@ -48,6 +48,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	exploded = LogicalAnd(exploded, LogicalNot(reseed))
 	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), ZerosLike(streak)))
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(exploded)), reseed: reseed}
+	st.bump(svLossRestarts, reseed) // said in the Report and by the Monitor: the guard let a new level in
 	skipped := st.scalar(svSkippedSteps)
 	old := skipped.NodeValue(g)
 	skipped.SetNodeValue(Where(check.ok, old, AddScalar(old, 1)))

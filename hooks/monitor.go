@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -19,9 +20,12 @@ type Event struct {
 	Step              int64
 	Cause             Cause
 	Residual          float64 // largest relative residual at the check (refreshes only)
-	ExplainedVariance float64 // mean over the projected variables, as the event starts
+	ExplainedVariance float64 // mean over the projected variables that hold a basis, as the event starts
 	Signal            string  // the signal and the threshold that caused it (refreshes only)
 	FastSteps         int     // matrix mode: steps of fast tracking from Step
+	// WithoutBasis lists the variables that still hold no basis after it (temporal: their
+	// gradients were zero or non-finite): they take full steps until a check learns one.
+	WithoutBasis []string
 }
 
 func (e Event) String() string {
@@ -32,7 +36,11 @@ func (e Event) String() string {
 	if e.FastSteps > 0 {
 		s += fmt.Sprintf("; fast tracking for %d steps", e.FastSteps)
 	}
-	return s + fmt.Sprintf("; explained variance %.3f", e.ExplainedVariance)
+	s += fmt.Sprintf("; explained variance %.3f", e.ExplainedVariance)
+	if len(e.WithoutBasis) > 0 {
+		s += fmt.Sprintf("; still without a basis (zero or non-finite gradients, full steps until a check learns one): %s", strings.Join(e.WithoutBasis, ", "))
+	}
+	return s
 }
 
 // Monitor watches the projector after each step and logs every SVD with its cause.
@@ -41,6 +49,7 @@ type Monitor struct {
 	store       *model.Store
 	seen        int64
 	skipped     int64
+	restarts    int64
 	kept        int64
 	last        Report
 	builds      int
@@ -122,6 +131,7 @@ type TraceRecord struct {
 	FullUpdates       int64              `json:"full_updates"`
 	RankChanges       int64              `json:"rank_changes"`
 	SkippedSteps      int64              `json:"skipped_steps"`
+	LossRestarts      int64              `json:"loss_restarts,omitempty"`
 	BasesKept         int64              `json:"bases_kept"`
 	Event             string             `json:"event,omitempty"` // the basis learned at this step, with its cause
 	Variables         []TraceOfAVariable `json:"variables"`
@@ -141,7 +151,7 @@ func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
 	m := &Monitor{opt: o, store: store}
 	if store != nil {
 		if r, err := o.Report(store); err == nil {
-			m.last, m.seen, m.skipped, m.kept, m.fullUpdates = r, r.SVDs, r.SkippedSteps, r.BasesKept, r.FullUpdates
+			m.last, m.seen, m.skipped, m.restarts, m.kept, m.fullUpdates = r, r.SVDs, r.SkippedSteps, r.LossRestarts, r.BasesKept, r.FullUpdates
 		}
 	}
 	return m
@@ -183,8 +193,8 @@ func (m *Monitor) Observe() error {
 		sample.MeanRank += float64(v.Rank) / float64(len(r.Variables))
 	}
 	m.History = append(m.History, sample)
+	m.record(r) // before m.last moves on: it compares with the last observation
 	m.last = r
-	m.record(r)
 	if m.Trace != nil {
 		if err := m.writeTrace(r); err != nil {
 			return err
@@ -215,6 +225,13 @@ func (m *Monitor) record(r Report) {
 		}
 		m.skipped = r.SkippedSteps
 	}
+	if r.LossRestarts > m.restarts {
+		if m.Logf != nil {
+			m.Logf("subspace: step %d: the loss stayed above %g× its smoothed value for %d steps: taken as a new level (step applied, smoothed loss restarted from it)",
+				r.Steps, m.opt.cfg.policy.ExplodeFactor, ExplodePatience)
+		}
+		m.restarts = r.LossRestarts
+	}
 	if r.BasesKept > m.kept {
 		if m.Logf != nil {
 			m.Logf("subspace: %d basis update(s) declined by step %d: zero or non-finite gradient; previous basis kept", r.BasesKept-m.kept, r.Steps)
@@ -235,13 +252,37 @@ func (m *Monitor) record(r Report) {
 		m.Logf("subspace: %d bases learned between observations; the last one:", r.SVDs-m.seen-1)
 	}
 	m.seen = r.SVDs
-	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause, ExplainedVariance: r.MeanExplainedVariance()}
+	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause}
+	var learned int
+	for _, v := range r.Variables {
+		if v.Valid {
+			e.ExplainedVariance += v.ExplainedVariance
+			learned++
+		} else {
+			e.WithoutBasis = append(e.WithoutBasis, v.Path)
+		}
+	}
+	if learned > 0 {
+		e.ExplainedVariance /= float64(learned)
+	}
+	// A variable that had no basis at the last observation is replaced at the next check
+	// whatever its residual's growth (controller.go): say so, not the growth rule.
+	var hadNone []string
+	for _, v := range m.last.Variables {
+		if !v.Valid {
+			hadNone = append(hadNone, v.Path)
+		}
+	}
 	if m.opt.cfg.mode == Matrix {
 		e.FastSteps = m.opt.cfg.warmUp
 	}
 	switch e.Cause {
 	case CauseResidual:
 		e.Residual = r.LastCheckResidual
+		if len(hadNone) > 0 && m.opt.cfg.mode == Temporal {
+			e.Signal = fmt.Sprintf("residual %.3f: %s had no basis (never learned, or damaged)", r.LastCheckResidual, strings.Join(hadNone, ", "))
+			break
+		}
 		e.Signal = fmt.Sprintf("residual %.3f > %g, grown by more than %g since the basis's first check", r.LastCheckResidual, pol.ResidualThreshold, pol.DriftMargin)
 	case CauseLoss:
 		e.Signal = fmt.Sprintf("smoothed loss %.4g not falling for %d checks (patience %d)", r.LossEMA, pol.LossPatience, pol.LossPatience)
@@ -258,7 +299,7 @@ func (m *Monitor) writeTrace(r Report) error {
 	rec := TraceRecord{Step: r.Steps, LossEMA: r.LossEMA, PlateauChecks: r.PlateauChecks, Checks: r.Checks,
 		LastCheckResidual: r.LastCheckResidual, Curvature: r.Curvature, CurvatureEMA: r.CurvatureEMA,
 		BasesLearned: r.SVDs, Refreshes: r.Refreshes, FullUpdates: r.FullUpdates, RankChanges: r.RankChanges,
-		SkippedSteps: r.SkippedSteps, BasesKept: r.BasesKept}
+		SkippedSteps: r.SkippedSteps, LossRestarts: r.LossRestarts, BasesKept: r.BasesKept}
 	if n := len(m.Events); n > 0 && m.Events[n-1].Step == r.Steps {
 		rec.Event = m.Events[n-1].String()
 	}

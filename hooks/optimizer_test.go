@@ -492,6 +492,7 @@ func TestFromScope(t *testing.T) {
 
 	_, err := Subspace(optimizer.Adam().Done()).Done().Report(nil)
 	require.ErrorContains(t, err, "Report needs the store")
+	require.ErrorContains(t, Subspace(optimizer.Adam().Done()).Done().NewMonitor(nil).Observe(), "Report needs the store")
 }
 
 // TestSettingsFromTheCommandLine: a GoMLX program registers its params' defaults, parses -set

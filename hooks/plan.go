@@ -103,6 +103,11 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
 		}
 		e.Rank = o.currentRank(scope, v, rank)
+		if rows > 0 && e.Rank > rows {
+			// One step's gradient has rank ≤ rows: the basis stays orthonormal, and the
+			// directions a step does not span are gathered over steps by tracking.
+			e.Why += fmt.Sprintf("; rank %d above the %d rows of a step: one step's gradient spans at most %d of its directions, the others are gathered over steps", e.Rank, rows, rows)
+		}
 		e.rows, e.cols = m, n
 		e.Side = side
 		products[i] = p

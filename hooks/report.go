@@ -34,10 +34,14 @@ type Report struct {
 	LossEMA           float64 // smoothed loss (the plateau signal)
 	PlateauChecks     int     // consecutive checks without the smoothed loss falling
 	SkippedSteps      int64   // steps whose update was not applied: non-finite or exploding loss or gradient
-	BasesKept         int64   // temporal learning attempts that met a zero or non-finite stack and kept the basis
-	LastSVDStep       int64
-	LastSVDCause      Cause
-	Variables         []VariableReport
+	// LossRestarts counts lasting loss shifts: the loss stayed above Policy.ExplodeFactor times its
+	// smoothed value for ExplodePatience skipped steps, so the guard took it as a new level (the
+	// next step applied, the smoothed loss restarted from it) instead of skipping for good.
+	LossRestarts int64
+	BasesKept    int64 // temporal learning attempts that met a zero or non-finite stack and kept the basis
+	LastSVDStep  int64
+	LastSVDCause Cause
+	Variables    []VariableReport
 }
 
 // VariableReport is the state of one projected variable.
@@ -92,6 +96,9 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss, %d curvature) in %d checks; last check residual %.3f; %d full updates, %d rank changes\n",
 		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
+	if r.LossRestarts > 0 {
+		fmt.Fprintf(&b, "  the loss shifted to a new level %d time(s): after %d skipped steps the guard took it and restarted the smoothed loss\n", r.LossRestarts, ExplodePatience)
+	}
 	for _, v := range r.Variables {
 		state := "warming up"
 		if v.Valid {
@@ -177,7 +184,8 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.CurvatureEMA = asFloat(optional(svCurvatureEMA.of(root)))
 	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
 	r.SkippedSteps = asInt(read(svSkippedSteps.of(root)))
-	r.BasesKept = asInt(optional(svBasesKept.of(root))) // temporal mode
+	r.LossRestarts = asInt(optional(svLossRestarts.of(root))) // absent from checkpoints before 2026-12-02
+	r.BasesKept = asInt(optional(svBasesKept.of(root)))       // temporal mode
 	r.LastCheckResidual = asFloat(read(svLastResidual.of(root)))
 	r.LossEMA = asFloat(read(svLossEMA.of(root)))
 	r.PlateauChecks = int(asInt(read(svPlateauChecks.of(root))))

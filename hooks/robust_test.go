@@ -159,9 +159,13 @@ func TestLayerWithZeroGradientsInWarmUpTrainsLater(t *testing.T) {
 func TestTemporalBasisNeverLearnedIsReplaced(t *testing.T) {
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(Temporal).Rank(3).WarmUp(5).CheckEvery(5).Done()
 	r := newRun(t, opt)
+	var logged []string
+	mon := opt.NewMonitor(r.store)
+	mon.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
 	for range 5 { // warm-up on zero inputs: the first layer's snapshots are all zero
 		_, err := r.trainer.TrainStep(badBatch("zero input"))
 		require.NoError(t, err)
+		require.NoError(t, mon.Observe())
 	}
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)
@@ -169,7 +173,15 @@ func TestTemporalBasisNeverLearnedIsReplaced(t *testing.T) {
 	require.False(t, v.Valid, "zero snapshots teach no basis")
 	for range 10 {
 		r.step(t)
+		require.NoError(t, mon.Observe())
 	}
+	// The log says which variable has no basis, and why it is replaced: not a contradictory
+	// "declined" then "learned" with an explained variance averaged over a missing basis.
+	log := strings.Join(logged, "\n")
+	require.Contains(t, log, "still without a basis (zero or non-finite gradients, full steps until a check learns one): "+firstLayer, log)
+	require.Contains(t, log, firstLayer+" had no basis (never learned, or damaged)", log)
+	require.NotContains(t, log, "grown by more than", log)
+	require.Contains(t, log, "1 basis update(s) declined by step 5: zero or non-finite gradient", log)
 	report, err = opt.Report(r.store)
 	require.NoError(t, err)
 	v, _ = report.variable(firstLayer)
@@ -211,18 +223,27 @@ func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
 	for _, mode := range []Mode{Matrix, Temporal} {
 		opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).Rank(3).WarmUp(5).Done()
 		r := newRun(t, opt)
+		var logged []string
+		monitor := opt.NewMonitor(r.store)
+		monitor.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
 		for range 20 {
 			r.step(t)
+			require.NoError(t, monitor.Observe())
 		}
 		var losses []float64
 		for range 30 {
 			metrics, err := r.trainer.TrainStep(badBatch("exploding"))
 			require.NoError(t, err)
+			require.NoError(t, monitor.Observe())
 			losses = append(losses, float64(metrics[0].Value().(float32)))
 		}
 		report, err := opt.Report(r.store)
 		require.NoError(t, err)
 		require.Equal(t, int64(ExplodePatience), report.SkippedSteps, "%s mode: only the first steps of the shift are skipped", mode)
+		// Said where users look: the Report, its String, and the Monitor's log.
+		require.Equal(t, int64(1), report.LossRestarts, "%s mode: one shift, one restart of the smoothed loss", mode)
+		require.Contains(t, report.String(), "the loss shifted to a new level 1 time(s)")
+		require.Contains(t, strings.Join(logged, "\n"), "taken as a new level (step applied, smoothed loss restarted from it)")
 		require.Less(t, losses[len(losses)-1], losses[ExplodePatience], "%s mode: training goes on at the new level", mode)
 		requireFinite(t, r.snapshot(t))
 	}
@@ -290,6 +311,8 @@ func TestRankAboveTheGradientsRank(t *testing.T) {
 	v := report.Variables[0]
 	require.True(t, v.ExplainedVariance >= 0 && v.ExplainedVariance <= 1, "explained %g", v.ExplainedVariance)
 	require.True(t, v.Residual >= 0 && v.Residual <= 1, "residual %g", v.Residual)
+	// And the plan says it: a step's gradient spans at most 3 of the 10 directions.
+	require.Contains(t, opt.PlanString(), "rank 10 above the 3 rows of a step: one step's gradient spans at most 3 of its directions")
 }
 
 // TestHugeFiniteValuesCountAsBad: a gradient element above about 1.8e19 (float32) is finite and

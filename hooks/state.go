@@ -27,6 +27,7 @@ var (
 	svStep           = stateVar{"step", dtypes.Int64, "schedule: steps taken, skipped ones included"}
 	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
 	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
+	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
 	svLossEMA        = stateVar{"loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss"}
 	svBestLossEMA    = stateVar{"best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh"}
 	svPlateauChecks  = stateVar{"plateau_checks", dtypes.Int32, "loss rule: consecutive checks without progress"}
@@ -75,7 +76,7 @@ var (
 // stateSchema lists every entry, scalars first (TestStateSchemaCoversTheStore checks the store
 // against it).
 var stateSchema = []stateVar{
-	svStep, svSkippedSteps, svExplodeStreak, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
+	svStep, svSkippedSteps, svExplodeStreak, svLossRestarts, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
 	svCurvature, svCurvatureEMA, svCurvatureCount, svComparable, svCurvaturePeak, svLastCheckPeak,
 	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
 	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,

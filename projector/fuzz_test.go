@@ -95,9 +95,22 @@ func FuzzTrackBasis(f *testing.F) {
 	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64})
 	f.Add([]byte{0, 0, 192, 127, 0, 0, 128, 63})
 	f.Add([]byte{255, 255, 127, 127, 255, 255, 127, 255, 255, 255, 127, 127, 1, 0, 0, 0})
+	full := make([]byte, 125) // 125 mod 6 = 5 columns: a gradient of full rank
+	for i := range full {
+		full[i] = byte(37*i + 11)
+	}
+	f.Add(full)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzExecs(t)
 		values := floatsFrom(data, 6*5)
+		// The gradient's rank, at most its number of non-zero columns, is the fuzzer's to choose
+		// (the input's length mod 6): 0 or 1 is below the basis's rank 2, whose directions the
+		// gradient does not span must stay orthonormal.
+		for i := range values {
+			if i%5 >= len(data)%6 {
+				values[i] = 0
+			}
+		}
 		prev := []float32{1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0} // [6, 2], orthonormal
 		outs, err := matrixExec.Call(tensors.FromFlatDataAndDimensions(values, 6, 5), tensors.FromFlatDataAndDimensions(prev, 6, 2))
 		if err != nil {
