@@ -147,8 +147,9 @@ func (c *Config) Enabled(enabled bool) *Config { c.enabled = enabled; return c }
 // set): in matrix mode below each projected matrix's smaller side (the default selection leaves
 // out matrices it would not shrink), in temporal mode at most WarmUp (n gradients span at most n
 // directions) and the variable's number of elements. Without Rank, or with Rank(0), the rank is
-// automatic: each matrix keeps DefaultRankShare of its smaller side (AutoRank: 48 for a 256-wide
-// matrix), and the temporal subspace DefaultRank directions.
+// automatic: each matrix keeps DefaultRankShare of its smaller side, at least MinAutoRank, within
+// a cost cap, or is left out (AutoRank: 48 for a 256-wide matrix at a large batch), and the
+// temporal subspace DefaultRank directions.
 func (c *Config) Rank(k int) *Config { c.rank = k; return c }
 
 // VarianceThreshold in (0, 1] chooses the rank at each SVD: the fewest leading directions (at most

@@ -69,11 +69,20 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		rank := cfg.rankOf(m, n, rows)
 		e.Rank = rank
 		if rank == 0 && cfg.explicit { // named by the user: projected at the share, whatever it costs
-			rank = AutoRank(m, n, 0)
+			rank = shareRank(min(m, n))
 			e.Rank = rank
 		}
 		if rank == 0 {
-			e.Route, e.Why = RouteFull, fmt.Sprintf("at %d rows per step, even rank 1 would cost the projector more than ∂W: left out by the automatic rank (set Rank to project it)", rows)
+			e.Route = RouteFull
+			if min(m, n) <= MinAutoRank {
+				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): left out, as projecting would save nothing (set Rank to project it anyway)", min(m, n), MinAutoRank)
+			} else {
+				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank's least (%d) would cost the projector more than %g of ∂W: left out (set Rank to project it anyway)", rows, MinAutoRank, AutoRankWorkShare)
+			}
+			if b := scope.Store().GetVariable(basisPath(scope, v)); b != nil && b.Shape().Rank() == 2 {
+				// A checkpoint that projected it: say the basis is unused, and how to keep it.
+				e.Why += fmt.Sprintf("; the store holds its basis at rank %d (from a checkpoint), unused now: resume with Rank(%d) to go on projecting it", b.Shape().Dim(1), b.Shape().Dim(1))
+			}
 			plan[i] = e
 			projected--
 			continue
@@ -81,12 +90,6 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		if !cfg.explicit && min(m, n) <= rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
 			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), rank)
-			plan[i] = e
-			projected--
-			continue
-		}
-		if !cfg.explicit && cfg.rank == 0 && min(m, n) < MinAutoSide {
-			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is below %d: too small for an automatic rank (set Rank to project it)", min(m, n), MinAutoSide)
 			plan[i] = e
 			projected--
 			continue
@@ -122,7 +125,11 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			"choose some with Variables(paths...), Matching(regexp) or Select(fn), or use Enabled(false) to train without projection",
 			cfg.selectDesc, len(trainables), paths)
 	}
-	if projected == 0 {
+	// The automatic rank leaves out what would lose quality or save nothing: where that is every
+	// matrix (a small model, or small batches), the model trains as with the base optimizer, the
+	// projector's guard still on, and the plan and Report say so. A rank the user set that fits
+	// no matrix is an error.
+	if projected == 0 && (cfg.rank > 0 || cfg.explicit || cfg.mode != Matrix) {
 		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at %s:\n%s(lower the rank, or choose other variables)", selected, cfg.rankDesc(), planLines(plan))
 	}
 	return plan, products
@@ -271,8 +278,17 @@ func (o *Optimizer) PlanString() string {
 	if o.cfg.rank == 0 {
 		rank = strings.TrimPrefix(o.cfg.rankDesc(), "the ")
 	}
-	fmt.Fprintf(&b, "subspace (%s mode, %s):\n", o.cfg.mode, rank)
 	plan := o.Plan()
+	projected := 0
+	for _, e := range plan {
+		if e.Route != RouteFull {
+			projected++
+		}
+	}
+	if projected == 0 && len(plan) > 0 {
+		rank += "; no variable projected: the model trains as with its base optimizer (reasons below)"
+	}
+	fmt.Fprintf(&b, "subspace (%s mode, %s):\n", o.cfg.mode, rank)
 	rows := make([][3]string, len(plan))
 	widths := [3]int{}
 	for i, e := range plan {

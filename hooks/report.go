@@ -96,6 +96,9 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss, %d curvature) in %d checks; last check residual %.3f; %d full updates, %d rank changes\n",
 		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
+	if len(r.Variables) == 0 && r.Steps > 0 {
+		fmt.Fprintf(&b, "  no variable projected: the model trains as with its base optimizer (Optimizer.PlanString says why)\n")
+	}
 	if r.LossRestarts > 0 {
 		fmt.Fprintf(&b, "  the loss shifted to a new level %d time(s): after %d skipped steps the guard took it and restarted the smoothed loss\n", r.LossRestarts, ExplodePatience)
 	}
