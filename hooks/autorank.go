@@ -23,10 +23,13 @@ const (
 	// whose product has too few rows per step for 32 directions to cost less than its ∂W, is
 	// left out: it trains as stock, and the plan says why.
 	MinAutoRank = 32
-	// AutoRankWorkShare: the automatic rank keeps the projector's work on a weight at most this
-	// share of the ∂W it replaces, so that a default never costs more than stock. 0.75 keeps the
-	// transformer example's 48.
-	AutoRankWorkShare = 0.75
+	// AutoRankWorkShare: the automatic rank projects a weight only where the projector's work on
+	// it (its FLOPs, ProjectorWork) is at most this share of the FLOPs of the ∂W it replaces: the
+	// projector's products are rank-wide and slower per FLOP than ∂W's, so a share near 1 costs
+	// time. Timed against stock in turns (docs/benchmarks.md): the transformer example's 256×256
+	// projections at rank 48 (a share of 0.66) are part of a step that takes 0.81 of AdamW's;
+	// 1024-wide layers at ranks 68 and 44 (0.71–0.72) stepped in 1.08–1.21 of stock's time.
+	AutoRankWorkShare = 0.7
 )
 
 // AutoRank is the rank a matrix [m, n] takes when Rank is not set: DefaultRankShare of its
@@ -34,27 +37,21 @@ const (
 // tile); 0 (leave it out) where that is not below the smaller side.
 //
 // rows is its product's rows per step (the batch, times positions for a sequence or an image;
-// 0 when unknown). Given it, the rank is lowered until the projector's own work on the weight
-// (ProjectorWork) is at most AutoRankWorkShare of the ∂W it replaces (rows·m·n multiply-adds),
-// and is 0 when even MinAutoRank costs more: the lift alone is r·m·n, so a product of fewer than
-// about 43 rows per step never pays for 32 directions, and the basis's orthonormalisation grows
-// as r²·side, not with the batch (a 1024-wide MLP at batch 256 and a fixed share, rank 192: 2.4
-// times stock's step).
+// 0 when unknown). Given it, the matrix is also left out (0) where the projector's own work on it
+// (ProjectorWork) would exceed AutoRankWorkShare of the ∂W it replaces (rows·m·n multiply-adds).
+// The rank is not lowered to fit: every rank below the share measured cost quality (the
+// transformer's MLP projections at 36 instead of 48: +7% eval loss over 1,000 steps), so a matrix
+// whose share does not pay trains as stock. The lift alone is r·m·n, and the basis's
+// orthonormalisation grows as r²·side whatever the batch: wide layers at small batches are left
+// out (a 1024-wide MLP at batch 256 and rank 192: 2.4 times stock's step).
 func AutoRank(m, n, rows int) int {
 	side := min(m, n)
 	r := max(shareRank(side), MinAutoRank)
 	if r >= side {
 		return 0
 	}
-	budget := int64(AutoRankWorkShare * float64(rows) * float64(m) * float64(n))
-	if rows <= 0 || ProjectorWork(m, n, rows, r) <= budget {
-		return r
-	}
-	for r > MinAutoRank && ProjectorWork(m, n, rows, r) > budget {
-		r -= 4 // down by the tile: the cap must still hold
-	}
-	if ProjectorWork(m, n, rows, r) > budget {
-		return 0
+	if rows > 0 && float64(ProjectorWork(m, n, rows, r)) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
+		return 0 // a lower rank would cost quality (MinAutoRank): the matrix trains as stock
 	}
 	return r
 }

@@ -11,8 +11,9 @@
 // smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
 // weight's product follows them); biases and scalars keep full updates. Without Rank, each matrix
 // keeps AutoRank directions: 3/16 of its smaller side and never fewer than MinAutoRank (32; fewer
-// cost quality on every model measured), lowered where the projector would spend more than 3/4 of
-// the ∂W it replaces, and left out where even 32 would (a small matrix, or few rows per step).
+// cost quality on every model measured), and is left out where the projector's work at that rank
+// would exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step, a wide square layer:
+// the rank is not lowered to fit, as lower ranks cost quality).
 // A model where that leaves out every matrix trains as with its base optimizer, and the plan
 // says why for each.
 // Two subspaces (Mode):

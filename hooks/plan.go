@@ -77,7 +77,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			if min(m, n) <= MinAutoRank {
 				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): left out, as projecting would save nothing (set Rank to project it anyway)", min(m, n), MinAutoRank)
 			} else {
-				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank's least (%d) would cost the projector more than %g of ∂W: left out (set Rank to project it anyway)", rows, MinAutoRank, AutoRankWorkShare)
+				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, AutoRank(m, n, 0), AutoRankWorkShare)
 			}
 			if b := scope.Store().GetVariable(basisPath(scope, v)); b != nil && b.Shape().Rank() == 2 {
 				// A checkpoint that projected it: say the basis is unused, and how to keep it.
@@ -126,8 +126,8 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			cfg.selectDesc, len(trainables), paths)
 	}
 	// The automatic rank leaves out what would lose quality or save nothing: where that is every
-	// matrix (a small model, or small batches), the model trains as with the base optimizer, the
-	// projector's guard still on, and the plan and Report say so. A rank the user set that fits
+	// matrix (a small model, or small batches), the step is the base optimizer's alone (step.go),
+	// and the plan and Report say so. A rank the user set that fits
 	// no matrix is an error.
 	if projected == 0 && (cfg.rank > 0 || cfg.explicit || cfg.mode != Matrix) {
 		exceptions.Panicf("hooks.Subspace: none of the %d selected variables can be projected at %s:\n%s(lower the rank, or choose other variables)", selected, cfg.rankDesc(), planLines(plan))
@@ -279,14 +279,8 @@ func (o *Optimizer) PlanString() string {
 		rank = strings.TrimPrefix(o.cfg.rankDesc(), "the ")
 	}
 	plan := o.Plan()
-	projected := 0
-	for _, e := range plan {
-		if e.Route != RouteFull {
-			projected++
-		}
-	}
-	if projected == 0 && len(plan) > 0 {
-		rank += "; no variable projected: the model trains as with its base optimizer (reasons below)"
+	if len(plan) > 0 && !projectsAny(plan) {
+		rank += "; no variable projected: the model trains with its base optimizer alone (reasons below)"
 	}
 	fmt.Fprintf(&b, "subspace (%s mode, %s):\n", o.cfg.mode, rank)
 	rows := make([][3]string, len(plan))

@@ -41,7 +41,10 @@ type Report struct {
 	BasesKept    int64 // temporal learning attempts that met a zero or non-finite stack and kept the basis
 	LastSVDStep  int64
 	LastSVDCause Cause
-	Variables    []VariableReport
+	// NothingProjected: the plan left every variable out (the automatic rank, on a small model
+	// or at small batches): the steps are the base optimizer's alone, and PlanString says why.
+	NothingProjected bool
+	Variables        []VariableReport
 }
 
 // VariableReport is the state of one projected variable.
@@ -96,8 +99,8 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss, %d curvature) in %d checks; last check residual %.3f; %d full updates, %d rank changes\n",
 		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
-	if len(r.Variables) == 0 && r.Steps > 0 {
-		fmt.Fprintf(&b, "  no variable projected: the model trains as with its base optimizer (Optimizer.PlanString says why)\n")
+	if r.NothingProjected {
+		fmt.Fprintf(&b, "  no variable projected: the model trains with its base optimizer alone (Optimizer.PlanString says why)\n")
 	}
 	if r.LossRestarts > 0 {
 		fmt.Fprintf(&b, "  the loss shifted to a new level %d time(s): after %d skipped steps the guard took it and restarted the smoothed loss\n", r.LossRestarts, ExplodePatience)
@@ -121,7 +124,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	o.mu.Lock()
 	root, plan := o.stateRoot, append([]PlanEntry(nil), o.plan...)
 	o.mu.Unlock()
-	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp}
+	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp, NothingProjected: len(plan) > 0 && !projectsAny(plan)}
 	if root == "" {
 		// No step graph built by this optimizer yet: a resumed store still holds the counters
 		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable

@@ -15,6 +15,18 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	given := grads != nil
 	// Plan: which variables are projected, on which path, side and rank.
 	plan, products := o.makePlan(scope, g, trainables, !given)
+	if !projectsAny(plan) {
+		// The automatic rank left every matrix out: the step is the base optimizer's, exactly
+		// (the guard's passes over every weight and moment cost up to half a step on a wide
+		// MLP, for a wrapper that projects nothing).
+		if given {
+			o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(scope, grads, loss.DType())
+		} else {
+			o.cfg.base.UpdateGraph(scope, g, loss)
+		}
+		o.record(g, GraphMarks{Forward: forwardMark, Gradient: len(g.Nodes())}, plan, "", loss)
+		return
+	}
 	// Gradients: to each variable, except on the direct path, where back-propagation stops at the
 	// product's output ∂y and the product's VJP skips ∂W (vjp.go).
 	if !given {
@@ -39,6 +51,16 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	guard.restoreUnless(check.ok, svSkippedSteps.of(st.root.Scope()), svExplodeStreak.of(st.root.Scope()))
 	st.repairStatistics()
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
+}
+
+// projectsAny says whether the plan projects any variable.
+func projectsAny(plan []PlanEntry) bool {
+	for _, e := range plan {
+		if e.Route != RouteFull {
+			return true
+		}
+	}
+	return false
 }
 
 // backPropagate builds the gradients of loss: with respect to each trainable's value, or, on

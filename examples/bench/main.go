@@ -5,6 +5,7 @@
 //
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config wide -blocks 5
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config wide -rank 0 -batch 128   # the one option alone
 //
 // Configurations: "mnist" is a 784-256-10 MLP, batch 256, Adam, first layer projected at rank 8;
 // "wide" is a 1024-wide MLP with 4 hidden layers, every dense layer projected at rank 8.
@@ -122,7 +123,19 @@ func (c Config) isProjected(v *model.Variable) bool {
 	if c.Projected != nil {
 		return slices.Contains(c.Projected, v.Path())
 	}
+	if c.Rank == 0 && v.Shape().Rank() == 2 { // the automatic rank may leave a layer out
+		return hooks.DefaultSelection(v) && c.rankOf(v.Shape().Dim(0), v.Shape().Dim(1)) > 0
+	}
 	return hooks.DefaultSelection(v)
+}
+
+// rankOf is a dense layer [m, n]'s rank: the config's, or with Rank 0 the wrapper's automatic
+// rank at the config's batch (0: left out).
+func (c Config) rankOf(m, n int) int {
+	if c.Rank > 0 {
+		return c.Rank
+	}
+	return hooks.AutoRank(m, n, c.Batch)
 }
 
 // batch returns a fresh random batch (the trainer takes ownership of it).
@@ -183,7 +196,7 @@ func stateBytes(store *model.Store, c Config) int64 {
 // 2·r·m·n; gated work is left out.
 func analyticRatio(c Config) float64 {
 	dims := append(append([]int{c.Input}, c.Hidden...), c.Classes)
-	b, r := float64(c.Batch), float64(c.Rank)
+	b := float64(c.Batch)
 	var stock, sub float64
 	for i := 0; i+1 < len(dims); i++ {
 		m, n := float64(dims[i]), float64(dims[i+1])
@@ -192,7 +205,8 @@ func analyticRatio(c Config) float64 {
 			dx = 0 // nothing needs the input's gradient
 		}
 		stock += forward + dW + dx
-		projected := c.Projected == nil || i == 0
+		r := float64(c.rankOf(dims[i], dims[i+1]))
+		projected := (c.Projected == nil || i == 0) && r > 0
 		if projected {
 			sub += forward + dx + 2*b*r*(m+n) + 2*r*m*n
 		} else {
@@ -256,16 +270,25 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	res.StockOps, res.SubspaceOps = fs.StepOps(), fp.StepOps()
 	res.ProjectorOpsPerStep = res.SubspaceOps - res.StockOps
 	// The projected layers' share: total gradient FLOPs less the other layers' (the frozen run).
-	res.ProjectedGradRatio = float64(fp.Gradient-ff.Gradient) / float64(fs.Gradient-ff.Gradient)
+	res.ProjectedGradRatio = 1 // nothing projected (the automatic rank may leave every layer out)
+	if fs.Gradient > ff.Gradient {
+		res.ProjectedGradRatio = float64(fp.Gradient-ff.Gradient) / float64(fs.Gradient-ff.Gradient)
+	}
 	report, err := sub.opt.Report(sub.store)
 	if err != nil {
 		return res, err
 	}
-	gatedPerStep := float64(fp.Gated(report)) / float64(report.Steps)
+	gatedPerStep := 0.0 // nothing projected: the projector keeps no step count
+	if report.Steps > 0 {
+		gatedPerStep = float64(fp.Gated(report)) / float64(report.Steps)
+	}
 	res.StepFLOPsRatio = (float64(fp.Step()) + gatedPerStep) / float64(fs.Step())
 	res.AnalyticFLOPsRatio = analyticRatio(c)
 	res.StockStateBytes, res.SubspaceStateBytes = stateBytes(stock.store, c), stateBytes(sub.store, c)
-	res.StateBytesRatio = float64(res.SubspaceStateBytes) / float64(res.StockStateBytes)
+	res.StateBytesRatio = 1
+	if res.StockStateBytes > 0 {
+		res.StateBytesRatio = float64(res.SubspaceStateBytes) / float64(res.StockStateBytes)
+	}
 	for _, e := range sub.opt.Plan() {
 		if e.Route != hooks.RouteFull {
 			res.ProjectedVariables++
@@ -287,6 +310,8 @@ func main() {
 	flagSteps := flag.Int("steps", 25, "steps per timing block")
 	flagBackend := flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 	flagJSON := flag.String("json", "", "also write the results as JSON lines to this file")
+	flagRank := flag.Int("rank", -1, "rank of every config's projected layers (0: the wrapper's automatic rank on the default selection; -1: each config's own, 8)")
+	flagBatch := flag.Int("batch", 0, "batch of every config (0: each config's own, 256)")
 	flag.Parse()
 	backend, err := backends.New(backends.Config(*flagBackend))
 	if err != nil {
@@ -298,6 +323,15 @@ func main() {
 	for _, c := range configs {
 		if *flagConfig != "all" && *flagConfig != c.Name {
 			continue
+		}
+		if *flagRank >= 0 {
+			c.Rank = *flagRank
+			if *flagRank == 0 {
+				c.Projected = nil // the one option alone
+			}
+		}
+		if *flagBatch > 0 {
+			c.Batch = *flagBatch
 		}
 		r, err := run(backend, c, *flagBlocks, *flagSteps, logf)
 		if err != nil {

@@ -21,7 +21,7 @@ import (
 func main() {
 	seeds := flag.Int("seeds", 3, "seeds per variant")
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
-	tasks := flag.String("tasks", "lm,mlp,conv", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net)")
+	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP)")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
@@ -31,7 +31,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet()}
+	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP()}
 	var results []quality.Result
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
@@ -39,7 +39,7 @@ func main() {
 			task.Rank = *rank
 		}
 		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv)\n", name)
+			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide)\n", name)
 			os.Exit(2)
 		}
 		for _, variant := range strings.Split(*variants, ",") {

@@ -60,9 +60,9 @@ func TestRunRejectsBadInput(t *testing.T) {
 
 func TestAnalyticGradientRatio(t *testing.T) {
 	// Width 256, sequence 128: the estimate of the bound is about 0.54.
-	r := AnalyticGradientRatio(transformer.DefaultConfig(), 8, 8)
+	r := AnalyticGradientRatio(transformer.DefaultConfig(), 8, func(int, int) int { return 8 })
 	require.Greater(t, r, 0.45)
 	require.Less(t, r, 0.65)
 	// More rank costs more; no projection is the stock ratio's ceiling.
-	require.Less(t, r, AnalyticGradientRatio(transformer.DefaultConfig(), 8, 64))
+	require.Less(t, r, AnalyticGradientRatio(transformer.DefaultConfig(), 8, func(int, int) int { return 64 }))
 }
