@@ -107,6 +107,17 @@ func TestAutomaticRankInThePlan(t *testing.T) {
 	report, err := small.Report(store)
 	require.NoError(t, err)
 	require.Contains(t, report.String(), "no variable projected")
+	// Its step is the base optimizer's alone: the same ops as Adam's (the guard's passes over
+	// every weight and moment took half a step of a wide MLP for a wrapper projecting nothing).
+	stock := Subspace(optimizer.Adam().Done()).Enabled(false).Done()
+	trainer = train.NewTrainer(testBackend(t), model.NewStore(), deepMLP, loss.MeanSquaredError, stock, nil, nil)
+	_, err = trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+	require.NoError(t, err)
+	fs, err := stock.StepFLOPs()
+	require.NoError(t, err)
+	fp, err := small.StepFLOPs()
+	require.NoError(t, err)
+	require.Equal(t, fs.StepOps(), fp.StepOps())
 }
 
 // deepMLP has matrices of several sizes: [64, 512], [512, 512], [512, 8] and a head.
