@@ -15,7 +15,8 @@ import (
 )
 
 // FuzzValidate: whatever numbers a user passes (NaN, ±Inf, negative, huge), Validate returns an
-// error or accepts a configuration whose numbers are all finite and in range; it never panics.
+// error or accepts a configuration whose numbers are all finite and in range (rank 0 is the
+// automatic rank); it never panics.
 func FuzzValidate(f *testing.F) {
 	f.Add(4, 0, 0.0, 0.5, 1.0, 4.0, 100.0, 0.0)
 	f.Add(0, 7, math.NaN(), math.Inf(1), -1.0, 0.0, 0.5, 1e30)
@@ -35,7 +36,7 @@ func FuzzValidate(f *testing.F) {
 				t.Fatalf("accepted a non-finite number: %+v", cfg)
 			}
 		}
-		if rank < 1 || (Mode(mode) != Matrix && Mode(mode) != Temporal) || weightDecay < 0 || weightDecay > 1 ||
+		if rank < 0 || (Mode(mode) != Matrix && Mode(mode) != Temporal) || weightDecay < 0 || weightDecay > 1 ||
 			residual <= 0 || residual > 1 || p.TrackingRate < 0 || p.FastTrackingRate < p.TrackingRate ||
 			p.FastTrackingRate > MaxTrackingRate || (explode != 0 && explode <= 1) {
 			t.Fatalf("accepted an out-of-range configuration: rank %d mode %d wd %g residual %g rates %g %g explode %g", rank, mode, weightDecay, residual, p.TrackingRate, p.FastTrackingRate, explode)
