@@ -94,9 +94,6 @@ func newVariant(backend compute.Backend, c Config, projected, frozenProjected bo
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(1))
 	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank)
-	if os.Getenv("NOCHECK") == "1" {
-		cfg = cfg.CheckEvery(0)
-	}
 	if c.Projected != nil {
 		cfg = cfg.Variables(c.Projected...)
 	}
