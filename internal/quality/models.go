@@ -224,30 +224,22 @@ func digitsTask(name string, image bool, batch int, fn func(*model.Scope, []*Nod
 }
 
 // MLPClassifier is a 64-128-128-10 tanh MLP on the digits, its two hidden matrices at rank 16.
-func MLPClassifier() Task {
-	t := digitsTask("MLP classifier", false, digitsBatch, func(scope *model.Scope, inputs []*Node) []*Node {
-		h := inputs[0]
-		for i := range 2 {
-			h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden_%d", i), h, mlpHidden))
-		}
-		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
-	})
-	t.Rank = mlpHidden / 8
-	t.Project = `^/hidden_\d/dense/weights$`
-	return t
-}
+func MLPClassifier() Task { return tanhMLP("MLP classifier", mlpHidden, digitsBatch, mlpHidden/8) }
 
 // WideMLP is a 64-512-512-10 tanh MLP on the digits at batch 128, its two hidden matrices at
 // rank 32 (width/16): wider layers and batches than the suite's MLP.
-func WideMLP() Task {
-	t := digitsTask("wide MLP", false, wideBatch, func(scope *model.Scope, inputs []*Node) []*Node {
+func WideMLP() Task { return tanhMLP("wide MLP", wideHidden, wideBatch, wideHidden/16) }
+
+// tanhMLP is a two-hidden-layer tanh MLP classifier on the digits, its hidden matrices projected.
+func tanhMLP(name string, hidden, batch, rank int) Task {
+	t := digitsTask(name, false, batch, func(scope *model.Scope, inputs []*Node) []*Node {
 		h := inputs[0]
 		for i := range 2 {
-			h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden_%d", i), h, wideHidden))
+			h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden_%d", i), h, hidden))
 		}
 		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
 	})
-	t.Rank = wideHidden / 16
+	t.Rank = rank
 	t.Project = `^/hidden_\d/dense/weights$`
 	return t
 }
