@@ -14,8 +14,8 @@
 // cost quality on every model measured), and is left out where the projector's work at that rank
 // would exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step, a wide square layer:
 // the rank is not lowered to fit, as lower ranks cost quality).
-// A model where that leaves out every matrix trains as with its base optimizer, and the plan
-// says why for each.
+// A model where that leaves out every matrix trains with its base optimizer alone (the same
+// compiled step), and the plan says why for each.
 // Two subspaces (Mode):
 //
 //   - Matrix (default): a basis Q on one side of each weight seen as a matrix W [m, n] by how it
