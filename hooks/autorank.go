@@ -9,8 +9,8 @@ import (
 
 // The automatic rank: without Rank, each matrix keeps a share of its smaller side, so that the
 // one option scales with the model (a fixed default of 4 is 1/64 of a 256-wide matrix), and never
-// fewer than MinAutoRank directions: the one option must keep the model's quality, and it gives
-// the work back (leaves the matrix out) where a rank that keeps it would not save any.
+// fewer than MinAutoRank directions: the one option must keep the model's quality, so it leaves
+// a matrix out where that rank would not pay for itself (AutoRankWorkShare).
 const (
 	// DefaultRankShare: the share of a matrix's smaller side AutoRank keeps. Measured on the
 	// transformer example (1,000 steps, width 256): rank 48 (this share) kept the eval loss
@@ -19,8 +19,7 @@ const (
 	// MinAutoRank: the automatic rank never goes below this. Below 32 directions every model
 	// measured lost quality beyond 5% of stock's eval loss (docs/quality.md: the attention LM at
 	// rank 8, 12 and 16: 1.71×, 1.57×, 1.46×; the MLP at 6–16: 1.45–1.81×; the transformer at
-	// 8: +11.8%), at 32 the transformer held within 4%. A matrix whose smaller side is ≤ 32, or
-	// whose product has too few rows per step for 32 directions to cost less than its ∂W, is
+	// 8: +11.8%), at 32 the transformer held within 4%. A matrix whose smaller side is ≤ 32 is
 	// left out: it trains as stock, and the plan says why.
 	MinAutoRank = 32
 	// AutoRankWorkShare: the automatic rank projects a weight only where the projector's work on
@@ -51,7 +50,7 @@ func AutoRank(m, n, rows int) int {
 		return 0
 	}
 	if rows > 0 && float64(ProjectorWork(m, n, rows, r)) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
-		return 0 // a lower rank would cost quality (MinAutoRank): the matrix trains as stock
+		return 0 // not lowered to fit: lower ranks cost quality; the matrix trains as stock
 	}
 	return r
 }
