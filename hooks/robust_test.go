@@ -244,6 +244,7 @@ func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
 		require.Equal(t, int64(1), report.LossRestarts, "%s mode: one shift, one restart of the smoothed loss", mode)
 		require.Contains(t, report.String(), "the loss shifted to a new level 1 time(s)")
 		require.Contains(t, strings.Join(logged, "\n"), "taken as a new level (step applied, smoothed loss restarted from it)")
+		require.NotContains(t, strings.Join(logged, "\n"), "still without a basis", "%s mode: every basis was learned", mode)
 		require.Less(t, losses[len(losses)-1], losses[ExplodePatience], "%s mode: training goes on at the new level", mode)
 		requireFinite(t, r.snapshot(t))
 	}
