@@ -117,5 +117,5 @@ func (c *Config) rankDesc() string {
 	if c.mode == Temporal {
 		return fmt.Sprintf("the default rank (%d)", DefaultRank)
 	}
-	return fmt.Sprintf("the automatic rank (%g%% of each matrix's smaller side)", 100*DefaultRankShare)
+	return fmt.Sprintf("the automatic rank (3/16 of each matrix's smaller side, at least %d, where it pays)", MinAutoRank)
 }

@@ -75,7 +75,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		if rank == 0 {
 			e.Route = RouteFull
 			if min(m, n) <= MinAutoRank {
-				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): left out, as projecting would save nothing (set Rank to project it anyway)", min(m, n), MinAutoRank)
+				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), MinAutoRank)
 			} else {
 				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, AutoRank(m, n, 0), AutoRankWorkShare)
 			}

@@ -96,12 +96,13 @@ func (r Report) MeanExplainedVariance() float64 {
 
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
+	if r.NothingProjected {
+		// No projector state to speak of: the steps were the base optimizer's.
+		return "subspace: no variable projected: the model trains with its base optimizer alone (Optimizer.PlanString says why)\n"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "subspace (%s): %d steps (warm-up %d, %d skipped), %d bases learned, %d refreshes (%d residual, %d loss, %d curvature) in %d checks; last check residual %.3f; %d full updates, %d rank changes\n",
 		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
-	if r.NothingProjected {
-		fmt.Fprintf(&b, "  no variable projected: the model trains with its base optimizer alone (Optimizer.PlanString says why)\n")
-	}
 	if r.LossRestarts > 0 {
 		fmt.Fprintf(&b, "  the loss shifted to a new level %d time(s): after %d skipped steps the guard took it and restarted the smoothed loss\n", r.LossRestarts, ExplodePatience)
 	}
