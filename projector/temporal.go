@@ -222,5 +222,6 @@ func Project(basis, g *Node) *Node { return Lift(basis, Coefficients(basis, g)) 
 // RelativeResidual returns ‖g − V·Vᵀ·g‖ / ‖g‖ (scalar): 0 when the subspace holds g entirely,
 // 1 when g is orthogonal to it. A zero g gives 0.
 func RelativeResidual(basis, g *Node) *Node {
-	return RelativeLength(Sub(g, Project(basis, g)), g)
+	resid := RelativeLength(Sub(g, Project(basis, g)), g)
+	return atMostOne(resid) // a gradient wholly outside the basis can round to 1 + ulp
 }

@@ -225,3 +225,33 @@ func TestStackedTrackingEqualsOneByOne(t *testing.T) {
 		require.Less(t, o.Value().(float32), float32(1e-5), "check %d", i)
 	}
 }
+
+// A relative residual is a share of a length: a sketch wholly outside the basis gives 1, and
+// float32 rounding of the two lengths must not report more (the Report and the rank policy read
+// it as a fraction).
+func TestResidualsOfSketchesOutsideTheBasisAreAtMostOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	cases, m, r, s := 256, 40, 3, 8
+	qs := make([]float32, 0, cases*m*r)
+	sketches := make([]float32, 0, cases*m*s)
+	for c := range cases {
+		q := denseOf(RandomOrthonormal(m, r, uint64(c+1)))
+		g := gaussianDense(rng, m, s)
+		// The part of g outside span(q), in float64: (I − q·qᵀ)·g.
+		var qtg, inside, outside mat.Dense
+		qtg.Mul(q.T(), g)
+		inside.Mul(q, &qtg)
+		outside.Sub(g, &inside)
+		qs = append(qs, tensors.MustCopyFlatData[float32](toFloat32(q))...)
+		sketches = append(sketches, tensors.MustCopyFlatData[float32](toFloat32(&outside))...)
+	}
+	outs, err := ExecOnceN(testBackend(t), func(q, sketch *Node) []*Node {
+		return []*Node{SketchResidual(q, sketch), ReduceAllMax(SketchResidual(q, sketch)),
+			RelativeResidual(Squeeze(Slice(q, AxisElem(0)), 0), Squeeze(Slice(sketch, AxisElem(0)), 0))}
+	}, tensors.FromFlatDataAndDimensions(qs, cases, m, r), tensors.FromFlatDataAndDimensions(sketches, cases, m, s))
+	require.NoError(t, err)
+	largest := outs[1].Value().(float32)
+	require.LessOrEqual(t, largest, float32(1), "a residual above 1")
+	require.InDelta(t, 1, largest, 1e-5, "a sketch outside the basis is all residual")
+	require.LessOrEqual(t, outs[2].Value().(float32), float32(1))
+}
