@@ -210,8 +210,15 @@ func temporalFromEigen(snapshots, lambda, u, finite *Node, opts TemporalOptions,
 	}
 }
 
-// Coefficients returns Vᵀ·g: the coordinates ([k]) of the flattened gradient g ([P]) in the basis.
-func Coefficients(basis, g *Node) *Node { return DotProduct(Transpose(basis, 0, 1), g) }
+// Coefficients returns Vᵀ·g: the coordinates ([k]) of the flattened gradient g ([P]) in the basis,
+// as g·V: transposing V first copied all P·k of its values every step (on the Go backend, most of
+// a temporal step on a 512×512 weight at k = 32).
+func Coefficients(basis, g *Node) *Node {
+	if g.Rank() == 1 {
+		return DotProduct(g, basis)
+	}
+	return DotGeneral(basis, []int{0}, nil, g, []int{0}, nil) // columns of g: [k, cols]
+}
 
 // Lift returns V·c: the vector ([P]) with coordinates c ([k]) in the basis.
 func Lift(basis, c *Node) *Node { return DotProduct(basis, c) }
