@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	seeds := flag.Int("seeds", 3, "seeds per variant")
+	seeds := flag.Int("seeds", 0, "seeds per variant (0: each task's own, 3; the wide MLP's 10)")
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
 	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP)")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
@@ -42,8 +42,16 @@ func main() {
 			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide)\n", name)
 			os.Exit(2)
 		}
+		n := task.Seeds
+		if *seeds > 0 {
+			n = *seeds
+		}
 		for _, variant := range strings.Split(*variants, ",") {
-			for seed := range int64(*seeds) {
+			if why, skip := task.Skip[variant]; skip {
+				fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
+				continue
+			}
+			for seed := range int64(n) {
 				r, err := quality.Run(backend, task, variant, seed+1, quality.Options{Steps: *steps})
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)

@@ -39,6 +39,11 @@ type Task struct {
 	// View is a projected weight as the matrix the reference projects: [m, n] for a weight
 	// used as y = x·W (m the contracted side).
 	View func(path string, dims []int) (m, n int)
+	// Seeds is how many seeds the suite averages over: enough for its seed-to-seed spread to
+	// tell a 10% difference of mean eval loss.
+	Seeds int
+	// Skip names variants not run on this task, and why.
+	Skip map[string]string
 }
 
 func rows(dims []int) (m, n int) {
@@ -126,6 +131,7 @@ func AttentionLM() Task {
 			return markovSequences(rand.New(rand.NewPCG(uint64(seed), 0)), lmEvalSequences)
 		},
 		Steps:   300,
+		Seeds:   3,
 		LR:      3e-3,
 		Rank:    lmWidth / 8,
 		Project: `^/block/(attention/.*(query|key|value|output)|mlp/(up|down))/dense/weights$`,
@@ -218,6 +224,7 @@ func digitsTask(name string, image bool, batch int, fn func(*model.Scope, []*Nod
 			return digitsTensors(d, eval, image)
 		},
 		Steps: 300,
+		Seeds: 3,
 		LR:    3e-3,
 		View:  func(_ string, dims []int) (int, int) { return rows(dims) },
 	}
@@ -227,8 +234,15 @@ func digitsTask(name string, image bool, batch int, fn func(*model.Scope, []*Nod
 func MLPClassifier() Task { return tanhMLP("MLP classifier", mlpHidden, digitsBatch, mlpHidden/8) }
 
 // WideMLP is a 64-512-512-10 tanh MLP on the digits at batch 128, its two hidden matrices at
-// rank 32 (width/16): wider layers and batches than the suite's MLP.
-func WideMLP() Task { return tanhMLP("wide MLP", wideHidden, wideBatch, wideHidden/16) }
+// rank 32 (width/16): wider layers and batches than the suite's MLP. Its eval loss varies
+// fivefold across seeds (0.03–0.17): three seeds put matrix mode 16% above the reference, ten
+// put it 3% above (docs/quality.md), so the suite runs ten.
+func WideMLP() Task {
+	t := tanhMLP("wide MLP", wideHidden, wideBatch, wideHidden/16)
+	t.Seeds = 10
+	t.Skip = map[string]string{Temporal: "0.65 s a step: a temporal basis of 262,144-value gradients at k = 32 (the plan recommends matrix mode for it)"}
+	return t
+}
 
 // tanhMLP is a two-hidden-layer tanh MLP classifier on the digits, its hidden matrices projected.
 func tanhMLP(name string, hidden, batch, rank int) Task {
@@ -270,10 +284,7 @@ func ConvNet() Task {
 }
 
 // Tasks is the suite.
-//
-// WideMLP is not in it: matrix mode loses to the reference there (docs/quality.md, "A wider MLP"),
-// an open finding; run it with `go run ./examples/quality -tasks wide`.
-func Tasks() []Task { return []Task{AttentionLM(), MLPClassifier(), ConvNet()} }
+func Tasks() []Task { return []Task{AttentionLM(), MLPClassifier(), ConvNet(), WideMLP()} }
 
 // meanStd of a sample.
 func meanStd(xs []float64) (mean, std float64) {
