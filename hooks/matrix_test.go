@@ -357,3 +357,82 @@ func TestDefaultSelectionLeavesOutEmbeddingsAndHeads(t *testing.T) {
 		require.Equal(t, RouteDirect, plan["/middle/dense/weights"].Route, opt.PlanString())
 	}
 }
+
+// TestTiedEmbeddingAndHead: a table read by a Gather (the embedding) and by a product (the tied
+// output head, h·Eᵀ) has two consumers. The default selection leaves it out as an embedding;
+// selected by name it cannot take the direct path (one product is needed to skip ∂E) and is
+// projected after back-propagation, its gradient summed over both uses: the update stays in
+// span(Q), on the side the product contracts.
+func TestTiedEmbeddingAndHead(t *testing.T) {
+	const vocab, rank = 12, 2
+	const table = "/tokens/embeddings"
+	tied := func(scope *model.Scope, x *Node) *Node {
+		g := x.Graph()
+		e := scope.In("tokens").VariableWithShape("embeddings", shapes.Make(x.DType(), vocab, vocab)).NodeValue(g)
+		idx := ConvertDType(ModScalar(Iota(g, shapes.Make(dtypes.Int32, x.Shape().Dim(0), 1), 0), vocab), dtypes.Int32)
+		h := Add(x, Gather(e, idx))
+		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("hidden"), h, vocab))
+		logits := DotGeneral(h, []int{1}, nil, e, []int{1}, nil) // the tied head: h·Eᵀ
+		return ReduceAndKeep(logits, ReduceSum, -1)
+	}
+	newTied := func(opt *Optimizer) *run {
+		store := model.NewStore()
+		store.SetParam(model.ParamInitialSeed, int64(3))
+		return &run{store: store, trainer: train.NewTrainer(testBackend(t), store, tied, loss.MeanSquaredError, opt, nil, nil), float64: true}
+	}
+	planOf := func(opt *Optimizer) map[string]PlanEntry {
+		plan := map[string]PlanEntry{}
+		for _, e := range opt.Plan() {
+			plan[e.Variable] = e
+		}
+		return plan
+	}
+
+	byDefault := Subspace(optimizer.Adam().Done()).Rank(rank).Done()
+	r := newTied(byDefault)
+	r.step(t)
+	require.Equal(t, RouteFull, planOf(byDefault)[table].Route, byDefault.PlanString())
+	require.Contains(t, planOf(byDefault)[table].Why, "embedding table")
+
+	named := Subspace(optimizer.Adam().Done()).Rank(rank).WarmUp(2).CheckEvery(0).Variables(table).Done()
+	r = newTied(named)
+	for range 3 {
+		r.step(t)
+	}
+	e := planOf(named)[table]
+	require.Equal(t, RoutePostHoc, e.Route, named.PlanString())
+	require.Contains(t, e.Why, "used by 2 ops", named.PlanString())
+	// Viewed by its product's use, contracted axis first: the [dim, vocab] matrix Eᵀ, whose left
+	// side is E's embedding dimension.
+	require.Contains(t, named.PlanString(), "as a [12×12] matrix (contracted axes × the rest)")
+	basisPath := "/subspace" + table + "_basis"
+	for range 3 {
+		before := r.value(t, table)
+		q := r.value(t, basisPath) // [dim, rank]: on Eᵀ's left side
+		r.step(t)
+		after := r.value(t, table)
+		var deltaNorm, residNorm float64
+		for j := range vocab { // row j of ΔE: a column of the viewed matrix ΔEᵀ
+			col := make([]float64, vocab)
+			for i := range vocab {
+				col[i] = after[j*vocab+i] - before[j*vocab+i]
+				deltaNorm += col[i] * col[i]
+			}
+			coef := make([]float64, rank)
+			for i := range vocab {
+				for c := range rank {
+					coef[c] += q[i*rank+c] * col[i]
+				}
+			}
+			for i := range vocab {
+				res := col[i]
+				for c := range rank {
+					res -= q[i*rank+c] * coef[c]
+				}
+				residNorm += res * res
+			}
+		}
+		require.Greater(t, deltaNorm, 0.0, "the tied table trains")
+		require.LessOrEqual(t, math.Sqrt(residNorm), 1e-6*math.Sqrt(deltaNorm), "the tied table's update leaves span(Q)")
+	}
+}
