@@ -40,27 +40,7 @@ func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 				q := r.value(t, "/subspace/hidden/dense/weights_basis") // [m, rank]: the basis this step uses
 				r.step(t)
 				after := r.value(t, firstLayer)
-				var deltaNorm, residNorm float64
-				for j := range n {
-					col := make([]float64, m) // column j of ΔW
-					for i := range m {
-						col[i] = after[i*n+j] - before[i*n+j]
-						deltaNorm += col[i] * col[i]
-					}
-					coef := make([]float64, rank)
-					for i := range m {
-						for c := range rank {
-							coef[c] += q[i*rank+c] * col[i]
-						}
-					}
-					for i := range m {
-						res := col[i]
-						for c := range rank {
-							res -= q[i*rank+c] * coef[c]
-						}
-						residNorm += res * res
-					}
-				}
+				deltaNorm, residNorm := outsideSpan(q, rank, m, n, func(i, j int) float64 { return after[i*n+j] - before[i*n+j] })
 				require.Greater(t, deltaNorm, 0.0)
 				require.LessOrEqual(t, math.Sqrt(residNorm), 1e-5*math.Sqrt(deltaNorm), "update leaves span(Q)")
 			}
@@ -358,6 +338,33 @@ func TestDefaultSelectionLeavesOutEmbeddingsAndHeads(t *testing.T) {
 	}
 }
 
+// outsideSpan measures how much of an m×n update (delta(i, j)) lies outside span(q), q an
+// orthonormal [m, rank] basis (row-major): the squared Frobenius norms of the update and of its
+// part (I − q·qᵀ)·Δ.
+func outsideSpan(q []float64, rank, m, n int, delta func(i, j int) float64) (deltaNorm, residNorm float64) {
+	for j := range n {
+		col := make([]float64, m)
+		for i := range m {
+			col[i] = delta(i, j)
+			deltaNorm += col[i] * col[i]
+		}
+		coef := make([]float64, rank)
+		for i := range m {
+			for c := range rank {
+				coef[c] += q[i*rank+c] * col[i]
+			}
+		}
+		for i := range m {
+			res := col[i]
+			for c := range rank {
+				res -= q[i*rank+c] * coef[c]
+			}
+			residNorm += res * res
+		}
+	}
+	return deltaNorm, residNorm
+}
+
 // TestTiedEmbeddingAndHead: a table read by a Gather (the embedding) and by a product (the tied
 // output head, h·Eᵀ) has two consumers. The default selection leaves it out as an embedding;
 // selected by name it cannot take the direct path (one product is needed to skip ∂E) and is
@@ -411,27 +418,8 @@ func TestTiedEmbeddingAndHead(t *testing.T) {
 		q := r.value(t, basisPath) // [dim, rank]: on Eᵀ's left side
 		r.step(t)
 		after := r.value(t, table)
-		var deltaNorm, residNorm float64
-		for j := range vocab { // row j of ΔE: a column of the viewed matrix ΔEᵀ
-			col := make([]float64, vocab)
-			for i := range vocab {
-				col[i] = after[j*vocab+i] - before[j*vocab+i]
-				deltaNorm += col[i] * col[i]
-			}
-			coef := make([]float64, rank)
-			for i := range vocab {
-				for c := range rank {
-					coef[c] += q[i*rank+c] * col[i]
-				}
-			}
-			for i := range vocab {
-				res := col[i]
-				for c := range rank {
-					res -= q[i*rank+c] * coef[c]
-				}
-				residNorm += res * res
-			}
-		}
+		// The viewed matrix is ΔEᵀ: its element (i, j) is ΔE's (j, i).
+		deltaNorm, residNorm := outsideSpan(q, rank, vocab, vocab, func(i, j int) float64 { return after[j*vocab+i] - before[j*vocab+i] })
 		require.Greater(t, deltaNorm, 0.0, "the tied table trains")
 		require.LessOrEqual(t, math.Sqrt(residNorm), 1e-6*math.Sqrt(deltaNorm), "the tied table's update leaves span(Q)")
 	}
