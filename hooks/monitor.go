@@ -321,6 +321,12 @@ func (m *Monitor) writeTrace(r Report) error {
 func (m *Monitor) ProgressMetric() func() (name, value string) {
 	return func() (string, string) {
 		r := m.last
+		switch {
+		case r.Disabled:
+			return "subspace", "disabled"
+		case r.NothingProjected:
+			return "subspace", "nothing projected"
+		}
 		value := fmt.Sprintf("refreshes %d, residual %.2f", r.Refreshes, r.LastCheckResidual)
 		if r.SkippedSteps > 0 {
 			value += fmt.Sprintf(", skipped %d", r.SkippedSteps)

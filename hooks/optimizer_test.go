@@ -167,6 +167,38 @@ func TestDisabledIsExactlyTheBaseOptimizer(t *testing.T) {
 	}
 }
 
+// TestDisabledSaysSo: switched off, by Enabled(false) or by `-set subspace_enabled=false` (how a
+// user compares with stock), the plan, the Report and the progress-bar column say "disabled"
+// instead of showing an empty plan and zeroed counters, which read as a broken projector.
+func TestDisabledSaysSo(t *testing.T) {
+	viaOption := Subspace(optimizer.Adam().Done()).Rank(4).Enabled(false).Done()
+	store := model.NewStore()
+	store.SetParams(DefaultParams())
+	viaParam := Subspace(optimizer.Adam().Done()).Rank(4).FromScope(store.RootScope()).Done()
+	_, err := commandline.ParseSettings(store, "subspace_enabled=false")
+	require.NoError(t, err)
+	for name, r := range map[string]struct {
+		opt *Optimizer
+		run *run
+	}{
+		"option": {viaOption, newRun(t, viaOption)},
+		"param":  {viaParam, &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, viaParam, nil, nil)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mon := r.opt.NewMonitor(r.run.store)
+			r.run.step(t)
+			require.NoError(t, mon.Observe())
+			report, err := r.opt.Report(r.run.store)
+			require.NoError(t, err)
+			require.True(t, report.Disabled)
+			require.Equal(t, "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains alone\n", report.String())
+			require.Contains(t, r.opt.PlanString(), "subspace: disabled")
+			_, column := mon.ProgressMetric()()
+			require.Equal(t, "disabled", column)
+		})
+	}
+}
+
 func TestTemporalUpdateLiesInSubspace(t *testing.T) {
 	const rank, warmUp = 3, 6
 	for name, base := range baseOptimizers() {

@@ -273,6 +273,12 @@ func (o *Optimizer) Plan() []PlanEntry {
 
 // PlanString formats the plan for people: one line per trainable variable.
 func (o *Optimizer) PlanString() string {
+	o.mu.Lock()
+	enabled := o.cfg.enabled // cfg: set by the params at the first step
+	o.mu.Unlock()
+	if !enabled {
+		return "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains every variable\n"
+	}
 	var b strings.Builder
 	rank := fmt.Sprintf("rank %d", o.cfg.rank)
 	if o.cfg.rank == 0 {

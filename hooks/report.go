@@ -44,7 +44,10 @@ type Report struct {
 	// NothingProjected: the plan left every variable out (the automatic rank, on a small model
 	// or at small batches): the steps are the base optimizer's alone, and PlanString says why.
 	NothingProjected bool
-	Variables        []VariableReport
+	// Disabled: the optimizer is switched off (Enabled(false), or the param subspace_enabled
+	// false): the base optimizer trains every variable, and no projector state is kept or read.
+	Disabled  bool
+	Variables []VariableReport
 }
 
 // VariableReport is the state of one projected variable.
@@ -96,6 +99,9 @@ func (r Report) MeanExplainedVariance() float64 {
 
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
+	if r.Disabled {
+		return "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains alone\n"
+	}
 	if r.NothingProjected {
 		// No projector state to speak of: the steps were the base optimizer's.
 		return "subspace: no variable projected: the model trains with its base optimizer alone (Optimizer.PlanString says why)\n"
@@ -123,9 +129,13 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		return Report{}, fmt.Errorf("hooks: Report needs the store the trainer uses (got nil)")
 	}
 	o.mu.Lock()
-	root, plan := o.stateRoot, append([]PlanEntry(nil), o.plan...)
+	root, plan, enabled := o.stateRoot, append([]PlanEntry(nil), o.plan...), o.cfg.enabled // cfg: set by the params at the first step
 	o.mu.Unlock()
 	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp, NothingProjected: len(plan) > 0 && !projectsAny(plan)}
+	if !enabled {
+		// A store resumed from a projected run may hold counters: they are not this run's.
+		return Report{Mode: o.cfg.mode, Disabled: true}, nil
+	}
 	if root == "" {
 		// No step graph built by this optimizer yet: a resumed store still holds the counters
 		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable

@@ -155,7 +155,7 @@ func run(backend compute.Backend, store *model.Store, o Options) error {
 	}
 	fmt.Printf("held-out: loss %.3f, accuracy %.3f (global step %d)\n", metrics[0].Value(), metrics[1].Value(), loop.LoopStep)
 	fmt.Print(opt.PlanString())
-	if report, err := opt.Report(store); err == nil {
+	if report, err := opt.Report(store); err == nil && !report.Disabled { // disabled: the plan said so
 		fmt.Println(report)
 	}
 	return nil
