@@ -424,3 +424,33 @@ func TestTiedEmbeddingAndHead(t *testing.T) {
 		require.LessOrEqual(t, math.Sqrt(residNorm), 1e-6*math.Sqrt(deltaNorm), "the tied table's update leaves span(Q)")
 	}
 }
+
+// TestDirectPathLeavesOtherGradientsExact: the direct path wraps a product's VJP to skip ∂W; the
+// input gradient it passes back (and so every other variable's update) must be stock's exactly.
+// After one step from the same initialisation, every unprojected variable equals stock Adam's.
+func TestDirectPathLeavesOtherGradientsExact(t *testing.T) {
+	three := func(scope *model.Scope, x *Node) *Node {
+		h := activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("first"), x, 16))
+		h = activation.Apply(activation.TypeTanh, layers.DenseWithBias(scope.In("middle"), h, 16))
+		return layers.DenseWithBias(scope.In("out"), h, 1)
+	}
+	newThree := func(opt optimizer.Interface) *run {
+		store := model.NewStore()
+		store.SetParam(model.ParamInitialSeed, int64(7))
+		return &run{store: store, trainer: train.NewTrainer(testBackend(t), store, three, loss.MeanSquaredError, opt, nil, nil), float64: true}
+	}
+	stock := newThree(optimizer.Adam().Done())
+	opt := Subspace(optimizer.Adam().Done()).Rank(4).Variables("/middle/dense/weights").Done()
+	projected := newThree(opt)
+	stock.step(t)
+	projected.step(t)
+	for _, e := range opt.Plan() {
+		if e.Variable == "/middle/dense/weights" {
+			require.Equal(t, RouteDirect, e.Route, opt.PlanString())
+		}
+	}
+	for _, p := range []string{"/first/dense/weights", "/first/dense/biases", "/middle/dense/biases", "/out/dense/weights", "/out/dense/biases"} {
+		require.InDeltaSlice(t, stock.value(t, p), projected.value(t, p), 1e-12, "%s after one step", p)
+	}
+	require.NotEqual(t, stock.value(t, "/middle/dense/weights"), projected.value(t, "/middle/dense/weights"), "the projected matrix takes its own step")
+}

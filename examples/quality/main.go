@@ -25,6 +25,7 @@ func main() {
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
+	wideBatch := flag.Int("wide-batch", 0, "batch of the wide MLP (0: its own, 128; at 2048 the one option projects its 512×512 matrix)")
 	flag.Parse()
 	backend, err := backends.New(backends.Config(*backendFlag))
 	if err != nil {
@@ -32,6 +33,9 @@ func main() {
 		os.Exit(1)
 	}
 	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP()}
+	if *wideBatch > 0 {
+		byName["wide"] = quality.WideMLPAt(*wideBatch)
+	}
 	var results []quality.Result
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]

@@ -8,6 +8,7 @@
 package quality
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -241,6 +242,15 @@ func WideMLP() Task {
 	t := tanhMLP("wide MLP", wideHidden, wideBatch, wideHidden/16)
 	t.Seeds = 10
 	t.Skip = map[string]string{Temporal: "0.36 s a step: a temporal basis of 262,144-value gradients at k = 32 (the plan recommends matrix mode for it)"}
+	return t
+}
+
+// WideMLPAt is the wide MLP at another batch (the automatic rank projects its 512×512 matrix from
+// 2,048 rows per step).
+func WideMLPAt(batch int) Task {
+	t := WideMLP()
+	w := tanhMLP(fmt.Sprintf("wide MLP, batch %d", batch), wideHidden, batch, wideHidden/16)
+	t.Name, t.Batch = w.Name, w.Batch
 	return t
 }
 

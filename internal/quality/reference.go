@@ -61,8 +61,14 @@ func (r *Reference) view(v *model.Variable) (m, n int, left bool) {
 	return m, n, m <= n
 }
 
+// projected says whether the reference projects v: a selected float32 weight whose smaller side
+// exceeds the rank (as the projector's plan: at or below it, projecting saves nothing).
 func (r *Reference) projected(v *model.Variable) bool {
-	return v.Trainable && v.DType() == dtypes.Float32 && r.Project.MatchString(v.Path())
+	if !v.Trainable || v.DType() != dtypes.Float32 || !r.Project.MatchString(v.Path()) {
+		return false
+	}
+	m, n := r.View(v.Path(), v.Shape().Dimensions)
+	return min(m, n) > r.Rank
 }
 
 // Refresh sets the bases, before training step `step`: at step 0 and every RefreshEvery steps
