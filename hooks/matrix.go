@@ -176,7 +176,7 @@ func (h *matrixVar) tracked(next, resid *Node) {
 	inRange := LogicalAnd(GreaterOrEqual(old, ZerosLike(old)), LessOrEqual(old, OnesLike(old)))
 	first := LogicalOr(LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0))), LogicalNot(inRange))
 	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
-	resid = Min(resid, OnesLike(resid)) // the average of two shares ≤ 1 can round to 1 + ulp
+	resid = projector.AtMostOne(resid) // the average of two shares ≤ 1 can round to 1 + ulp
 	h.residVar.SetNodeValue(resid)
 	h.valid.SetNodeValue(Const(g, int32(1)))
 }

@@ -131,11 +131,11 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	o.mu.Lock()
 	root, plan, enabled := o.stateRoot, append([]PlanEntry(nil), o.plan...), o.cfg.enabled // cfg: set by the params at the first step
 	o.mu.Unlock()
-	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp, NothingProjected: len(plan) > 0 && !projectsAny(plan)}
 	if !enabled {
 		// A store resumed from a projected run may hold counters: they are not this run's.
 		return Report{Mode: o.cfg.mode, Disabled: true}, nil
 	}
+	r := Report{Mode: o.cfg.mode, WarmUp: o.cfg.warmUp, NothingProjected: len(plan) > 0 && !projectsAny(plan)}
 	if root == "" {
 		// No step graph built by this optimizer yet: a resumed store still holds the counters
 		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable

@@ -54,9 +54,9 @@ func OrthonormalityError(q *Node) *Node {
 	return ReduceAllMax(Abs(Sub(qtq, want)))
 }
 
-// atMostOne clips a share above 1 (float32 rounding) to 1; NaN stays NaN, for the checks that look
+// AtMostOne clips a share above 1 (float32 rounding) to 1; NaN stays NaN, for the checks that look
 // for it.
-func atMostOne(x *Node) *Node { return Where(GreaterThan(x, OnesLike(x)), OnesLike(x), x) }
+func AtMostOne(x *Node) *Node { return Where(GreaterThan(x, OnesLike(x)), OnesLike(x), x) }
 
 // RelativeLength is ‖a‖/‖b‖ (Frobenius norms), 0 where b is zero: the relative residual of a
 // gradient b whose part outside a subspace is a.

@@ -115,7 +115,8 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 	finite = LogicalAnd(finite, GreaterOrEqual(ConvertDType(peak, dtypes.Float64), Scalar(snapshots.Graph(), dtypes.Float64, smallestNormal)))
 	peak = Where(finite, peak, OnesLike(peak))
 	stack := Div(snapshots, peak)
-	scaledGram := Where(finite, ConvertDType(TimesTransposed(stack, stack), cdt), ZerosLike(ConvertDType(peak, cdt))) // of stack
+	scaledGram := ConvertDType(TimesTransposed(stack, stack), cdt) // of the scaled stack: temporalFromEigen reads it too
+	scaledGram = Where(finite, scaledGram, ZerosLike(scaledGram))
 	gram := Mul(scaledGram, Square(ConvertDType(peak, cdt)))
 
 	// Stage 2, n³ per rotation: the eigen-solve (its own While, zero trips when not learning).
@@ -239,5 +240,5 @@ func Project(basis, g *Node) *Node { return Lift(basis, Coefficients(basis, g)) 
 // 1 when g is orthogonal to it. A zero g gives 0.
 func RelativeResidual(basis, g *Node) *Node {
 	resid := RelativeLength(Sub(g, Project(basis, g)), g)
-	return atMostOne(resid) // a gradient wholly outside the basis can round to 1 + ulp
+	return AtMostOne(resid) // a gradient wholly outside the basis can round to 1 + ulp
 }

@@ -157,7 +157,7 @@ func SketchResidual(basis, sketch *Node) *Node {
 	outside := Sub(sk, timesStack(q, transposedTimesStack(q, sk)))
 	outLen, skLen := Sqrt(perMatrixSum(Square(outside))), Sqrt(perMatrixSum(Square(sk)))
 	resid := Where(GreaterThan(skLen, ZerosLike(skLen)), Div(outLen, SafeDivisor(skLen)), ZerosLike(skLen))
-	resid = atMostOne(resid) // a sketch wholly outside the basis can round to 1 + ulp
+	resid = AtMostOne(resid) // a sketch wholly outside the basis can round to 1 + ulp
 	resid = Reshape(resid, resid.Shape().Dim(0))
 	if basis.Rank() == 2 {
 		return Reshape(resid)
