@@ -9,6 +9,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
 )
 
@@ -110,15 +111,29 @@ func TestReportAndMonitorAfterAResume(t *testing.T) {
 // or Mode stopped with GoMLX's shape error naming a state variable; the error now says which
 // options differ and what to do.
 func TestResumeWithOtherOptionsSaysWhich(t *testing.T) {
-	r := newRun(t, Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(3).WarmUp(6).Done())
-	r.step(t)
-	for name, other := range map[string]*Optimizer{
-		"WarmUp": Subspace(optimizer.Adam().Done()).Mode(Temporal).Rank(3).WarmUp(8).Done(),
-		"Mode":   Subspace(optimizer.Adam().Done()).Rank(3).Done(),
+	adam := func() optimizer.Interface { return optimizer.Adam().Done() }
+	for _, c := range []struct {
+		name        string
+		saved, next *Optimizer
+		want        string
+	}{
+		{"WarmUp", Subspace(adam()).Mode(Temporal).Rank(3).WarmUp(6).Done(), Subspace(adam()).Mode(Temporal).Rank(3).WarmUp(8).Done(),
+			"its WarmUp differs (the checkpoint's is 6, this configuration's 8)"},
+		{"temporal Rank", Subspace(adam()).Mode(Temporal).Rank(3).WarmUp(6).Done(), Subspace(adam()).Mode(Temporal).Rank(2).WarmUp(6).Done(),
+			"its temporal Rank differs (the checkpoint's is 3, this configuration's 2)"},
+		{"temporal to matrix", Subspace(adam()).Mode(Temporal).Rank(3).WarmUp(6).Done(), Subspace(adam()).Rank(3).Done(),
+			"its Mode differs (the checkpoint trained this variable in Mode(hooks.Temporal), this configuration in matrix mode)"},
+		{"matrix to temporal", Subspace(adam()).Rank(3).Done(), Subspace(adam()).Mode(Temporal).Rank(3).WarmUp(6).Done(),
+			"its Mode differs (the checkpoint trained this variable in matrix mode, this configuration in Mode(hooks.Temporal))"},
+		{"Side", Subspace(adam()).Rank(3).Side(projector.Left).Done(), Subspace(adam()).Rank(3).Side(projector.Right).Done(),
+			"its Side differs (the checkpoint's basis has 12 rows, this configuration's side has 16)"},
 	} {
-		trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, other, nil, nil)
+		r := newRun(t, c.saved)
+		r.step(t)
+		trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, c.next, nil, nil)
 		_, err := trainer.TrainStep(r.batch())
-		require.ErrorContains(t, err, "(from a checkpoint), but this configuration needs", name)
-		require.ErrorContains(t, err, "its Mode, Rank, Side or WarmUp differ from the checkpoint's", name)
+		require.ErrorContains(t, err, "(from a checkpoint), but this configuration needs", c.name)
+		require.ErrorContains(t, err, c.want, c.name)
+		require.ErrorContains(t, err, "Optimizer.Clear", c.name)
 	}
 }

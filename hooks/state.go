@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"path"
 	"strings"
 
@@ -116,11 +117,36 @@ func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Sha
 	// instead of GoMLX's shape error.
 	if old := st.scope.Store().GetVariable(full); old != nil && !old.Shape().Equal(shape) {
 		exceptions.Panicf("hooks.Subspace: the store holds %s with shape %s (from a checkpoint), but this configuration needs %s: "+
-			"its Mode, Rank, Side or WarmUp differ from the checkpoint's. Resume with the checkpoint's options, or delete the projector's state (Optimizer.Clear) to learn new bases",
-			full, old.Shape(), shape)
+			"%s. Resume with the checkpoint's options, or delete the projector's state (Optimizer.Clear) to learn new bases",
+			full, old.Shape(), shape, st.optionThatDiffers(v, s, old.Shape(), shape))
 	}
 	vs := st.scope.Store().Scope(scopePath)
 	return vs.WithInitializer(initializer.Zero).VariableWithShape(v.Name()+"_"+s.name, shape).SetTrainable(false)
+}
+
+// optionThatDiffers names the option a resumed checkpoint was trained with that this
+// configuration changes, read from the state's shapes: only temporal mode keeps snapshots; a
+// temporal basis is [elements, Rank] and its snapshots [WarmUp, elements]; a matrix basis is
+// [the side's length, Rank] (another matrix Rank is caught before, with its own message).
+func (st *stepState) optionThatDiffers(v *model.Variable, s stateVar, old, want shapes.Shape) string {
+	storedTemporal := st.scope.Store().GetVariable(svSnapshots.ofVariable(st.root.Scope(), v.Path())) != nil
+	temporal := st.cfg.mode == Temporal
+	differs := func(axis int) bool {
+		return old.Rank() == want.Rank() && old.Rank() > axis && old.Dim(axis) != want.Dim(axis)
+	}
+	switch {
+	case temporal && !storedTemporal && s == svBasis:
+		return "its Mode differs (the checkpoint trained this variable in matrix mode, this configuration in Mode(hooks.Temporal))"
+	case !temporal && storedTemporal:
+		return "its Mode differs (the checkpoint trained this variable in Mode(hooks.Temporal), this configuration in matrix mode)"
+	case temporal && s == svSnapshots && differs(0):
+		return fmt.Sprintf("its WarmUp differs (the checkpoint's is %d, this configuration's %d)", old.Dim(0), want.Dim(0))
+	case temporal && s == svBasis && differs(1) && !differs(0):
+		return fmt.Sprintf("its temporal Rank differs (the checkpoint's is %d, this configuration's %d)", old.Dim(1), want.Dim(1))
+	case !temporal && s == svBasis && differs(0) && !differs(1):
+		return fmt.Sprintf("its Side differs (the checkpoint's basis has %d rows, this configuration's side has %d)", old.Dim(0), want.Dim(0))
+	}
+	return "its Mode, Rank, Side or WarmUp differ from the checkpoint's"
 }
 
 // bump increments the int64 counter s where cond holds and returns its new value.
