@@ -135,7 +135,7 @@ func (st *stepState) optionThatDiffers(v *model.Variable, s stateVar, old, want 
 		return old.Rank() == want.Rank() && old.Rank() > axis && old.Dim(axis) != want.Dim(axis)
 	}
 	switch {
-	case temporal && !storedTemporal && s == svBasis:
+	case temporal && !storedTemporal:
 		return "its Mode differs (the checkpoint trained this variable in matrix mode, this configuration in Mode(hooks.Temporal))"
 	case !temporal && storedTemporal:
 		return "its Mode differs (the checkpoint trained this variable in Mode(hooks.Temporal), this configuration in matrix mode)"
