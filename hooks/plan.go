@@ -277,7 +277,7 @@ func (o *Optimizer) PlanString() string {
 	enabled := o.cfg.enabled // cfg: set by the params at the first step
 	o.mu.Unlock()
 	if !enabled {
-		return "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains every variable\n"
+		return disabledLine + " every variable\n"
 	}
 	var b strings.Builder
 	rank := fmt.Sprintf("rank %d", o.cfg.rank)

@@ -97,10 +97,13 @@ func (r Report) MeanExplainedVariance() float64 {
 	return sum / float64(len(r.Variables))
 }
 
+// disabledLine opens what the plan and the Report say of a disabled optimizer.
+const disabledLine = "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains"
+
 // String formats the report for people: a summary line and one line per variable.
 func (r Report) String() string {
 	if r.Disabled {
-		return "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains alone\n"
+		return disabledLine + " alone\n"
 	}
 	if r.NothingProjected {
 		// No projector state to speak of: the steps were the base optimizer's.

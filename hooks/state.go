@@ -111,8 +111,7 @@ func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Sha
 	if s.dtype != dtypes.InvalidDType {
 		shape = shapes.Make(s.dtype, shape.Dimensions...)
 	}
-	scopePath := path.Join(st.scope.Scope(), StateScope, v.Scope())
-	full := path.Join(scopePath, v.Name()+"_"+s.name)
+	full := s.ofVariable(st.root.Scope(), v.Path())
 	// A resumed store may hold the state of another configuration: say which options differ
 	// instead of GoMLX's shape error.
 	if old := st.scope.Store().GetVariable(full); old != nil && !old.Shape().Equal(shape) {
@@ -120,8 +119,9 @@ func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Sha
 			"%s. Resume with the checkpoint's options, or delete the projector's state (Optimizer.Clear) to learn new bases",
 			full, old.Shape(), shape, st.optionThatDiffers(v, s, old.Shape(), shape))
 	}
+	scopePath, name := model.SplitPath(full)
 	vs := st.scope.Store().Scope(scopePath)
-	return vs.WithInitializer(initializer.Zero).VariableWithShape(v.Name()+"_"+s.name, shape).SetTrainable(false)
+	return vs.WithInitializer(initializer.Zero).VariableWithShape(name, shape).SetTrainable(false)
 }
 
 // optionThatDiffers names the option a resumed checkpoint was trained with that this
