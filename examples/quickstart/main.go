@@ -110,13 +110,14 @@ func digits(backend compute.Backend, batch int) (trainDS, evalDS train.Dataset, 
 }
 
 func run(backend compute.Backend, store *model.Store, o Options) error {
-	if _, err := commandline.ParseSettings(store, o.Settings); err != nil {
+	paramsSet, err := commandline.ParseSettings(store, o.Settings)
+	if err != nil {
 		return err
 	}
 	var ckpt *checkpoint.Handler
 	if o.Checkpoint != "" {
-		var err error
-		if ckpt, err = checkpoint.Build(store).Dir(o.Checkpoint).Keep(2).Done(); err != nil {
+		// A resumed checkpoint restores its params; those given with -set win (GoMLX's idiom).
+		if ckpt, err = checkpoint.Build(store).Dir(o.Checkpoint).ExcludeParams(paramsSet...).Keep(2).Done(); err != nil {
 			return err
 		}
 	}

@@ -32,4 +32,9 @@ func TestQuickstart(t *testing.T) {
 	require.Contains(t, strings.Join(names, " "), "step-00000090")
 
 	require.ErrorContains(t, run(backend, newStore(), Options{Settings: "subspace_rank=six", Steps: 10, Quiet: true}), "subspace_rank")
+
+	// -set wins over the checkpoint's params on resume: another mode is seen (and refused, with
+	// the option named), not silently replaced by the checkpoint's.
+	err = run(backend, newStore(), Options{Settings: "subspace_rank=8;subspace_mode=temporal", Checkpoint: dir, Steps: 100, Quiet: true})
+	require.ErrorContains(t, err, "its Mode differs (the checkpoint trained this variable in matrix mode, this configuration in Mode(hooks.Temporal))")
 }
