@@ -39,8 +39,11 @@ const (
 // register these with the program's own defaults, then read them with Config.FromScope.
 //
 //	store.SetParams(hooks.DefaultParams())
-//	commandline.ParseSettings(store, *flagSettings) // -set "subspace_rank=16;subspace_mode=temporal"
+//	set, err := commandline.ParseSettings(store, *flagSettings) // -set "subspace_rank=16;subspace_mode=temporal"
+//	ckpt, err := checkpoint.Build(store).Dir(dir).ExcludeParams(set...).Done() // -set wins on resume
 //	opt := hooks.Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done()
+//
+// Without ExcludeParams a resumed checkpoint's params replace what -set gave.
 func DefaultParams() map[string]any {
 	c := Subspace(nil)
 	params := map[string]any{ParamMode: c.mode.String(), ParamSide: c.sideName(), ParamMatching: ""}
