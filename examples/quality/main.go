@@ -21,7 +21,7 @@ import (
 func main() {
 	seeds := flag.Int("seeds", 0, "seeds per variant (0: each task's own, 3; the wide MLP's 10)")
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
-	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP)")
+	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024, outside the suite)")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
@@ -32,7 +32,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP()}
+	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP()}
 	if *wideBatch > 0 {
 		byName["wide"] = quality.WideMLPAt(*wideBatch)
 	}
@@ -43,7 +43,7 @@ func main() {
 			task.Rank = *rank
 		}
 		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide)\n", name)
+			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp)\n", name)
 			os.Exit(2)
 		}
 		n := task.Seeds

@@ -72,3 +72,19 @@ func TestAdaptiveRankActsInTheSuite(t *testing.T) {
 		require.Greater(t, r, task.Rank, "ranks %v, notes %s", res.Ranks, res.Notes)
 	}
 }
+
+// TestOneOptionProjectsTheResidualMLP: the residual MLP outside the suite (docs/quality.md) is a
+// model where the one option projects, so its figures measure the default plan: the four block
+// matrices at rank 48, the token table and the head left out.
+func TestOneOptionProjectsTheResidualMLP(t *testing.T) {
+	backend, err := backends.New(backends.Config(""))
+	require.NoError(t, err)
+	task := ResidualMLP()
+	res, err := Run(backend, task, Default, 1, Options{Steps: 3})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"/block_0/up/dense/weights", "/block_0/down/dense/weights",
+		"/block_1/up/dense/weights", "/block_1/down/dense/weights"}, res.Projected, res.Notes)
+	for _, r := range res.Ranks {
+		require.Equal(t, task.Rank, r, "the task's rank is the one option's")
+	}
+}
