@@ -47,6 +47,20 @@ type Task struct {
 	Skip map[string]string
 }
 
+// A synthetic task draws n examples from a random stream: a step's batch from the seed's stream
+// step+1, the eval set from its stream 0, the same for every variant of a seed.
+type generator func(rng *rand.Rand, n int) (x, y *tensors.Tensor)
+
+func seededBatches(gen generator, batch int) func(seed int64, step int) (x, y *tensors.Tensor) {
+	return func(seed int64, step int) (x, y *tensors.Tensor) {
+		return gen(rand.New(rand.NewPCG(uint64(seed), uint64(step)+1)), batch)
+	}
+}
+
+func seededEval(gen generator, n int) func(seed int64) (x, y *tensors.Tensor) {
+	return func(seed int64) (x, y *tensors.Tensor) { return gen(rand.New(rand.NewPCG(uint64(seed), 0)), n) }
+}
+
 func rows(dims []int) (m, n int) {
 	m = dims[0]
 	n = 1
@@ -123,14 +137,10 @@ func markovSequences(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 // AttentionLM is the attention language model's task: rank width/8 on the block's six matrices.
 func AttentionLM() Task {
 	return Task{
-		Name:  "attention LM",
-		Model: attentionLM,
-		Batch: func(seed int64, step int) (x, y *tensors.Tensor) {
-			return markovSequences(rand.New(rand.NewPCG(uint64(seed), uint64(step)+1)), lmBatch)
-		},
-		Eval: func(seed int64) (x, y *tensors.Tensor) {
-			return markovSequences(rand.New(rand.NewPCG(uint64(seed), 0)), lmEvalSequences)
-		},
+		Name:    "attention LM",
+		Model:   attentionLM,
+		Batch:   seededBatches(markovSequences, lmBatch),
+		Eval:    seededEval(markovSequences, lmEvalSequences),
 		Steps:   300,
 		Seeds:   3,
 		LR:      3e-3,
@@ -336,14 +346,10 @@ func tokenSums(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 // (docs/quality.md), which the suite's 5% bound on the one option would fail.
 func ResidualMLP() Task {
 	return Task{
-		Name:  "residual MLP",
-		Model: residualMLP,
-		Batch: func(seed int64, step int) (x, y *tensors.Tensor) {
-			return tokenSums(rand.New(rand.NewPCG(uint64(seed), uint64(step)+1)), resBatch)
-		},
-		Eval: func(seed int64) (x, y *tensors.Tensor) {
-			return tokenSums(rand.New(rand.NewPCG(uint64(seed), 0)), resEval)
-		},
+		Name:    "residual MLP",
+		Model:   residualMLP,
+		Batch:   seededBatches(tokenSums, resBatch),
+		Eval:    seededEval(tokenSums, resEval),
 		Steps:   300,
 		Seeds:   3,
 		LR:      1e-3,
