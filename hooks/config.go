@@ -106,6 +106,7 @@ type Config struct {
 	warmUp            int
 	policy            Policy
 	weightDecay       float64
+	scale             float64 // the lifted step's multiplier; 0: automatic (ScaleOf)
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
 	explicit          bool // variables chosen by the user: impossible ones are errors, not skipped
@@ -121,6 +122,7 @@ func Subspace(base optimizer.Interface) *Config {
 		base:       base,
 		mode:       Matrix,
 		enabled:    true,
+		scale:      1,
 		warmUp:     DefaultWarmUp,
 		policy:     DefaultPolicy(),
 		selectFn:   DefaultSelection,
@@ -203,6 +205,26 @@ func (c *Config) RankBounds(minRank, maxRank int) *Config {
 // base decays the unprojected variables itself but needs this for the projected ones.
 func (c *Config) WeightDecay(decay float64) *Config { c.weightDecay = decay; return c }
 
+// Scale multiplies the lifted coefficient step of every projected variable (GaLore's α). The
+// default, 1, is GaLore's scale 1: at the base optimizer's learning rate, an elementwise-normalising
+// optimizer (Adam, AdamW, RMSProp) then moves a matrix projected at rank r on a side of d rows by
+// about √(r/d) of the distance it would move it unprojected, as it normalises r·n coordinates
+// instead of d·n. Scale(0) is automatic: √(d/r) per matrix, a step of the unprojected length
+// (APOLLO's scaling). It is the same as raising those matrices' learning rate, so compare it with
+// a learning-rate sweep (docs/quality.md): it helps where the learning rate was low for the
+// projected run and hurts where it was already right. The automatic scale applies to the matrix
+// subspace only.
+func (c *Config) Scale(alpha float64) *Config { c.scale = alpha; return c }
+
+// ScaleOf is the multiplier of the lifted step of a matrix projected at rank on a side of
+// sideRows rows: Scale's value, or √(sideRows/rank) for Scale(0).
+func (c Config) ScaleOf(sideRows, rank int) float64 {
+	if c.scale == 0 && rank > 0 {
+		return math.Sqrt(float64(sideRows) / float64(rank))
+	}
+	return c.scale
+}
+
 // Variables selects the projected variables by their full path (e.g. "/dense_0/weights"); the
 // default selection is replaced. Each named variable must exist and be projectable.
 func (c *Config) Variables(paths ...string) *Config {
@@ -264,6 +286,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) must be a finite number in [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
 	case !(c.weightDecay >= 0 && c.weightDecay <= 1):
 		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is outside [0, 1] (AdamW's decay coefficient, e.g. 0.01; 0 turns it off)", c.weightDecay)
+	case math.IsNaN(c.scale) || math.IsInf(c.scale, 0) || c.scale < 0:
+		return fmt.Errorf("hooks.Subspace: Scale(%g) must be a finite number ≥ 0 (1: GaLore's scale 1, the default; 0: automatic, √(side/rank) per matrix)", c.scale)
+	case c.scale == 0 && c.mode == Temporal:
+		return fmt.Errorf("hooks.Subspace: the automatic Scale(0) applies to the matrix subspace: use Mode(hooks.Matrix), or a scale > 0 (1 is the default)")
 	case c.mode == Temporal && c.warmUp < c.temporalRank():
 		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.temporalRank(), c.temporalRank(), c.warmUp)
 	case c.warmUp < 1:

@@ -141,6 +141,13 @@ func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.s
 // rotating full update (Policy.FullUpdateEvery): its basis follows any direction whose energy
 // grows, at the tracking rate.
 func (h *matrixVar) lift(step, _ *Node) *Node {
+	sideRows := h.m
+	if h.side == projector.Right {
+		sideRows = h.n
+	}
+	if scale := h.st.cfg.ScaleOf(sideRows, h.rank); scale != 1 {
+		step = MulScalar(step, scale)
+	}
 	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())
 }
 

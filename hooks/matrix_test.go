@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -56,6 +57,44 @@ func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 			require.Equal(t, 1, opt.Builds())
 		})
 	}
+}
+
+// TestScaleSetsTheLiftedStepsLength checks Scale on the first Adam step, where every coordinate
+// Adam normalises moves by the learning rate: unprojected, W [12, 16] moves lr·√(12·16); at rank
+// 3 on its 12-row side the coefficient [3, 16] moves lr·√(3·16), which Q keeps (the default, GaLore's
+// scale 1); Scale(0) multiplies it by √(12/3) back to the unprojected length; Scale(α) by α.
+func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
+	const rank, m, n, lr = 3, 12, 16, 0.01
+	firstStep := func(opt optimizer.Interface) float64 {
+		r := newRun(t, opt)
+		r.float64 = true
+		_, err := r.trainer.EvalStep(r.batch()) // creates and initialises the weights
+		require.NoError(t, err)
+		before := r.value(t, firstLayer)
+		r.step(t)
+		after := r.value(t, firstLayer)
+		var sum float64
+		for i := range before {
+			sum += (after[i] - before[i]) * (after[i] - before[i])
+		}
+		return math.Sqrt(sum)
+	}
+	adam := func() optimizer.Interface { return optimizer.Adam().LearningRate(lr).Done() }
+	stock := firstStep(adam())
+	require.InDelta(t, lr*math.Sqrt(m*n), stock, 1e-3*stock, "Adam's first step moves each coordinate by lr")
+	scaled := map[float64]float64{}
+	for _, scale := range []float64{1, 0, 2.5} {
+		opt := Subspace(adam()).Rank(rank).Scale(scale).Done()
+		scaled[scale] = firstStep(opt)
+		if scale == 1 {
+			require.NotContains(t, opt.PlanString(), "step ×", "the default scale is not shown")
+		} else {
+			require.Contains(t, opt.PlanString(), fmt.Sprintf("rank 3, step ×%.2f", opt.cfg.ScaleOf(m, rank)))
+		}
+	}
+	require.InDelta(t, math.Sqrt(float64(rank)/m)*stock, scaled[1], 1e-3*stock, "scale 1: √(r/d) of the unprojected step")
+	require.InDelta(t, stock, scaled[0], 1e-3*stock, "Scale(0): the unprojected step's length")
+	require.InDelta(t, 2.5*scaled[1], scaled[2.5], 1e-6*stock)
 }
 
 // TestDirectPathBuildsNoWeightGradient inspects the compiled step: no live product computes

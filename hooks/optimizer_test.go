@@ -321,6 +321,10 @@ func TestConfigurationErrors(t *testing.T) {
 		{Subspace(adam).WeightDecay(math.NaN()), "WeightDecay(NaN) is outside"},
 		{Subspace(adam).ResidualThreshold(math.NaN()), "Policy.ResidualThreshold is NaN: it must be a finite number"},
 		{Subspace(adam).TrackingRate(math.NaN(), 4), "Policy.TrackingRate is NaN"},
+		{Subspace(adam).Scale(-1), "Scale(-1) must be a finite number ≥ 0"},
+		{Subspace(adam).Scale(math.NaN()), "Scale(NaN) must be"},
+		{Subspace(adam).Scale(math.Inf(1)), "Scale(+Inf) must be"},
+		{Subspace(adam).Mode(Temporal).Scale(0), "automatic Scale(0) applies to the matrix subspace"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 		// The same error surfaces from the first training step, not as a crash.

@@ -16,6 +16,7 @@ const (
 	ParamResidualThreshold = "subspace_residual_threshold"
 	ParamLossPatience      = "subspace_loss_patience"
 	ParamWeightDecay       = "subspace_weight_decay"
+	ParamScale             = "subspace_scale" // the lifted step's multiplier (1; 0: automatic, √(side/rank))
 	ParamMode              = "subspace_mode"
 	ParamMinRank           = "subspace_min_rank"
 	ParamMaxRank           = "subspace_max_rank"
@@ -72,7 +73,7 @@ func (c *Config) paramFields() []paramField {
 	p := &c.policy
 	return []paramField{
 		{ParamRank, &c.rank}, {ParamVarianceThreshold, &c.varianceThreshold}, {ParamWarmUp, &c.warmUp},
-		{ParamWeightDecay, &c.weightDecay}, {ParamEnabled, &c.enabled},
+		{ParamWeightDecay, &c.weightDecay}, {ParamScale, &c.scale}, {ParamEnabled, &c.enabled},
 		{ParamCheckEvery, &p.CheckEvery}, {ParamResidualThreshold, &p.ResidualThreshold}, {ParamDriftMargin, &p.DriftMargin},
 		{ParamLossPatience, &p.LossPatience}, {ParamCurvatureFactor, &p.CurvatureFactor}, {ParamFullUpdateEvery, &p.FullUpdateEvery},
 		{ParamTrackingRate, &p.TrackingRate}, {ParamFastTrackingRate, &p.FastTrackingRate}, {ParamTrackingFraction, &p.TrackingFraction},

@@ -264,6 +264,17 @@ type PlanEntry struct {
 	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
 }
 
+// sideRows is the size of W's side that the matrix basis lives on (temporal: the elements).
+func (e PlanEntry) sideRows() int {
+	switch {
+	case e.Route == RouteTemporal:
+		return e.Shape.Size()
+	case e.Side == projector.Right:
+		return e.cols
+	}
+	return e.rows
+}
+
 // Plan returns the per-variable decisions of the last step graph built.
 func (o *Optimizer) Plan() []PlanEntry {
 	o.mu.Lock()
@@ -298,6 +309,9 @@ func (o *Optimizer) PlanString() string {
 		}
 		if e.Route != RouteFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
+			if scale := o.cfg.ScaleOf(e.sideRows(), e.Rank); scale != 1 {
+				detail += fmt.Sprintf(", step ×%.2f", scale)
+			}
 		}
 		rows[i] = [3]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail}
 		for c, cell := range rows[i] { // columns as wide as their longest cell

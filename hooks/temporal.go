@@ -112,6 +112,9 @@ func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h
 // outside the step's starting basis, scaled to at most the length of the step (Fira's
 // norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
 func (h *temporalVar) lift(step, fullTurn *Node) *Node {
+	if scale := h.st.cfg.scale; scale != 1 { // Validate: > 0 in temporal mode
+		step = MulScalar(step, scale)
+	}
 	delta := projector.Lift(h.basis.NodeValue(h.st.g), step)
 	if fullTurn != nil {
 		outsideLen := Sqrt(ReduceAllSum(Square(h.outside)))
