@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/gradsub/gradsub/internal/quality"
 )
@@ -23,6 +24,9 @@ func main() {
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
 	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024, outside the suite)")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
+	lr := flag.Float64("lr", 0, "learning rate of every variant (0: each task's own)")
+	scale := flag.Float64("scale", 1, "the projector variants' step scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
+	trace := flag.Int("trace", 0, "print each run's training loss every this many steps (0: none)")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
 	wideBatch := flag.Int("wide-batch", 0, "batch of the wide MLP (0: its own, 128; at 2048 the one option projects its 512×512 matrix)")
@@ -42,6 +46,9 @@ func main() {
 		if *rank > 0 {
 			task.Rank = *rank
 		}
+		if *lr > 0 {
+			task.LR = *lr
+		}
 		if !ok {
 			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp)\n", name)
 			os.Exit(2)
@@ -56,13 +63,28 @@ func main() {
 				continue
 			}
 			for seed := range int64(n) {
-				r, err := quality.Run(backend, task, variant, seed+1, quality.Options{Steps: *steps})
+				o := quality.Options{Steps: *steps}
+				if *scale != 1 {
+					o.Config = func(c *hooks.Config) *hooks.Config { return c.Scale(*scale) }
+				}
+				var losses []string
+				if *trace > 0 {
+					o.Trace = func(step int, loss float64) {
+						if step%*trace == 0 {
+							losses = append(losses, fmt.Sprintf("%.2f", loss))
+						}
+					}
+				}
+				r, err := quality.Run(backend, task, variant, seed+1, o)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(1)
 				}
 				fmt.Fprintf(os.Stderr, "%-14s %-9s seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
 					r.Task, r.Variant, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
+				if len(losses) > 0 {
+					fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
+				}
 				results = append(results, r)
 			}
 		}

@@ -86,10 +86,13 @@ type Options struct {
 	// TrackingRate is how fast matrix bases follow the gradients after warm-up (0: the
 	// default, hooks.DefaultTrackingRate).
 	TrackingRate float64
-	Seed         int64
-	Variants     []string
-	Quiet        bool
-	OutDir       string // the subspace variants write their drift traces here
+	// Scale is the projected step's scale (hooks.Config.Scale): 0 keeps the default, −1 is the
+	// automatic √(side/rank).
+	Scale    float64
+	Seed     int64
+	Variants []string
+	Quiet    bool
+	OutDir   string // the subspace variants write their drift traces here
 }
 
 // Variant names: the stock optimizers, and AdamW wrapped by the projector in each mode.
@@ -144,6 +147,12 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 			// A rank set by hand projects the 12 matrices whatever they cost (the figures in
 			// docs/ compare ranks on them); with -rank 0 the one option chooses, as for a user.
 			cfg = cfg.Matching(transformer.ProjectionPattern)
+		}
+		switch {
+		case o.Scale < 0:
+			cfg = cfg.Scale(0) // automatic
+		case o.Scale > 0:
+			cfg = cfg.Scale(o.Scale)
 		}
 		if o.TrackingRate > 0 {
 			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))
@@ -395,6 +404,7 @@ func main() {
 		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
 		tracking = flag.Float64("tracking-rate", hooks.DefaultTrackingRate, "how fast matrix bases follow the gradients after warm-up (0 keeps them fixed between refreshes)")
 		lr       = flag.Float64("lr", 2e-3, "Adam and AdamW learning rate")
+		scale    = flag.Float64("scale", 1, "the projected step's scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
 		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
 		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
 		maxBytes = flag.Int("max-bytes", 8<<20, "read at most this many corpus bytes")
@@ -408,12 +418,20 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scaleOption(*scale), Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
 	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
 		os.Exit(1)
 	}
+}
+
+// scaleOption maps the -scale flag (0: automatic) to Options.Scale (−1: automatic).
+func scaleOption(flagValue float64) float64 {
+	if flagValue == 0 {
+		return -1
+	}
+	return flagValue
 }
 
 func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {

@@ -45,6 +45,7 @@ type Result struct {
 type Options struct {
 	Steps  int
 	Config func(c *hooks.Config) *hooks.Config // extra options of the projector variants
+	Trace  func(step int, loss float64)        // called with each step's training loss
 }
 
 func lossOf(labels, logits *Node) *Node {
@@ -125,8 +126,12 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 				return res, fmt.Errorf("%s/%s: GaLore refresh at step %d: %w", t.Name, variant, step, err)
 			}
 		}
-		if _, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}); err != nil {
+		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		if err != nil {
 			return res, fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
+		}
+		if o.Trace != nil {
+			o.Trace(step, float64(tensors.ToScalar[float32](metrics[0])))
 		}
 		if monitor != nil {
 			if err := monitor.Observe(); err != nil {
