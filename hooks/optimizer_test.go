@@ -541,13 +541,14 @@ func TestSettingsFromTheCommandLine(t *testing.T) {
 	store := model.NewStore()
 	store.SetParams(DefaultParams())
 	opt := Subspace(optimizer.Adam().Done()).FromScope(store.RootScope()).Done() // before -set is parsed
-	_, err := commandline.ParseSettings(store, "subspace_rank=2;subspace_side=right;subspace_matching=^/hidden/dense/weights$;subspace_tracking_fraction=0.5;subspace_drift_margin=0.2")
+	_, err := commandline.ParseSettings(store, "subspace_rank=2;subspace_side=right;subspace_matching=^/hidden/dense/weights$;subspace_tracking_fraction=0.5;subspace_drift_margin=0.2;subspace_scale=0")
 	require.NoError(t, err)
 	r := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
 	r.step(t)
 	plan := opt.Plan()
 	require.Equal(t, projector.Right, plan[0].Side, opt.PlanString())
 	require.Equal(t, 2, plan[0].Rank, opt.PlanString())
+	require.Contains(t, opt.PlanString(), "rank 2, step ×2.83", "subspace_scale=0: √(16/2) on the 16-row right side")
 	require.Contains(t, opt.PlanString(), `not selected (variables matching "^/hidden/dense/weights$")`)
 	require.Equal(t, 0.5, opt.Config().DriftPolicy().TrackingFraction)
 	require.Equal(t, 0.2, opt.Config().DriftPolicy().DriftMargin)
