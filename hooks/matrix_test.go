@@ -95,6 +95,26 @@ func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
 	require.InDelta(t, math.Sqrt(float64(rank)/m)*stock, scaled[1], 1e-3*stock, "scale 1: √(r/d) of the unprojected step")
 	require.InDelta(t, stock, scaled[0], 1e-3*stock, "Scale(0): the unprojected step's length")
 	require.InDelta(t, 2.5*scaled[1], scaled[2.5], 1e-6*stock)
+
+	// Temporal mode: the first projected step (after two full warm-up steps, the same in both
+	// runs) is twice as long at Scale(2).
+	thirdStep := func(scale float64) float64 {
+		r := newRun(t, Subspace(adam()).Mode(Temporal).Rank(2).WarmUp(2).CheckEvery(0).Scale(scale).Done())
+		r.float64 = true
+		r.step(t)
+		r.step(t)
+		before := r.value(t, firstLayer)
+		r.step(t)
+		after := r.value(t, firstLayer)
+		var sum float64
+		for i := range before {
+			sum += (after[i] - before[i]) * (after[i] - before[i])
+		}
+		return math.Sqrt(sum)
+	}
+	one := thirdStep(1)
+	require.Greater(t, one, 0.0)
+	require.InDelta(t, 2*one, thirdStep(2), 1e-9*one)
 }
 
 // TestDirectPathBuildsNoWeightGradient inspects the compiled step: no live product computes
