@@ -190,8 +190,9 @@ func (h *matrixVar) tracked(next, resid *Node) {
 
 // rotateState maps this variable's coefficient-shaped state (the base optimizer's moments, the
 // curvature signal's history), as updated by this step, into the next basis. Second moments
-// (named "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name them) rotate by R∘R, the rest
-// by R (projector.RotateCoefficients). After a non-finite step (stepOK false) it restarts from zero.
+// (named "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name them) rotate by R∘R plus the
+// old mean for each new axis's share outside the old span, the rest by R
+// (projector.RotateCoefficients). After a non-finite step (stepOK false) it restarts from zero.
 func (h *matrixVar) rotateState(state []*model.Variable, stepOK *Node) {
 	g := h.st.g
 	for _, sv := range state {

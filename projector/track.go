@@ -271,12 +271,22 @@ func Sketch(rows, s int) [][]float64 { return gaussianSketch(rows, s) }
 // RotateCoefficients maps coefficient-shaped state from an old basis to a new one: with
 // R = Q_newᵀ·Q_old, c ← R·c (Left, c [r, n]) or c ← c·Rᵀ (Right, c [m, r]). For a first moment
 // (an average of coefficients) this is exact: the lifted moment is projected on the new
-// subspace. squared rotates a second moment (an average of squared coefficients) by R∘R instead,
-// which is exact where the coefficients' coordinates are uncorrelated; it keeps the moment
-// non-negative and leaves it unchanged when the basis does not move (R = I).
+// subspace. squared rotates a second moment (an average of squared coefficients): the part of
+// each new axis inside the old span takes R∘R of the old moments (exact where the old
+// coordinates are uncorrelated), the part outside it (1 − Σⱼ Rᵢⱼ²) the old coordinates' mean.
+// Without that part a new axis's moment shrank to its share of the old span, while its
+// gradient did not, and Adam's steps along it grew: loss spikes at high learning rates
+// (docs/quality.md). The moment stays non-negative, an isotropic one stays as it is, and R = I
+// leaves it unchanged.
 func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 	if squared {
-		rotation = Square(rotation)
+		sq := Square(rotation)
+		inSpan := ReduceSum(sq, 1) // [r_new]: each new axis's share inside the old span
+		outside := Max(OneMinus(inSpan), ZerosLike(inSpan))
+		if side == Left {
+			return Add(DotProduct(sq, c), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 0)))
+		}
+		return Add(TimesTransposed(c, sq), Mul(ExpandAxes(outside, 0), ReduceAndKeep(c, ReduceMean, 1)))
 	}
 	if side == Left {
 		return DotProduct(rotation, c)

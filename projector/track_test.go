@@ -163,6 +163,35 @@ func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
 	}
 }
 
+// TestRotatedSecondMomentKeepsItsMass: an isotropic second moment (every coordinate's squared
+// coefficient averaging s) stays s on every new axis, however far the basis turns; with R∘R
+// alone a new axis kept only its share of the old span (here about r/m), and Adam's steps
+// along it grew.
+func TestRotatedSecondMomentKeepsItsMass(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 3))
+	m, n, r := 16, 10, 3
+	oldQ, newQ := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
+	v := stackWithSpectrum(rng, r, n, []float64{1, 1, 1})
+	outs, err := ExecOnceN(testBackend(t), func(oldQ, newQ, v *Node) []*Node {
+		rot := TransposedTimes(newQ, oldQ)
+		iso := MulScalar(OnesLike(v), 0.25)
+		return []*Node{
+			RotateCoefficients(iso, rot, Left, true),
+			RotateCoefficients(Transpose(iso, 0, 1), rot, Right, true),
+			ReduceAllMin(RotateCoefficients(Square(v), rot, Left, true)),
+			ReduceAllMin(RotateCoefficients(Transpose(Square(v), 0, 1), rot, Right, true)),
+		}
+	}, toFloat32(oldQ), toFloat32(newQ), toFloat32(v))
+	require.NoError(t, err)
+	for i, o := range outs[:2] {
+		for _, x := range tensors.MustCopyFlatData[float32](o) {
+			require.InDelta(t, 0.25, x, 1e-6, "side %d: an isotropic moment keeps its value on every new axis", i)
+		}
+	}
+	require.GreaterOrEqual(t, outs[2].Value().(float32), float32(0))
+	require.GreaterOrEqual(t, outs[3].Value().(float32), float32(0))
+}
+
 func TestNewtonSchulzSteps(t *testing.T) {
 	require.Equal(t, 0, NewtonSchulzSteps(0), "an orthonormal basis needs no iteration")
 	prev := 0
