@@ -70,14 +70,7 @@ func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
 		r.float64 = true
 		_, err := r.trainer.EvalStep(r.batch()) // creates and initialises the weights
 		require.NoError(t, err)
-		before := r.value(t, firstLayer)
-		r.step(t)
-		after := r.value(t, firstLayer)
-		var sum float64
-		for i := range before {
-			sum += (after[i] - before[i]) * (after[i] - before[i])
-		}
-		return math.Sqrt(sum)
+		return r.nextStepLength(t, firstLayer)
 	}
 	adam := func() optimizer.Interface { return optimizer.Adam().LearningRate(lr).Done() }
 	stock := firstStep(adam())
@@ -103,18 +96,24 @@ func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
 		r.float64 = true
 		r.step(t)
 		r.step(t)
-		before := r.value(t, firstLayer)
-		r.step(t)
-		after := r.value(t, firstLayer)
-		var sum float64
-		for i := range before {
-			sum += (after[i] - before[i]) * (after[i] - before[i])
-		}
-		return math.Sqrt(sum)
+		return r.nextStepLength(t, firstLayer)
 	}
 	one := thirdStep(1)
 	require.Greater(t, one, 0.0)
 	require.InDelta(t, 2*one, thirdStep(2), 1e-9*one)
+}
+
+// nextStepLength trains one step and returns how far it moved the variable at path (‖ΔW‖).
+func (r *run) nextStepLength(t *testing.T, path string) float64 {
+	t.Helper()
+	before := r.value(t, path)
+	r.step(t)
+	after := r.value(t, path)
+	var sum float64
+	for i := range before {
+		sum += (after[i] - before[i]) * (after[i] - before[i])
+	}
+	return math.Sqrt(sum)
 }
 
 // TestDirectPathBuildsNoWeightGradient inspects the compiled step: no live product computes
