@@ -49,10 +49,9 @@ type matrixVar struct {
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
 	dtype := stateDType(v)
-	basisRows := m
+	basisRows := side.Rows(m, n)
 	coefShape := shapes.Make(dtype, rank, n)
 	if side == projector.Right {
-		basisRows = n
 		coefShape = shapes.Make(dtype, m, rank)
 	}
 	h := &matrixVar{
@@ -141,11 +140,7 @@ func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.s
 // rotating full update (Policy.FullUpdateEvery): its basis follows any direction whose energy
 // grows, at the tracking rate.
 func (h *matrixVar) lift(step, _ *Node) *Node {
-	sideRows := h.m
-	if h.side == projector.Right {
-		sideRows = h.n
-	}
-	if scale := h.st.cfg.ScaleOf(sideRows, h.rank); scale != 1 {
+	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
 		step = MulScalar(step, scale)
 	}
 	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())

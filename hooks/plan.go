@@ -264,17 +264,6 @@ type PlanEntry struct {
 	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
 }
 
-// sideRows is the size of W's side that the matrix basis lives on (temporal: the elements).
-func (e PlanEntry) sideRows() int {
-	switch {
-	case e.Route == RouteTemporal:
-		return e.Shape.Size()
-	case e.Side == projector.Right:
-		return e.cols
-	}
-	return e.rows
-}
-
 // Plan returns the per-variable decisions of the last step graph built.
 func (o *Optimizer) Plan() []PlanEntry {
 	o.mu.Lock()
@@ -309,7 +298,7 @@ func (o *Optimizer) PlanString() string {
 		}
 		if e.Route != RouteFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
-			if scale := o.cfg.ScaleOf(e.sideRows(), e.Rank); scale != 1 {
+			if scale := o.cfg.ScaleOf(e.Side.Rows(e.rows, e.cols), e.Rank); scale != 1 {
 				detail += fmt.Sprintf(", step ×%.2f", scale)
 			}
 		}

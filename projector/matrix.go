@@ -27,6 +27,14 @@ func (s Side) String() string {
 	return "right"
 }
 
+// Rows is the size of the side of an m×n matrix the basis lives on: the basis's rows.
+func (s Side) Rows(m, n int) int {
+	if s == Right {
+		return n
+	}
+	return m
+}
+
 // SmallerSide returns the side of the smaller dimension of an m×n matrix (Left when m ≤ n): its
 // basis is the cheaper to learn and to store.
 func SmallerSide(m, n int) Side {
@@ -38,10 +46,7 @@ func SmallerSide(m, n int) Side {
 
 // CheckMatrix validates a matrix-subspace request with an error that names the fix.
 func CheckMatrix(m, n, rank int, side Side) error {
-	dim := m
-	if side == Right {
-		dim = n
-	}
+	dim := side.Rows(m, n)
 	switch {
 	case rank < 1:
 		return fmt.Errorf("rank %d is impossible: a subspace needs at least 1 direction (use rank ≥ 1)", rank)

@@ -141,11 +141,17 @@ func TestSketchResidualEstimatesTheResidual(t *testing.T) {
 	require.Equal(t, float32(0), outs[1].Value().(float32), "a zero sketch has no residual")
 }
 
-func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
-	rng := rand.New(rand.NewPCG(8, 2))
+// turningBasis is the rotation tests' fixture: two unrelated orthonormal [16, 3] bases (the old
+// and the new) and a [3, 10] coefficient-shaped state drawn from the stream, as float32 tensors.
+func turningBasis(stream uint64) (oldQ, newQ, c *tensors.Tensor) {
 	m, n, r := 16, 10, 3
-	oldQ, newQ := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
-	c := stackWithSpectrum(rng, r, n, []float64{1, 1, 1})
+	rng := rand.New(rand.NewPCG(8, stream))
+	return toFloat32(denseOf(RandomOrthonormal(m, r, 1))), toFloat32(denseOf(RandomOrthonormal(m, r, 2))),
+		toFloat32(stackWithSpectrum(rng, r, n, []float64{1, 1, 1}))
+}
+
+func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
+	oldQ, newQ, c := turningBasis(2)
 	outs, err := ExecOnceN(testBackend(t), func(oldQ, newQ, c *Node) []*Node {
 		rot := TransposedTimes(newQ, oldQ)
 		// Left: the lifted first moment, projected on the new basis.
@@ -156,7 +162,7 @@ func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
 		same := RotateCoefficients(Abs(c), TransposedTimes(oldQ, oldQ), Left, true)
 		return []*Node{RelativeLength(Sub(got, want), want), RelativeLength(Sub(gotRight, Transpose(want, 0, 1)), want),
 			RelativeLength(Sub(same, Abs(c)), c)}
-	}, toFloat32(oldQ), toFloat32(newQ), toFloat32(c))
+	}, oldQ, newQ, c)
 	require.NoError(t, err)
 	for i, o := range outs {
 		require.Less(t, o.Value().(float32), float32(1e-5), "check %d", i)
@@ -168,10 +174,7 @@ func TestRotateCoefficientsFollowsTheBasis(t *testing.T) {
 // alone a new axis kept only its share of the old span (here about r/m), and Adam's steps
 // along it grew.
 func TestRotatedSecondMomentKeepsItsMass(t *testing.T) {
-	rng := rand.New(rand.NewPCG(8, 3))
-	m, n, r := 16, 10, 3
-	oldQ, newQ := denseOf(RandomOrthonormal(m, r, 1)), denseOf(RandomOrthonormal(m, r, 2))
-	v := stackWithSpectrum(rng, r, n, []float64{1, 1, 1})
+	oldQ, newQ, v := turningBasis(3)
 	outs, err := ExecOnceN(testBackend(t), func(oldQ, newQ, v *Node) []*Node {
 		rot := TransposedTimes(newQ, oldQ)
 		iso := MulScalar(OnesLike(v), 0.25)
@@ -181,7 +184,7 @@ func TestRotatedSecondMomentKeepsItsMass(t *testing.T) {
 			ReduceAllMin(RotateCoefficients(Square(v), rot, Left, true)),
 			ReduceAllMin(RotateCoefficients(Transpose(Square(v), 0, 1), rot, Right, true)),
 		}
-	}, toFloat32(oldQ), toFloat32(newQ), toFloat32(v))
+	}, oldQ, newQ, v)
 	require.NoError(t, err)
 	for i, o := range outs[:2] {
 		for _, x := range tensors.MustCopyFlatData[float32](o) {

@@ -86,9 +86,9 @@ type Options struct {
 	// TrackingRate is how fast matrix bases follow the gradients after warm-up (0: the
 	// default, hooks.DefaultTrackingRate).
 	TrackingRate float64
-	// Scale is the projected step's scale (hooks.Config.Scale): 0 keeps the default, −1 is the
-	// automatic √(side/rank).
-	Scale    float64
+	// Scale is the projected step's scale (hooks.Config.Scale; 0: automatic, √(side/rank));
+	// nil keeps the default.
+	Scale    *float64
 	Seed     int64
 	Variants []string
 	Quiet    bool
@@ -148,11 +148,8 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 			// docs/ compare ranks on them); with -rank 0 the one option chooses, as for a user.
 			cfg = cfg.Matching(transformer.ProjectionPattern)
 		}
-		switch {
-		case o.Scale < 0:
-			cfg = cfg.Scale(0) // automatic
-		case o.Scale > 0:
-			cfg = cfg.Scale(o.Scale)
+		if o.Scale != nil {
+			cfg = cfg.Scale(*o.Scale)
 		}
 		if o.TrackingRate > 0 {
 			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))
@@ -418,20 +415,12 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scaleOption(*scale), Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
 	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
 		os.Exit(1)
 	}
-}
-
-// scaleOption maps the -scale flag (0: automatic) to Options.Scale (−1: automatic).
-func scaleOption(flagValue float64) float64 {
-	if flagValue == 0 {
-		return -1
-	}
-	return flagValue
 }
 
 func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {
