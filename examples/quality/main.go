@@ -5,12 +5,18 @@
 //
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/quality
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/quality -seeds 1 -tasks lm -variants stock,matrix
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/quality -tasks lm -variants stock,galore,matrix -lr 3e-3,6e-3,1e-2,1.5e-2
+//
+// Given several learning rates (-lr), it runs each variant at each, and prints a second table:
+// each variant at its best rate, against stock at its own best.
 package main
 
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -24,13 +30,18 @@ func main() {
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
 	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024, outside the suite)")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
-	lr := flag.Float64("lr", 0, "learning rate of every variant (0: each task's own)")
+	lrFlag := flag.String("lr", "", "learning rate of every variant, or a comma-separated list to sweep (empty: each task's own)")
 	scale := flag.Float64("scale", 1, "the projector variants' step scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
 	trace := flag.Int("trace", 0, "print each run's training loss every this many steps (0: none)")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
 	wideBatch := flag.Int("wide-batch", 0, "batch of the wide MLP (0: its own, 128; at 2048 the one option projects its 512×512 matrix)")
 	flag.Parse()
+	rates, err := parseRates(*lrFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	backend, err := backends.New(backends.Config(*backendFlag))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -43,15 +54,12 @@ func main() {
 	var results []quality.Result
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
-		if *rank > 0 {
-			task.Rank = *rank
-		}
-		if *lr > 0 {
-			task.LR = *lr
-		}
 		if !ok {
 			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp)\n", name)
 			os.Exit(2)
+		}
+		if *rank > 0 {
+			task.Rank = *rank
 		}
 		n := task.Seeds
 		if *seeds > 0 {
@@ -62,45 +70,80 @@ func main() {
 				fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
 				continue
 			}
-			for seed := range int64(n) {
-				o := quality.Options{Steps: *steps}
-				if *scale != 1 {
-					o.Config = func(c *hooks.Config) *hooks.Config { return c.Scale(*scale) }
+			for _, lr := range rates {
+				atRate := task
+				if lr > 0 {
+					atRate.LR = lr
 				}
-				var losses []string
-				if *trace > 0 {
-					o.Trace = func(step int, loss float64) {
-						if step%*trace == 0 {
-							losses = append(losses, fmt.Sprintf("%.2f", loss))
+				for seed := range int64(n) {
+					o := quality.Options{Steps: *steps}
+					if *scale != 1 {
+						o.Config = func(c *hooks.Config) *hooks.Config { return c.Scale(*scale) }
+					}
+					var losses []string
+					if *trace > 0 {
+						o.Trace = func(step int, loss float64) {
+							if step%*trace == 0 {
+								losses = append(losses, fmt.Sprintf("%.2f", loss))
+							}
 						}
 					}
+					r, err := quality.Run(backend, atRate, variant, seed+1, o)
+					if err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(1)
+					}
+					fmt.Fprintf(os.Stderr, "%-14s %-9s lr %-7g seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
+						r.Task, r.Variant, r.LR, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
+					if len(losses) > 0 {
+						fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
+					}
+					results = append(results, r)
 				}
-				r, err := quality.Run(backend, task, variant, seed+1, o)
-				if err != nil {
-					fmt.Fprintln(os.Stderr, err)
-					os.Exit(1)
-				}
-				fmt.Fprintf(os.Stderr, "%-14s %-9s seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
-					r.Task, r.Variant, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
-				if len(losses) > 0 {
-					fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
-				}
-				results = append(results, r)
 			}
 		}
 	}
+	summaries := quality.Summarize(results)
+	printTable(summaries, func(s quality.Summary) string { return s.Task + "\x00" + fmt.Sprint(s.LR) })
+	if len(rates) > 1 {
+		fmt.Println("\neach variant at its best learning rate (loss / stock: against stock at its own best)")
+		printTable(quality.AtBestRate(summaries), func(s quality.Summary) string { return s.Task })
+	}
+}
+
+// printTable prints the summaries, each loss beside stock's of the same key (task and rate, or
+// task alone).
+func printTable(summaries []quality.Summary, key func(quality.Summary) string) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "task\tvariant\teval loss\taccuracy\tloss / stock\tms/step")
+	fmt.Fprintln(w, "task\tvariant\tlr\teval loss\taccuracy\tloss / stock\tms/step")
 	stock := map[string]float64{}
-	for _, s := range quality.Summarize(results) {
+	for _, s := range summaries {
 		if s.Variant == quality.Stock {
-			stock[s.Task] = s.Loss
+			stock[key(s)] = s.Loss
 		}
+	}
+	for _, s := range summaries {
 		ratio := "-"
-		if l, ok := stock[s.Task]; ok {
+		if l, ok := stock[key(s)]; ok {
 			ratio = fmt.Sprintf("%.2f", s.Loss/l)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.3f ± %.3f\t%.3f ± %.3f\t%s\t%.1f\n", s.Task, s.Variant, s.Loss, s.LossStd, s.Acc, s.AccStd, ratio, s.StepMs)
+		fmt.Fprintf(w, "%s\t%s\t%g\t%.3f ± %.3f\t%.3f ± %.3f\t%s\t%.1f\n", s.Task, s.Variant, s.LR, s.Loss, s.LossStd, s.Acc, s.AccStd, ratio, s.StepMs)
 	}
 	w.Flush()
+}
+
+// parseRates reads -lr: empty is each task's own rate (0), else one or more positive rates.
+func parseRates(text string) ([]float64, error) {
+	if strings.TrimSpace(text) == "" {
+		return []float64{0}, nil
+	}
+	var rates []float64
+	for _, field := range strings.Split(text, ",") {
+		lr, err := strconv.ParseFloat(strings.TrimSpace(field), 64)
+		if err != nil || !(lr > 0) || math.IsInf(lr, 0) {
+			return nil, fmt.Errorf("-lr %q: %q is not a positive learning rate (give one, or a comma-separated list such as 3e-3,6e-3,1e-2)", text, field)
+		}
+		rates = append(rates, lr)
+	}
+	return rates, nil
 }

@@ -1,6 +1,7 @@
 package quality
 
 import (
+	"math"
 	"slices"
 	"testing"
 
@@ -111,4 +112,26 @@ func TestScaleGivesBackTheStepAtALowLearningRate(t *testing.T) {
 	t.Logf("eval loss: stock %.3f, the one option %.3f, with Scale(0) %.3f", stock.EvalLoss, plain.EvalLoss, scaled.EvalLoss)
 	require.LessOrEqual(t, scaled.EvalLoss, 1.1*stock.EvalLoss, "Scale(0) keeps stock's loss")
 	require.Less(t, scaled.EvalLoss, 0.7*plain.EvalLoss, "Scale(0) closes most of the default scale's gap")
+}
+
+// TestAtBestRateKeepsEachVariantsLowestLoss: of a sweep's summaries, each task and variant keeps
+// the rate with the lowest mean eval loss; a diverged rate (NaN) never wins over a finite one.
+func TestAtBestRateKeepsEachVariantsLowestLoss(t *testing.T) {
+	run := func(variant string, lr, loss float64) Result {
+		return Result{Task: "lm", Variant: variant, Seed: 1, LR: lr, EvalLoss: loss}
+	}
+	nan := math.NaN()
+	sums := Summarize([]Result{
+		run(Stock, 3e-3, 1.1), run(Stock, 1e-2, 0.9), run(Stock, 2e-2, 1.0),
+		run(Matrix, 3e-3, nan), run(Matrix, 1e-2, 1.4), run(Matrix, 2e-2, 1.3),
+		{Task: "lm", Variant: Matrix, Seed: 2, LR: 2e-2, EvalLoss: 1.7}, // 2e-2: mean 1.5 over two seeds
+	})
+	require.Len(t, sums, 6, "one summary per task, variant and rate")
+	best := AtBestRate(sums)
+	require.Len(t, best, 2)
+	require.Equal(t, Stock, best[0].Variant)
+	require.Equal(t, 1e-2, best[0].LR)
+	require.Equal(t, Matrix, best[1].Variant)
+	require.Equal(t, 1e-2, best[1].LR, "the mean over seeds decides, not the best seed")
+	require.InDelta(t, 1.4, best[1].Loss, 1e-12)
 }

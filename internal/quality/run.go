@@ -33,6 +33,7 @@ var Variants = []string{Stock, GaLore, Random, Matrix, Temporal, Default}
 type Result struct {
 	Task, Variant string
 	Seed          int64
+	LR            float64 // the learning rate it trained at
 	EvalLoss      float64
 	Accuracy      float64
 	StepMs        float64
@@ -86,7 +87,7 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 // Run trains one variant of a task from the seed's initialisation on the seed's batches and
 // evaluates it on the seed's held-out set.
 func Run(backend compute.Backend, t Task, variant string, seed int64, o Options) (Result, error) {
-	res := Result{Task: t.Name, Variant: variant, Seed: seed}
+	res := Result{Task: t.Name, Variant: variant, Seed: seed, LR: t.LR}
 	opt, err := NewOptimizer(t, variant, o)
 	if err != nil {
 		return res, err
@@ -207,25 +208,27 @@ func evaluate(backend compute.Backend, store *model.Store, t Task, seed int64) (
 	return total / float64(len(labels)), float64(correct) / float64(len(labels)), nil
 }
 
-// Summary is the mean and standard deviation of a variant's results over seeds.
+// Summary is the mean and standard deviation of a variant's results over seeds, at one learning
+// rate.
 type Summary struct {
 	Task, Variant              string
+	LR                         float64
 	Loss, LossStd, Acc, AccStd float64
 	StepMs                     float64
 	Runs                       []Result
 }
 
-// Summarize groups results by task and variant, in the order given.
+// Summarize groups results by task, variant and learning rate, in the order given.
 func Summarize(results []Result) []Summary {
 	var out []Summary
 	index := map[string]int{}
 	for _, r := range results {
-		key := r.Task + "\x00" + r.Variant
+		key := fmt.Sprintf("%s\x00%s\x00%g", r.Task, r.Variant, r.LR)
 		i, ok := index[key]
 		if !ok {
 			i = len(out)
 			index[key] = i
-			out = append(out, Summary{Task: r.Task, Variant: r.Variant})
+			out = append(out, Summary{Task: r.Task, Variant: r.Variant, LR: r.LR})
 		}
 		out[i].Runs = append(out[i].Runs, r)
 	}
@@ -237,6 +240,26 @@ func Summarize(results []Result) []Summary {
 		out[i].Loss, out[i].LossStd = meanStd(l)
 		out[i].Acc, out[i].AccStd = meanStd(a)
 		out[i].StepMs, _ = meanStd(ms)
+	}
+	return out
+}
+
+// AtBestRate keeps, of each task and variant, the summary at the learning rate with the lowest
+// mean eval loss: a learning-rate sweep's answer to "each variant at its best rate", in the
+// order the pairs first appear. A pair whose every rate diverged (NaN losses) keeps its first.
+func AtBestRate(summaries []Summary) []Summary {
+	var out []Summary
+	index := map[string]int{}
+	for _, s := range summaries {
+		key := s.Task + "\x00" + s.Variant
+		i, ok := index[key]
+		switch {
+		case !ok:
+			index[key] = len(out)
+			out = append(out, s)
+		case s.Loss < out[i].Loss || (math.IsNaN(out[i].Loss) && !math.IsNaN(s.Loss)):
+			out[i] = s
+		}
 	}
 	return out
 }
