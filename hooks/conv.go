@@ -200,15 +200,10 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 
 // sliceAxis keeps entries [from, to) of x along axis (to < 0: to the end).
 func sliceAxis(x *Node, axis, from, to int) *Node {
-	specs := make([]SliceAxisSpec, x.Rank())
-	for a := range specs {
-		specs[a] = AxisRange()
+	if to < 0 {
+		to = x.Shape().Dim(axis)
 	}
-	specs[axis] = AxisRangeToEnd(from)
-	if to >= 0 {
-		specs[axis] = AxisRange(from, to)
-	}
-	return Slice(x, specs...)
+	return projector.SliceAlong(x, axis, from, to)
 }
 
 // convFLOPs is 2 × the output's size × the multiply-adds per output element (the kernel's size

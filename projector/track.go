@@ -3,6 +3,9 @@ package projector
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
+
+	"github.com/gomlx/gomlx/support/exceptions"
 
 	. "github.com/gomlx/gomlx/core/graph"
 )
@@ -53,7 +56,7 @@ func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node
 		if k == rows {
 			return a
 		}
-		return Slice(a, AxisRange(0, k))
+		return SliceAlong(a, 0, 0, k)
 	}
 	var trackCoef *Node
 	if side == Left {
@@ -72,6 +75,27 @@ func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node
 		}
 	}
 	return coef, DirectTrackingProducts(head(x), head(dy), trackCoef, omega, side)
+}
+
+// SliceAlong keeps entries [from, to) of x along axis, as Slice does, by a gather of one window.
+// The Go backend's Slice copies element by element (100 µs for 64 rows of 784 floats, 4% of a
+// projected 784-256-10 step), its Gather in contiguous blocks (3 µs). XLA's CPU and GPU
+// pipelines rewrite a gather of one window into a slice (GatherExpander's simple-gather mode).
+func SliceAlong(x *Node, axis, from, to int) *Node {
+	dims := x.Shape().Dimensions
+	if from < 0 || to > dims[axis] || from >= to {
+		exceptions.Panicf("projector.SliceAlong: [%d, %d) is not a non-empty range of axis %d of %s", from, to, axis, x.Shape())
+	}
+	if from == 0 && to == dims[axis] {
+		return x
+	}
+	sizes := slices.Clone(dims)
+	sizes[axis] = to - from
+	offsets := make([]int, x.Rank())
+	for i := range offsets {
+		offsets[i] = i
+	}
+	return BackendGather(x, Const(x.Graph(), []int32{int32(from)}), 0, offsets, nil, []int{axis}, sizes, true)
 }
 
 // DirectTrackingProducts computes, for y = x·W with x [B, m] and dy [B, n], the tracking products

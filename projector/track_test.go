@@ -287,3 +287,25 @@ func TestResidualsOfSketchesOutsideTheBasisAreAtMostOne(t *testing.T) {
 	require.InDelta(t, 1, largest, 1e-5, "a sketch outside the basis is all residual")
 	require.LessOrEqual(t, outs[2].Value().(float32), float32(1))
 }
+
+// TestSliceAlongIsSlice: the gather that takes the tracked rows returns exactly Slice's entries,
+// along the leading axis and an inner one, and leaves a whole axis as it is.
+func TestSliceAlongIsSlice(t *testing.T) {
+	values := make([]float32, 5*4*3*2)
+	for i := range values {
+		values[i] = float32(i) * 0.5
+	}
+	x := tensors.FromFlatDataAndDimensions(values, 5, 4, 3, 2)
+	for _, c := range []struct{ axis, from, to int }{{0, 0, 2}, {0, 3, 5}, {1, 1, 3}, {2, 0, 1}, {3, 1, 2}, {0, 0, 5}} {
+		outs, err := ExecOnceN(testBackend(t), func(x *Node) []*Node {
+			specs := []SliceAxisSpec{AxisRange(), AxisRange(), AxisRange(), AxisRange()}
+			specs[c.axis] = AxisRange(c.from, c.to)
+			return []*Node{SliceAlong(x, c.axis, c.from, c.to), Slice(x, specs...)}
+		}, x)
+		require.NoError(t, err)
+		require.Equal(t, outs[1].Shape().Dimensions, outs[0].Shape().Dimensions, "axis %d [%d, %d)", c.axis, c.from, c.to)
+		require.Equal(t, outs[1].Value(), outs[0].Value(), "axis %d [%d, %d)", c.axis, c.from, c.to)
+	}
+	_, err := ExecOnceN(testBackend(t), func(x *Node) []*Node { return []*Node{SliceAlong(x, 1, 2, 6)} }, x)
+	require.ErrorContains(t, err, "not a non-empty range of axis 1")
+}
