@@ -49,7 +49,7 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 		next := projector.TrackBasis(basis, Stack(powers, 0), rate, maxRate)
 		resid := projector.SketchResidual(basis, Stack(sketches, 0))
 		for i, h := range group {
-			h.tracked(Squeeze(Slice(next, AxisElem(i)), 0), Reshape(Slice(resid, AxisElem(i))))
+			h.tracked(Squeeze(projector.SliceAlong(next, 0, i, i+1), 0), Reshape(Slice(resid, AxisElem(i))))
 		}
 	}
 }

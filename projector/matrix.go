@@ -109,7 +109,7 @@ func tiledRowsTimes(lhs, rhs *Node) *Node {
 		return DotProduct(lhs, rhs)
 	}
 	zeros := Zeros(lhs.Graph(), shapes.Make(lhs.DType(), pad, lhs.Shape().Dim(1)))
-	return Slice(DotProduct(Concatenate([]*Node{lhs, zeros}, 0), rhs), AxisRange(0, rows))
+	return SliceAlong(DotProduct(Concatenate([]*Node{lhs, zeros}, 0), rhs), 0, 0, rows)
 }
 
 // TimesTransposed is a·bᵀ for matrices a [m, k] and b [n, k], as one product.
