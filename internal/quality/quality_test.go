@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/stretchr/testify/require"
@@ -134,4 +135,19 @@ func TestAtBestRateKeepsEachVariantsLowestLoss(t *testing.T) {
 	require.Equal(t, Matrix, best[1].Variant)
 	require.Equal(t, 1e-2, best[1].LR, "the mean over seeds decides, not the best seed")
 	require.InDelta(t, 1.4, best[1].Loss, 1e-12)
+}
+
+// TestRunReportsAMissingDatasetAsAnError: a task whose data cannot be read (the digits live in
+// the repository's testdata/, which a binary run elsewhere does not find) is an error naming the
+// task and the loader's message, not a panic.
+func TestRunReportsAMissingDatasetAsAnError(t *testing.T) {
+	task := MLPClassifier()
+	task.Name = "no data"
+	task.Batch = func(int64, int) (x, y *tensors.Tensor) {
+		panic("data: cannot find testdata/: run from inside the gradsub repository")
+	}
+	backend, err := backends.New(backends.Config(""))
+	require.NoError(t, err)
+	_, err = Run(backend, task, Stock, 1, Options{Steps: 1})
+	require.ErrorContains(t, err, "no data/stock: data: cannot find testdata/")
 }

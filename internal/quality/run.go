@@ -86,8 +86,15 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 
 // Run trains one variant of a task from the seed's initialisation on the seed's batches and
 // evaluates it on the seed's held-out set.
-func Run(backend compute.Backend, t Task, variant string, seed int64, o Options) (Result, error) {
-	res := Result{Task: t.Name, Variant: variant, Seed: seed, LR: t.LR}
+func Run(backend compute.Backend, t Task, variant string, seed int64, o Options) (res Result, err error) {
+	res = Result{Task: t.Name, Variant: variant, Seed: seed, LR: t.LR}
+	// A task's data may be missing (the digits are read from the repository's testdata/): its
+	// loader panics with the fix, which a caller gets as an error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s/%s: %v", t.Name, variant, r)
+		}
+	}()
 	opt, err := NewOptimizer(t, variant, o)
 	if err != nil {
 		return res, err
