@@ -302,6 +302,38 @@ func ConvNet() Task {
 	return t
 }
 
+// WideConvNet is a wider conv net on the digits images at batch 64, 200 steps, written as a user's trial
+// (outside the suite) of a convolutional model where the one option projects: 3×3 convolutions
+// of 32, 128 and 128 channels (the last with stride 2), global average pooling and a linear
+// head. Its kernels as [kh·kw·in, out] matrices are [9, 32], [288, 128] and [1152, 128]; the
+// last two are projected at rank 32, the automatic rank's floor.
+func WideConvNet() Task {
+	t := digitsTask("wide conv net", true, wideConvBatch, func(scope *model.Scope, inputs []*Node) []*Node {
+		h := inputs[0]
+		for i, ch := range []int{32, 128, 128} {
+			conv := layers.Convolution(scope.In("conv_%d", i), h).Filters(ch).KernelSize(3).PadSame()
+			if i == 2 {
+				conv = conv.Strides(2)
+			}
+			h = activation.Relu(conv.Done())
+		}
+		h = ReduceMean(h, 1, 2) // [batch, channels]
+		return []*Node{layers.DenseWithBias(scope.In("output"), h, 10)}
+	})
+	t.Steps = 200 // the Go backend's stock step takes 0.7 s (its kernel gradients are slow)
+	t.Rank = 32
+	t.Project = `^/conv_[12]/conv/weights$`
+	t.View = func(_ string, dims []int) (int, int) {
+		if len(dims) == 4 { // a kernel [kh, kw, in, out]
+			return dims[0] * dims[1] * dims[2], dims[3]
+		}
+		return rows(dims)
+	}
+	return t
+}
+
+const wideConvBatch = 64
+
 // ---------------------------------------------------------------------------------------------
 // A residual MLP over token embeddings, at a batch where the one option projects: a token table,
 // mean pooling, two pre-LN residual blocks (256 → 512 → 256, ReLU) and a head. The task: the
