@@ -169,8 +169,8 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 	keep := min(batch, max(int(math.Ceil(fraction*float64(batch))), (MinTrackingRows+perExample-1)/perExample))
 	xh, dyh := x, dy
 	if keep < batch {
-		xh = sliceAxis(x, c.xBatch, 0, keep)
-		dyh = sliceAxis(dy, c.yBatch, 0, keep)
+		xh = projector.SliceAlong(x, c.xBatch, 0, keep)
+		dyh = projector.SliceAlong(dy, c.yBatch, 0, keep)
 	}
 	r := basis.Shape().Dim(1)
 	// The coefficient is summed over the tracked examples and the rest, each its own convolution:
@@ -182,7 +182,7 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 			return whole, whole
 		}
 		head = part(xh, dyh)
-		rest := part(sliceAxis(x, c.xBatch, keep, -1), sliceAxis(dy, c.yBatch, keep, -1))
+		rest := part(projector.SliceAlong(x, c.xBatch, keep, batch), projector.SliceAlong(dy, c.yBatch, keep, batch))
 		return Add(head, rest), head
 	}
 	if side == projector.Left { // Q [m, r]: Qᵀ·∂K₂ = conv(x, Q)ᵀ·∂y, [r, n]
@@ -196,14 +196,6 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 	coef, trackCoef = split(func(x, dy *Node) *Node { return c.kernelGradient(x, c.timesChannels(dy, basis)) })
 	z := c.apply(xh, Concatenate([]*Node{projector.UnitMax(trackCoef), omega}, 1)) // r+s channels
 	return coef, projector.SplitTracking(c.channelProduct(dyh, z), r)
-}
-
-// sliceAxis keeps entries [from, to) of x along axis (to < 0: to the end).
-func sliceAxis(x *Node, axis, from, to int) *Node {
-	if to < 0 {
-		to = x.Shape().Dim(axis)
-	}
-	return projector.SliceAlong(x, axis, from, to)
 }
 
 // convFLOPs is 2 × the output's size × the multiply-adds per output element (the kernel's size

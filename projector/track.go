@@ -52,12 +52,7 @@ type TrackingProducts struct {
 func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
 	rows := x.Shape().Dim(0)
 	k := min(max(trackRows, 1), rows)
-	head := func(a *Node) *Node {
-		if k == rows {
-			return a
-		}
-		return SliceAlong(a, 0, 0, k)
-	}
+	head := func(a *Node) *Node { return SliceAlong(a, 0, 0, k) } // a itself when k == rows
 	var trackCoef *Node
 	if side == Left {
 		xq := DotProduct(x, basis) // [B, r]

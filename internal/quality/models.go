@@ -277,6 +277,15 @@ func tanhMLP(name string, hidden, batch, rank int) Task {
 	return t
 }
 
+// kernelView sees a convolution kernel [kh, kw, in, out] as the [kh·kw·in, out] matrix the
+// projector projects, and any other weight as rows does.
+func kernelView(_ string, dims []int) (int, int) {
+	if len(dims) == 4 {
+		return dims[0] * dims[1] * dims[2], dims[3]
+	}
+	return rows(dims)
+}
+
 // ConvNet is two 3×3 convolutions (16 and 32 channels, same padding) and a dense head of 64 on
 // the digits images. Its kernels, as [kh·kw·in, out] matrices ([9, 16] and [144, 32]), and its
 // dense hidden matrix ([2048, 64]) are projected at rank 8.
@@ -293,12 +302,7 @@ func ConvNet() Task {
 	})
 	t.Rank = 8
 	t.Project = `^/(conv_\d/conv|hidden/dense)/weights$`
-	t.View = func(_ string, dims []int) (int, int) {
-		if len(dims) == 4 { // a kernel [kh, kw, in, out]
-			return dims[0] * dims[1] * dims[2], dims[3]
-		}
-		return rows(dims)
-	}
+	t.View = kernelView
 	return t
 }
 
@@ -323,12 +327,7 @@ func WideConvNet() Task {
 	t.Steps = 200 // the Go backend's stock step takes 0.7 s (its kernel gradients are slow)
 	t.Rank = 32
 	t.Project = `^/conv_[12]/conv/weights$`
-	t.View = func(_ string, dims []int) (int, int) {
-		if len(dims) == 4 { // a kernel [kh, kw, in, out]
-			return dims[0] * dims[1] * dims[2], dims[3]
-		}
-		return rows(dims)
-	}
+	t.View = kernelView
 	return t
 }
 
