@@ -266,3 +266,54 @@ func TestPostHocViewsFollowUse(t *testing.T) {
 	r := &run{store: store}
 	requireFinite(t, r.snapshot(t))
 }
+
+// wideConvNet is two 3×3 convolutions of 128 channels on 32 (kernels [288×128] and [1152×128] as
+// matrices), global average pooling and a head: kernels the automatic rank's share would take
+// at 32 directions, a quarter of their output side.
+func wideConvNet(scope *model.Scope, inputs []*Node) []*Node {
+	h := inputs[0]
+	for i := range 2 {
+		h = activation.Relu(layers.Convolution(scope.In("conv_%d", i), h).Filters(128).KernelSize(3).PadSame().Done())
+	}
+	return []*Node{layers.DenseWithBias(scope.In("output"), ReduceMean(h, 1, 2), 10)}
+}
+
+// TestAutomaticRankLeavesKernelsOut: without Rank, a convolution kernel trains as stock and the
+// plan says why (a quarter of a 128-channel kernel's output side cost 1.9× stock's eval loss
+// on internal/quality's WideConvNet, and a share that holds does not pay), although the share
+// and the cost cap alone would project it at 32; with Rank set, the same kernels are projected.
+func TestAutomaticRankLeavesKernelsOut(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	batch := train.Batch{Inputs: []*tensors.Tensor{randomTensor(rng, 8, 8, 8, 32)}, Labels: []*tensors.Tensor{randomTensor(rng, 8, 10)}}
+	plan := func(cfg *Config) *Optimizer {
+		opt := cfg.Done()
+		store := model.NewStore()
+		trainer := train.NewTrainer(testBackend(t), store, wideConvNet, loss.MeanSquaredError, opt, nil, nil)
+		_, err := trainer.TrainStep(batch)
+		require.NoError(t, err)
+		return opt
+	}
+	kernels := map[string][2]int{"/conv_0/conv/weights": {288, 128}, "/conv_1/conv/weights": {1152, 128}}
+	for path, mn := range kernels {
+		require.Equal(t, 32, AutoRank(mn[0], mn[1], 8*8*8), "%s: the share and the cost cap alone would project it", path)
+	}
+	auto := plan(Subspace(optimizer.Adam().Done()))
+	ranked := plan(Subspace(optimizer.Adam().Done()).Rank(32))
+	for _, e := range auto.Plan() {
+		if _, ok := kernels[e.Variable]; ok {
+			require.Equal(t, RouteFull, e.Route, auto.PlanString())
+			require.Contains(t, e.Why, "a convolution kernel", auto.PlanString())
+			require.Contains(t, e.Why, "set Rank to project it", auto.PlanString())
+		}
+	}
+	require.Contains(t, auto.PlanString(), "no variable projected", "the kernels were the only candidates (the head is left out)")
+	found := 0
+	for _, e := range ranked.Plan() {
+		if _, ok := kernels[e.Variable]; ok {
+			require.Equal(t, RouteDirect, e.Route, ranked.PlanString())
+			require.Equal(t, 32, e.Rank, ranked.PlanString())
+			found++
+		}
+	}
+	require.Equal(t, len(kernels), found, ranked.PlanString())
+}

@@ -13,7 +13,9 @@
 // keeps AutoRank directions: 3/16 of its smaller side and never fewer than MinAutoRank (32; fewer
 // cost quality on every model measured), and is left out where the projector's work at that rank
 // would exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step, a wide square layer:
-// the rank is not lowered to fit, as lower ranks cost quality).
+// the rank is not lowered to fit, as lower ranks cost quality). Convolution kernels are left out
+// too: a 128-channel kernel needed three quarters of its output side to keep stock's eval loss,
+// a share whose projector costs more than that cap; with Rank set they are projected.
 // A model where that leaves out every matrix trains with its base optimizer alone (the same
 // compiled step), and the plan says why for each.
 // Two subspaces (Mode):

@@ -67,6 +67,17 @@ func isProduct(n *Node) bool {
 	return false
 }
 
+// isConvKernel says whether v is the kernel of a convolution (its value, or a reshape of it, is
+// a ConvGeneral's kernel operand).
+func (r *weightRoles) isConvKernel(v *model.Variable) bool {
+	for _, n := range r.g.Nodes() {
+		if n.Type() == NodeTypeConvGeneral && len(n.Inputs()) > 1 && r.weights[n.Inputs()[1]] == v {
+			return true
+		}
+	}
+	return false
+}
+
 // isHead says whether w's products feed the loss with no product of another trainable weight
 // after them: w belongs to the model's last layer. A model with a single weight has no head in
 // this sense (there is nothing else to project).

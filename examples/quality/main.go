@@ -35,6 +35,7 @@ func main() {
 	trace := flag.Int("trace", 0, "print each run's training loss every this many steps (0: none)")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
+	project := flag.String("project", "", "regexp of the variables to project (empty: each task's own for galore, random and temporal, the default selection for matrix); default, the one option, always chooses its own")
 	wideBatch := flag.Int("wide-batch", 0, "batch of the wide MLP (0: its own, 128; at 2048 the one option projects its 512×512 matrix)")
 	flag.Parse()
 	rates, err := parseRates(*lrFlag)
@@ -61,6 +62,9 @@ func main() {
 		if *rank > 0 {
 			task.Rank = *rank
 		}
+		if *project != "" {
+			task.Project = *project
+		}
 		n := task.Seeds
 		if *seeds > 0 {
 			n = *seeds
@@ -77,9 +81,7 @@ func main() {
 				}
 				for seed := range int64(n) {
 					o := quality.Options{Steps: *steps}
-					if *scale != 1 {
-						o.Config = func(c *hooks.Config) *hooks.Config { return c.Scale(*scale) }
-					}
+					o.Config = projectorOptions(variant, *scale, *project)
 					var losses []string
 					if *trace > 0 {
 						o.Trace = func(step int, loss float64) {
@@ -108,6 +110,23 @@ func main() {
 	if len(rates) > 1 {
 		fmt.Println("\neach variant at its best learning rate (loss / stock: against stock at its own best)")
 		printTable(quality.AtBestRate(summaries), func(s quality.Summary) string { return s.Task })
+	}
+}
+
+// projectorOptions are the flags' changes to a projector variant's options (nil: none): the step
+// scale, and the variables matrix mode projects (the one option, default, keeps its own choice).
+func projectorOptions(variant string, scale float64, project string) func(*hooks.Config) *hooks.Config {
+	if scale == 1 && (project == "" || variant != quality.Matrix) {
+		return nil
+	}
+	return func(c *hooks.Config) *hooks.Config {
+		if scale != 1 {
+			c = c.Scale(scale)
+		}
+		if project != "" && variant == quality.Matrix {
+			c = c.Matching(project)
+		}
+		return c
 	}
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"testing"
 
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks"
+	"github.com/gradsub/gradsub/internal/quality"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,4 +21,17 @@ func TestParseRates(t *testing.T) {
 		require.Error(t, err, "-lr %q", bad)
 		require.Contains(t, err.Error(), "positive learning rate")
 	}
+}
+
+// TestProjectorOptions: -project reaches matrix mode (a bad pattern fails its validation) and
+// never the one option, which keeps its own selection; -scale reaches both.
+func TestProjectorOptions(t *testing.T) {
+	adam := optimizer.Adam().Done()
+	require.Nil(t, projectorOptions(quality.Default, 1, "("), "the one option chooses its own variables")
+	require.Nil(t, projectorOptions(quality.Matrix, 1, ""))
+	matrix := projectorOptions(quality.Matrix, 1, "(")
+	require.NotNil(t, matrix)
+	require.ErrorContains(t, matrix(hooks.Subspace(adam)).Validate(), "(", "the pattern reaches matrix mode")
+	require.NoError(t, projectorOptions(quality.Matrix, 1, `^/conv_\d/`)(hooks.Subspace(adam)).Validate())
+	require.NotNil(t, projectorOptions(quality.Default, 2, `^/conv_\d/`), "the scale reaches the one option")
 }

@@ -310,7 +310,8 @@ func ConvNet() Task {
 // (outside the suite) of a convolutional model where the one option projects: 3×3 convolutions
 // of 32, 128 and 128 channels (the last with stride 2), global average pooling and a linear
 // head. Its kernels as [kh·kw·in, out] matrices are [9, 32], [288, 128] and [1152, 128]; the
-// last two are projected at rank 32, the automatic rank's floor.
+// last two are projected at rank 32 (the share's floor) by matrix mode. The one option leaves
+// them out: at 32 they cost 1.9× stock's eval loss (docs/quality.md).
 func WideConvNet() Task {
 	t := digitsTask("wide conv net", true, wideConvBatch, func(scope *model.Scope, inputs []*Node) []*Node {
 		h := inputs[0]
