@@ -341,7 +341,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: unknown -config %q (use all, mnist or wide)\n", *flagConfig)
 		os.Exit(1)
 	}
-	fmt.Printf("backend: %s\n\n", results[0].Backend)
+	fmt.Printf("backend: %s\nmachine: %s\n\n", results[0].Backend, backends.Machine())
 	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {

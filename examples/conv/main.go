@@ -46,7 +46,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("backend: %s\n", backend.Description())
+	fmt.Printf("backend: %s\nmachine: %s\n", backend.Description(), backends.Machine())
 	if strings.Contains(*parts, "accuracy") {
 		if err := accuracy(backend, *seeds, *rank); err != nil {
 			fmt.Fprintln(os.Stderr, err)
