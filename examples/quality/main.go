@@ -28,7 +28,7 @@ import (
 func main() {
 	seeds := flag.Int("seeds", 0, "seeds per variant (0: each task's own, 3; the wide MLP's 10)")
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
-	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024) and convwide (a wider conv net at batch 64), outside the suite")
+	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024), convwide (a wider conv net at batch 64) and lmwide (the attention LM at width 256), outside the suite")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
 	lrFlag := flag.String("lr", "", "learning rate of every variant, or a comma-separated list to sweep (empty: each task's own)")
 	scale := flag.Float64("scale", 1, "the projector variants' step scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
@@ -49,7 +49,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
-	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet()}
+	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet(), "lmwide": quality.WideAttentionLM()}
 	if *wideBatch > 0 {
 		byName["wide"] = quality.WideMLPAt(*wideBatch)
 	}
@@ -57,7 +57,7 @@ func main() {
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp, convwide)\n", name)
+			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp, convwide, lmwide)\n", name)
 			os.Exit(2)
 		}
 		if *rank > 0 {

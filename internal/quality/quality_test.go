@@ -2,6 +2,7 @@ package quality
 
 import (
 	"math"
+	"regexp"
 	"slices"
 	"testing"
 
@@ -89,6 +90,41 @@ func TestOneOptionProjectsTheResidualMLP(t *testing.T) {
 	for _, r := range res.Ranks {
 		require.Equal(t, task.Rank, r, "the task's rank is the one option's")
 	}
+}
+
+// TestOneOptionProjectsTheWideAttentionLM: at width 256 and 1,024 rows per step the one option
+// projects the block's six matrices — GoMLX's rank-3 attention weights among them — at 48, the
+// task's rank, and exactly the variables the reference projects.
+func TestOneOptionProjectsTheWideAttentionLM(t *testing.T) {
+	backend, err := backends.New(backends.Config(""))
+	require.NoError(t, err)
+	task := WideAttentionLM()
+	res, err := Run(backend, task, Default, 1, Options{Steps: 2})
+	require.NoError(t, err)
+	require.Len(t, res.Projected, 6, res.Notes)
+	project := regexp.MustCompile(task.Project)
+	for _, path := range res.Projected {
+		require.Regexp(t, project, path, "the reference projects the same variables")
+	}
+	require.Len(t, res.Ranks, 6)
+	for _, r := range res.Ranks {
+		require.Equal(t, task.Rank, r, "the task's rank is the one option's")
+	}
+}
+
+// TestOneOptionLeavesTheWideConvNetsKernelsOut: the wide conv net's 128-channel kernels, which
+// the one option projected at 32 for 1.9× stock's eval loss, are left out by the automatic rank:
+// nothing of that model is projected (docs/quality.md).
+func TestOneOptionLeavesTheWideConvNetsKernelsOut(t *testing.T) {
+	backend, err := backends.New(backends.Config(""))
+	require.NoError(t, err)
+	res, err := Run(backend, WideConvNet(), Default, 1, Options{Steps: 1})
+	require.NoError(t, err)
+	require.Empty(t, res.Projected, res.Notes)
+	matrix, err := Run(backend, WideConvNet(), Matrix, 1, Options{Steps: 1})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"/conv_1/conv/weights", "/conv_2/conv/weights"}, matrix.Projected,
+		"with Rank set (matrix mode), the kernels are projected")
 }
 
 // TestScaleGivesBackTheStepAtALowLearningRate: at the residual MLP's learning rate (1e-3, low
