@@ -299,13 +299,16 @@ func TestAutomaticRankLeavesKernelsOut(t *testing.T) {
 	}
 	auto := plan(Subspace(optimizer.Adam().Done()))
 	ranked := plan(Subspace(optimizer.Adam().Done()).Rank(32))
+	left := 0
 	for _, e := range auto.Plan() {
 		if _, ok := kernels[e.Variable]; ok {
 			require.Equal(t, RouteFull, e.Route, auto.PlanString())
 			require.Contains(t, e.Why, "a convolution kernel", auto.PlanString())
 			require.Contains(t, e.Why, "set Rank to project it", auto.PlanString())
+			left++
 		}
 	}
+	require.Equal(t, len(kernels), left, auto.PlanString())
 	require.Contains(t, auto.PlanString(), "no variable projected", "the kernels were the only candidates (the head is left out)")
 	found := 0
 	for _, e := range ranked.Plan() {

@@ -23,22 +23,27 @@ type weightRoles struct {
 	g          *Graph
 	weights    map[*Node]*model.Variable // each weight's value node, and reshapes of it
 	numWeights int
+	kernels    map[*model.Variable]bool // weights that are a convolution's kernel
 }
 
 func newWeightRoles(g *Graph, trainables []*model.Variable) *weightRoles {
-	r := &weightRoles{g: g, weights: map[*Node]*model.Variable{}}
+	r := &weightRoles{g: g, weights: map[*Node]*model.Variable{}, kernels: map[*model.Variable]bool{}}
 	for _, v := range trainables {
 		if v.Shape().Rank() >= 2 {
 			r.weights[v.NodeValue(g)] = v
 			r.numWeights++
 		}
 	}
-	for _, n := range g.Nodes() {
-		if n.Type() != NodeTypeReshape {
-			continue
-		}
-		if v, ok := r.weights[n.Inputs()[0]]; ok {
-			r.weights[n] = v
+	for _, n := range g.Nodes() { // in graph order: a reshape of a weight precedes its uses
+		switch n.Type() {
+		case NodeTypeReshape:
+			if v, ok := r.weights[n.Inputs()[0]]; ok {
+				r.weights[n] = v
+			}
+		case NodeTypeConvGeneral:
+			if v, ok := r.weights[n.Inputs()[1]]; ok {
+				r.kernels[v] = true
+			}
 		}
 	}
 	return r
@@ -69,14 +74,7 @@ func isProduct(n *Node) bool {
 
 // isConvKernel says whether v is the kernel of a convolution (its value, or a reshape of it, is
 // a ConvGeneral's kernel operand).
-func (r *weightRoles) isConvKernel(v *model.Variable) bool {
-	for _, n := range r.g.Nodes() {
-		if n.Type() == NodeTypeConvGeneral && len(n.Inputs()) > 1 && r.weights[n.Inputs()[1]] == v {
-			return true
-		}
-	}
-	return false
-}
+func (r *weightRoles) isConvKernel(v *model.Variable) bool { return r.kernels[v] }
 
 // isHead says whether w's products feed the loss with no product of another trainable weight
 // after them: w belongs to the model's last layer. A model with a single weight has no head in

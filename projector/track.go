@@ -214,7 +214,7 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 //
 // It iterates on the transposed stack Xᵀ [g, r, rows] (Xᵀ ← a·(3I − a²·XᵀX)·Xᵀ/2, the Gram being
 // symmetric): both products then contract each operand's last axis or multiply by a small left
-// factor, which the Go backend's kernels take 3–9 times faster than XᵀX and X·G on [g, rows, r]
+// factor, which the Go backend's kernels take 3–10 times faster than XᵀX and X·G on [g, rows, r]
 // (docs/benchmarks.md); two transposes pay for it.
 func NewtonSchulz(x *Node, lower float64) *Node {
 	xs, unstack := stacked(x)
