@@ -7,7 +7,8 @@
 #
 # Each step has a time limit and the whole run a budget (default 480 s): a step that would start
 # with too little time left is skipped and says so. GRADSUB_GPU_STEPS (a regular expression of
-# step names, e.g. 'xla-sanity|transformer-default') runs some steps only. Logs, tables and pictures go to OUT_DIR; the
+# step names, e.g. 'xla-sanity|transformer-default'; the last two, transformer-large-auto and
+# temporal-command-buffers, rarely fit the default budget after the others) runs some steps only. Logs, tables and pictures go to OUT_DIR; the
 # step summaries to stdout.
 set -uo pipefail
 bundle=$(realpath "$1")
@@ -119,7 +120,19 @@ step tests-hooks 60 "$bin/hooks.test" -test.v -test.run 'TestDirect|TestMatrix|T
 step tests-transformer 60 "$bin/transformer.test" -test.v -test.run 'TestEveryProjectionTakesTheDirectPath|TestModelLearnsBelowUnigramEntropy'
 step tests-projector 45 "$bin/projector.test" -test.v
 
+# 4. What a user gets on the large model: the one option (-rank 0, the automatic rank: 192 on its
+# 1024-wide matrices at 4,096 rows a step), against AdamW.
+step transformer-large-auto 160 "$bin/transformer" -backend "$backend" -q -rank 0 -variants adamw,subspace-matrix \
+  -width 1024 -depth 4 -heads 16 -mlp 4096 -seq 256 -batch 16 -steps 200 \
+  -out "$out/large-auto" -json "$out/large-auto/rows.json"
+
+# 5. Temporal mode keeps a gated eigen-solve (a While); XLA's command buffers (CUDA graphs) leave
+# WHILE and CONDITIONAL out by default. The same comparison with them let in (issue 11 asks for it).
+[[ $backend == xla:cuda ]] && export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
+step temporal-command-buffers 120 "$bin/transformer" -backend "$backend" -q -rank 8 -variants adamw,subspace-temporal \
+  -out "$out/temporal-cb" -json "$out/temporal-cb/rows.json"
+
 # At most a few files come back from a lent machine: one archive of the reports, and the log.
-reports=$(cd "$out" && ls -d default large 2>/dev/null)
+reports=$(cd "$out" && ls -d default large large-auto temporal-cb 2>/dev/null)
 [[ -n "$reports" ]] && tar -czf "$out/results.tar.gz" -C "$out" $reports && (cd "$out" && rm -rf $reports)
 say "## done in $((SECONDS - start))s"
