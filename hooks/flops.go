@@ -26,8 +26,9 @@ type FLOPs struct {
 	PerLearn int64
 	// Ops counts the executed ops (every live node but parameters and constants) of an ordinary
 	// step, by the same split: what a step costs in kernel launches and small-op overhead,
-	// which FLOPs do not show.
-	Ops struct{ Forward, Gradient, Optimizer int }
+	// which FLOPs do not show. Scalar counts those of them whose output is a single value: pure
+	// dispatch (about 1.5 µs each on the Go backend, docs/benchmarks.md).
+	Ops struct{ Forward, Gradient, Optimizer, Scalar int }
 }
 
 // StepOps returns the number of ops an ordinary step executes.
@@ -106,6 +107,9 @@ func CountFLOPs(g *Graph, marks GraphMarks, roots []*Node) FLOPs {
 		cost := productFLOPs(n, consumed)
 		_, inGate := gatedTrips(gated, i)
 		if t := n.Type(); !inGate && t != NodeTypeParameter && t != NodeTypeConstant {
+			if n.Shape().Size() <= 1 {
+				f.Ops.Scalar++
+			}
 			switch {
 			case i < marks.Forward:
 				f.Ops.Forward++

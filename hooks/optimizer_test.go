@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/layers"
@@ -565,4 +566,19 @@ func TestSettingsFromTheCommandLine(t *testing.T) {
 	bad.RootScope().SetParam(ParamRank, "six") // set after FromScope: read at the first step
 	_, err = train.NewTrainer(testBackend(t), bad, mlp, loss.MeanSquaredError, badOpt, nil, nil).TrainStep(r.batch())
 	require.ErrorContains(t, err, `param "subspace_rank" has the wrong type`)
+}
+
+// TestCountFLOPsCountsScalarOps: of the live ops, those with a single-value output are counted
+// apart (their cost is dispatch); parameters, constants and dead nodes are not ops.
+func TestCountFLOPsCountsScalarOps(t *testing.T) {
+	g := NewGraph(testBackend(t), "scalar ops")
+	x := Parameter(g, "x", shapes.Make(dtypes.Float32, 3))
+	sum := ReduceAllSum(x)       // scalar
+	shifted := AddScalar(sum, 1) // scalar (its constant is no op)
+	out := Mul(x, shifted)       // [3], with a broadcast of the scalar
+	_ = Neg(sum)                 // dead: not an op
+	f := CountFLOPs(g, GraphMarks{Forward: len(g.Nodes()), Gradient: len(g.Nodes())}, []*Node{out})
+	require.Equal(t, 2, f.Ops.Scalar, "ReduceSum and Add")
+	require.GreaterOrEqual(t, f.StepOps(), 3, "and the Mul")
+	require.Less(t, f.StepOps(), 6, "no parameter, constant or dead node")
 }

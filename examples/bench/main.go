@@ -75,11 +75,13 @@ type Result struct {
 	StockStateBytes     int64   `json:"stock_state_bytes"`
 	SubspaceStateBytes  int64   `json:"subspace_state_bytes"`
 	StateBytesRatio     float64 `json:"state_bytes_ratio"`
-	FloorStepMs         float64 `json:"floor_step_ms"` // the projected layers frozen: no weight gradient at all
-	FloorRatio          float64 `json:"floor_ratio"`   // floor / stock: what no ∂W at all would give
-	StockOps            int     `json:"stock_ops"`     // ops an ordinary step executes
-	SubspaceOps         int     `json:"subspace_ops"`  // the same with the projector
-	ProjectorOpsPerStep int     `json:"projector_ops"` // subspace − stock`
+	FloorStepMs         float64 `json:"floor_step_ms"`       // the projected layers frozen: no weight gradient at all
+	FloorRatio          float64 `json:"floor_ratio"`         // floor / stock: what no ∂W at all would give
+	StockOps            int     `json:"stock_ops"`           // ops an ordinary step executes
+	SubspaceOps         int     `json:"subspace_ops"`        // the same with the projector
+	ProjectorOpsPerStep int     `json:"projector_ops"`       // subspace − stock`
+	StockScalarOps      int     `json:"stock_scalar_ops"`    // of them, ops with a single-value output
+	SubspaceScalarOps   int     `json:"subspace_scalar_ops"` // (dispatch cost, no arithmetic)
 	ProjectedVariables  int     `json:"projected_variables"`
 	DirectPathVariables int     `json:"direct_path_variables"`
 }
@@ -266,6 +268,7 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	res.StockGradientFLOPs, res.SubspaceGradFLOPs = fs.Gradient, fp.Gradient
 	res.StockOps, res.SubspaceOps = fs.StepOps(), fp.StepOps()
 	res.ProjectorOpsPerStep = res.SubspaceOps - res.StockOps
+	res.StockScalarOps, res.SubspaceScalarOps = fs.Ops.Scalar, fp.Ops.Scalar
 	// The projected layers' share: total gradient FLOPs less the other layers' (the frozen run).
 	res.ProjectedGradRatio = 1 // nothing projected (the automatic rank may leave every layer out)
 	if fs.Gradient > ff.Gradient {
@@ -342,13 +345,13 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("backend: %s\nmachine: %s\n\n", results[0].Backend, backends.Machine())
-	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace |")
+	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
-		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %d → %d (+%d) |\n",
+		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %d → %d (+%d; scalar %d → %d) |\n",
 			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
 			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
-			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep)
+			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep, r.StockScalarOps, r.SubspaceScalarOps)
 	}
 	if *flagJSON != "" {
 		f, err := os.Create(*flagJSON)
