@@ -85,12 +85,8 @@ const (
 // lmShape is an attention LM's width, heads and MLP width.
 type lmShape struct{ width, heads, mlp int }
 
-// attentionLM is the suite's attention LM, at width 64.
-func attentionLM(scope *model.Scope, inputs []*Node) []*Node {
-	return attentionLMOf(lmShape{lmWidth, lmHeads, lmMLP})(scope, inputs)
-}
-
-// attentionLMOf is the attention LM at another shape.
+// attentionLMOf is the attention LM at a shape: one pre-LN block over token and position
+// embeddings, and a separate head.
 func attentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
 	return func(scope *model.Scope, inputs []*Node) []*Node {
 		tokens := inputs[0]

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
@@ -24,8 +25,7 @@ func TestMatrixModeIsNoWorseThanTheReference(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains 76 small models for 300 steps; skipped with -short")
 	}
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	const margin = 1.10 // on the mean eval loss over each task's seeds (Task.Seeds), whose spread is 2–50%
 	for _, task := range Tasks() {
 		t.Run(task.Name, func(t *testing.T) {
@@ -66,8 +66,7 @@ func TestAdaptiveRankActsInTheSuite(t *testing.T) {
 		pol.CheckEvery, pol.GrowAbove, pol.ShrinkBelow, pol.RankPatience = 5, 0.01, 0, 1
 		return c.Policy(pol).RankBounds(task.Rank/2, 2*task.Rank)
 	}
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	res, err := Run(backend, task, Matrix, 1, Options{Steps: 30, Config: grow})
 	require.NoError(t, err)
 	require.NotEmpty(t, res.Ranks)
@@ -80,8 +79,7 @@ func TestAdaptiveRankActsInTheSuite(t *testing.T) {
 // model where the one option projects, so its figures measure the default plan: the four block
 // matrices at rank 48, the token table and the head left out.
 func TestOneOptionProjectsTheResidualMLP(t *testing.T) {
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	task := ResidualMLP()
 	res, err := Run(backend, task, Default, 1, Options{Steps: 3})
 	require.NoError(t, err)
@@ -96,8 +94,7 @@ func TestOneOptionProjectsTheResidualMLP(t *testing.T) {
 // projects the block's six matrices — GoMLX's rank-3 attention weights among them — at 48, the
 // task's rank, and exactly the variables the reference projects.
 func TestOneOptionProjectsTheWideAttentionLM(t *testing.T) {
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	task := WideAttentionLM()
 	res, err := Run(backend, task, Default, 1, Options{Steps: 2})
 	require.NoError(t, err)
@@ -116,8 +113,7 @@ func TestOneOptionProjectsTheWideAttentionLM(t *testing.T) {
 // the one option projected at 32 for 1.9× stock's eval loss, are left out by the automatic rank:
 // nothing of that model is projected (docs/quality.md).
 func TestOneOptionLeavesTheWideConvNetsKernelsOut(t *testing.T) {
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	res, err := Run(backend, WideConvNet(), Default, 1, Options{Steps: 1})
 	require.NoError(t, err)
 	require.Empty(t, res.Projected, res.Notes)
@@ -135,8 +131,7 @@ func TestScaleGivesBackTheStepAtALowLearningRate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains the residual MLP three times (about 25 s)")
 	}
-	backend, err := backends.New(backends.Config(""))
-	require.NoError(t, err)
+	backend := testBackend(t)
 	task := ResidualMLP()
 	o := Options{Steps: 150}
 	stock, err := Run(backend, task, Stock, 1, o)
@@ -182,8 +177,15 @@ func TestRunReportsAMissingDatasetAsAnError(t *testing.T) {
 	task.Batch = func(int64, int) (x, y *tensors.Tensor) {
 		panic("data: cannot find testdata/: run from inside the gradsub repository")
 	}
+	backend := testBackend(t)
+	_, err := Run(backend, task, Stock, 1, Options{Steps: 1})
+	require.ErrorContains(t, err, "no data/stock: data: cannot find testdata/")
+}
+
+// testBackend is the backend of the package's tests: $GOMLX_BACKEND, or the Go backend.
+func testBackend(t *testing.T) compute.Backend {
+	t.Helper()
 	backend, err := backends.New(backends.Config(""))
 	require.NoError(t, err)
-	_, err = Run(backend, task, Stock, 1, Options{Steps: 1})
-	require.ErrorContains(t, err, "no data/stock: data: cannot find testdata/")
+	return backend
 }
