@@ -60,7 +60,9 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	inside := projector.Lift(basis, projector.Coefficients(basis, h.flat))
 	h.outside = Sub(h.flat, inside)
 	h.insideLen = Sqrt(ReduceAllSum(Square(inside)))
-	h.resid = projector.RelativeLength(h.outside, h.flat)
+	// As projector.RelativeResidual (which recomputes the projection this reuses): a gradient
+	// wholly outside the basis can round to 1 + ulp.
+	h.resid = projector.AtMostOne(projector.RelativeLength(h.outside, h.flat))
 	return h
 }
 
