@@ -69,8 +69,9 @@ func shareRank(side int) int {
 // ProjectorWork estimates the multiply-adds the matrix subspace spends per step on a weight
 // [m, n] at rank r on the direct path, for a product of the given rows, with the default policy:
 // the coefficient (rows·r·(m+n)), the tracking products on the tracked rows, the lift of the
-// step (r·m·n), the basis's Newton–Schulz orthonormalisation, rotation and check (r²·side each,
-// the first twice per iteration) and the rotation of two moments (r²·other side each).
+// step (r·m·n), the basis's Newton–Schulz orthonormalisation (its Gram and final product, r²·side
+// each, and three r×r products per iteration after the first), rotation and check (r²·side
+// each) and the rotation of two moments (r²·other side each).
 func ProjectorWork(m, n, rows, r int) int64 {
 	side, other := int64(min(m, n)), int64(max(m, n))
 	tracked := int64(min(rows, max(int(math.Ceil(DefaultTrackingFraction*float64(rows))), MinTrackingRows)))
@@ -79,7 +80,7 @@ func ProjectorWork(m, n, rows, r int) int64 {
 	coef := int64(rows) * rr * int64(m+n)
 	track := tracked * (rr + s) * int64(m+n)
 	iterations := int64(len(projector.NewtonSchulzSchedule(1 / (1 + DefaultFastTrackingRate))))
-	basis := (2*iterations+2)*rr*rr*side + 4*rr*rr*other
+	basis := 4*rr*rr*side + 3*(iterations-1)*rr*rr*rr + 4*rr*rr*other
 	lift := rr * int64(m) * int64(n)
 	return coef + track + basis + lift
 }

@@ -184,7 +184,8 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	// Stock: ∂W₁ (2·64·12·16) + the output layer's ∂W₂ and ∂x (2·2·64·16). Direct: (x·Q)ᵀ·∂y is
 	// 2·64·12·3 + 2·3·64·16, no ∂x for the first layer; tracking adds ∂y·[Cᵀ | Ω] and xᵀ·(that)
 	// (2·64·(16+12)·(3+s)), the sketch's projection on Q (2·2·12·3·s), a Newton–Schulz
-	// orthonormalisation of [12, 3] (2·2·12·3·3 per iteration) and the rotation R = Q_nextᵀ·Q
+	// orthonormalisation of [12, 3] (its Gram and final product, 2·2·12·3·3, and three 3×3
+	// products per iteration after the first) and the rotation R = Q_nextᵀ·Q
 	// (2·12·3·3), and the check that the stored basis is orthonormal, QᵀQ (2·12·3·3). Products
 	// whose rows are the rank are padded to 4 rows (projector.ProductTile), and the sketch has
 	// as many columns as make rank + s a multiple of 4 (projector.SketchColumns). On this toy
@@ -195,7 +196,7 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	ns := projector.NewtonSchulzSteps(DefaultFastTrackingRate)
 	require.Equal(t, int64(2*64*12*16+2*2*64*16), sf.Gradient)
 	products := int64(2*64*12*rank + 2*tile*64*16 + 2*2*64*16)
-	tracking := int64(2*64*(16+12)*(rank+s4) + 2*2*12*rank*s4 + ns*2*2*12*rank*rank + 2*2*12*rank*tile)
+	tracking := int64(2*64*(16+12)*(rank+s4) + 2*2*12*rank*s4 + 2*2*12*rank*rank + 3*(ns-1)*2*rank*rank*rank + 2*2*12*rank*tile)
 	require.Equal(t, products, f.Gradient-tracking, "gradient FLOPs: %d, of which tracking %d", f.Gradient, tracking)
 	require.Zero(t, f.PerLearn, "nothing is gated")
 }

@@ -206,24 +206,56 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 
 // NewtonSchulz orthonormalises x ([rows, r], or a stack [g, rows, r]), whose singular values lie
 // in [lower, 1] with lower > 0, by the scaled cubic Newton–Schulz iteration
-// X ← a·X·(3I − a²·XᵀX)/2: it converges to the polar factor of x, the orthonormal matrix nearest
-// to it. Each step's scale a maps the current interval [l, 1] onto [l', 1] with the ends level
-// (a² = 3/(1+l+l²)), which needs about half the steps of the unscaled iteration from a small
-// lower; the schedule is computed on the host (NewtonSchulzSchedule), so the graph has a fixed
-// number of products and no branch.
+// X ← X·M, M = a·(3I − a²·XᵀX)/2: it converges to the polar factor of x, the orthonormal matrix
+// nearest to it. Each step's scale a maps the current interval [l, 1] onto [l', 1] with the ends
+// level (a² = 3/(1+l+l²)), which needs about half the steps of the unscaled iteration from a
+// small lower; the schedule is computed on the host (NewtonSchulzSchedule), so the graph has a
+// fixed number of products and no branch.
 //
-// It iterates on the transposed stack Xᵀ [g, r, rows] (Xᵀ ← a·(3I − a²·XᵀX)·Xᵀ/2, the Gram being
-// symmetric): both products then contract each operand's last axis or multiply by a small left
-// factor, which the Go backend's kernels take 3–10 times faster than XᵀX and X·G on [g, rows, r]
-// (docs/benchmarks.md); two transposes pay for it.
+// The iteration runs on the r×r Gram matrix, not on x: each M is a polynomial in G = XᵀX, so
+// the Ms commute, the Gram of X·M is M·G·M, and the result is X·T with T the product of the Ms.
+// Only the Gram and that last product touch x's rows, where iterating on x took two such
+// products a step (six steps at the fast tracking rate); the rest are r×r products.
+//
+// Both products with x take it transposed, Xᵀ [g, r, rows] (the Gram contracts each operand's
+// last axis, and T·Xᵀ has a small left factor), which the Go backend's kernels run 3–10 times
+// faster than XᵀX and X·T on [g, rows, r] (docs/benchmarks.md); two transposes pay for it.
 func NewtonSchulz(x *Node, lower float64) *Node {
-	xs, unstack := stacked(x)
-	xt := TransposeAllDims(xs, 0, 2, 1) // [g, r, rows]
-	for _, a := range NewtonSchulzSchedule(lower) {
-		gram := DotGeneral(xt, []int{2}, []int{0}, xt, []int{2}, []int{0}) // XᵀX: [g, r, r]
-		xt = Sub(MulScalar(xt, 1.5*a), MulScalar(timesStack(gram, xt), 0.5*a*a*a))
+	schedule := NewtonSchulzSchedule(lower)
+	if len(schedule) == 0 {
+		return x
 	}
-	return unstack(TransposeAllDims(xt, 0, 2, 1))
+	xs, unstack := stacked(x)
+	g, r := xs.Shape().Dim(0), xs.Shape().Dim(2)
+	xt := TransposeAllDims(xs, 0, 2, 1)                                // [g, r, rows]
+	gram := DotGeneral(xt, []int{2}, []int{0}, xt, []int{2}, []int{0}) // XᵀX: [g, r, r]
+	var t *Node
+	for i, a := range schedule {
+		m := Add(ConstAsDType(x.Graph(), x.DType(), scaledIdentities(g, r, 1.5*a)), MulScalar(gram, -0.5*a*a*a))
+		if t == nil {
+			t = m
+		} else {
+			t = timesStack(m, t)
+		}
+		if i < len(schedule)-1 {
+			gram = timesStack(timesStack(m, gram), m)
+		}
+	}
+	return unstack(TransposeAllDims(timesStack(t, xt), 0, 2, 1))
+}
+
+// scaledIdentities is a stack of g identity matrices [r, r] times scale, made on the host: a
+// constant costs the step no op.
+func scaledIdentities(g, r int, scale float64) [][][]float64 {
+	stack := make([][][]float64, g)
+	for i := range stack {
+		stack[i] = make([][]float64, r)
+		for j := range stack[i] {
+			stack[i][j] = make([]float64, r)
+			stack[i][j][j] = scale
+		}
+	}
+	return stack
 }
 
 // NewtonSchulzSchedule is the scale of each NewtonSchulz step for singular values in

@@ -309,3 +309,40 @@ func TestSliceAlongIsSlice(t *testing.T) {
 	_, err := ExecOnceN(testBackend(t), func(x *Node) []*Node { return []*Node{SliceAlong(x, 1, 2, 6)} }, x)
 	require.ErrorContains(t, err, "not a non-empty range of axis 1")
 }
+
+// TestNewtonSchulzIsThePolarFactor: for matrices whose singular values lie in [lower, 1] (the
+// worst the fast tracking rate makes), alone and stacked, NewtonSchulz returns the polar factor
+// U·Vᵀ of X = U·diag(σ)·Vᵀ, computed here by gonum's SVD in float64, to float32 rounding.
+func TestNewtonSchulzIsThePolarFactor(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	const rows, r = 40, 6
+	lower := 1 / (1 + 4.0)
+	var xs, polars []*mat.Dense
+	for i := range 2 {
+		u := denseOf(RandomOrthonormal(rows, r, uint64(10+i)))
+		v := denseOf(RandomOrthonormal(r, r, uint64(20+i)))
+		sigma := mat.NewDiagDense(r, nil)
+		for j := range r {
+			sigma.SetDiag(j, lower+(1-lower)*rng.Float64())
+		}
+		sigma.SetDiag(0, lower) // the interval's ends
+		sigma.SetDiag(1, 1)
+		var x, polar mat.Dense
+		x.Product(u, sigma, v.T())
+		polar.Mul(u, v.T())
+		xs, polars = append(xs, &x), append(polars, &polar)
+	}
+	outs, err := ExecOnceN(testBackend(t), func(in []*Node) []*Node {
+		alone := NewtonSchulz(in[0], lower)
+		stack := NewtonSchulz(Stack([]*Node{in[0], in[1]}, 0), lower)
+		return []*Node{
+			ReduceAllMax(Abs(Sub(alone, in[2]))),
+			ReduceAllMax(Abs(Sub(Squeeze(Slice(stack, AxisElem(0)), 0), in[2]))),
+			ReduceAllMax(Abs(Sub(Squeeze(Slice(stack, AxisElem(1)), 0), in[3]))),
+		}
+	}, []*tensors.Tensor{toFloat32(xs[0]), toFloat32(xs[1]), toFloat32(polars[0]), toFloat32(polars[1])})
+	require.NoError(t, err)
+	for i, o := range outs {
+		require.Less(t, o.Value().(float32), float32(2e-6), "matrix %d differs from its polar factor", i)
+	}
+}
