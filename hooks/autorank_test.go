@@ -72,6 +72,12 @@ func TestAutomaticRankInThePlan(t *testing.T) {
 	require.Contains(t, plan, "at 2048 rows per step, the automatic rank (32) would cost the projector more than 0.7 of ∂W: left out")
 	require.Contains(t, plan, "its smaller side (8) is ≤ 32")
 	require.True(t, strings.Contains(plan, "/head/dense/weights"), plan)
+	// The head is small enough for the size rule too, but its role is what to tell the user.
+	for _, e := range opt.Plan() {
+		if e.Variable == "/head/dense/weights" {
+			require.Contains(t, e.Why, "the output head", plan)
+		}
+	}
 
 	// With rank bounds, the automatic rank starts within them.
 	bounded := Subspace(optimizer.Adam().Done()).RankBounds(16, 32).Done()

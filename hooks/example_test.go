@@ -51,7 +51,7 @@ func ExampleSubspace() {
 	// subspace (matrix mode, rank 8):
 	//   /hidden/dense/weights  [32 64]  direct, left side, rank 8  FusedDense: x[128×32]·W[32×64]; ∂W never built
 	//   /hidden/dense/biases   [64]     full                       not selected (every trainable float variable of rank ≥ 2)
-	//   /output/dense/weights  [64 1]   full                       its smaller side (1) is ≤ Rank(8): projecting would save nothing
+	//   /output/dense/weights  [64 1]   full                       left out by the default selection: the output head (no other weight's product follows it): a low-rank basis would move the outputs in only Rank directions
 	//   /output/dense/biases   [1]      full                       not selected (every trainable float variable of rank ≥ 2)
 }
 

@@ -351,7 +351,8 @@ func TestConfigurationErrors(t *testing.T) {
 	r = newRun(t, Subspace(adam).Rank(4).Variables("/output/dense/weights").Done())
 	_, err = r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "rank 4 exceeds the right side")
-	// By default it is left out, with the reason in the plan.
+	// By default it is left out, with the reason in the plan: its role, the output head, which
+	// rules it out at any rank (it is also too narrow for rank 4).
 	opt := Subspace(adam).Rank(4).Done()
 	r = newRun(t, opt)
 	r.step(t)
@@ -359,7 +360,12 @@ func TestConfigurationErrors(t *testing.T) {
 	require.Len(t, plan, 4)
 	require.Equal(t, RouteDirect, plan[0].Route, opt.PlanString())
 	require.Equal(t, RouteFull, plan[2].Route, opt.PlanString())
-	require.Contains(t, plan[2].Why, "smaller side (1) is ≤ Rank(4)")
+	require.Contains(t, plan[2].Why, "the output head")
+	// A matrix of no such role that a rank-k basis would not shrink is left out for its size;
+	// with nothing left to project, the error lists each variable's reason.
+	r = newRun(t, Subspace(adam).Rank(16).Done())
+	_, err = r.trainer.TrainStep(r.batch())
+	require.ErrorContains(t, err, "/hidden/dense/weights [12 16]: its smaller side (12) is ≤ Rank(16): projecting would save nothing")
 }
 
 func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {

@@ -65,6 +65,14 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			e.view = view
 			e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, why)
 		}
+		if !cfg.explicit { // a role rules a variable out whatever its size or rank
+			if role := roles.of(v); role != "" {
+				e.Route, e.Why = RouteFull, "left out by the default selection: "+role
+				plan[i] = e
+				projected--
+				continue
+			}
+		}
 		side := cfg.side.of(m, n)
 		rank := cfg.rankOf(m, n, rows)
 		e.Rank = rank
@@ -101,14 +109,6 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			plan[i] = e
 			projected--
 			continue
-		}
-		if !cfg.explicit {
-			if role := roles.of(v); role != "" {
-				e.Route, e.Why = RouteFull, "left out by the default selection: "+role
-				plan[i] = e
-				projected--
-				continue
-			}
 		}
 		if err := projector.CheckMatrix(m, n, rank, side); err != nil {
 			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
