@@ -53,7 +53,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		if h, ok := byCoef[v]; ok {
 			_, coefGrad := h.coefficients()
 			if h.fullUpdateInBase() { // temporal: no coefficient step until it projects
-				coefGrad = Where(h.useProjection(), coefGrad, ZerosLike(coefGrad))
+				coefGrad = Where(h.useProjection(), coefGrad, zeroOf(coefGrad))
 			}
 			baseGrads = append(baseGrads, coefGrad)
 			continue
@@ -63,7 +63,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
 		}
 		if h, ok := byVar[v]; ok { // temporal warm-up: full gradient, masked once projecting
-			grad = Where(h.useProjection(), ZerosLike(grad), grad)
+			grad = Where(h.useProjection(), zeroOf(grad), grad)
 		}
 		baseGrads = append(baseGrads, grad)
 	}
@@ -75,12 +75,14 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	for _, h := range hs {
 		v := h.variable()
 		coef, _ := h.coefficients()
-		step := Sub(coef.NodeValue(g), zero[h])
+		// The coefficient variable started the base step at zero: its value now is the step.
+		step := coef.NodeValue(g)
 		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
 		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
-		// not applied, and the coefficient state restarts (rotateStates).
+		// not applied, and the coefficient state restarts (rotateStates). A step the guard
+		// skips is zeroed by the same select (one coefficient-sized op, not two).
 		stepOK[h] = allFinite(step)
-		step = Where(stepOK[h], step, ZerosLike(step))
+		step = Where(LogicalAnd(stepOK[h], check.ok), step, zeroOf(step))
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		turn := fullTurn[h]       // nil: no full-update rule
@@ -94,11 +96,11 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
 			// a full-size select (each full-size op is a pass over the weight).
-			lifted := h.lift(Where(check.ok, step, ZerosLike(step)), turn)
+			lifted := h.lift(step, turn)
 			projected := Add(before, lifted)
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
-				projected = Add(Mul(before, Where(check.ok, decay, OnesLike(decay))), lifted)
+				projected = Add(Mul(before, Where(check.ok, decay, oneOf(decay))), lifted)
 			}
 			v.SetNodeValue(st.clipStep(before, projected))
 			guard.guarded[v] = true

@@ -36,7 +36,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	ema := st.scalar(svLossEMA).NodeValue(g)
 	exploded := Const(g, false)
 	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
-		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, ZerosLike(ema))),
+		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, zeroOf(ema))),
 			GreaterThan(st.loss, MulScalar(ema, factor)))
 	}
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
@@ -46,7 +46,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
 	reseed := LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, Const(g, int32(ExplodePatience))))
 	exploded = LogicalAnd(exploded, LogicalNot(reseed))
-	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), ZerosLike(streak)))
+	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), zeroOf(streak)))
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(exploded)), reseed: reseed}
 	st.bump(svLossRestarts, reseed) // said in the Report and by the Monitor: the guard let a new level in
 	skipped := st.scalar(svSkippedSteps)

@@ -226,7 +226,7 @@ func (p Policy) rankStreaks(isCheck, residual, high, low *Node) (newHigh, newLow
 	g := isCheck.Graph()
 	dt := residual.DType()
 	bump := func(count, cond *Node) *Node {
-		next := Where(cond, AddScalar(count, 1), ZerosLike(count))
+		next := Where(cond, AddScalar(count, 1), zeroOf(count))
 		return Where(isCheck, next, count)
 	}
 	newHigh = bump(high, GreaterThan(residual, Scalar(g, dt, p.GrowAbove)))

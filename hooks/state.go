@@ -168,6 +168,12 @@ func (st *stepState) repairStatistics() {
 			continue
 		}
 		x := v.NodeValue(st.g)
-		v.SetNodeValue(Where(IsFinite(x), x, ZerosLike(x)))
+		v.SetNodeValue(Where(IsFinite(x), x, zeroOf(x)))
 	}
 }
+
+// zeroOf and oneOf are 0 and 1 of x's dtype as scalar constants: the ops that take them (Where,
+// comparisons, Max) broadcast a scalar themselves, where ZerosLike and OnesLike would add a
+// broadcast op to the step.
+func zeroOf(x *Node) *Node { return ScalarZero(x.Graph(), x.DType()) }
+func oneOf(x *Node) *Node  { return ScalarOne(x.Graph(), x.DType()) }

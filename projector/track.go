@@ -175,7 +175,7 @@ func SketchResidual(basis, sketch *Node) *Node {
 	sk = stackedUnitMax(sk)
 	outside := Sub(sk, timesStack(q, transposedTimesStack(q, sk)))
 	outLen, skLen := Sqrt(perMatrixSum(Square(outside))), Sqrt(perMatrixSum(Square(sk)))
-	resid := Where(GreaterThan(skLen, ZerosLike(skLen)), Div(outLen, SafeDivisor(skLen)), ZerosLike(skLen))
+	resid := Where(GreaterThan(skLen, zeroOf(skLen)), Div(outLen, SafeDivisor(skLen)), zeroOf(skLen))
 	resid = AtMostOne(resid) // a sketch wholly outside the basis can round to 1 + ulp
 	resid = Reshape(resid, resid.Shape().Dim(0))
 	if basis.Rank() == 2 {
@@ -198,7 +198,7 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 	p, _ := stacked(power)
 	p = stackedUnitMax(p)
 	p = Div(p, SafeDivisor(Sqrt(perMatrixSum(Square(p)))))
-	p = Where(IsFinite(perMatrixSum(p)), p, ZerosLike(p))
+	p = Where(IsFinite(perMatrixSum(p)), p, zeroOf(p))
 	rate = ConvertDType(rate, dt)
 	x := Div(Add(qs, Mul(rate, p)), AddScalar(rate, 1))
 	return unstack(NewtonSchulz(x, 1/(1+max(maxRate, 0))))
@@ -339,7 +339,7 @@ func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 	if squared {
 		sq := Square(rotation)
 		inSpan := ReduceSum(sq, 1) // [r_new]: each new axis's share inside the old span
-		outside := Max(OneMinus(inSpan), ZerosLike(inSpan))
+		outside := Max(OneMinus(inSpan), zeroOf(inSpan))
 		if side == Left {
 			return Add(DotProduct(sq, c), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 0)))
 		}
