@@ -346,3 +346,31 @@ func TestNewtonSchulzIsThePolarFactor(t *testing.T) {
 		require.Less(t, o.Value().(float32), float32(2e-6), "matrix %d differs from its polar factor", i)
 	}
 }
+
+// TestTrackBasisKeepsTheBasisOfANonFinitePowerProduct: in a stack, a matrix whose power product
+// holds a NaN or an infinity keeps its basis exactly, and the others move as they would alone.
+func TestTrackBasisKeepsTheBasisOfANonFinitePowerProduct(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	const rows, r = 12, 3
+	q := []*mat.Dense{denseOf(RandomOrthonormal(rows, r, 1)), denseOf(RandomOrthonormal(rows, r, 2)), denseOf(RandomOrthonormal(rows, r, 3))}
+	p := []*mat.Dense{gaussianDense(rng, rows, r), gaussianDense(rng, rows, r), gaussianDense(rng, rows, r)}
+	p[1].Set(4, 2, math.Inf(-1))
+	p[2].Set(0, 1, math.NaN())
+	outs, err := ExecOnceN(testBackend(t), func(in []*Node) []*Node {
+		rate := Scalar(in[0].Graph(), in[0].DType(), 2)
+		alone := TrackBasis(in[0], in[3], rate, 4)
+		stack := TrackBasis(Stack(in[:3], 0), Stack(in[3:], 0), rate, 4)
+		at := func(i int) *Node { return Squeeze(Slice(stack, AxisElem(i)), 0) }
+		return []*Node{
+			ReduceAllMax(Abs(Sub(at(0), alone))),
+			ReduceAllMax(Abs(Sub(at(1), in[1]))),
+			ReduceAllMax(Abs(Sub(at(2), in[2]))),
+			ReduceAllMax(Abs(Sub(alone, in[0]))),
+		}
+	}, []*tensors.Tensor{toFloat32(q[0]), toFloat32(q[1]), toFloat32(q[2]), toFloat32(p[0]), toFloat32(p[1]), toFloat32(p[2])})
+	require.NoError(t, err)
+	require.Less(t, outs[0].Value().(float32), float32(1e-6), "the finite matrix moves as alone")
+	require.Less(t, outs[1].Value().(float32), float32(1e-6), "an infinite power product moved its basis")
+	require.Less(t, outs[2].Value().(float32), float32(1e-6), "a NaN power product moved its basis")
+	require.Greater(t, outs[3].Value().(float32), float32(1e-2), "the finite matrix's basis moved")
+}
