@@ -374,3 +374,42 @@ func TestTrackBasisKeepsTheBasisOfANonFinitePowerProduct(t *testing.T) {
 	require.Less(t, outs[2].Value().(float32), float32(1e-6), "a NaN power product moved its basis")
 	require.Greater(t, outs[3].Value().(float32), float32(1e-2), "the finite matrix's basis moved")
 }
+
+// TestDirectStepEqualsTheFullGradientsProducts: DirectStep's coefficient is the projection of
+// the whole batch's ∂W, and its tracking products are those of the leading rows' ∂W (the power
+// product up to a positive scale, the sketch exactly), on both sides, with the basis on the
+// smaller side of W (the coefficient taken as Qᵀ·zᵀ·other) and on the larger one.
+func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	const b, r = 19, 3
+	for _, dims := range [][2]int{{13, 8}, {8, 13}} {
+		m, n := dims[0], dims[1]
+		x, dy := gaussianDense(rng, b, m), gaussianDense(rng, b, n)
+		for _, side := range []Side{Left, Right} {
+			rows, other := m, n
+			if side == Right {
+				rows, other = n, m
+			}
+			q, omega := denseOf(RandomOrthonormal(rows, r, 2)), gaussianDense(rng, other, DefaultSketchColumns)
+			for _, k := range []int{b, 7} {
+				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
+					coef, tp := DirectStep(x, dy, q, omega, side, k)
+					grad := TransposedTimes(x, dy)
+					headGrad := TransposedTimes(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k))
+					a := headGrad
+					if side == Right {
+						a = Transpose(headGrad, 0, 1)
+					}
+					want := DotProduct(a, TransposedTimes(a, q))
+					scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(tp.Power)))
+					rel := func(got, want *Node) *Node { return RelativeLength(Sub(got, want), want) }
+					return []*Node{rel(coef, ProjectMatrix(grad, q, side)), rel(tp.Power, Div(want, scale)), rel(tp.Sketch, DotProduct(a, omega))}
+				}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
+				require.NoError(t, err)
+				for i, o := range outs {
+					require.Less(t, o.Value().(float32), float32(1e-5), "W %d×%d, %s side, %d tracked rows: product %d", m, n, side, k, i)
+				}
+			}
+		}
+	}
+}
