@@ -46,16 +46,8 @@ func TestDirectTrackingProductsEqualTheFullGradientsProducts(t *testing.T) {
 			coef := DirectCoefficients(x, dy, q, side)
 			direct := DirectTrackingProducts(x, dy, coef, omega, side)
 			full := FullTrackingProducts(grad, coef, omega, side)
-			a := grad
-			if side == Right {
-				a = Transpose(grad, 0, 1)
-			}
-			// The power product is A·Aᵀ·Q up to a positive scale; the sketch is exactly A·Ω.
-			want := DotProduct(a, TransposedTimes(a, q))
-			scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(direct.Power)))
-			rel := func(got, want *Node) *Node { return RelativeLength(Sub(got, want), want) }
-			return []*Node{rel(direct.Power, Div(want, scale)), rel(direct.Sketch, DotProduct(a, omega)),
-				rel(full.Power, direct.Power), rel(full.Sketch, direct.Sketch)}
+			power, sketch := trackingErrors(sideMatrix(grad, side), q, omega, direct)
+			return []*Node{power, sketch, relativeError(full.Power, direct.Power), relativeError(full.Sketch, direct.Sketch)}
 		}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
 		require.NoError(t, err)
 		for i, o := range outs {
@@ -63,6 +55,24 @@ func TestDirectTrackingProductsEqualTheFullGradientsProducts(t *testing.T) {
 		}
 	}
 }
+
+// sideMatrix is A, the matrix a basis on side tracks: ∂W (Left) or ∂Wᵀ (Right).
+func sideMatrix(grad *Node, side Side) *Node {
+	if side == Right {
+		return Transpose(grad, 0, 1)
+	}
+	return grad
+}
+
+// trackingErrors are the relative errors of tracking products of A against their definition:
+// the power product is A·Aᵀ·Q up to a positive scale, the sketch exactly A·Ω.
+func trackingErrors(a, q, omega *Node, tp TrackingProducts) (power, sketch *Node) {
+	want := DotProduct(a, TransposedTimes(a, q))
+	scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(tp.Power)))
+	return relativeError(tp.Power, Div(want, scale)), relativeError(tp.Sketch, DotProduct(a, omega))
+}
+
+func relativeError(got, want *Node) *Node { return RelativeLength(Sub(got, want), want) }
 
 // TestTrackBasisFindsTheDominantSubspace: from a random start, tracking at the fast rate on
 // gradients of one fixed dominant subspace (plus noise) converges to it, and every basis on
@@ -394,16 +404,9 @@ func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
 			for _, k := range []int{b, 7} {
 				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
 					coef, tp := DirectStep(x, dy, q, omega, side, k)
-					grad := TransposedTimes(x, dy)
 					headGrad := TransposedTimes(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k))
-					a := headGrad
-					if side == Right {
-						a = Transpose(headGrad, 0, 1)
-					}
-					want := DotProduct(a, TransposedTimes(a, q))
-					scale := Div(ReduceAllMax(Abs(want)), ReduceAllMax(Abs(tp.Power)))
-					rel := func(got, want *Node) *Node { return RelativeLength(Sub(got, want), want) }
-					return []*Node{rel(coef, ProjectMatrix(grad, q, side)), rel(tp.Power, Div(want, scale)), rel(tp.Sketch, DotProduct(a, omega))}
+					power, sketch := trackingErrors(sideMatrix(headGrad, side), q, omega, tp)
+					return []*Node{relativeError(coef, ProjectMatrix(TransposedTimes(x, dy), q, side)), power, sketch}
 				}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
 				require.NoError(t, err)
 				for i, o := range outs {
