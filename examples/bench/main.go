@@ -67,6 +67,9 @@ type Result struct {
 	StockStepMs         float64 `json:"stock_step_ms"`
 	SubspaceStepMs      float64 `json:"subspace_step_ms"`
 	StepTimeRatio       float64 `json:"step_time_ratio"`
+	BlockRatioMin       float64 `json:"block_ratio_min"`    // the ratio of each interleaved block:
+	BlockRatioMedian    float64 `json:"block_ratio_median"` // its spread is the machine's noise
+	BlockRatioMax       float64 `json:"block_ratio_max"`
 	StockGradientFLOPs  int64   `json:"stock_gradient_flops"`
 	SubspaceGradFLOPs   int64   `json:"subspace_gradient_flops"`
 	ProjectedGradRatio  float64 `json:"projected_layers_gradient_flops_ratio"`
@@ -234,24 +237,29 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	logf("%s: %s", c.Name, strings.TrimSpace(sub.opt.PlanString()))
 	// Interleaved blocks, in rotating order: the machine's drift falls on every variant alike.
 	times := map[*variant]time.Duration{}
+	var ratios []float64
 	for i := range blocks {
 		order := []*variant{stock, sub}
 		if i%2 == 1 {
 			order = []*variant{sub, stock}
 		}
+		block := map[*variant]time.Duration{}
 		for _, v := range order {
 			d, err := v.steps(c, rng, blockSteps)
 			if err != nil {
 				return res, err
 			}
 			times[v] += d
+			block[v] = d
 		}
+		ratios = append(ratios, float64(block[sub])/float64(block[stock]))
 		logf("%s: block %d of %d: stock %.2f ms/step, subspace %.2f ms/step", c.Name, i+1, blocks,
 			msPerStep(times[stock], (i+1)*blockSteps), msPerStep(times[sub], (i+1)*blockSteps))
 	}
 	n := blocks * blockSteps
 	res.StockStepMs, res.SubspaceStepMs = msPerStep(times[stock], n), msPerStep(times[sub], n)
 	res.StepTimeRatio = res.SubspaceStepMs / res.StockStepMs
+	res.BlockRatioMin, res.BlockRatioMedian, res.BlockRatioMax = spread(ratios)
 
 	fs, err := stock.opt.StepFLOPs()
 	if err != nil {
@@ -300,6 +308,17 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 	return res, nil
 }
 
+// spread returns the smallest, median and largest of values (not empty).
+func spread(values []float64) (lo, median, hi float64) {
+	sorted := slices.Sorted(slices.Values(values))
+	n := len(sorted)
+	median = sorted[n/2]
+	if n%2 == 0 {
+		median = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	return sorted[0], median, sorted[n-1]
+}
+
 func msPerStep(d time.Duration, steps int) float64 {
 	return float64(d.Microseconds()) / 1000 / float64(steps)
 }
@@ -345,11 +364,11 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("backend: %s\nmachine: %s\n\n", results[0].Backend, backends.Machine())
-	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
+	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio (blocks: min–max) | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
-		fmt.Printf("| %s | %.2f | %.2f | **%.2f** | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %d → %d (+%d; scalar %d → %d) |\n",
-			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.ProjectedGradRatio,
+		fmt.Printf("| %s | %.2f | %.2f | **%.2f** (%.2f–%.2f) | %.3f | %.2f (%.2f) | %s → %s (%.3f) | %d → %d (+%d; scalar %d → %d) |\n",
+			r.Config, r.StockStepMs, r.SubspaceStepMs, r.StepTimeRatio, r.BlockRatioMin, r.BlockRatioMax, r.ProjectedGradRatio,
 			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
 			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep, r.StockScalarOps, r.SubspaceScalarOps)
 	}

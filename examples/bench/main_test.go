@@ -26,7 +26,19 @@ func TestSmallRun(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, r.DirectPathVariables)
 	require.Positive(t, r.StepTimeRatio)
+	require.Positive(t, r.BlockRatioMin)
+	require.LessOrEqual(t, r.BlockRatioMin, r.BlockRatioMedian)
+	require.LessOrEqual(t, r.BlockRatioMedian, r.BlockRatioMax)
 	require.Less(t, r.ProjectedGradRatio, 1.0, "the direct path must cut the projected layer's gradient FLOPs")
 	require.Less(t, r.StateBytesRatio, 1.0)
 	require.Greater(t, r.StockStateBytes, int64(0))
+}
+
+func TestSpread(t *testing.T) {
+	lo, median, hi := spread([]float64{0.6, 0.5, 0.7})
+	require.Equal(t, []float64{0.5, 0.6, 0.7}, []float64{lo, median, hi})
+	lo, median, hi = spread([]float64{0.9, 0.5, 0.7, 0.6})
+	require.Equal(t, 0.5, lo)
+	require.InDelta(t, 0.65, median, 1e-12)
+	require.Equal(t, 0.9, hi)
 }
