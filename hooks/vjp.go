@@ -90,11 +90,11 @@ func directDenseVJP(node, dy *Node) []*Node {
 	x, w := inputs[0], inputs[1]
 	p, _ := fusedDenseProduct(node, w)
 	dy2 := p.dyRows(ConvertDType(dy, w.DType()))
-	dx := Reshape(projector.TimesTransposed(dy2, p.fromW(w)), x.Shape().Dimensions...)
+	dx := reshapedTo(projector.TimesTransposed(dy2, p.fromW(w)), x.Shape().Dimensions...)
 	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
 	if len(inputs) > 2 {
 		b := inputs[2]
-		db := Reshape(ReduceSum(dy2, 0), b.Shape().Dimensions...)
+		db := reshapedTo(ReduceSum(dy2, 0), b.Shape().Dimensions...)
 		grads = append(grads, ConvertDType(db, b.DType()))
 	}
 	return grads
