@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -100,13 +101,17 @@ var allVariants = []string{"adamw", "adam", "sgd", "subspace-temporal", "subspac
 
 // Row is one variant's results.
 type Row struct {
-	Variant       string  `json:"variant"`
-	Optimizer     string  `json:"optimizer"`
-	Mode          string  `json:"mode"` // stock, temporal or matrix
-	Steps         int     `json:"steps"`
-	TrainLoss     float64 `json:"train_loss"` // mean batch loss over the last tenth of the steps
-	EvalLoss      float64 `json:"eval_loss"`
-	StepMs        float64 `json:"step_ms"`
+	Variant   string  `json:"variant"`
+	Optimizer string  `json:"optimizer"`
+	Mode      string  `json:"mode"` // stock, temporal or matrix
+	Steps     int     `json:"steps"`
+	TrainLoss float64 `json:"train_loss"` // mean batch loss over the last tenth of the steps
+	EvalLoss  float64 `json:"eval_loss"`
+	StepMs    float64 `json:"step_ms"`
+	// BlockRatioMin and BlockRatioMax are the smallest and largest ratio of this variant's time to
+	// AdamW's over the interleaved timing blocks: the spread is the machine's noise.
+	BlockRatioMin float64 `json:"block_ratio_min,omitempty"`
+	BlockRatioMax float64 `json:"block_ratio_max,omitempty"`
 	TokensPerSec  float64 `json:"tokens_per_s"`
 	GradientFLOPs float64 `json:"gradient_flops_per_step"` // incl. the gated learning amortised
 	StepFLOPs     float64 `json:"step_flops_per_step"`
@@ -533,8 +538,12 @@ func formatTable(rows []Row, bound float64) string {
 		if r.Mode != "stock" {
 			controller = fmt.Sprintf("%.1f%% (+%.1f%% warm-up)", 100*r.ControllerOverhead, 100*r.WarmUpOverhead)
 		}
+		stepRatio := rel(r.StepMs, refMs)
+		if r.BlockRatioMax > 0 && stepRatio != "" {
+			stepRatio = fmt.Sprintf(" (%.2f; blocks %.2f–%.2f)", r.StepMs/refMs, r.BlockRatioMin, r.BlockRatioMax)
+		}
 		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t| %s\t| %d\t|\n",
-			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, rel(r.StepMs, refMs), r.TokensPerSec,
+			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, stepRatio, r.TokensPerSec,
 			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
 			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes,
 			controller, r.Compilations)
@@ -542,7 +551,8 @@ func formatTable(rows []Row, bound float64) string {
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+
 		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n"+
-		"ms/step: measured after training, the variants taking turns (5 blocks of 10 steps each).\n"+
+		"ms/step: measured after training, the variants taking turns (5 blocks of 10 steps each); \"blocks\"\n"+
+		"gives the smallest and largest of the blocks' ratios to AdamW's, the machine's noise.\n"+
 		"Controller time: the share of the wall time that drift checks and refreshes after warm-up took beyond\n"+
 		"a plain step (and, in parentheses, the warm-up's learning). Compilations: step graphs built (the\n"+
 		"first, plus one per rank change).\n", bound)
@@ -593,14 +603,27 @@ func timeInterleaved(rows []Row, timers []stepTimer, quiet bool) error {
 	if !quiet {
 		fmt.Fprintf(os.Stderr, "timing: %d interleaved blocks of %d steps per variant\n", timingBlocks, timingSteps)
 	}
+	ref := slices.IndexFunc(rows, func(r Row) bool { return r.Variant == "adamw" })
 	totals := make([]time.Duration, len(rows))
 	for range timingBlocks {
+		block := make([]time.Duration, len(rows))
 		for i, timer := range timers {
 			d, err := timer(timingSteps)
 			if err != nil {
 				return fmt.Errorf("timing %s: %w", rows[i].Variant, err)
 			}
 			totals[i] += d
+			block[i] = d
+		}
+		for i := range rows {
+			if ref < 0 || i == ref {
+				continue
+			}
+			ratio := float64(block[i]) / float64(block[ref])
+			if rows[i].BlockRatioMin == 0 || ratio < rows[i].BlockRatioMin {
+				rows[i].BlockRatioMin = ratio
+			}
+			rows[i].BlockRatioMax = max(rows[i].BlockRatioMax, ratio)
 		}
 	}
 	for i := range rows {

@@ -42,6 +42,14 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 		}
 		modes[row["variant"].(string)] = row["mode"].(string)
 		require.Positive(t, row["eval_loss"].(float64))
+		// Every variant but AdamW gets the spread of its timing blocks' ratios to AdamW's.
+		if row["variant"] != "adamw" {
+			lo, hi := row["block_ratio_min"].(float64), row["block_ratio_max"].(float64)
+			require.Positive(t, lo)
+			require.LessOrEqual(t, lo, hi)
+		} else {
+			require.NotContains(t, row, "block_ratio_min")
+		}
 	}
 	require.Equal(t, map[string]string{"adamw": "stock", "adam": "stock", "sgd": "stock",
 		"subspace-temporal": "temporal", "subspace-matrix": "matrix"}, modes)
