@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/gomlx/compute"
@@ -541,4 +542,76 @@ func TestDirectPathBuildsNoNoOpReshape(t *testing.T) {
 			t.Errorf("a Reshape to its input's own shape %s: %s", n.Shape(), n)
 		}
 	}
+}
+
+// TestDirectDenseVJPKeepsInputAndBiasGradients: on the direct path FusedDense's VJP drops ∂W and
+// computes ∂x and ∂b itself, from ∂y and W in their own shapes; they equal GoMLX's own, for a
+// matrix, a rank-3 weight under batch axes and the outputs-input layout.
+func TestDirectDenseVJPKeepsInputAndBiasGradients(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	randTensor := func(dims ...int) *tensors.Tensor {
+		size := 1
+		for _, d := range dims {
+			size *= d
+		}
+		data := make([]float32, size)
+		for i := range data {
+			data[i] = float32(rng.NormFloat64())
+		}
+		return tensors.FromFlatDataAndDimensions(data, dims...)
+	}
+	const b, s, m, h, k = 5, 3, 6, 2, 4
+	cases := []struct {
+		name      string
+		x, w, b   *tensors.Tensor
+		layout    compute.DenseLayout
+		outsShape []int
+	}{
+		{"matrix", randTensor(b, m), randTensor(m, h*k), randTensor(h * k), compute.DenseLayoutInputOutputs, nil},
+		{"rank-3 weight, batch axes", randTensor(b, s, m), randTensor(m, h, k), randTensor(h, k), compute.DenseLayoutInputOutputs, nil},
+		{"outputs-input layout", randTensor(b, s, m), randTensor(h*k, m), randTensor(h * k), compute.DenseLayoutOutputsInput, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			grads := func(direct bool) []*tensors.Tensor {
+				var why string
+				outs, err := ExecOnceN(testBackend(t), func(x, w, bias *Node) []*Node {
+					y := nn.Dense(x, w, bias, tc.layout)
+					loss := ReduceAllSum(Mul(Square(y), ConstAsDType(x.Graph(), dtypes.Float32, 0.5)))
+					if direct {
+						var p *product
+						if p, why = findProduct(x.Graph(), w); p != nil {
+							markDirect(x.Graph(), p)
+						}
+					}
+					return Gradient(loss, x, bias)
+				}, tc.x, tc.w, tc.b)
+				require.NoError(t, err)
+				require.Empty(t, why)
+				return outs
+			}
+			stock, direct := grads(false), grads(true)
+			for i, name := range []string{"∂x", "∂b"} {
+				got, want := direct[i].Value(), stock[i].Value()
+				require.InDeltaSlice(t, flatFloats(want), flatFloats(got), 1e-5, name)
+			}
+		})
+	}
+}
+
+// flatFloats flattens a tensor's value (any rank of float32) for comparisons.
+func flatFloats(v any) []float64 {
+	var out []float64
+	var walk func(v reflect.Value)
+	walk = func(v reflect.Value) {
+		if v.Kind() == reflect.Slice {
+			for i := range v.Len() {
+				walk(v.Index(i))
+			}
+			return
+		}
+		out = append(out, v.Float())
+	}
+	walk(reflect.ValueOf(v))
+	return out
 }

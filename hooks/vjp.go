@@ -3,7 +3,7 @@ package hooks
 import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
-	"github.com/gradsub/gradsub/projector"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // directKey marks, in a graph's state, the product nodes whose weight takes the direct path: their
@@ -84,18 +84,38 @@ func weightOperand(node *Node) *Node {
 type directWeightKey struct{ node *Node }
 
 // directDenseVJP is FusedDense's VJP without ∂W: ∂x = ∂y·Wᵀ and ∂b = Σ ∂y, each its own op, so
-// the backends drop ∂x where nothing needs it (a first layer).
+// the backends drop ∂x where nothing needs it (a first layer). Both read ∂y and W in their own
+// shapes, contracting W's output axes directly: seen as matrices they were reshapes, which the Go
+// backend copies unless it owns the input (∂y and a rank-3 attention weight are read again by
+// the projector).
 func directDenseVJP(node, dy *Node) []*Node {
 	inputs := node.Inputs()
 	x, w := inputs[0], inputs[1]
-	p, _ := fusedDenseProduct(node, w)
-	dy2 := p.dyRows(ConvertDType(dy, w.DType()))
-	dx := reshapedTo(projector.TimesTransposed(dy2, p.fromW(w)), x.Shape().Dimensions...)
+	_, layout := upstream.FusedDenseForm(node)
+	dy = ConvertDType(dy, w.DType())
+	lead, outs := x.Rank()-1, w.Rank()-1 // x: [lead…, in]; ∂y: [lead…, outs…]
+	wOuts := axesFrom(1, outs)           // W: [in, outs…]
+	if layout == upstream.LayoutOutputsInput {
+		wOuts = axesFrom(0, outs) // W: [outs…, in]
+	}
+	dx := DotGeneral(dy, axesFrom(lead, outs), nil, w, wOuts, nil) // [lead…, in]
 	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
 	if len(inputs) > 2 {
 		b := inputs[2]
-		db := reshapedTo(ReduceSum(dy2, 0), b.Shape().Dimensions...)
-		grads = append(grads, ConvertDType(db, b.DType()))
+		db := dy
+		if lead > 0 {
+			db = ReduceSum(dy, axesFrom(0, lead)...)
+		}
+		grads = append(grads, ConvertDType(reshapedTo(db, b.Shape().Dimensions...), b.DType()))
 	}
 	return grads
+}
+
+// axesFrom lists n axes from first: first, first+1, …
+func axesFrom(first, n int) []int {
+	axes := make([]int, n)
+	for i := range axes {
+		axes[i] = first + i
+	}
+	return axes
 }
