@@ -49,14 +49,19 @@ var convForms = []convForm{
 		unsupportedBy: "grouped convolution"},
 }
 
+// randomTensor is a float64 tensor of standard normal entries; randomTensorOf, of any float dtype.
 func randomTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
+	return randomTensorOf[float64](rng, dims...)
+}
+
+func randomTensorOf[T float32 | float64](rng *rand.Rand, dims ...int) *tensors.Tensor {
 	n := 1
 	for _, d := range dims {
 		n *= d
 	}
-	xs := make([]float64, n)
+	xs := make([]T, n)
 	for i := range xs {
-		xs[i] = rng.NormFloat64()
+		xs[i] = T(rng.NormFloat64())
 	}
 	return tensors.FromFlatDataAndDimensions(xs, dims...)
 }

@@ -208,17 +208,7 @@ func TestDirectCoefficientsForEachProduct(t *testing.T) {
 	const b, s, m, h, k, r = 5, 3, 6, 2, 4, 2
 	n := h * k
 	rng := rand.New(rand.NewPCG(4, 4))
-	randTensor := func(dims ...int) *tensors.Tensor {
-		size := 1
-		for _, d := range dims {
-			size *= d
-		}
-		data := make([]float32, size)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64())
-		}
-		return tensors.FromFlatDataAndDimensions(data, dims...)
-	}
+	randTensor := func(dims ...int) *tensors.Tensor { return randomTensorOf[float32](rng, dims...) }
 	cases := []struct {
 		name  string
 		x, w  *tensors.Tensor
@@ -549,17 +539,7 @@ func TestDirectPathBuildsNoNoOpReshape(t *testing.T) {
 // matrix, a rank-3 weight under batch axes and the outputs-input layout.
 func TestDirectDenseVJPKeepsInputAndBiasGradients(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 6))
-	randTensor := func(dims ...int) *tensors.Tensor {
-		size := 1
-		for _, d := range dims {
-			size *= d
-		}
-		data := make([]float32, size)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64())
-		}
-		return tensors.FromFlatDataAndDimensions(data, dims...)
-	}
+	randTensor := func(dims ...int) *tensors.Tensor { return randomTensorOf[float32](rng, dims...) }
 	const b, s, m, h, k = 5, 3, 6, 2, 4
 	cases := []struct {
 		name      string
