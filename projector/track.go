@@ -143,11 +143,10 @@ func SliceAlong(x *Node, axis, from, to int) *Node {
 //
 // Both products are taken transposed (Left: zᵀ = [Cᵀ | Ω]ᵀ·∂yᵀ, [r+s, B], one product
 // contracting both operands' last axis, then zᵀ·x, [r+s, m], transposed back; Right: the same
-// with x and ∂y swapped). The Go backend
-// runs a product with r+s output columns (52 at rank 48, 12 at rank 8: not a multiple of its
-// 16-wide kernels) several times slower than one with r+s rows: the tracking products of a
-// 256×256 layer over 256 rows at rank 48 took 93 against 196 µs, those of the 784-256-10 layer
-// 22 against 43 µs (best of three).
+// with x and ∂y swapped). The Go backend runs a product with r+s output columns (52 at rank 48,
+// 12 at rank 8: not a multiple of its 16-wide kernels) several times slower than one with r+s
+// rows: the tracking products of a 256×256 layer over 256 rows at rank 48 took 93 against 196
+// µs, those of the 784-256-10 layer 22 against 43 µs (best of three).
 func DirectTrackingProducts(x, dy, coef, omega *Node, side Side) TrackingProducts {
 	var cs, a, b *Node // cs: [Cᵀ | Ω]ᵀ or [C | Ω]ᵀ, [r+s, cols of a]; z = a·csᵀ; the product zᵀ·b
 	var r int
