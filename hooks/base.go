@@ -7,6 +7,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // applyBase runs the base optimizer once over every trainable variable, with the projected
@@ -53,7 +54,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		if h, ok := byCoef[v]; ok {
 			_, coefGrad := h.coefficients()
 			if h.fullUpdateInBase() { // temporal: no coefficient step until it projects
-				coefGrad = Where(h.useProjection(), coefGrad, zeroOf(coefGrad))
+				coefGrad = Where(h.useProjection(), coefGrad, upstream.ZeroOf(coefGrad))
 			}
 			baseGrads = append(baseGrads, coefGrad)
 			continue
@@ -63,7 +64,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
 		}
 		if h, ok := byVar[v]; ok { // temporal warm-up: full gradient, masked once projecting
-			grad = Where(h.useProjection(), zeroOf(grad), grad)
+			grad = Where(h.useProjection(), upstream.ZeroOf(grad), grad)
 		}
 		baseGrads = append(baseGrads, grad)
 	}
@@ -82,7 +83,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		// not applied, and the coefficient state restarts (rotateStates). A step the guard
 		// skips is zeroed by the same select (one coefficient-sized op, not two).
 		stepOK[h] = allFinite(step)
-		step = Where(LogicalAnd(stepOK[h], check.ok), step, zeroOf(step))
+		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		turn := fullTurn[h]       // nil: no full-update rule
@@ -100,7 +101,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			projected := Add(before, lifted)
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
-				projected = Add(Mul(before, Where(check.ok, decay, oneOf(decay))), lifted)
+				projected = Add(Mul(before, Where(check.ok, decay, upstream.OneOf(decay))), lifted)
 			}
 			v.SetNodeValue(st.clipStep(before, projected))
 			guard.guarded[v] = true

@@ -5,6 +5,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Cause is why a basis was learned or refreshed, as stored in the "last_svd_cause" state
@@ -106,7 +107,7 @@ func (st *stepState) measureLoss(cs controllerState, check stepCheck) lossSignal
 	s := lossSignal{ema: newEMA, best: cs.bestLoss.NodeValue(g)}
 	s.improved = LessThan(newEMA, MulScalar(s.best, 1-LossMinImprovement))
 	s.plateau = Max(cs.plateau.NodeValue(g), Const(g, int32(0)))
-	s.plateauAfterCheck = Where(s.improved, zeroOf(s.plateau), AddScalar(s.plateau, 1))
+	s.plateauAfterCheck = Where(s.improved, upstream.ZeroOf(s.plateau), AddScalar(s.plateau, 1))
 	return s
 }
 
@@ -144,7 +145,7 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 	if cs.curvaturePeak != nil {
 		s.curvaturePeak = cs.curvaturePeak.NodeValue(g)
 		cs.lastPeak.SetNodeValue(Where(st.isCheck, s.curvaturePeak, cs.lastPeak.NodeValue(g)))
-		cs.curvaturePeak.SetNodeValue(Where(st.isCheck, zeroOf(s.curvaturePeak), s.curvaturePeak))
+		cs.curvaturePeak.SetNodeValue(Where(st.isCheck, upstream.ZeroOf(s.curvaturePeak), s.curvaturePeak))
 	}
 	return s
 }
@@ -184,7 +185,7 @@ func (st *stepState) advance(cs controllerState, loss lossSignal, d *decision) {
 	}
 	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
 	newBest := Where(LogicalOr(st.warm, LogicalOr(d.refresh, LogicalAnd(st.isCheck, loss.improved))), loss.ema, loss.best)
-	newPlateau := Where(LogicalAnd(st.isCheck, LogicalNot(d.refresh)), loss.plateauAfterCheck, Where(d.refresh, zeroOf(loss.plateau), loss.plateau))
+	newPlateau := Where(LogicalAnd(st.isCheck, LogicalNot(d.refresh)), loss.plateauAfterCheck, Where(d.refresh, upstream.ZeroOf(loss.plateau), loss.plateau))
 	cs.bestLoss.SetNodeValue(newBest)
 	cs.plateau.SetNodeValue(newPlateau)
 
@@ -244,8 +245,8 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 			lowVar := st.perVariable(v, svLowChecks, shapes.Make(counterDType))
 			high, low := pol.rankStreaks(LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
 			// Streaks restart after a basis is learned: the new basis is judged on its own.
-			highVar.SetNodeValue(Where(d.learnNow, zeroOf(high), high))
-			lowVar.SetNodeValue(Where(d.learnNow, zeroOf(low), low))
+			highVar.SetNodeValue(Where(d.learnNow, upstream.ZeroOf(high), high))
+			lowVar.SetNodeValue(Where(d.learnNow, upstream.ZeroOf(low), low))
 		}
 	}
 	if pol.FullUpdateEvery > 0 && st.cfg.mode == Temporal {

@@ -3,6 +3,7 @@ package hooks
 import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // curvature measures κ = ⟨c_t − c_{t−1}, s_{t−1}⟩ / ‖s_{t−1}‖² over every projected variable's
@@ -28,12 +29,12 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *
 	}
 	comparableVar := st.scalar(svComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
-	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), GreaterThan(den, zeroOf(den)))
+	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), GreaterThan(den, upstream.ZeroOf(den)))
 	measured = LogicalAnd(measured, projecting)
 	// The next step is comparable with this one if this one projected and kept its bases.
 	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(learnNow)), dtypes.Int32))
 
-	kappa := Where(measured, Div(num, Where(measured, den, oneOf(den))), zeroOf(den))
+	kappa := Where(measured, Div(num, Where(measured, den, upstream.OneOf(den))), upstream.ZeroOf(den))
 	kappaVar := st.scalar(svCurvature)
 	kappaVar.SetNodeValue(Where(measured, kappa, kappaVar.NodeValue(g)))
 	emaVar := st.scalar(svCurvatureEMA)
@@ -42,8 +43,8 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *
 	ema, count := emaVar.NodeValue(g), countVar.NodeValue(g)
 	mag := Abs(kappa)
 	seeded := GreaterOrEqual(count, Const(g, int64(CurvatureWarmUp)))
-	positive := GreaterThan(ema, zeroOf(ema))
-	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, oneOf(ema))), zeroOf(ema))
+	positive := GreaterThan(ema, upstream.ZeroOf(ema))
+	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, upstream.OneOf(ema))), upstream.ZeroOf(ema))
 	peakVar.SetNodeValue(Where(measured, Max(peakVar.NodeValue(g), ratio), peakVar.NodeValue(g)))
 	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, CurvatureEMADecay), MulScalar(mag, 1-CurvatureEMADecay)))
 	emaVar.SetNodeValue(Where(measured, newEMA, ema))

@@ -6,6 +6,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // stepCheck is the guard's verdict on one step (scalar bools).
@@ -36,7 +37,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	ema := st.scalar(svLossEMA).NodeValue(g)
 	exploded := Const(g, false)
 	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
-		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, zeroOf(ema))),
+		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, upstream.ZeroOf(ema))),
 			GreaterThan(st.loss, MulScalar(ema, factor)))
 	}
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
@@ -46,7 +47,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
 	reseed := LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, Const(g, int32(ExplodePatience))))
 	exploded = LogicalAnd(exploded, LogicalNot(reseed))
-	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), zeroOf(streak)))
+	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), upstream.ZeroOf(streak)))
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(exploded)), reseed: reseed}
 	st.bump(svLossRestarts, reseed) // said in the Report and by the Monitor: the guard let a new level in
 	skipped := st.scalar(svSkippedSteps)

@@ -9,6 +9,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -175,7 +176,7 @@ func (h *matrixVar) tracked(next, resid *Node) {
 	old := h.residVar.NodeValue(g)
 	// The smoothing restarts from this step's residual for a new basis, and where the stored one
 	// is outside [0, 1] (a damaged checkpoint; NaN included): an EMA would carry it for good.
-	inRange := LogicalAnd(GreaterOrEqual(old, zeroOf(old)), LessOrEqual(old, oneOf(old)))
+	inRange := LogicalAnd(GreaterOrEqual(old, upstream.ZeroOf(old)), LessOrEqual(old, upstream.OneOf(old)))
 	first := LogicalOr(LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0))), LogicalNot(inRange))
 	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
 	resid = projector.AtMostOne(resid) // the average of two shares ≤ 1 can round to 1 + ulp
@@ -199,7 +200,7 @@ func (h *matrixVar) rotateState(state []*model.Variable, stepOK *Node) {
 		// every later one, or, if it is an infinite second moment, freeze its coordinate for
 		// good (its steps are 0): after such a step, or holding such a value, the state
 		// restarts from zero.
-		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), rotated, zeroOf(rotated)))
+		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), rotated, upstream.ZeroOf(rotated)))
 	}
 }
 

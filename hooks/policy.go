@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Policy is the drift controller's rule book: when the bases are checked, what makes a check
@@ -226,7 +227,7 @@ func (p Policy) rankStreaks(isCheck, residual, high, low *Node) (newHigh, newLow
 	g := isCheck.Graph()
 	dt := residual.DType()
 	bump := func(count, cond *Node) *Node {
-		next := Where(cond, AddScalar(count, 1), zeroOf(count))
+		next := Where(cond, AddScalar(count, 1), upstream.ZeroOf(count))
 		return Where(isCheck, next, count)
 	}
 	newHigh = bump(high, GreaterThan(residual, Scalar(g, dt, p.GrowAbove)))

@@ -73,9 +73,9 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 			}
 			inner := p.fromW
 			reshaped, wDims := c.Shape().Dimensions, w.Shape().Dimensions
-			p.fromW = func(w *Node) *Node { return inner(reshapedTo(w, reshaped...)) }
+			p.fromW = func(w *Node) *Node { return inner(upstream.ReshapeTo(w, reshaped...)) }
 			toInner := p.toW
-			p.toW = func(w2 *Node) *Node { return reshapedTo(toInner(w2), wDims...) }
+			p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(toInner(w2), wDims...) }
 			p.kind = "Reshape→" + p.kind
 			return p, ""
 		}
@@ -96,15 +96,15 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	wDims := w.Shape().Dimensions
 	n := w.Shape().Size() / in
 	p := &product{node: node, x: x, operand: w, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
-	p.xRows = func(x *Node) *Node { return reshapedTo(x, x.Shape().Size()/in, in) }
-	p.dyRows = func(dy *Node) *Node { return reshapedTo(dy, dy.Shape().Size()/n, n) }
+	p.xRows = func(x *Node) *Node { return upstream.ReshapeTo(x, x.Shape().Size()/in, in) }
+	p.dyRows = func(dy *Node) *Node { return upstream.ReshapeTo(dy, dy.Shape().Size()/n, n) }
 	switch layout {
 	case upstream.LayoutInputOutputs:
-		p.fromW = func(w *Node) *Node { return reshapedTo(w, in, n) }
-		p.toW = func(w2 *Node) *Node { return reshapedTo(w2, wDims...) }
+		p.fromW = func(w *Node) *Node { return upstream.ReshapeTo(w, in, n) }
+		p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(w2, wDims...) }
 	case upstream.LayoutOutputsInput:
-		p.fromW = func(w *Node) *Node { return Transpose(reshapedTo(w, n, in), 0, 1) }
-		p.toW = func(w2 *Node) *Node { return reshapedTo(Transpose(w2, 0, 1), wDims...) }
+		p.fromW = func(w *Node) *Node { return Transpose(upstream.ReshapeTo(w, n, in), 0, 1) }
+		p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(Transpose(w2, 0, 1), wDims...) }
 	default:
 		return nil, "its dense layer has an unknown weight layout"
 	}
@@ -160,9 +160,11 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 	}
 	xPerm := append(append([]int{}, xF...), xC...)
 	p := &product{node: node, x: x, operand: w, m: m, n: n, kind: "DotGeneral"}
-	p.fromW = func(w *Node) *Node { return reshapedTo(permuted(w, wPerm...), m, n) }
-	p.toW = func(w2 *Node) *Node { return permuted(reshapedTo(w2, permutedDims...), inverse...) }
-	p.xRows = func(x *Node) *Node { return reshapedTo(permuted(x, xPerm...), x.Shape().Size()/m, m) }
+	p.fromW = func(w *Node) *Node { return upstream.ReshapeTo(upstream.TransposeTo(w, wPerm...), m, n) }
+	p.toW = func(w2 *Node) *Node { return upstream.TransposeTo(upstream.ReshapeTo(w2, permutedDims...), inverse...) }
+	p.xRows = func(x *Node) *Node {
+		return upstream.ReshapeTo(upstream.TransposeTo(x, xPerm...), x.Shape().Size()/m, m)
+	}
 	// The output's axes are (lhs free…, rhs free…).
 	numXF, numWF := len(xF), len(wF)
 	p.dyRows = func(dy *Node) *Node {
@@ -174,29 +176,9 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 			for i := range numWF {
 				perm = append(perm, i)
 			}
-			dy = permuted(dy, perm...)
+			dy = upstream.TransposeTo(dy, perm...)
 		}
-		return reshapedTo(dy, dy.Shape().Size()/n, n)
+		return upstream.ReshapeTo(dy, dy.Shape().Size()/n, n)
 	}
 	return p, ""
-}
-
-// reshapedTo is Reshape(x, dims...), or x itself where it has those dimensions already, and
-// permuted is TransposeAllAxes(x, perm...), or x where perm is the identity: GoMLX builds such
-// no-op ops, and the Go backend copies their input unless it owns it (a weight read again by
-// the lift is not owned: a [1024, 1024] weight's reshape to itself took 0.28 ms a step).
-func reshapedTo(x *Node, dims ...int) *Node {
-	if slices.Equal(x.Shape().Dimensions, dims) {
-		return x
-	}
-	return Reshape(x, dims...)
-}
-
-func permuted(x *Node, perm ...int) *Node {
-	for i, a := range perm {
-		if a != i {
-			return TransposeAllAxes(x, perm...)
-		}
-	}
-	return x
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/model/initializer"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // stateVar is one entry of the projector's state schema: a non-trainable, zero-initialised
@@ -168,12 +169,6 @@ func (st *stepState) repairStatistics() {
 			continue
 		}
 		x := v.NodeValue(st.g)
-		v.SetNodeValue(Where(IsFinite(x), x, zeroOf(x)))
+		v.SetNodeValue(Where(IsFinite(x), x, upstream.ZeroOf(x)))
 	}
 }
-
-// zeroOf and oneOf are 0 and 1 of x's dtype as scalar constants: the ops that take them (Where,
-// comparisons, Max) broadcast a scalar themselves, where ZerosLike and OnesLike would add a
-// broadcast op to the step.
-func zeroOf(x *Node) *Node { return ScalarZero(x.Graph(), x.DType()) }
-func oneOf(x *Node) *Node  { return ScalarOne(x.Graph(), x.DType()) }

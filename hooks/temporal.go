@@ -5,6 +5,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -48,7 +49,7 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	// Record this step's gradient in the ring buffer (row (t−1) mod N0). A non-finite gradient is
 	// recorded as zeros: it must not reach the SVD.
 	flat := ConvertDType(Reshape(grad, p), dtype)
-	h.flat = Where(LogicalAll(IsFinite(flat)), flat, zeroOf(flat))
+	h.flat = Where(LogicalAll(IsFinite(flat)), flat, upstream.ZeroOf(flat))
 	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.warmUp)), dtypes.Int32)
 	h.recorded = DynamicUpdateSlice(snapshots.NodeValue(g), InsertAxes(h.flat, 0), []*Node{row, Const(g, int32(0))})
 	snapshots.SetNodeValue(h.recorded)
@@ -74,9 +75,9 @@ func (h *temporalVar) startBasis() *Node {
 		g := h.st.g
 		stored := h.basis.NodeValue(g)
 		ok := LessThan(projector.OrthonormalityError(stored), Scalar(g, stored.DType(), BasisTolerance))
-		h.stored = Where(ok, stored, zeroOf(stored))
+		h.stored = Where(ok, stored, upstream.ZeroOf(stored))
 		valid := h.valid.NodeValue(g)
-		h.learned = LogicalAnd(ok, GreaterThan(valid, zeroOf(valid)))
+		h.learned = LogicalAnd(ok, GreaterThan(valid, upstream.ZeroOf(valid)))
 	}
 	return h.stored
 }
@@ -97,7 +98,7 @@ func (h *temporalVar) rotateState(state []*model.Variable, stepOK *Node) {
 	g := h.st.g
 	for _, sv := range state {
 		value := sv.NodeValue(g)
-		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), value, zeroOf(value)))
+		sv.SetNodeValue(Where(LogicalAnd(stepOK, IsFinite(ReduceAllSum(value))), value, upstream.ZeroOf(value)))
 	}
 }
 
@@ -121,7 +122,7 @@ func (h *temporalVar) lift(step, fullTurn *Node) *Node {
 	if fullTurn != nil {
 		outsideLen := Sqrt(ReduceAllSum(Square(h.outside)))
 		scale := Div(Sqrt(ReduceAllSum(Square(step))), projector.SafeDivisor(Max(outsideLen, h.insideLen)))
-		scale = Where(fullTurn, Neg(scale), zeroOf(scale))
+		scale = Where(fullTurn, Neg(scale), upstream.ZeroOf(scale))
 		delta = Add(delta, Mul(h.outside, scale))
 	}
 	return ConvertDType(Reshape(delta, h.v.Shape().Dimensions...), h.v.DType())
@@ -134,7 +135,7 @@ func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
 	g := h.st.g
 	// The residual of the last check; one outside [0, 1] (a damaged checkpoint) is replaced now.
 	old := h.residVar.NodeValue(g)
-	inRange := LogicalAnd(GreaterOrEqual(old, zeroOf(old)), LessOrEqual(old, oneOf(old)))
+	inRange := LogicalAnd(GreaterOrEqual(old, upstream.ZeroOf(old)), LessOrEqual(old, upstream.OneOf(old)))
 	h.residVar.SetNodeValue(Where(LogicalOr(h.st.isCheck, LogicalNot(inRange)), h.resid, old))
 	previous := projector.Temporal{
 		Basis:             h.startBasis(),
@@ -149,8 +150,8 @@ func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
 	h.rank.SetNodeValue(t.Rank)
 	h.st.bump(svBasesKept, LogicalAnd(learnNow, LogicalNot(t.Valid))) // a zero or non-finite stack: the old basis is kept
 	oldValid := ConvertDType(h.hasBasis(), dtypes.Int32)
-	newValid := Where(t.Valid, oneOf(oldValid), oldValid)
+	newValid := Where(t.Valid, upstream.OneOf(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)
 	h.coefGrad = projector.Coefficients(t.Basis, h.flat)
-	h.useProj = LogicalAnd(LogicalNot(h.st.warm), GreaterThan(newValid, zeroOf(newValid)))
+	h.useProj = LogicalAnd(LogicalNot(h.st.warm), GreaterThan(newValid, upstream.ZeroOf(newValid)))
 }

@@ -3,6 +3,7 @@ package hooks
 import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/support/xslices"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
@@ -94,28 +95,19 @@ func directDenseVJP(node, dy *Node) []*Node {
 	_, layout := upstream.FusedDenseForm(node)
 	dy = ConvertDType(dy, w.DType())
 	lead, outs := x.Rank()-1, w.Rank()-1 // x: [lead…, in]; ∂y: [lead…, outs…]
-	wOuts := axesFrom(1, outs)           // W: [in, outs…]
+	wOuts := xslices.Iota(1, outs)       // W: [in, outs…]
 	if layout == upstream.LayoutOutputsInput {
-		wOuts = axesFrom(0, outs) // W: [outs…, in]
+		wOuts = xslices.Iota(0, outs) // W: [outs…, in]
 	}
-	dx := DotGeneral(dy, axesFrom(lead, outs), nil, w, wOuts, nil) // [lead…, in]
+	dx := DotGeneral(dy, xslices.Iota(lead, outs), nil, w, wOuts, nil) // [lead…, in]
 	grads := []*Node{ConvertDType(dx, x.DType()), Zeros(node.Graph(), w.Shape())}
 	if len(inputs) > 2 {
 		b := inputs[2]
 		db := dy
 		if lead > 0 {
-			db = ReduceSum(dy, axesFrom(0, lead)...)
+			db = ReduceSum(dy, xslices.Iota(0, lead)...)
 		}
-		grads = append(grads, ConvertDType(reshapedTo(db, b.Shape().Dimensions...), b.DType()))
+		grads = append(grads, ConvertDType(upstream.ReshapeTo(db, b.Shape().Dimensions...), b.DType()))
 	}
 	return grads
-}
-
-// axesFrom lists n axes from first: first, first+1, …
-func axesFrom(first, n int) []int {
-	axes := make([]int, n)
-	for i := range axes {
-		axes[i] = first + i
-	}
-	return axes
 }

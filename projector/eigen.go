@@ -4,6 +4,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // DefaultJacobiSweeps is the number of Jacobi sweeps used by SymmetricEigen. Jacobi converges
@@ -78,7 +79,7 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	}
 	total := Const(g, int32(rounds*sweeps))
 	if run != nil {
-		total = Where(run, total, zeroOf(total))
+		total = Where(run, total, upstream.ZeroOf(total))
 	}
 	i32 := shapes.Make(dtypes.Int32)
 	trips := rounds * sweeps
@@ -117,11 +118,11 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 		// t = sign(θ)/(|θ| + √(θ²+1)), c = 1/√(t²+1), s = t·c; t = 0 where a_pq is negligible.
 		scale := Add(Abs(app), Abs(aqq))
 		negligible := LessOrEqual(Abs(apq), MulScalar(scale, tinyFor(dtype)))
-		safeApq := Where(negligible, oneOf(apq), apq)
+		safeApq := Where(negligible, upstream.OneOf(apq), apq)
 		theta := Div(Sub(aqq, app), MulScalar(safeApq, 2))
-		signTheta := Where(GreaterOrEqual(theta, zeroOf(theta)), oneOf(theta), Neg(oneOf(theta)))
+		signTheta := Where(GreaterOrEqual(theta, upstream.ZeroOf(theta)), upstream.OneOf(theta), Neg(upstream.OneOf(theta)))
 		t := Div(signTheta, Add(Abs(theta), Sqrt(AddScalar(Square(theta), 1))))
-		t = Where(negligible, zeroOf(t), t)
+		t = Where(negligible, upstream.ZeroOf(t), t)
 		c := Rsqrt(AddScalar(Square(t), 1))
 		s := Mul(t, c)
 		// J = I + Σ_pairs (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ): the pairs are disjoint.

@@ -2,6 +2,7 @@ package projector
 
 import (
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Orthonormalize returns an orthonormal basis of the columns of a ([m, k], k small) by classical
@@ -33,14 +34,14 @@ func Orthonormalize(a *Node, tol float64) *Node {
 		u := Div(v, SafeDivisor(vMax))
 		uNorm := Sqrt(ReduceAllSum(Square(u)))
 		keep := GreaterThan(Mul(vMax, uNorm), threshold)
-		cols = append(cols, Where(keep, Div(u, SafeDivisor(uNorm)), zeroOf(v)))
+		cols = append(cols, Where(keep, Div(u, SafeDivisor(uNorm)), upstream.ZeroOf(v)))
 	}
 	return Concatenate(cols, 1)
 }
 
 // SafeDivisor replaces zeros (and negatives) by ones, so that dividing by a length never makes NaN.
 func SafeDivisor(x *Node) *Node {
-	return Where(GreaterThan(x, zeroOf(x)), x, oneOf(x))
+	return Where(GreaterThan(x, upstream.ZeroOf(x)), x, upstream.OneOf(x))
 }
 
 // OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's present columns,
@@ -56,18 +57,12 @@ func OrthonormalityError(q *Node) *Node {
 
 // AtMostOne clips a share above 1 (float32 rounding) to 1; NaN stays NaN, for the checks that look
 // for it.
-func AtMostOne(x *Node) *Node { return Where(GreaterThan(x, oneOf(x)), oneOf(x), x) }
+func AtMostOne(x *Node) *Node { return Where(GreaterThan(x, upstream.OneOf(x)), upstream.OneOf(x), x) }
 
 // RelativeLength is ‖a‖/‖b‖ (Frobenius norms), 0 where b is zero: the relative residual of a
 // gradient b whose part outside a subspace is a.
 func RelativeLength(a, b *Node) *Node {
 	aLen, bLen := Sqrt(ReduceAllSum(Square(a))), Sqrt(ReduceAllSum(Square(b)))
-	positive := GreaterThan(bLen, zeroOf(bLen))
-	return Where(positive, Div(aLen, SafeDivisor(bLen)), zeroOf(bLen))
+	positive := GreaterThan(bLen, upstream.ZeroOf(bLen))
+	return Where(positive, Div(aLen, SafeDivisor(bLen)), upstream.ZeroOf(bLen))
 }
-
-// zeroOf and oneOf are 0 and 1 of x's dtype as scalar constants: the ops that take them (Where,
-// comparisons, Max) broadcast a scalar themselves, where ZerosLike and OnesLike would add a
-// broadcast op to the step (a dispatch on every step on the Go backend, a kernel on a GPU).
-func zeroOf(x *Node) *Node { return ScalarZero(x.Graph(), x.DType()) }
-func oneOf(x *Node) *Node  { return ScalarOne(x.Graph(), x.DType()) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Temporal is a temporal subspace learned in the graph from a stack of flattened gradients.
@@ -113,10 +114,10 @@ func learnTemporal(snapshots *Node, opts TemporalOptions, learn *Node, previous 
 		smallestNormal = 1.1754943508222875e-38 // float32
 	}
 	finite = LogicalAnd(finite, GreaterOrEqual(ConvertDType(peak, dtypes.Float64), Scalar(snapshots.Graph(), dtypes.Float64, smallestNormal)))
-	peak = Where(finite, peak, oneOf(peak))
+	peak = Where(finite, peak, upstream.OneOf(peak))
 	stack := Div(snapshots, peak)
 	scaledGram := ConvertDType(TimesTransposed(stack, stack), cdt) // of the scaled stack: temporalFromEigen reads it too
-	scaledGram = Where(finite, scaledGram, zeroOf(scaledGram))
+	scaledGram = Where(finite, scaledGram, upstream.ZeroOf(scaledGram))
 	gram := Mul(scaledGram, Square(ConvertDType(peak, cdt)))
 
 	// Stage 2, n³ per rotation: the eigen-solve (its own While, zero trips when not learning).
@@ -155,7 +156,7 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 	stack := snapshots
 
 	lambda, u = sortDescending(lambda, u)
-	lambda = Max(lambda, zeroOf(lambda)) // rounding can leave tiny negatives
+	lambda = Max(lambda, upstream.ZeroOf(lambda)) // rounding can leave tiny negatives
 	total := ReduceAllSum(lambda)
 	valid := LogicalAnd(finite, GreaterThan(total, ScalarZero(g, cdt)))
 
@@ -173,7 +174,7 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 
 	// Effective rank: all k, or the fewest leading directions reaching the variance threshold.
 	keep := usable
-	safeTotal := Where(valid, total, oneOf(total))
+	safeTotal := Where(valid, total, upstream.OneOf(total))
 	if opts.VarianceThreshold > 0 {
 		cumShare := Div(CumSum(lambdaK, 0), safeTotal)
 		// Direction i is kept if the directions before it explain less than the threshold.
@@ -184,14 +185,14 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 	rank := ReduceSum(ConvertDType(keep, dtypes.Int32), 0)
 
 	sigma := Sqrt(lambdaK)
-	safeSigma := Where(keep, sigma, oneOf(sigma))
+	safeSigma := Where(keep, sigma, upstream.OneOf(sigma))
 	// V = Gᵀ·U·Σ⁻¹ up to one positive factor (V is normalised below), in the stack's dtype without
 	// overflow: the stack comes scaled to unit max-magnitude, and U is divided by σ/σ_max (at
 	// most about 1e6 for a kept direction).
 	relSigma := Div(safeSigma, SafeDivisor(ReduceAllMax(sigma)))
 	ukC := Div(Slice(u, AxisRange(), AxisRange(0, k)), InsertAxes(relSigma, 0))
-	ukC = Where(InsertAxes(keep, 0), ukC, zeroOf(ukC))       // [n, k], in cdt
-	v := TransposedTimes(stack, ConvertDType(ukC, outDType)) // [P, k]
+	ukC = Where(InsertAxes(keep, 0), ukC, upstream.ZeroOf(ukC)) // [n, k], in cdt
+	v := TransposedTimes(stack, ConvertDType(ukC, outDType))    // [P, k]
 	// V is orthonormal up to the eigen-solve's accuracy: a few scaled Newton–Schulz iterations
 	// (two passes over V each, k²·P multiply-adds) make it orthonormal to rounding, where
 	// Gram–Schmidt took 4k passes per column — on every step, since this runs outside the
@@ -204,16 +205,16 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 	vtv := DotProduct(TransposedTimes(ukC, scaledGram), ukC) // [k, k]
 	trace := ReduceAllSum(Mul(vtv, DiagonalWithValue(ScalarOne(g, cdt), k)))
 	bound := Min(ReduceAllMax(ReduceSum(Abs(vtv), 1)), trace)
-	scale := ConvertDType(MulScalar(Sqrt(Max(bound, zeroOf(bound))), 1.001), outDType)
+	scale := ConvertDType(MulScalar(Sqrt(Max(bound, upstream.ZeroOf(bound))), 1.001), outDType)
 	v = Div(v, SafeDivisor(scale))
 	v = NewtonSchulz(v, 0.8)
-	v = Where(valid, v, zeroOf(v)) // an invalid stack may have left NaN: never return it
+	v = Where(valid, v, upstream.ZeroOf(v)) // an invalid stack may have left NaN: never return it
 
-	keptEnergy := ReduceAllSum(Where(keep, lambdaK, zeroOf(lambdaK)))
-	explained := Where(valid, Div(keptEnergy, safeTotal), zeroOf(total))
+	keptEnergy := ReduceAllSum(Where(keep, lambdaK, upstream.ZeroOf(lambdaK)))
+	explained := Where(valid, Div(keptEnergy, safeTotal), upstream.ZeroOf(total))
 	return Temporal{
 		Basis:             ConvertDType(v, outDType),
-		SingularValues:    ConvertDType(Where(usable, sigma, zeroOf(sigma)), outDType),
+		SingularValues:    ConvertDType(Where(usable, sigma, upstream.ZeroOf(sigma)), outDType),
 		ExplainedVariance: ConvertDType(explained, outDType),
 		Rank:              rank,
 		Valid:             valid,

@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/gomlx/support/exceptions"
 
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Streaming subspace tracking from the direct products.
@@ -50,68 +51,9 @@ type TrackingProducts struct {
 // same x·Q (or ∂y·Q), so the power product stays A·Aᵀ·Q for one A (positive semi-definite
 // against Q, which TrackBasis relies on).
 func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
-	rows := x.Shape().Dim(0)
-	k := min(max(trackRows, 1), rows)
-	head := func(a *Node) *Node { return SliceAlong(a, 0, 0, k) } // a itself when k == rows
-	var trackCoef *Node
-	if z, other := narrowOperand(x, dy, side); z != nil {
-		// (z·Q)ᵀ as Qᵀ·zᵀ, [r, B]: its head's rows are its leading columns.
-		zq := basisTimesTransposed(basis, z)
-		c := tiledRowsTimes(zq, other) // Left: Qᵀ∂W [r, n]; Right: (∂W·Q)ᵀ [r, m]
-		trackC := c
-		if k < rows {
-			trackC = tiledRowsTimes(SliceAlong(zq, 1, 0, k), head(other))
-		}
-		if side == Right {
-			c = Transpose(c, 0, 1)
-			if k < rows {
-				trackC = Transpose(trackC, 0, 1)
-			} else {
-				trackC = c
-			}
-		}
-		return c, DirectTrackingProducts(head(x), head(dy), trackC, omega, side)
-	}
-	if side == Left {
-		xq := DotProduct(x, basis) // [B, r]
-		coef = TransposedTimes(xq, dy)
-		trackCoef = coef
-		if k < rows {
-			trackCoef = TransposedTimes(head(xq), head(dy))
-		}
-	} else {
-		dyq := DotProduct(dy, basis) // [B, r]
-		coef = TransposedTimes(x, dyq)
-		trackCoef = coef
-		if k < rows {
-			trackCoef = TransposedTimes(head(x), head(dyq))
-		}
-	}
-	return coef, DirectTrackingProducts(head(x), head(dy), trackCoef, omega, side)
-}
-
-// narrowOperand returns the operand that meets the basis in the coefficient (x on the Left, ∂y
-// on the Right) and the other one, where the basis lives on the smaller side of W (the default):
-// its coefficient is then computed as Qᵀ·zᵀ·other, which the Go backend runs without
-// transposing the [B, r] product z·Q (a transpose of 178 µs for each of the transformer's
-// [1024, 48]; the coefficient took 343 against 595 µs at B 1024, W 256×256, rank 48). With the
-// basis on the larger side (Side set), Qᵀ·zᵀ reads the larger operand transposed, which was
-// slower (1.03 against 0.93 ms): it returns nil, and the coefficient is computed as before.
-func narrowOperand(x, dy *Node, side Side) (z, other *Node) {
-	z, other = x, dy
-	if side == Right {
-		z, other = dy, x
-	}
-	if z.Shape().Dim(1) > other.Shape().Dim(1) {
-		return nil, nil
-	}
-	return z, other
-}
-
-// basisTimesTransposed is Qᵀ·zᵀ for a basis [rows, r] and z [B, rows]: (z·Q)ᵀ, [r, B], as one
-// product that contracts both operands on their last axis (Qᵀ is r·rows values).
-func basisTimesTransposed(basis, z *Node) *Node {
-	return DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil)
+	k := min(max(trackRows, 1), x.Shape().Dim(0))
+	coef, trackCoef := directCoefficients(x, dy, basis, side, k)
+	return coef, DirectTrackingProducts(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), trackCoef, omega, side)
 }
 
 // SliceAlong keeps entries [from, to) of x along axis, as Slice does, by a gather of one window.
@@ -228,7 +170,7 @@ func SketchResidual(basis, sketch *Node) *Node {
 	sk = stackedUnitMax(sk)
 	outside := Sub(sk, timesStack(q, transposedTimesStack(q, sk)))
 	outLen, skLen := Sqrt(perMatrixSum(Square(outside))), Sqrt(perMatrixSum(Square(sk)))
-	resid := Where(GreaterThan(skLen, zeroOf(skLen)), Div(outLen, SafeDivisor(skLen)), zeroOf(skLen))
+	resid := Where(GreaterThan(skLen, upstream.ZeroOf(skLen)), Div(outLen, SafeDivisor(skLen)), upstream.ZeroOf(skLen))
 	resid = AtMostOne(resid) // a sketch wholly outside the basis can round to 1 + ulp
 	resid = Reshape(resid, resid.Shape().Dim(0))
 	if basis.Rank() == 2 {
@@ -257,7 +199,7 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 	// takes the Go backend's general broadcasting loop: 2.3 ms at [12, 256, 48], against 0.15
 	// ms for these ops (docs/benchmarks.md).
 	finite := ConvertDType(IsFinite(perMatrixSum(p)), dt) // [g, 1, 1]: 1 or 0
-	p = Where(Equal(Sub(p, p), zeroOf(p)), p, zeroOf(p))
+	p = Where(Equal(Sub(p, p), upstream.ZeroOf(p)), p, upstream.ZeroOf(p))
 	rate = Mul(ConvertDType(rate, dt), finite)
 	x := Div(Add(qs, Mul(rate, p)), AddScalar(rate, 1))
 	return unstack(NewtonSchulz(x, 1/(1+max(maxRate, 0))))
@@ -399,7 +341,7 @@ func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 	if squared {
 		sq := Square(rotation)
 		inSpan := ReduceSum(sq, 1) // [r_new]: each new axis's share inside the old span
-		outside := Max(OneMinus(inSpan), zeroOf(inSpan))
+		outside := Max(OneMinus(inSpan), upstream.ZeroOf(inSpan))
 		if side == Left {
 			return Add(DotProduct(sq, c), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 0)))
 		}

@@ -11,6 +11,8 @@
 //	| DotGeneral's axes only visible in Node.String() (gomlx)           | DotGeneralAxes            | TestDescriptionsParse                       |
 //	| ConvGeneral's axes and group counts only in Node.String()         | ConvGeneralParams         | TestDescriptionsParse                       |
 //	| FusedDense's activation and weight layout only in Node.String()   | FusedDenseForm            | TestDescriptionsParse                       |
+//	| ZerosLike/OnesLike, a Reshape to the same shape and an identity   | ZeroOf, OneOf, ReshapeTo, | TestNoOpViewsBuildNothing                   |
+//	|   transpose are built as ops (the Go backend copies the latter)   |   TransposeTo (views.go)  |                                             |
 //
 // Three more live where they act, listed here so that the table is complete:
 //
@@ -19,9 +21,11 @@
 //     (TestDirectPathBuildsNoWeightGradient, TestConvNetKernelsTakeTheDirectPath).
 //   - A base optimizer pairs gradients with the trainable variables it finds in the scope:
 //     hooks' applyBase (base.go) flips Trainable flags for the duration of the call (TestCheckpointResumesExactly).
-//   - The Go backend's product kernels are slow for a small operand contracted on its last axis
-//     and for row counts that are not a multiple of 4: projector's TimesSmallTransposed,
-//     TransposedTimes and SketchColumns lay products out for them (docs/benchmarks.md).
+//   - The Go backend's product kernels are slow for a small operand contracted on its last axis,
+//     for row counts that are not a multiple of 4 and for few output columns, and its Where runs a
+//     general loop for a condition that broadcasts: projector's TimesSmallTransposed,
+//     TransposedTimes, SketchColumns, directCoefficients and DirectTrackingProducts lay products
+//     out for them, and TrackBasis zeroes a rate instead of selecting (docs/benchmarks.md).
 package upstream
 
 import (

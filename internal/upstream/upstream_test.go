@@ -73,3 +73,31 @@ func TestDescriptionsParse(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, found, "the Go backend's dense layer is a FusedDense node")
 }
+
+// TestNoOpViewsBuildNothing pins what views.go works around: GoMLX still builds ZerosLike of a
+// scalar, a Reshape to a node's own shape and an identity transpose as ops; ZeroOf, OneOf,
+// ReshapeTo and TransposeTo build none (constants are not ops).
+func TestNoOpViewsBuildNothing(t *testing.T) {
+	backend, err := backends.New("go")
+	require.NoError(t, err)
+	g := NewGraph(backend, "views")
+	x := Parameter(g, "x", shapes.Make(dtypes.Float32, 3, 4))
+	s := Parameter(g, "s", shapes.Make(dtypes.Float32))
+	ops := func(build func()) (added []NodeType) {
+		before := len(g.Nodes())
+		build()
+		for _, n := range g.Nodes()[before:] {
+			if n.Type() != NodeTypeConstant {
+				added = append(added, n.Type())
+			}
+		}
+		return
+	}
+	require.NotEmpty(t, ops(func() { ZerosLike(s) }), "GoMLX's ZerosLike of a scalar no longer builds an op: ZeroOf can go")
+	require.NotEmpty(t, ops(func() { Reshape(x, 3, 4) }), "GoMLX's Reshape to the same shape no longer builds an op: ReshapeTo can go")
+	require.NotEmpty(t, ops(func() { TransposeAllAxes(x, 0, 1) }), "GoMLX's identity transpose no longer builds an op: TransposeTo can go")
+	require.Empty(t, ops(func() { ZeroOf(s); OneOf(x) }))
+	require.Empty(t, ops(func() { ReshapeTo(x, 3, 4); TransposeTo(x, 0, 1) }))
+	require.Equal(t, []NodeType{NodeTypeReshape}, ops(func() { ReshapeTo(x, 4, 3) }))
+	require.Equal(t, []NodeType{NodeTypeTranspose}, ops(func() { TransposeTo(x, 1, 0) }))
+}
