@@ -13,6 +13,8 @@
 //	| FusedDense's activation and weight layout only in Node.String()   | FusedDenseForm            | TestDescriptionsParse                       |
 //	| ZerosLike/OnesLike, a Reshape to the same shape and an identity   | ZeroOf, OneOf, ReshapeTo, | TestNoOpViewsBuildNothing                   |
 //	|   transpose are built as ops (the Go backend copies the latter)   |   TransposeTo (views.go)  |                                             |
+//	| the Go backend drops an uploaded batch's pooled buffer after the  | examples/bench feeds from | TestHostFedBuffersLeaveThePool              |
+//	|   step: every step allocates and page-faults a fresh one          |   dataset.InMemory        |                                             |
 //
 // Three more live where they act, listed here so that the table is complete:
 //

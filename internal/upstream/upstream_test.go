@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
@@ -100,4 +101,51 @@ func TestNoOpViewsBuildNothing(t *testing.T) {
 	require.Empty(t, ops(func() { ReshapeTo(x, 3, 4); TransposeTo(x, 0, 1) }))
 	require.Equal(t, []NodeType{NodeTypeReshape}, ops(func() { ReshapeTo(x, 4, 3) }))
 	require.Equal(t, []NodeType{NodeTypeTranspose}, ops(func() { TransposeTo(x, 1, 0) }))
+}
+
+// TestHostFedBuffersLeaveThePool pins a cost of the Go backend (compute v0.1.14) that a program
+// feeding batches built from Go slices pays every step: the upload takes a buffer from the
+// backend's pool and, once the step has used it, drops it instead of returning it, so some op of
+// the next step allocates (and page-faults) a fresh buffer of the batch's size. Buffers computed
+// on the device go back to the pool. examples/bench feeds through dataset.InMemory, which gathers
+// batches on the device, for that reason (docs/backends.md). When this test fails, an upgrade
+// returns uploaded buffers to the pool: the note in docs/backends.md can go.
+func TestHostFedBuffersLeaveThePool(t *testing.T) {
+	backend, err := backends.New("go")
+	require.NoError(t, err)
+	const rows, cols, steps = 256, 1024, 40
+	const batchBytes = rows * cols * 4 // 1 MiB
+	sum := MustNewExec(backend, func(x *Node) *Node { return ReduceAllSum(x) })
+	onDevice := MustNewExec(backend, func(g *Graph) *Node { return IotaFull(g, shapes.Make(dtypes.Float32, rows, cols)) })
+	// allocated runs steps steps on the batches next returns (made before the count starts) and
+	// returns the bytes the Go heap handed out meanwhile.
+	allocated := func(next func() *tensors.Tensor) uint64 {
+		step := func(x *tensors.Tensor) { // as train.Trainer does: the batch is donated to the step
+			donated, err := DonateTensorBuffer(x, backend, 0)
+			require.NoError(t, err)
+			sum.MustCall1(donated).MustFinalizeAll()
+		}
+		for range 5 { // warm up: compile, fill the pool
+			step(next())
+		}
+		batches := make([]*tensors.Tensor, steps)
+		for i := range batches {
+			batches[i] = next()
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for _, x := range batches {
+			step(x)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	data := make([]float32, rows*cols)
+	host := allocated(func() *tensors.Tensor { return tensors.FromFlatDataAndDimensions(data, rows, cols) })
+	device := allocated(func() *tensors.Tensor { return onDevice.MustCall1() })
+	t.Logf("allocated in %d steps of a 1 MiB batch: fed from Go slices %.1f MiB, computed on the device %.1f MiB",
+		steps, float64(host)/(1<<20), float64(device)/(1<<20))
+	require.Less(t, device, uint64(steps*batchBytes/4), "a batch computed on the device should go back to the pool")
+	require.Greater(t, host, uint64(steps*batchBytes/2),
+		"the Go backend now returns uploaded buffers to its pool: the note on feeding batches in docs/backends.md can go")
 }
