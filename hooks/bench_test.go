@@ -1,11 +1,13 @@
 package hooks
 
 import (
+	"iter"
 	"math/rand/v2"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/dataset"
 	"github.com/gomlx/gomlx/ml/layers"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
@@ -37,25 +39,33 @@ func BenchmarkMNISTStep(b *testing.B) {
 			opt := Subspace(optimizer.Adam().Done()).Enabled(variant == "matrix").Rank(8).
 				Variables("/layer_0/dense/weights").Done()
 			trainer := train.NewTrainer(backend, store, model2, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
-			// A few random batches, made once; each step copies one into fresh tensors (the trainer
-			// takes ownership of a batch): a copy is cheap, drawing 200,000 normals is not.
+			// A few random batches, made once and kept on the device: each step's batch is gathered
+			// there (dataset.InMemory), as GoMLX programs feed training. A batch built from Go
+			// slices every step would cost the Go backend a fresh buffer a step
+			// (docs/backends.md); drawing 200,000 normals a step would cost more than the step.
 			rng := rand.New(rand.NewPCG(1, 2))
 			const batches = 4
-			xs, ys := make([][]float32, batches), make([][]int32, batches)
-			for b := range batches {
-				xs[b], ys[b] = make([]float32, 256*784), make([]int32, 256)
-				for i := range xs[b] {
-					xs[b][i] = float32(rng.NormFloat64())
-				}
-				for i := range ys[b] {
-					ys[b][i] = int32(rng.IntN(10))
-				}
+			xs, ys := make([]float32, batches*256*784), make([]int32, batches*256)
+			for i := range xs {
+				xs[i] = float32(rng.NormFloat64())
 			}
-			next := 0
+			for i := range ys {
+				ys[i] = int32(rng.IntN(10))
+			}
+			ds, err := dataset.InMemoryFromData(backend, "mnist-shaped",
+				[]any{tensors.FromFlatDataAndDimensions(xs, batches*256, 784)},
+				[]any{tensors.FromFlatDataAndDimensions(ys, batches*256, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			next, stop := iter.Pull2(ds.BatchSize(256, true).Infinite(true).Iter())
+			defer stop()
 			batch := func() train.Batch {
-				next = (next + 1) % batches
-				return train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(xs[next], 256, 784)},
-					Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(ys[next], 256, 1)}}
+				batch, err, ok := next()
+				if err != nil || !ok {
+					b.Fatalf("the device feed ended: %v", err)
+				}
+				return batch
 			}
 			for range 15 { // compile, and leave the warm-up phase
 				if _, err := trainer.TrainStep(batch()); err != nil {
@@ -64,7 +74,10 @@ func BenchmarkMNISTStep(b *testing.B) {
 			}
 			b.ResetTimer()
 			for b.Loop() {
-				metrics, err := trainer.TrainStep(batch())
+				b.StopTimer()
+				in := batch()
+				b.StartTimer()
+				metrics, err := trainer.TrainStep(in)
 				if err != nil {
 					b.Fatal(err)
 				}

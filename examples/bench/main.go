@@ -6,15 +6,19 @@
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config wide -blocks 5
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config wide -rank 0 -batch 128   # the one option alone
+//	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/bench -config mnist -feed host   # batches built from Go slices
 //
 // Configurations: "mnist" is a 784-256-10 MLP, batch 256, Adam, first layer projected at rank 8;
 // "wide" is a 1024-wide MLP with 4 hidden layers, every dense layer projected at rank 8.
+// Batches are gathered on the device by dataset.InMemory, as GoMLX programs feed training.
 package main
 
 import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"iter"
+	mathrand "math/rand"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -25,6 +29,7 @@ import (
 	"github.com/gomlx/compute/support/humanize"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/dataset"
 	"github.com/gomlx/gomlx/ml/layers"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
@@ -64,6 +69,7 @@ func (c Config) model(scope *model.Scope, x *Node) *Node {
 type Result struct {
 	Config              string  `json:"config"`
 	Backend             string  `json:"backend"`
+	Feed                string  `json:"feed"` // how batches reach the step: "device" or "host"
 	StockStepMs         float64 `json:"stock_step_ms"`
 	SubspaceStepMs      float64 `json:"subspace_step_ms"`
 	StepTimeRatio       float64 `json:"step_time_ratio"`
@@ -140,26 +146,72 @@ func (c Config) rankOf(m, n int) int {
 	return hooks.AutoRank(m, n, c.Batch)
 }
 
-// batch returns a fresh random batch (the trainer takes ownership of it).
-func (c Config) batch(rng *rand.Rand) train.Batch {
-	x := make([]float32, c.Batch*c.Input)
+// Feeds: how batches reach the step. "device" is how GoMLX programs feed training: the
+// examples live on the device (dataset.InMemory) and each batch is gathered there. "host" builds
+// each batch from Go slices; on the Go backend that costs every step a freshly allocated buffer
+// the size of the batch (docs/backends.md), the same for both variants, so it narrows their ratio.
+const (
+	feedDevice = "device"
+	feedHost   = "host"
+)
+
+// deviceExamples is how many batches' worth of random examples the device feed holds.
+const deviceExamples = 16
+
+// feeder returns the next batch; the trainer takes ownership of it.
+type feeder func() (train.Batch, error)
+
+func newFeeder(backend compute.Backend, c Config, feed string, rng *rand.Rand) (feeder, func(), error) {
+	switch feed {
+	case feedHost:
+		return func() (train.Batch, error) {
+			x, y := c.examples(rng, c.Batch)
+			return train.Batch{
+				Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, c.Batch, c.Input)},
+				Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, c.Batch, 1)},
+			}, nil
+		}, func() {}, nil
+	case feedDevice:
+		n := deviceExamples * c.Batch
+		x, y := c.examples(rng, n)
+		ds, err := dataset.InMemoryFromData(backend, "bench-"+c.Name,
+			[]any{tensors.FromFlatDataAndDimensions(x, n, c.Input)}, []any{tensors.FromFlatDataAndDimensions(y, n, 1)})
+		if err != nil {
+			return nil, nil, err
+		}
+		ds.BatchSize(c.Batch, true).Infinite(true).Shuffle().WithRand(mathrand.New(mathrand.NewSource(int64(rng.Uint64()))))
+		next, stop := iter.Pull2(ds.Iter())
+		return func() (train.Batch, error) {
+			b, err, ok := next()
+			if !ok {
+				return b, fmt.Errorf("the device feed of %s ended", c.Name)
+			}
+			return b, err
+		}, stop, nil
+	}
+	return nil, nil, fmt.Errorf("unknown -feed %q (use %s or %s)", feed, feedDevice, feedHost)
+}
+
+// examples returns n random examples and their labels.
+func (c Config) examples(rng *rand.Rand, n int) ([]float32, []int32) {
+	x := make([]float32, n*c.Input)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	y := make([]int32, c.Batch)
+	y := make([]int32, n)
 	for i := range y {
 		y[i] = int32(rng.IntN(c.Classes))
 	}
-	return train.Batch{
-		Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, c.Batch, c.Input)},
-		Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, c.Batch, 1)},
-	}
+	return x, y
 }
 
-func (v *variant) steps(c Config, rng *rand.Rand, n int) (time.Duration, error) {
+func (v *variant) steps(next feeder, n int) (time.Duration, error) {
 	var total time.Duration
 	for range n {
-		b := c.batch(rng) // built outside the timed region
+		b, err := next() // outside the timed region
+		if err != nil {
+			return 0, err
+		}
 		start := time.Now()
 		if _, err := v.trainer.TrainStep(b); err != nil {
 			return 0, err
@@ -218,20 +270,24 @@ func analyticRatio(c Config) float64 {
 	return sub / stock
 }
 
-func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(string, ...any)) (Result, error) {
-	res := Result{Config: c.Name, Backend: backend.Name()}
+func run(backend compute.Backend, c Config, feed string, blocks, blockSteps int, logf func(string, ...any)) (Result, error) {
+	res := Result{Config: c.Name, Backend: backend.Name(), Feed: feed}
 	stock := newVariant(backend, c, false, false)
 	sub := newVariant(backend, c, true, false)
 	frozen := newVariant(backend, c, false, true)
-	rng := rand.New(rand.NewPCG(1, 2))
+	next, stop, err := newFeeder(backend, c, feed, rand.New(rand.NewPCG(1, 2)))
+	if err != nil {
+		return res, err
+	}
+	defer stop()
 	// Compile and warm up both (the subspace variant past its warm-up phase).
 	warm := sub.opt.Config().WarmUpSteps() + 5
 	for _, v := range []*variant{stock, sub} {
-		if _, err := v.steps(c, rng, warm); err != nil {
+		if _, err := v.steps(next, warm); err != nil {
 			return res, err
 		}
 	}
-	if _, err := frozen.steps(c, rng, 1); err != nil { // for its FLOPs only
+	if _, err := frozen.steps(next, 1); err != nil { // for its FLOPs only
 		return res, err
 	}
 	logf("%s: %s", c.Name, strings.TrimSpace(sub.opt.PlanString()))
@@ -245,7 +301,7 @@ func run(backend compute.Backend, c Config, blocks, blockSteps int, logf func(st
 		}
 		block := map[*variant]time.Duration{}
 		for _, v := range order {
-			d, err := v.steps(c, rng, blockSteps)
+			d, err := v.steps(next, blockSteps)
 			if err != nil {
 				return res, err
 			}
@@ -331,6 +387,7 @@ func main() {
 	flagJSON := flag.String("json", "", "also write the results as JSON lines to this file")
 	flagRank := flag.Int("rank", -1, "rank of every config's projected layers (0: the wrapper's automatic rank on the default selection; -1: each config's own, 8)")
 	flagBatch := flag.Int("batch", 0, "batch of every config (0: each config's own, 256)")
+	flagFeed := flag.String("feed", feedDevice, `how batches reach the step: "device" (gathered on the device by dataset.InMemory, as GoMLX programs feed) or "host" (built from Go slices every step)`)
 	flag.Parse()
 	backend, err := backends.New(backends.Config(*flagBackend))
 	if err != nil {
@@ -352,7 +409,7 @@ func main() {
 		if *flagBatch > 0 {
 			c.Batch = *flagBatch
 		}
-		r, err := run(backend, c, *flagBlocks, *flagSteps, logf)
+		r, err := run(backend, c, *flagFeed, *flagBlocks, *flagSteps, logf)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -363,7 +420,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: unknown -config %q (use all, mnist or wide)\n", *flagConfig)
 		os.Exit(1)
 	}
-	fmt.Printf("backend: %s\nmachine: %s\n\n", results[0].Backend, backends.Machine())
+	fmt.Printf("backend: %s\nmachine: %s\nfeed: %s\n\n", results[0].Backend, backends.Machine(), results[0].Feed)
 	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio (blocks: min–max) | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {

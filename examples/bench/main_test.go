@@ -22,16 +22,26 @@ func TestSmallRun(t *testing.T) {
 	backend, err := backends.New("go")
 	require.NoError(t, err)
 	c := Config{Name: "tiny", Input: 32, Hidden: []int{24}, Classes: 4, Batch: 16, Rank: 2, Projected: []string{"/layer_0/dense/weights"}}
-	r, err := run(backend, c, 2, 3, t.Logf)
+	for _, feed := range []string{feedDevice, feedHost} {
+		r, err := run(backend, c, feed, 2, 3, t.Logf)
+		require.NoError(t, err, feed)
+		require.Equal(t, feed, r.Feed)
+		require.Equal(t, 1, r.DirectPathVariables)
+		require.Positive(t, r.StepTimeRatio)
+		require.Positive(t, r.BlockRatioMin)
+		require.LessOrEqual(t, r.BlockRatioMin, r.BlockRatioMedian)
+		require.LessOrEqual(t, r.BlockRatioMedian, r.BlockRatioMax)
+		require.Less(t, r.ProjectedGradRatio, 1.0, "the direct path must cut the projected layer's gradient FLOPs")
+		require.Less(t, r.StateBytesRatio, 1.0)
+		require.Greater(t, r.StockStateBytes, int64(0))
+	}
+}
+
+func TestUnknownFeed(t *testing.T) {
+	backend, err := backends.New("go")
 	require.NoError(t, err)
-	require.Equal(t, 1, r.DirectPathVariables)
-	require.Positive(t, r.StepTimeRatio)
-	require.Positive(t, r.BlockRatioMin)
-	require.LessOrEqual(t, r.BlockRatioMin, r.BlockRatioMedian)
-	require.LessOrEqual(t, r.BlockRatioMedian, r.BlockRatioMax)
-	require.Less(t, r.ProjectedGradRatio, 1.0, "the direct path must cut the projected layer's gradient FLOPs")
-	require.Less(t, r.StateBytesRatio, 1.0)
-	require.Greater(t, r.StockStateBytes, int64(0))
+	_, err = run(backend, configs[0], "disk", 1, 1, t.Logf)
+	require.ErrorContains(t, err, `unknown -feed "disk"`)
 }
 
 func TestSpread(t *testing.T) {
