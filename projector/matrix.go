@@ -130,17 +130,19 @@ func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
 	return coef
 }
 
-// directCoefficients returns the coefficient of the whole batch's ∂W and that of its leading k
-// rows' ∂W (the same node when k covers the batch), both from one skinny product of the basis
-// with z, the operand it meets: x on the Left, ∂y on the Right.
+// directCoefficients returns the coefficient of the whole batch's ∂W (Left: Qᵀ∂W [r, n]; Right:
+// ∂W·Q [m, r]) and that of its leading k rows' ∂W as rows, [r, n] or (∂W·Q)ᵀ [r, m], the form
+// the tracking products read; both from one skinny product of the basis with z, the operand it
+// meets: x on the Left, ∂y on the Right.
 //
 // Where the basis lives on W's smaller side (the default), z·Q is taken transposed, as Qᵀ·zᵀ
 // ([r, B], one product contracting both operands' last axis; the head's rows are its leading
 // columns): the Go backend then runs the coefficient without transposing the [B, r] product (a
 // transpose of 178 µs for each of the transformer's [1024, 48]; a [1024, 256] layer's
-// coefficient at rank 48 took 343 against 595 µs). On the larger side (Side set) Qᵀ·zᵀ reads the
-// larger operand transposed, which was slower (1.03 against 0.93 ms): z·Q is taken as it is.
-func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, head *Node) {
+// coefficient at rank 48 took 343 against 595 µs), and the head comes out as rows. On the larger
+// side (Side set) Qᵀ·zᵀ reads the larger operand transposed, which was slower (1.03 against 0.93
+// ms): z·Q is taken as it is.
+func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, headRows *Node) {
 	rows := x.Shape().Dim(0)
 	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) } // a itself when k == rows
 	z, other := x, dy
@@ -150,14 +152,14 @@ func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, head *Node)
 	if z.Shape().Dim(1) <= other.Shape().Dim(1) {
 		zq := DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [r, B]
 		coef = tiledRowsTimes(zq, other)                                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
-		head = coef
+		headRows = coef
 		if k < rows {
-			head = tiledRowsTimes(headOf(zq, 1), headOf(other, 0))
+			headRows = tiledRowsTimes(headOf(zq, 1), headOf(other, 0))
 		}
 		if side == Right {
-			coef, head = transposeBoth(coef, head)
+			coef = Transpose(coef, 0, 1)
 		}
-		return coef, head
+		return coef, headRows
 	}
 	zq := DotProduct(z, basis) // [B, r]
 	product := func(zq, other *Node) *Node {
@@ -167,20 +169,14 @@ func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, head *Node)
 		return TransposedTimes(other, zq) // xᵀ·(∂y·Q)
 	}
 	coef = product(zq, other)
-	head = coef
+	head := coef
 	if k < rows {
 		head = product(headOf(zq, 0), headOf(other, 0))
 	}
-	return coef, head
-}
-
-// transposeBoth transposes a and b, once where they are the same node.
-func transposeBoth(a, b *Node) (*Node, *Node) {
-	at := Transpose(a, 0, 1)
-	if b == a {
-		return at, at
+	if side == Right {
+		return coef, Transpose(head, 0, 1)
 	}
-	return at, Transpose(b, 0, 1)
+	return coef, head
 }
 
 // ProjectMatrix returns the coefficients of a full gradient ([m, n]): Qᵀ·∂W (Left) or ∂W·Q (Right).
