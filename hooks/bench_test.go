@@ -3,8 +3,10 @@ package hooks
 import (
 	"iter"
 	"math/rand/v2"
+	"os"
 	"testing"
 
+	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/dataset"
@@ -18,17 +20,38 @@ import (
 )
 
 // BenchmarkMNISTStep times one training step of a 784-256-10 MLP, batch 256, Adam: stock, and with
-// the first layer in a rank-8 matrix subspace. Compare with benchstat, same run:
+// the first layer in a rank-8 matrix subspace. With $GOMLX_BACKEND unset it runs the Go backend
+// twice: with the examples' one graph executor (executor=sequential) and with GoMLX's default,
+// what a plain compute.MustNew() program gets (executor=default), which overlaps independent ops.
+// Compare with benchstat, same run:
 //
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go test ./hooks -run '^$' -bench MNISTStep -count 6 > steps.txt
-//	benchstat -col /variant steps.txt
+//	benchstat -row /executor -col /variant steps.txt
 //
 // examples/bench reports the same ratio, the FLOPs and the optimizer state in one table.
 func BenchmarkMNISTStep(b *testing.B) {
-	backend, err := backends.New(backends.Config("")) // $GOMLX_BACKEND, or the Go backend
-	if err != nil {
-		b.Fatal(err)
+	type executor struct {
+		name   string
+		config string
+		create func(string) (compute.Backend, error)
 	}
+	executors := []executor{
+		{"sequential", "go", backends.New},       // the examples' backend
+		{"default", "go", compute.NewWithConfig}, // GoMLX's own: compute.MustNew()'s Go backend
+	}
+	if config := os.Getenv(backends.EnvVar); config != "" {
+		executors = []executor{{"env", config, backends.New}}
+	}
+	for _, e := range executors {
+		backend, err := e.create(e.config)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("executor="+e.name, func(b *testing.B) { benchmarkMNISTStep(b, backend) })
+	}
+}
+
+func benchmarkMNISTStep(b *testing.B, backend compute.Backend) {
 	model2 := func(scope *model.Scope, x *Node) *Node {
 		h := activation.Apply(activation.TypeRelu, layers.DenseWithBias(scope.In("layer_0"), x, 256))
 		return layers.DenseWithBias(scope.In("logits"), h, 10)
