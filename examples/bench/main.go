@@ -420,7 +420,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: unknown -config %q (use all, mnist or wide)\n", *flagConfig)
 		os.Exit(1)
 	}
-	fmt.Printf("backend: %s\nmachine: %s\nfeed: %s\n\n", results[0].Backend, backends.Machine(), results[0].Feed)
+	fmt.Printf("backend: %s (%s)\nmachine: %s\nfeed: %s\n\n", results[0].Backend, backends.Resolve(backends.Config(*flagBackend)),
+		backends.Machine(), results[0].Feed)
 	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio (blocks: min–max) | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {

@@ -455,8 +455,8 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	}
 	unigram := transformer.UnigramEntropy(corpus.Train)
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
-	fmt.Fprintf(os.Stderr, "backend %s; corpus %d files (%d eval), %.1f MB train, %.1f MB eval; unigram entropy %.3f nats/byte\n",
-		backend.Name(), corpus.Files, corpus.EvalFiles, float64(len(corpus.Train))/1e6, float64(len(corpus.Eval))/1e6, unigram)
+	fmt.Fprintf(os.Stderr, "backend %s (%s); corpus %d files (%d eval), %.1f MB train, %.1f MB eval; unigram entropy %.3f nats/byte\n",
+		backend.Name(), backends.Resolve(backends.Config(backendFlag)), corpus.Files, corpus.EvalFiles, float64(len(corpus.Train))/1e6, float64(len(corpus.Eval))/1e6, unigram)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}

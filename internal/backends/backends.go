@@ -28,8 +28,8 @@ const Default = "go"
 // wait forever. The projector's step holds no such branch any more (a user's plain
 // compute.MustNew() trains: hooks.TestPlainProgramTrainsInEveryMode), but a model's own control
 // flow could. With one executor (ops_sequential) every slot stays free for the ops' own
-// parallelism; it was also the fastest setting measured here (784-256-10 Adam step: 5.4 ms
-// against 7.5 ms).
+// parallelism; it was also the faster setting for both variants of the 784-256-10 MLP (Adam
+// step: 2.8 against 3.7 ms, 2026-12-02), though not for the transformer's projected step.
 const GoSafeOptions = "ops_sequential"
 
 // Config returns the configuration to use: flag if not empty, else $GOMLX_BACKEND, else "go".
@@ -43,15 +43,27 @@ func Config(flag string) string {
 	return Default
 }
 
+// Resolve returns the configuration New creates for config: a Go-backend configuration that sets
+// no scheduling of its own gets GoSafeOptions. The examples print it beside their timings: step
+// time ratios depend on the executor (docs/benchmarks.md), and "go" alone is not what a plain
+// compute.MustNew() program runs ("go:ops_parallel" is, for a lone training loop).
+func Resolve(config string) string {
+	name, options, _ := strings.Cut(config, ":")
+	if name != "go" && name != "" {
+		return config
+	}
+	if !strings.Contains(options, "ops_") && !strings.Contains(options, "num_executors") {
+		options = strings.TrimPrefix(options+","+GoSafeOptions, ",")
+	}
+	return "go:" + options
+}
+
 // New creates the backend for a configuration "name[:options]": "go" (the pure-Go backend),
 // or "xla:cpu", "xla:cuda", "xla:/abs/path/plugin.so" (XLA through a PJRT plugin).
 func New(config string) (compute.Backend, error) {
-	name, options, _ := strings.Cut(config, ":")
+	name, options, _ := strings.Cut(Resolve(config), ":")
 	switch name {
-	case "go", "":
-		if !strings.Contains(options, "ops_") && !strings.Contains(options, "num_executors") {
-			options = strings.TrimPrefix(options+","+GoSafeOptions, ",")
-		}
+	case "go":
 		return gobackend.New(options)
 	case "xla", "stablehlo", "hlo", "shlo":
 		return newXLA(config, options)

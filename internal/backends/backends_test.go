@@ -14,6 +14,15 @@ func TestConfigPrecedence(t *testing.T) {
 	require.Equal(t, "go", Config("go"))
 }
 
+func TestResolve(t *testing.T) {
+	require.Equal(t, "go:ops_sequential", Resolve("go"))
+	require.Equal(t, "go:ops_sequential", Resolve(""))
+	require.Equal(t, "go:parallelism=2,ops_sequential", Resolve("go:parallelism=2"))
+	require.Equal(t, "go:ops_parallel", Resolve("go:ops_parallel"))
+	require.Equal(t, "go:num_executors=2", Resolve("go:num_executors=2"))
+	require.Equal(t, "xla:cuda,tf32=false", Resolve("xla:cuda,tf32=false"))
+}
+
 func TestNew(t *testing.T) {
 	b, err := New("go")
 	require.NoError(t, err)
