@@ -149,7 +149,8 @@ func (c Config) rankOf(m, n int) int {
 // Feeds: how batches reach the step. "device" is how GoMLX programs feed training: the
 // examples live on the device (dataset.InMemory) and each batch is gathered there. "host" builds
 // each batch from Go slices; on the Go backend that costs every step a freshly allocated buffer
-// the size of the batch (docs/backends.md), the same for both variants, so it narrows their ratio.
+// the size of the batch and more garbage collections (docs/backends.md), which slowed stock's
+// MLP steps more than the projected ones: it flatters the ratio.
 const (
 	feedDevice = "device"
 	feedHost   = "host"
@@ -187,7 +188,7 @@ func newFeeder(backend compute.Backend, c Config, feed string, rng *rand.Rand) (
 				return b, fmt.Errorf("the device feed of %s ended", c.Name)
 			}
 			return b, err
-		}, stop, nil
+		}, func() { stop(); ds.FinalizeAll() }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown -feed %q (use %s or %s)", feed, feedDevice, feedHost)
 }
