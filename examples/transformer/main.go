@@ -115,9 +115,13 @@ type Row struct {
 	TokensPerSec  float64 `json:"tokens_per_s"`
 	GradientFLOPs float64 `json:"gradient_flops_per_step"` // incl. the gated learning amortised
 	StepFLOPs     float64 `json:"step_flops_per_step"`
-	StateBytes    int64   `json:"optimizer_state_bytes"`
-	Refreshes     int64   `json:"refreshes"`
-	BasesLearned  int64   `json:"bases_learned"`
+	// Ops and ScalarOps count the ops an ordinary step executes, and of them those with a single
+	// value: a fixed cost each (dispatch on the Go backend, a kernel launch on a GPU).
+	Ops          int   `json:"ops_per_step"`
+	ScalarOps    int   `json:"scalar_ops_per_step"`
+	StateBytes   int64 `json:"optimizer_state_bytes"`
+	Refreshes    int64 `json:"refreshes"`
+	BasesLearned int64 `json:"bases_learned"`
 	// ControllerOverhead is the share of the wall time spent on drift checks and refreshes after
 	// warm-up (hooks.StepTimes); WarmUpOverhead, on the warm-up's learning.
 	ControllerOverhead float64        `json:"controller_overhead"`
@@ -277,6 +281,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	gated := float64(flops.Gated(report)) / float64(o.Steps)
 	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
 	row.StepFLOPs = float64(flops.Step()) + gated
+	row.Ops, row.ScalarOps = flops.StepOps(), flops.Ops.Scalar
 	row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs
 	row.RankChanges, row.Compilations = report.RankChanges, opt.Builds()
 	if monitor != nil {
@@ -521,8 +526,8 @@ func formatTable(rows []Row, bound float64) string {
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| variant\t| train loss\t| eval loss\t| ms/step\t| tokens/s\t| gradient FLOPs/step\t| step FLOPs/step\t| optimizer state\t| bases learned (refreshes)\t| controller time\t| compilations\t|")
-	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
+	fmt.Fprintln(tw, "| variant\t| train loss\t| eval loss\t| ms/step\t| tokens/s\t| gradient FLOPs/step\t| step FLOPs/step\t| ops/step (scalar)\t| optimizer state\t| bases learned (refreshes)\t| controller time\t| compilations\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for _, r := range rows {
 		rel := func(x, base float64) string {
 			if ref == nil || base == 0 {
@@ -542,17 +547,18 @@ func formatTable(rows []Row, bound float64) string {
 		if r.BlockRatioMax > 0 && stepRatio != "" {
 			stepRatio = fmt.Sprintf(" (%.2f; blocks %.2f–%.2f)", r.StepMs/refMs, r.BlockRatioMin, r.BlockRatioMax)
 		}
-		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %s\t| %d (%d)\t| %s\t| %d\t|\n",
+		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %d (%d)\t| %s\t| %d (%d)\t| %s\t| %d\t|\n",
 			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, stepRatio, r.TokensPerSec,
 			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
-			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes,
+			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), r.Ops, r.ScalarOps, humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes,
 			controller, r.Compilations)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+
 		"subspace at this size (projections' ∂W replaced; input gradients, attention and head kept): %.2f.\n"+
 		"ms/step: measured after training, the variants taking turns (5 blocks of 10 steps each); \"blocks\"\n"+
-		"gives the smallest and largest of the blocks' ratios to AdamW's, the machine's noise.\n"+
+		"gives the smallest and largest of the blocks' ratios to AdamW's, the machine's noise. ops/step: the ops\n"+
+		"an ordinary step executes (of them, single values), each a fixed cost beyond its arithmetic.\n"+
 		"Controller time: the share of the wall time that drift checks and refreshes after warm-up took beyond\n"+
 		"a plain step (and, in parentheses, the warm-up's learning). Compilations: step graphs built (the\n"+
 		"first, plus one per rank change).\n", bound)

@@ -34,6 +34,7 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
 	require.Len(t, lines, len(allVariants))
 	modes := map[string]string{}
+	ops := map[string]float64{}
 	for _, line := range lines {
 		var row map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &row))
@@ -42,6 +43,8 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 		}
 		modes[row["variant"].(string)] = row["mode"].(string)
 		require.Positive(t, row["eval_loss"].(float64))
+		ops[row["variant"].(string)] = row["ops_per_step"].(float64)
+		require.Less(t, row["scalar_ops_per_step"].(float64), row["ops_per_step"].(float64))
 		// Every variant but AdamW gets the spread of its timing blocks' ratios to AdamW's.
 		if row["variant"] != "adamw" {
 			lo, hi := row["block_ratio_min"].(float64), row["block_ratio_max"].(float64)
@@ -53,6 +56,8 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"adamw": "stock", "adam": "stock", "sgd": "stock",
 		"subspace-temporal": "temporal", "subspace-matrix": "matrix"}, modes)
+	require.Positive(t, ops["adamw"])
+	require.Greater(t, ops["subspace-matrix"], ops["adamw"], "the projector's ops come on top of the model's")
 }
 
 func TestRunRejectsBadInput(t *testing.T) {
