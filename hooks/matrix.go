@@ -83,6 +83,11 @@ func (h *matrixVar) sketch(cols int) *Node {
 	return ConstAsDType(h.st.g, stateDType(h.v), projector.Sketch(cols, projector.SketchColumns(h.rank)))
 }
 
+// sketchRows is sketch transposed, [s, cols], built on the host: the direct path's form.
+func (h *matrixVar) sketchRows(cols int) *Node {
+	return ConstAsDType(h.st.g, stateDType(h.v), projector.SketchRows(cols, projector.SketchColumns(h.rank)))
+}
+
 // newMatrixDirect builds the direct path: dy is the gradient of the product's output.
 func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side projector.Side, rank int) *matrixVar {
 	h := newMatrixVar(st, v, p.m, p.n, rank, side)
@@ -103,7 +108,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	}
 	rows := x2.Shape().Dim(0)
 	trackRows := max(int(math.Ceil(st.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
-	h.stepCoef, h.products = projector.DirectStep(x2, dy2, h.oldBasis, h.sketch(h.otherSide()), h.side, trackRows)
+	h.stepCoef, h.products = projector.DirectStep(x2, dy2, h.oldBasis, h.sketchRows(h.otherSide()), h.side, trackRows)
 	return h
 }
 

@@ -49,11 +49,13 @@ type TrackingProducts struct {
 // iteration needs only an estimate of ∂W·∂Wᵀ, and its two skinny products over the whole batch
 // would cost as much as the coefficient itself. The coefficient of those rows is taken from the
 // same x·Q (or ∂y·Q), so the power product stays A·Aᵀ·Q for one A (positive semi-definite
-// against Q, which TrackBasis relies on).
-func DirectStep(x, dy, basis, omega *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
+// against Q, which TrackBasis relies on). omegaRows is the sketch Ω transposed, [s, n] (Left) or
+// [s, m] (Right), the form the products read (SketchRows makes it on the host, so that no step
+// transposes a constant).
+func DirectStep(x, dy, basis, omegaRows *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
 	k := min(max(trackRows, 1), x.Shape().Dim(0))
 	coef, headRows := directCoefficients(x, dy, basis, side, k)
-	return coef, trackingFromRows(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), headRows, omega, side)
+	return coef, trackingFromRows(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), headRows, omegaRows, side)
 }
 
 // SliceAlong keeps entries [from, to) of x along axis, as Slice does, by a gather of one window.
@@ -93,17 +95,17 @@ func DirectTrackingProducts(x, dy, coef, omega *Node, side Side) TrackingProduct
 	if side == Right {
 		coef = Transpose(coef, 0, 1)
 	}
-	return trackingFromRows(x, dy, coef, omega, side)
+	return trackingFromRows(x, dy, coef, Transpose(omega, 0, 1), side)
 }
 
-// trackingFromRows is DirectTrackingProducts with the coefficient given as rows, [r, cols]
-// (Right: (∂W·Q)ᵀ), the form DirectStep's coefficient product yields: [Cᵀ | Ω]ᵀ is then a
-// concatenation of rows, with no transpose of the coefficient or of the concatenation (two
-// transposes of 10 and 14 µs on the 784-256-10 layer), only of the few columns of Ω.
-func trackingFromRows(x, dy, coefRows, omega *Node, side Side) TrackingProducts {
+// trackingFromRows is DirectTrackingProducts with the coefficient and the sketch given as rows,
+// [r, cols] (Right: (∂W·Q)ᵀ) and [s, cols], the form DirectStep's coefficient product yields:
+// [Cᵀ | Ω]ᵀ is then a concatenation of rows, with no transpose (the coefficient's and the
+// concatenation's were 10 and 14 µs on the 784-256-10 layer).
+func trackingFromRows(x, dy, coefRows, omegaRows *Node, side Side) TrackingProducts {
 	r := coefRows.Shape().Dim(0)
-	cs := Concatenate([]*Node{UnitMax(coefRows), Transpose(omega, 0, 1)}, 0) // [r+s, cols of a]
-	a, b := dy, x                                                            // z = a·csᵀ; the product zᵀ·b
+	cs := Concatenate([]*Node{UnitMax(coefRows), omegaRows}, 0) // [r+s, cols of a]
+	a, b := dy, x                                               // z = a·csᵀ; the product zᵀ·b
 	if side == Right {
 		a, b = x, dy
 	}
@@ -334,6 +336,19 @@ func RandomOrthonormal(rows, r int, seed uint64) [][]float64 {
 
 // Sketch is a fixed pseudo-random Gaussian [rows, s] matrix for SketchResidual's sketch.
 func Sketch(rows, s int) [][]float64 { return gaussianSketch(rows, s) }
+
+// SketchRows is Sketch(rows, s) transposed, [s, rows]: DirectStep's form of it.
+func SketchRows(rows, s int) [][]float64 {
+	sketch := Sketch(rows, s)
+	out := make([][]float64, s)
+	for j := range out {
+		out[j] = make([]float64, rows)
+		for i := range rows {
+			out[j][i] = sketch[i][j]
+		}
+	}
+	return out
+}
 
 // RotateCoefficients maps coefficient-shaped state from an old basis to a new one: with
 // R = Q_newᵀ·Q_old, c ← R·c (Left, c [r, n]) or c ← c·Rᵀ (Right, c [m, r]). For a first moment

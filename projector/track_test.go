@@ -244,8 +244,8 @@ func TestStackedTrackingEqualsOneByOne(t *testing.T) {
 	outs, err := ExecOnceN(testBackend(t), func(in []*Node) []*Node {
 		x1, dy1, x2, dy2, q1, q2, omega := in[0], in[1], in[2], in[3], in[4], in[5], in[6]
 		rate := Scalar(x1.Graph(), x1.DType(), 2)
-		c1, p1 := DirectStep(x1, dy1, q1, omega, Left, k)
-		_, p2 := DirectStep(x2, dy2, q2, omega, Left, k)
+		c1, p1 := DirectStep(x1, dy1, q1, Transpose(omega, 0, 1), Left, k)
+		_, p2 := DirectStep(x2, dy2, q2, Transpose(omega, 0, 1), Left, k)
 		alone := []*Node{TrackBasis(q1, p1.Power, rate, 4), TrackBasis(q2, p2.Power, rate, 4)}
 		together := TrackBasis(Stack([]*Node{q1, q2}, 0), Stack([]*Node{p1.Power, p2.Power}, 0), rate, 4)
 		resid := SketchResidual(Stack([]*Node{q1, q2}, 0), Stack([]*Node{p1.Sketch, p2.Sketch}, 0))
@@ -403,7 +403,7 @@ func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
 			q, omega := denseOf(RandomOrthonormal(rows, r, 2)), gaussianDense(rng, other, DefaultSketchColumns)
 			for _, k := range []int{b, 7} {
 				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
-					coef, tp := DirectStep(x, dy, q, omega, side, k)
+					coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), side, k)
 					headGrad := TransposedTimes(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k))
 					power, sketch := trackingErrors(sideMatrix(headGrad, side), q, omega, tp)
 					return []*Node{relativeError(coef, ProjectMatrix(TransposedTimes(x, dy), q, side)), power, sketch}
@@ -413,6 +413,18 @@ func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
 					require.Less(t, o.Value().(float32), float32(1e-5), "W %d×%d, %s side, %d tracked rows: product %d", m, n, side, k, i)
 				}
 			}
+		}
+	}
+}
+
+// TestSketchRowsIsTheSketchTransposed: DirectStep's Ω in rows is the same matrix as Sketch's.
+func TestSketchRowsIsTheSketchTransposed(t *testing.T) {
+	sketch, rows := Sketch(7, 4), SketchRows(7, 4)
+	require.Len(t, rows, 4)
+	for j := range rows {
+		require.Len(t, rows[j], 7)
+		for i := range rows[j] {
+			require.Equal(t, sketch[i][j], rows[j][i])
 		}
 	}
 }
