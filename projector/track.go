@@ -324,27 +324,23 @@ func RandomOrthonormal(rows, r int, seed uint64) [][]float64 {
 			}
 		}
 	}
-	out := make([][]float64, rows)
-	for i := range out {
-		out[i] = make([]float64, r)
-		for j := range r {
-			out[i][j] = cols[j][i]
-		}
-	}
-	return out
+	return transposedHost(cols, rows)
 }
 
 // Sketch is a fixed pseudo-random Gaussian [rows, s] matrix for SketchResidual's sketch.
 func Sketch(rows, s int) [][]float64 { return gaussianSketch(rows, s) }
 
 // SketchRows is Sketch(rows, s) transposed, [s, rows]: DirectStep's form of it.
-func SketchRows(rows, s int) [][]float64 {
-	sketch := Sketch(rows, s)
-	out := make([][]float64, s)
+func SketchRows(rows, s int) [][]float64 { return transposedHost(Sketch(rows, s), s) }
+
+// transposedHost returns the transpose of a host matrix m whose rows have b entries ([a][b] →
+// [b][a]; b given, so that an empty m has one).
+func transposedHost(m [][]float64, b int) [][]float64 {
+	out := make([][]float64, b)
 	for j := range out {
-		out[j] = make([]float64, rows)
-		for i := range rows {
-			out[j][i] = sketch[i][j]
+		out[j] = make([]float64, len(m))
+		for i := range m {
+			out[j][i] = m[i][j]
 		}
 	}
 	return out
