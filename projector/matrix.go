@@ -126,42 +126,44 @@ func TimesSmallTransposed(a, b *Node) *Node { return DotProduct(a, Transpose(b, 
 // [B, m] and dy is [B, n] (leading axes flattened into B): B·r·(m+n) multiply-adds instead of
 // B·m·n. It is DirectStep's coefficient, without the tracking products.
 func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
-	coef, _ := directCoefficients(x, dy, basis, side, x.Shape().Dim(0))
+	coef, _ := directCoefficients(x, dy, basis, side, x.Shape().Dim(0), basis.Shape().Dim(1))
 	return coef
 }
 
-// directCoefficients returns the coefficient of the whole batch's ∂W (Left: Qᵀ∂W [r, n]; Right:
-// ∂W·Q [m, r]) and that of its leading k rows' ∂W as rows, [r, n] or (∂W·Q)ᵀ [r, m], the form
-// the tracking products read; both from one skinny product of the basis with z, the operand it
-// meets: x on the Left, ∂y on the Right.
+// directCoefficients returns the coefficient of the whole batch's ∂W in basis (Left: Qᵀ∂W
+// [c, n]; Right: ∂W·Q [m, c], for a basis of c columns) and that of its leading k rows' ∂W in
+// the basis's first r columns (the tracked ones; the rest are the complement's) as rows, [r, n]
+// or (∂W·Q)ᵀ [r, m], the form the tracking products read; both from one skinny product of the
+// basis with z, the operand it meets: x on the Left, ∂y on the Right.
 //
 // Where the basis lives on W's smaller side (the default), z·Q is taken transposed, as Qᵀ·zᵀ
-// ([r, B], one product contracting both operands' last axis; the head's rows are its leading
-// columns): the Go backend then runs the coefficient without transposing the [B, r] product (a
+// ([c, B], one product contracting both operands' last axis; the head's rows are its leading
+// columns): the Go backend then runs the coefficient without transposing the [B, c] product (a
 // transpose of 178 µs for each of the transformer's [1024, 48]; a [1024, 256] layer's
 // coefficient at rank 48 took 343 against 595 µs), and the head comes out as rows. On the larger
 // side (Side set) Qᵀ·zᵀ reads the larger operand transposed, which was slower (1.03 against 0.93
 // ms): z·Q is taken as it is.
-func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, headRows *Node) {
-	rows := x.Shape().Dim(0)
-	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) } // a itself when k == rows
+func directCoefficients(x, dy, basis *Node, side Side, k, r int) (coef, headRows *Node) {
+	rows, c := x.Shape().Dim(0), basis.Shape().Dim(1)
+	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) }  // a itself when k == rows
+	tracked := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, r) } // a itself when r == c
 	z, other := x, dy
 	if side == Right {
 		z, other = dy, x
 	}
 	if z.Shape().Dim(1) <= other.Shape().Dim(1) {
-		zq := DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [r, B]
+		zq := DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [c, B]
 		coef = tiledRowsTimes(zq, other)                                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
-		headRows = coef
+		headRows = tracked(coef, 0)
 		if k < rows {
-			headRows = tiledRowsTimes(headOf(zq, 1), headOf(other, 0))
+			headRows = tiledRowsTimes(headOf(tracked(zq, 0), 1), headOf(other, 0))
 		}
 		if side == Right {
 			coef = Transpose(coef, 0, 1)
 		}
 		return coef, headRows
 	}
-	zq := DotProduct(z, basis) // [B, r]
+	zq := DotProduct(z, basis) // [B, c]
 	product := func(zq, other *Node) *Node {
 		if side == Left {
 			return TransposedTimes(zq, other) // (x·Q)ᵀ·∂y
@@ -169,14 +171,26 @@ func directCoefficients(x, dy, basis *Node, side Side, k int) (coef, headRows *N
 		return TransposedTimes(other, zq) // xᵀ·(∂y·Q)
 	}
 	coef = product(zq, other)
-	head := coef
-	if k < rows {
-		head = product(headOf(zq, 0), headOf(other, 0))
+	var head *Node
+	if k < rows || r < c {
+		head = product(headOf(tracked(zq, 1), 0), headOf(other, 0))
+	} else {
+		head = coef
 	}
 	if side == Right {
 		return coef, Transpose(head, 0, 1)
 	}
 	return coef, head
+}
+
+// SplitComplement splits a coefficient in the basis [Q | Ω] (Left: [r+s, n]; Right: [m, r+s])
+// into the basis's part and the complement directions' part.
+func SplitComplement(coef *Node, side Side, r int) (basisPart, complementPart *Node) {
+	axis := 0
+	if side == Right {
+		axis = 1
+	}
+	return SliceAlong(coef, axis, 0, r), SliceAlong(coef, axis, r, coef.Shape().Dim(axis))
 }
 
 // ProjectMatrix returns the coefficients of a full gradient ([m, n]): Qᵀ·∂W (Left) or ∂W·Q (Right).

@@ -53,9 +53,26 @@ type TrackingProducts struct {
 // [s, m] (Right), the form the products read (SketchRows makes it on the host, so that no step
 // transposes a constant).
 func DirectStep(x, dy, basis, omegaRows *Node, side Side, trackRows int) (coef *Node, tp TrackingProducts) {
+	coef, _, tp = DirectStepWithComplement(x, dy, basis, nil, omegaRows, side, trackRows)
+	return coef, tp
+}
+
+// DirectStepWithComplement is DirectStep with the complement's coefficient too: complement
+// ([rows of the basis, s], ComplementDirections; nil: none) joins the basis in the coefficient's
+// product, and its part of the product, compCoef (Left: Ωᵀ·∂W [s, n]; Right: ∂W·Ω [m, s]), is
+// returned apart. The tracking products read the basis's part only.
+func DirectStepWithComplement(x, dy, basis, complement, omegaRows *Node, side Side, trackRows int) (coef, compCoef *Node, tp TrackingProducts) {
 	k := min(max(trackRows, 1), x.Shape().Dim(0))
-	coef, headRows := directCoefficients(x, dy, basis, side, k)
-	return coef, trackingFromRows(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), headRows, omegaRows, side)
+	r := basis.Shape().Dim(1)
+	full := basis
+	if complement != nil {
+		full = Concatenate([]*Node{basis, complement}, 1)
+	}
+	coef, headRows := directCoefficients(x, dy, full, side, k, r)
+	if complement != nil {
+		coef, compCoef = SplitComplement(coef, side, r)
+	}
+	return coef, compCoef, trackingFromRows(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), headRows, omegaRows, side)
 }
 
 // SliceAlong keeps entries [from, to) of x along axis, as Slice does, by a gather of one window.

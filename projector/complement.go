@@ -1,0 +1,89 @@
+package projector
+
+import (
+	. "github.com/gomlx/gomlx/core/graph"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// The complement: a fresh random subspace each step for what the basis misses.
+//
+// A basis of r directions trains a weight only inside its span; at a small share of the side the
+// rest of the weight, its part outside the span included, moves only as fast as the basis turns.
+// Each step, s random directions Ω outside the basis (on the basis's side) take a state-free
+// step too: their coefficient D = Ωᵀ·∂W (Left; ∂W·Ω on the Right) is computed in the same
+// skinny product as the basis's coefficient, ([Q | Ω] in place of Q: B·s·(m+n) more
+// multiply-adds, never ∂W), normalised to unit RMS, and lifted in the same product as the base
+// optimizer's step. Over steps the random directions cover the whole side, so every part of
+// the weight trains; a direction's expected step is the gradient's projection on it, so it
+// descends on average (GoLore, He et al. 2025: random subspaces converge where GaLore's
+// dominant ones can stall; FRUGAL, Zmushko et al. 2025: state-free steps for the rest of the
+// space keep quality at a fraction of the optimizer state).
+//
+// The step's length is tied to the base optimizer's: each random direction moves scale times as
+// far as the tracked directions do on average (the RMS of the base optimizer's coefficient
+// step). That is optimizer-agnostic (the learning rate, its schedule and Adam's normalisation
+// come with it) and makes a skipped step (a zero coefficient step) skip the complement too.
+
+// ComplementSeed is the random state that draws a step's complement directions: a function of
+// the variable (seed, e.g. a hash of its path) and the step number t (a scalar integer node), so
+// that every step draws new directions, a resumed run draws the same ones as an uninterrupted
+// run, and no state is stored.
+func ComplementSeed(t *Node, seed uint64) *Node {
+	g := t.Graph()
+	step := Reshape(ConvertDType(t, dtypes.Uint64), 1)
+	return Concatenate([]*Node{Const(g, []uint64{seed}), step, Const(g, []uint64{0x9e3779b97f4a7c15})}, 0)
+}
+
+// ComplementDirections draws s random unit directions on the basis's side outside the span of
+// basis ([rows, r], or a stack [g, rows, r]): uniform noise with the basis's part removed, each
+// column scaled to unit length. They are independent random directions, not an orthonormal set
+// (nearly orthogonal when s ≪ rows); the step needs only that each lies outside the basis and
+// that together they are isotropic in the rest of the side. rngState is ComplementSeed's.
+func ComplementDirections(rngState, basis *Node, s int) *Node {
+	dims := append([]int(nil), basis.Shape().Dimensions...)
+	dims[len(dims)-1] = s
+	_, noise := RandomUniform(rngState, shapes.Make(basis.DType(), dims...))
+	noise = AddScalar(noise, -0.5)
+	q, unstack := stacked(basis)
+	n, _ := stacked(noise)
+	outside := Sub(n, timesStack(q, transposedTimesStack(q, n)))
+	length := Sqrt(ReduceAndKeep(Square(outside), ReduceSum, 1)) // [g, 1, s]
+	return unstack(Div(outside, SafeDivisor(length)))
+}
+
+// ComplementGrowth is the most the complement's step may lengthen from one step to the next
+// (LimitGrowth): the norm-growth limiter of Fira (Chen et al. 2024), which found that a step
+// scaled from the base optimizer's spikes with it.
+const ComplementGrowth = 1.01
+
+// LimitGrowth shortens step so that its length is at most ComplementGrowth times the last step's
+// (last: a scalar, 0 before the first step, when any length goes) and returns it with the length
+// to remember: the step's own, or the last one where the step is zero (a skipped step, which
+// must not lift the limit).
+func LimitGrowth(step, last *Node) (limited, length *Node) {
+	n := Sqrt(ReduceAllSum(Square(step)))
+	last = ConvertDType(last, n.DType())
+	bound := MulScalar(last, ComplementGrowth)
+	over := LogicalAnd(GreaterThan(last, upstream.ZeroOf(last)), GreaterThan(n, bound))
+	factor := Where(over, Div(bound, SafeDivisor(n)), upstream.OneOf(n))
+	limited = Mul(step, factor)
+	length = Where(GreaterThan(n, upstream.ZeroOf(n)), Mul(n, factor), last)
+	return limited, length
+}
+
+// ComplementStep is the complement's step from its coefficient gradient coef (D: [s, n] Left,
+// [m, s] Right) and the base optimizer's coefficient step of the same variable (already scaled
+// and guarded): −scale·RMS(step)·D/RMS(D). It is zero where D is zero or not finite, and where
+// the base step is zero (a skipped step).
+func ComplementStep(coef, baseStep *Node, scale float64) *Node {
+	rmsOf := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
+	d := ConvertDType(coef, baseStep.DType())
+	factor := Div(MulScalar(rmsOf(baseStep), -scale), SafeDivisor(rmsOf(d)))
+	ok := IsFinite(Mul(factor, ReduceAllSum(d)))
+	factor = Where(ok, factor, upstream.ZeroOf(factor))
+	d = Where(ok, d, upstream.ZeroOf(d))
+	return Mul(d, factor)
+}

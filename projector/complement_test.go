@@ -1,0 +1,112 @@
+package projector
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/stretchr/testify/require"
+)
+
+// TestComplementDirectionsLieOutsideTheBasis: the complement's directions are unit vectors
+// orthogonal to the basis (one basis and a stack of them), drawn anew at each step and the same
+// again for the same seed and step (a resumed run draws what an uninterrupted one drew).
+func TestComplementDirectionsLieOutsideTheBasis(t *testing.T) {
+	const rows, r, s = 40, 6, 5
+	q := toFloat32(denseOf(RandomOrthonormal(rows, r, 3)))
+	for _, stackedBases := range []bool{false, true} {
+		outs, err := ExecOnceN(testBackend(t), func(q *Node) []*Node {
+			g := q.Graph()
+			basis := q
+			if stackedBases {
+				basis = Stack([]*Node{q, q, q}, 0)
+			}
+			draw := func(step int64, seed uint64) *Node {
+				return ComplementDirections(ComplementSeed(Const(g, step), seed), basis, s)
+			}
+			omega := draw(7, 1)
+			inside := maxAbs(transposedTimesAny(basis, omega))                              // Qᵀ·Ω
+			length := maxAbs(AddScalar(Sqrt(ReduceSum(Square(omega), omega.Rank()-2)), -1)) // ‖Ωⱼ‖ − 1
+			return []*Node{inside, length, maxAbs(Sub(omega, draw(7, 1))), maxAbs(Sub(omega, draw(8, 1))), maxAbs(Sub(omega, draw(7, 2)))}
+		}, q)
+		require.NoError(t, err)
+		require.Less(t, outs[0].Value().(float32), float32(1e-5), "stacked %v: Qᵀ·Ω", stackedBases)
+		require.Less(t, outs[1].Value().(float32), float32(1e-5), "stacked %v: unit columns", stackedBases)
+		require.Equal(t, float32(0), outs[2].Value().(float32), "stacked %v: same seed and step, same directions", stackedBases)
+		require.Greater(t, outs[3].Value().(float32), float32(0.1), "stacked %v: a new step draws new directions", stackedBases)
+		require.Greater(t, outs[4].Value().(float32), float32(0.1), "stacked %v: another variable draws other directions", stackedBases)
+	}
+}
+
+// maxAbs is the largest magnitude of x's entries.
+func maxAbs(x *Node) *Node { return ReduceAllMax(Abs(x)) }
+
+// transposedTimesAny is aᵀ·b for two matrices or two stacks of them.
+func transposedTimesAny(a, b *Node) *Node {
+	if a.Rank() == 2 {
+		return TransposedTimes(a, b)
+	}
+	return transposedTimesStack(a, b)
+}
+
+// TestDirectStepWithComplementEqualsTheFullGradientsProjections: with the complement's
+// directions joining the basis, the basis's coefficient and tracking products are DirectStep's
+// exactly, and the complement's coefficient is the whole batch's ∂W projected on its directions,
+// on both sides, the basis on W's smaller side and on its larger one.
+func TestDirectStepWithComplementEqualsTheFullGradientsProjections(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	const b, r, s = 19, 3, 2
+	for _, dims := range [][2]int{{13, 8}, {8, 13}} {
+		m, n := dims[0], dims[1]
+		x, dy := gaussianDense(rng, b, m), gaussianDense(rng, b, n)
+		for _, side := range []Side{Left, Right} {
+			rows, other := m, n
+			if side == Right {
+				rows, other = n, m
+			}
+			q, omega := denseOf(RandomOrthonormal(rows, r, 2)), gaussianDense(rng, other, DefaultSketchColumns)
+			for _, k := range []int{b, 7} {
+				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
+					dirs := ComplementDirections(ComplementSeed(Const(x.Graph(), int64(3)), 5), q, s)
+					coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), side, k)
+					coefC, compC, tpC := DirectStepWithComplement(x, dy, q, dirs, Transpose(omega, 0, 1), side, k)
+					grad := TransposedTimes(x, dy)
+					return []*Node{maxAbs(Sub(coef, coefC)), maxAbs(Sub(tp.Power, tpC.Power)), maxAbs(Sub(tp.Sketch, tpC.Sketch)),
+						relativeError(compC, ProjectMatrix(grad, dirs, side))}
+				}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
+				require.NoError(t, err)
+				for i, o := range outs[:3] {
+					require.Less(t, o.Value().(float32), float32(1e-5), "W %d×%d, %s side, %d tracked rows: the basis's product %d", m, n, side, k, i)
+				}
+				require.Less(t, outs[3].Value().(float32), float32(1e-5), "W %d×%d, %s side: the complement's coefficient", m, n, side)
+			}
+		}
+	}
+}
+
+// TestComplementStepIsTheBaseStepsLength: the complement's step points against its coefficient
+// gradient with scale times the RMS of the base optimizer's step, and is zero for a skipped (zero)
+// base step, a zero gradient and a non-finite one.
+func TestComplementStepIsTheBaseStepsLength(t *testing.T) {
+	d := tensors.FromValue([][]float32{{3, -4}, {0, 1}})
+	step := tensors.FromValue([][]float32{{0.01, -0.02, 0.03}, {0, 0.01, -0.01}})
+	inf := float32(math.Inf(1))
+	outs, err := ExecOnceN(testBackend(t), func(d, step *Node) []*Node {
+		c := ComplementStep(d, step, 2)
+		rms := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
+		// c = −k·d with k > 0: c + k·d = 0 for k = −⟨c, d⟩/‖d‖².
+		k := Neg(Div(ReduceAllSum(Mul(c, d)), ReduceAllSum(Square(d))))
+		return []*Node{Div(rms(c), rms(step)), maxAbs(Add(c, Mul(k, d))), k,
+			maxAbs(ComplementStep(d, ZerosLike(step), 2)), maxAbs(ComplementStep(ZerosLike(d), step, 2)),
+			maxAbs(ComplementStep(Add(d, Const(d.Graph(), [][]float32{{inf, 0}, {0, 0}})), step, 2))}
+	}, d, step)
+	require.NoError(t, err)
+	require.InDelta(t, 2, outs[0].Value().(float32), 1e-5, "RMS: scale × the base step's")
+	require.Less(t, outs[1].Value().(float32), float32(1e-7), "along −D")
+	require.Greater(t, outs[2].Value().(float32), float32(0), "against the gradient")
+	for i, what := range []string{"a skipped step", "a zero gradient", "a non-finite gradient"} {
+		require.Equal(t, float32(0), outs[3+i].Value().(float32), what)
+	}
+}
