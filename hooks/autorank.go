@@ -31,6 +31,20 @@ const (
 	AutoRankWorkShare = 0.7
 )
 
+// The complement's defaults (Config.Complement, ComplementScale): measured on the transformer
+// example and the quality suite (docs/quality.md).
+const (
+	// AutoComplement is Complement's default: each matrix takes ComplementOf's number.
+	AutoComplement = -1
+	// DefaultComplementScale: each complement direction moves this many times as far as the
+	// tracked directions do on average.
+	DefaultComplementScale = 4.0
+)
+
+// ComplementOf is the automatic number of complement directions of a matrix projected at rank
+// on a side of sideRows rows: as many as the basis has, within the side's directions outside it.
+func ComplementOf(sideRows, rank int) int { return max(0, min(2*rank, sideRows-rank)) }
+
 // AutoRank is the rank a matrix [m, n] takes when Rank is not set: DefaultRankShare of its
 // smaller side, at least MinAutoRank, rounded to a multiple of 4 (the Go backend's product
 // tile); 0 (leave it out) where that is not below the smaller side.

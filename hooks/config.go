@@ -107,6 +107,8 @@ type Config struct {
 	policy            Policy
 	weightDecay       float64
 	scale             float64 // the lifted step's multiplier; 0: automatic (ScaleOf)
+	complement        int     // random complement directions per matrix and step; AutoComplement: automatic; 0: none
+	complementScale   float64 // their step against the tracked directions' (ComplementScale)
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
 	explicit          bool // variables chosen by the user: impossible ones are errors, not skipped
@@ -119,14 +121,16 @@ type Config struct {
 // UpdateGraphWithGradients (train.OptimizeWithGradients): SGD, Adam, AdamW, RMSProp do.
 func Subspace(base optimizer.Interface) *Config {
 	return &Config{
-		base:       base,
-		mode:       Matrix,
-		enabled:    true,
-		scale:      1,
-		warmUp:     DefaultWarmUp,
-		policy:     DefaultPolicy(),
-		selectFn:   DefaultSelection,
-		selectDesc: "every trainable float variable of rank ≥ 2",
+		base:            base,
+		mode:            Matrix,
+		enabled:         true,
+		scale:           1,
+		complement:      AutoComplement,
+		complementScale: DefaultComplementScale,
+		warmUp:          DefaultWarmUp,
+		policy:          DefaultPolicy(),
+		selectFn:        DefaultSelection,
+		selectDesc:      "every trainable float variable of rank ≥ 2",
 	}
 }
 
@@ -217,6 +221,39 @@ func (c *Config) WeightDecay(decay float64) *Config { c.weightDecay = decay; ret
 // subspace only.
 func (c *Config) Scale(alpha float64) *Config { c.scale = alpha; return c }
 
+// Complement sets how many random directions outside its basis each projected matrix also steps
+// along, fresh every step (matrix mode): a state-free step for what the basis misses, so that
+// low ranks keep quality (projector.ComplementDirections; docs/quality.md). Their coefficient
+// rides in the basis's own product (rows·s·(m+n) more multiply-adds) and their step in the lift
+// (s·m·n); they keep no optimizer state and no basis. AutoComplement (the default) takes
+// ComplementOf's number; 0 turns the complement off (the step of the published method, GaLore's
+// projection with a tracked basis).
+func (c *Config) Complement(directions int) *Config { c.complement = directions; return c }
+
+// ComplementScale sets how far each complement direction moves against the tracked directions'
+// average step (the RMS of the base optimizer's coefficient step): 1 moves it as far as a
+// tracked direction. The default is DefaultComplementScale.
+func (c *Config) ComplementScale(scale float64) *Config { c.complementScale = scale; return c }
+
+// complementOf is the number of complement directions of a matrix projected at rank on a side of
+// sideRows rows: Complement's, or ComplementOf's, at most the side's directions outside the basis.
+func (c Config) complementOf(sideRows, rank int) int {
+	s := c.complement
+	if s == AutoComplement {
+		s = ComplementOf(sideRows, rank)
+	}
+	return max(0, min(s, sideRows-rank))
+}
+
+// complementFactor is the length of each complement direction's step against the tracked
+// directions' average, for a matrix projected at rank on a side of sideRows rows with s complement
+// directions: ComplementScale·√((sideRows − rank)/s). The root spreads the length a full-rank
+// step would take outside the basis (sideRows − rank directions) over the s drawn, so that the
+// complement's whole step does not grow with s; more directions make it less noisy, not longer.
+func (c Config) complementFactor(sideRows, rank, s int) float64 {
+	return c.complementScale * math.Sqrt(float64(sideRows-rank)/float64(max(s, 1)))
+}
+
 // ScaleOf is the multiplier of the lifted step of a matrix projected at rank on a side of
 // sideRows rows: Scale's value, or √(sideRows/rank) for Scale(0).
 func (c Config) ScaleOf(sideRows, rank int) float64 {
@@ -287,6 +324,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) must be a finite number in [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
 	case !(c.weightDecay >= 0 && c.weightDecay <= 1):
 		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is outside [0, 1] (AdamW's decay coefficient, e.g. 0.01; 0 turns it off)", c.weightDecay)
+	case c.complement < AutoComplement:
+		return fmt.Errorf("hooks.Subspace: Complement(%d) is impossible: use a number of directions ≥ 0 (0 turns the complement off), or hooks.AutoComplement (%d) for the automatic number", c.complement, AutoComplement)
+	case c.complement > 0 && c.mode == Temporal:
+		return fmt.Errorf("hooks.Subspace: Complement applies to the matrix subspace: use Mode(hooks.Matrix), or drop it")
+	case math.IsNaN(c.complementScale) || math.IsInf(c.complementScale, 0) || c.complementScale < 0:
+		return fmt.Errorf("hooks.Subspace: ComplementScale(%g) must be a finite number ≥ 0 (the complement directions' step against the tracked directions' average; default %g)", c.complementScale, DefaultComplementScale)
 	case math.IsNaN(c.scale) || math.IsInf(c.scale, 0) || c.scale < 0:
 		return fmt.Errorf("hooks.Subspace: Scale(%g) must be a finite number ≥ 0 (1: GaLore's scale 1, the default; 0: automatic, √(side/rank) per matrix)", c.scale)
 	case c.scale == 0 && c.mode == Temporal:

@@ -162,8 +162,9 @@ func (c *convInfo) channelProduct(a, b *Node) *Node {
 
 // convDirectStep is DirectStep for a convolution: the coefficient of ∂K₂ in basis and the
 // tracking products, from the leading examples of the batch (at least MinTrackingRows output
-// positions). x and dy are in the state dtype.
-func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side, fraction float64) (coef *Node, tp projector.TrackingProducts) {
+// positions), and the coefficient in the complement directions (nil: none; they join the basis
+// in the same convolution). x and dy are in the state dtype.
+func convDirectStep(c *convInfo, x, dy, basis, complement, omega *Node, side projector.Side, fraction float64) (coef, compCoef *Node, tp projector.TrackingProducts) {
 	batch := x.Shape().Dim(c.xBatch)
 	perExample := max(1, dy.Shape().Size()/(batch*dy.Shape().Dim(c.yChannels)))
 	keep := min(batch, max(int(math.Ceil(fraction*float64(batch))), (MinTrackingRows+perExample-1)/perExample))
@@ -173,6 +174,10 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 		dyh = projector.SliceAlong(dy, c.yBatch, 0, keep)
 	}
 	r := basis.Shape().Dim(1)
+	full := basis
+	if complement != nil {
+		full = Concatenate([]*Node{basis, complement}, 1)
+	}
 	// The coefficient is summed over the tracked examples and the rest, each its own convolution:
 	// the tracked part is the tracking's coefficient (the power product must be A·Aᵀ·Q for one A)
 	// without computing it twice, the cost of the whole coefficient once.
@@ -187,15 +192,23 @@ func convDirectStep(c *convInfo, x, dy, basis, omega *Node, side projector.Side,
 	}
 	if side == projector.Left { // Q [m, r]: Qᵀ·∂K₂ = conv(x, Q)ᵀ·∂y, [r, n]
 		var trackCoef *Node
-		coef, trackCoef = split(func(x, dy *Node) *Node { return c.channelProduct(c.apply(x, basis), dy) })
+		coef, trackCoef = split(func(x, dy *Node) *Node { return c.channelProduct(c.apply(x, full), dy) })
+		if complement != nil {
+			coef, compCoef = projector.SplitComplement(coef, side, r)
+			trackCoef, _ = projector.SplitComplement(trackCoef, side, r)
+		}
 		right := Concatenate([]*Node{Transpose(projector.UnitMax(trackCoef), 0, 1), omega}, 1) // [n, r+s]
-		return coef, projector.SplitTracking(c.kernelGradient(xh, c.timesChannels(dyh, right)), r)
+		return coef, compCoef, projector.SplitTracking(c.kernelGradient(xh, c.timesChannels(dyh, right)), r)
 	}
 	// Q [n, r]: ∂K₂·Q is the kernel gradient against ∂y·Q, [m, r].
 	var trackCoef *Node
-	coef, trackCoef = split(func(x, dy *Node) *Node { return c.kernelGradient(x, c.timesChannels(dy, basis)) })
+	coef, trackCoef = split(func(x, dy *Node) *Node { return c.kernelGradient(x, c.timesChannels(dy, full)) })
+	if complement != nil {
+		coef, compCoef = projector.SplitComplement(coef, side, r)
+		trackCoef, _ = projector.SplitComplement(trackCoef, side, r)
+	}
 	z := c.apply(xh, Concatenate([]*Node{projector.UnitMax(trackCoef), omega}, 1)) // r+s channels
-	return coef, projector.SplitTracking(c.channelProduct(dyh, z), r)
+	return coef, compCoef, projector.SplitTracking(c.channelProduct(dyh, z), r)
 }
 
 // convFLOPs is 2 × the output's size × the multiply-adds per output element (the kernel's size

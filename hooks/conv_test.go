@@ -111,9 +111,9 @@ func TestConvDirectCoefficients(t *testing.T) {
 						other = p.n
 					}
 					omega := ConstAsDType(x.Graph(), dtypes.Float64, projector.Sketch(other, projector.SketchColumns(rank)))
-					coef, tp := convDirectStep(p.conv, x, dy, basis, omega, side, 1)
+					coef, _, tp := convDirectStep(p.conv, x, dy, basis, nil, omega, side, 1)
 					// Tracking from half the examples sums the coefficient over two parts.
-					halfCoef, _ := convDirectStep(p.conv, x, dy, basis, omega, side, 0.5)
+					halfCoef, _, _ := convDirectStep(p.conv, x, dy, basis, nil, omega, side, 0.5)
 					want := projector.ProjectMatrix(full, basis, side)
 					wantTP := projector.FullTrackingProducts(full, want, omega, side)
 					// The lift maps the coefficient back into the kernel's own layout.

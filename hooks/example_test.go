@@ -49,10 +49,10 @@ func ExampleSubspace() {
 	fmt.Print(opt.PlanString())
 	// Output:
 	// subspace (matrix mode, rank 8):
-	//   /hidden/dense/weights  [32 64]  direct, left side, rank 8  FusedDense: x[128×32]·W[32×64]; ∂W never built
-	//   /hidden/dense/biases   [64]     full                       not selected (every trainable float variable of rank ≥ 2)
-	//   /output/dense/weights  [64 1]   full                       left out by the default selection: the output head (no other weight's product follows it): a low-rank basis would move the outputs in only Rank directions
-	//   /output/dense/biases   [1]      full                       not selected (every trainable float variable of rank ≥ 2)
+	//   /hidden/dense/weights  [32 64]  direct, left side, rank 8 + 16 random  FusedDense: x[128×32]·W[32×64]; ∂W never built
+	//   /hidden/dense/biases   [64]     full                                   not selected (every trainable float variable of rank ≥ 2)
+	//   /output/dense/weights  [64 1]   full                                   left out by the default selection: the output head (no other weight's product follows it): a low-rank basis would move the outputs in only Rank directions
+	//   /output/dense/biases   [1]      full                                   not selected (every trainable float variable of rank ≥ 2)
 }
 
 // A Monitor observes the store after steps (here by hand; AttachToLoop does it for a

@@ -42,8 +42,11 @@ type matrixVar struct {
 	valid    *model.Variable
 	residVar *model.Variable
 
-	oldBasis *Node // Q: the basis of this step's coefficients
-	stepCoef *Node // the coefficient gradient in Q
+	oldBasis *Node           // Q: the basis of this step's coefficients
+	stepCoef *Node           // the coefficient gradient in Q
+	compDirs *Node           // Ω: this step's random complement directions ([side rows, s]; nil: none)
+	compCoef *Node           // the coefficient gradient in Ω
+	compLen  *model.Variable // the last complement step's length (its growth limit)
 	products projector.TrackingProducts
 	rotation *Node // R = Q_nextᵀ·Q, set by tracked
 }
@@ -75,8 +78,17 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(stored, stored), DiagonalWithValue(ScalarOne(st.g, dtype), rank))))
 	hasBasis := LogicalAnd(GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0))), LessThan(gramErr, Scalar(st.g, dtype, BasisTolerance)))
 	h.oldBasis = Where(hasBasis, stored, start)
+	if s := st.cfg.complementOf(basisRows, rank); s > 0 && st.cfg.mode == Matrix {
+		seed := projector.ComplementSeed(st.t, hash.Sum64()^complementSeedSalt)
+		h.compDirs = projector.ComplementDirections(seed, h.oldBasis, s)
+		h.compLen = st.perVariable(v, svComplementLen, shapes.Make(dtype))
+	}
 	return h
 }
+
+// complementSeedSalt sets the complement's random stream apart from the start basis's, which
+// has the same path hash.
+const complementSeedSalt = 0x636f6d706c656d65
 
 // sketch is the fixed random Ω ([cols, s]) of the residual sketch.
 func (h *matrixVar) sketch(cols int) *Node {
@@ -98,7 +110,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 		if x.DType() != sdt {
 			x = ConvertDType(x, sdt)
 		}
-		h.stepCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction)
+		h.stepCoef, h.compCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction)
 		return h
 	}
 	x2 := p.xRows(p.x)
@@ -108,7 +120,7 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, sid
 	}
 	rows := x2.Shape().Dim(0)
 	trackRows := max(int(math.Ceil(st.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
-	h.stepCoef, h.products = projector.DirectStep(x2, dy2, h.oldBasis, h.sketchRows(h.otherSide()), h.side, trackRows)
+	h.stepCoef, h.compCoef, h.products = projector.DirectStepWithComplement(x2, dy2, h.oldBasis, h.compDirs, h.sketchRows(h.otherSide()), h.side, trackRows)
 	return h
 }
 
@@ -119,6 +131,9 @@ func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side project
 	grad2 := ConvertDType(view.fromW(grad), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
+	if h.compDirs != nil {
+		h.compCoef = projector.ProjectMatrix(grad2, h.compDirs, side)
+	}
 	return h
 }
 
@@ -142,14 +157,33 @@ func (h *matrixVar) useProjection() *Node                   { return Const(h.st.
 func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
-// lift maps the coefficient step back with the step's basis Q. The matrix subspace takes no
-// rotating full update (Policy.FullUpdateEvery): its basis follows any direction whose energy
-// grows, at the tracking rate.
+// lift maps the coefficient step back with the step's basis Q, and adds the complement's step
+// along its random directions Ω in the same product: [Q | Ω]·[step; complement step]. The
+// matrix subspace takes no rotating full update (Policy.FullUpdateEvery): its basis follows any
+// direction whose energy grows, at the tracking rate, and the complement reaches the rest.
 func (h *matrixVar) lift(step, _ *Node) *Node {
 	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
 		step = MulScalar(step, scale)
 	}
-	return ConvertDType(h.toW(projector.LiftMatrix(h.oldBasis, step, h.side)), h.v.DType())
+	basis := h.oldBasis
+	if h.compCoef != nil {
+		sideRows, dirs := h.side.Rows(h.m, h.n), h.compDirs.Shape().Dim(1)
+		compStep := projector.ComplementStep(h.compCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs))
+		// The step may lengthen by at most 1% a step (projector.LimitGrowth). A damaged
+		// checkpoint's negative or non-finite length restarts the limit instead of locking it.
+		last := h.compLen.NodeValue(h.st.g)
+		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))
+		var length *Node
+		compStep, length = projector.LimitGrowth(compStep, last)
+		h.compLen.SetNodeValue(ConvertDType(length, last.DType()))
+		axis := 0 // Left: steps are rows [r, n]
+		if h.side == projector.Right {
+			axis = 1
+		}
+		basis = Concatenate([]*Node{basis, ConvertDType(h.compDirs, basis.DType())}, 1)
+		step = Concatenate([]*Node{step, compStep}, axis)
+	}
+	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
 }
 
 // BasisTolerance is the largest |QᵀQ − I| entry a stored basis may have: tracking keeps bases

@@ -23,11 +23,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestMatrixUpdateLiesInSubspace: without the complement (Complement(0), the published method's
+// step) every update of a projected weight lies in the span of the basis its step used, and the
+// base optimizer keeps no full-size state for it, whatever the base optimizer.
 func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 	const rank = 3
 	for name, base := range baseOptimizers() {
 		t.Run(name, func(t *testing.T) {
-			opt := Subspace(base()).Rank(rank).WarmUp(2).CheckEvery(0).Done()
+			opt := Subspace(base()).Rank(rank).WarmUp(2).CheckEvery(0).Complement(0).Done()
 			r := newRun(t, opt)
 			r.float64 = true // the check measures the projection, not float32 rounding
 			for range 4 {
@@ -63,7 +66,8 @@ func TestMatrixUpdateLiesInSubspace(t *testing.T) {
 // TestScaleSetsTheLiftedStepsLength checks Scale on the first Adam step, where every coordinate
 // Adam normalises moves by the learning rate: unprojected, W [12, 16] moves lr·√(12·16); at rank
 // 3 on its 12-row side the coefficient [3, 16] moves lr·√(3·16), which Q keeps (the default, GaLore's
-// scale 1); Scale(0) multiplies it by √(12/3) back to the unprojected length; Scale(α) by α.
+// scale 1); Scale(0) multiplies it by √(12/3) back to the unprojected length; Scale(α) by α. The
+// complement is off: its step comes on top (TestComplementStepsOutsideTheBasis).
 func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
 	const rank, m, n, lr = 3, 12, 16, 0.01
 	firstStep := func(opt optimizer.Interface) float64 {
@@ -78,12 +82,12 @@ func TestScaleSetsTheLiftedStepsLength(t *testing.T) {
 	require.InDelta(t, lr*math.Sqrt(m*n), stock, 1e-3*stock, "Adam's first step moves each coordinate by lr")
 	scaled := map[float64]float64{}
 	for _, scale := range []float64{1, 0, 2.5} {
-		opt := Subspace(adam()).Rank(rank).Scale(scale).Done()
+		opt := Subspace(adam()).Rank(rank).Scale(scale).Complement(0).Done()
 		scaled[scale] = firstStep(opt)
 		if scale == 1 {
 			require.NotContains(t, opt.PlanString(), "step ×", "the default scale is not shown")
 		} else {
-			require.Contains(t, opt.PlanString(), fmt.Sprintf("rank 3, step ×%.2f", opt.cfg.ScaleOf(m, rank)))
+			require.Contains(t, opt.PlanString(), fmt.Sprintf("rank 3, step ×%.2f", opt.cfg.ScaleOf(m, rank)), "shown beside the rank")
 		}
 	}
 	require.InDelta(t, math.Sqrt(float64(rank)/m)*stock, scaled[1], 1e-3*stock, "scale 1: √(r/d) of the unprojected step")
@@ -120,8 +124,8 @@ func (r *run) nextStepLength(t *testing.T, path string) float64 {
 // TestDirectPathBuildsNoWeightGradient inspects the compiled step: no live product computes
 // xᵀ·∂y for the projected weight, and there is no control flow (If, While, Call) at all. Every
 // step — warm-up, drift check, refresh, ordinary — runs this one graph (one build), so one walk
-// covers them all. The only product of the weight's shape left is the lift Q·Δc, which
-// contracts over the rank.
+// covers them all. The only product of the weight's shape left is the lift [Q | Ω]·Δc, which
+// contracts over the rank and the complement's directions.
 func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	const rank = 3
 	weightProducts := func(opt *Optimizer) (contractions []int) {
@@ -166,7 +170,9 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	newRun(t, stock).step(t)
 	require.Equal(t, []int{64}, weightProducts(stock), "stock back-propagation builds ∂W = xᵀ·∂y over the batch of 64")
 
-	opt := Subspace(optimizer.Adam().Done()).Rank(rank).WarmUp(2).CheckEvery(3).Done()
+	// Two complement directions: the coefficient's product has 3 + 2 rows (padded to 8, not 12:
+	// a coefficient as tall as W's side would have W's shape too).
+	opt := Subspace(optimizer.Adam().Done()).Rank(rank).WarmUp(2).CheckEvery(3).Complement(2).Done()
 	r := newRun(t, opt)
 	for range 12 { // warm-up, then checks
 		r.step(t)
@@ -176,14 +182,16 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	require.Positive(t, report.Checks)
 	require.Equal(t, 1, opt.Builds(), "one graph for every kind of step")
 	require.Equal(t, RouteDirect, opt.Plan()[0].Route)
-	require.Equal(t, []int{rank}, weightProducts(opt), "only the lift (contracting over the rank) may have W's shape")
+	require.Equal(t, []int{rank + 2}, weightProducts(opt), "only the lift (contracting over the rank and the complement) may have W's shape")
 
 	f, err := opt.StepFLOPs()
 	require.NoError(t, err)
 	sf, err := stock.StepFLOPs()
 	require.NoError(t, err)
-	// Stock: ∂W₁ (2·64·12·16) + the output layer's ∂W₂ and ∂x (2·2·64·16). Direct: (x·Q)ᵀ·∂y is
-	// 2·64·12·3 + 2·3·64·16, no ∂x for the first layer; tracking adds ∂y·[Cᵀ | Ω] and xᵀ·(that)
+	// Stock: ∂W₁ (2·64·12·16) + the output layer's ∂W₂ and ∂x (2·2·64·16). Direct: (x·[Q | Ω])ᵀ·∂y
+	// is 2·64·12·5 + 2·5·64·16 (the basis's 3 columns and the complement's 2), no ∂x for the
+	// first layer; the complement's directions are drawn outside Q (Qᵀ·N and Q·(Qᵀ·N), 2·2·12·3·2);
+	// tracking adds ∂y·[Cᵀ | Ω] and xᵀ·(that)
 	// (2·64·(16+12)·(3+s)), the sketch's projection on Q (2·2·12·3·s), a Newton–Schulz
 	// orthonormalisation of [12, 3] (its Gram and final product, 2·2·12·3·3, and three 3×3
 	// products per iteration after the first) and the rotation R = Q_nextᵀ·Q
@@ -193,10 +201,13 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	// layer that is more than the direct path saves; on a 784×256 layer at rank 8 the direct
 	// path with tracking is about a tenth of stock's weight gradient.
 	s4 := projector.SketchColumns(rank)
-	tile := (rank + projector.ProductTile - 1) / projector.ProductTile * projector.ProductTile
+	tileOf := func(rows int) int {
+		return (rows + projector.ProductTile - 1) / projector.ProductTile * projector.ProductTile
+	}
+	tile, c := tileOf(rank), rank+2
 	ns := projector.NewtonSchulzSteps(DefaultFastTrackingRate)
 	require.Equal(t, int64(2*64*12*16+2*2*64*16), sf.Gradient)
-	products := int64(2*64*12*rank + 2*tile*64*16 + 2*2*64*16)
+	products := int64(2*64*12*c + 2*tileOf(c)*64*16 + 2*2*64*16 + 2*2*12*rank*2)
 	tracking := int64(2*64*(16+12)*(rank+s4) + 2*2*12*rank*s4 + 2*2*12*rank*rank + 3*(ns-1)*2*rank*rank*rank + 2*2*12*rank*tile)
 	require.Equal(t, products, f.Gradient-tracking, "gradient FLOPs: %d, of which tracking %d", f.Gradient, tracking)
 	require.Zero(t, f.PerLearn, "nothing is gated")
@@ -282,7 +293,7 @@ func TestDirectCoefficientsForEachProduct(t *testing.T) {
 
 func TestMatrixTrainsAndRefreshes(t *testing.T) {
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).
-		Rank(4).WarmUp(5).CheckEvery(5).ResidualThreshold(0.3).Done()
+		Rank(4).WarmUp(5).CheckEvery(5).ResidualThreshold(0.3).Complement(0).Done()
 	r := newRun(t, opt)
 	mon := opt.NewMonitor(r.store)
 	first, last := r.stepsObserved(t, mon, 151)
@@ -451,7 +462,7 @@ func TestTiedEmbeddingAndHead(t *testing.T) {
 	require.Equal(t, RouteFull, planOf(byDefault)[table].Route, byDefault.PlanString())
 	require.Contains(t, planOf(byDefault)[table].Why, "embedding table")
 
-	named := Subspace(optimizer.Adam().Done()).Rank(rank).WarmUp(2).CheckEvery(0).Variables(table).Done()
+	named := Subspace(optimizer.Adam().Done()).Rank(rank).WarmUp(2).CheckEvery(0).Complement(0).Variables(table).Done()
 	r = newTied(named)
 	for range 3 {
 		r.step(t)

@@ -556,7 +556,7 @@ func TestSettingsFromTheCommandLine(t *testing.T) {
 	plan := opt.Plan()
 	require.Equal(t, projector.Right, plan[0].Side, opt.PlanString())
 	require.Equal(t, 2, plan[0].Rank, opt.PlanString())
-	require.Contains(t, opt.PlanString(), "rank 2, step ×2.83", "subspace_scale=0: √(16/2) on the 16-row right side")
+	require.Contains(t, opt.PlanString(), "rank 2 + 4 random, step ×2.83", "subspace_scale=0: √(16/2) on the 16-row right side")
 	require.Contains(t, opt.PlanString(), `not selected (variables matching "^/hidden/dense/weights$")`)
 	require.Equal(t, 0.5, opt.Config().DriftPolicy().TrackingFraction)
 	require.Equal(t, 0.2, opt.Config().DriftPolicy().DriftMargin)

@@ -121,6 +121,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		}
 		e.rows, e.cols = m, n
 		e.Side = side
+		e.Complement = cfg.complementOf(side.Rows(m, n), e.Rank)
 		products[i] = p
 		plan[i] = e
 	}
@@ -273,7 +274,10 @@ type PlanEntry struct {
 	Route    Route
 	Side     projector.Side // matrix subspace: the side of the basis (Full variables: unused)
 	Rank     int
-	Why      string
+	// Complement is the number of random directions outside the basis that also step each
+	// step (Config.Complement; matrix subspace).
+	Complement int
+	Why        string
 
 	rows, cols int         // the variable as a matrix (matrix subspace)
 	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
@@ -313,6 +317,9 @@ func (o *Optimizer) PlanString() string {
 		}
 		if e.Route != RouteFull {
 			detail += fmt.Sprintf(", rank %d", e.Rank)
+			if e.Complement > 0 {
+				detail += fmt.Sprintf(" + %d random", e.Complement)
+			}
 			if scale := o.cfg.ScaleOf(e.Side.Rows(e.rows, e.cols), e.Rank); scale != 1 {
 				detail += fmt.Sprintf(", step ×%.2f", scale)
 			}

@@ -73,6 +73,7 @@ var (
 	svExplained     = stateVar{"explained", dtypes.InvalidDType, "temporal basis: explained variance of its snapshots"}
 	svRank          = stateVar{"rank", dtypes.Int32, "temporal basis: its effective rank"}
 	svSnapshots     = stateVar{"snapshots", dtypes.InvalidDType, "temporal basis: the ring buffer of recent gradients"}
+	svComplementLen = stateVar{"complement_step_length", dtypes.InvalidDType, "complement: the length of the last complement step (its growth limit)"}
 )
 
 // stateSchema lists every entry, scalars first (TestStateSchemaCoversTheStore checks the store
@@ -83,7 +84,7 @@ var stateSchema = []stateVar{
 	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
 	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,
 	svBasis, svCoefficients, svValid, svResidual, svFreshResidual, svHighChecks, svLowChecks,
-	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots,
+	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots, svComplementLen,
 }
 
 // of is the path of a scalar entry under the state scope root.
