@@ -73,6 +73,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	lr := st.learningRate()
 	steps := make(map[handler]*Node, len(hs))
 	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
+	state := make(map[handler][]*model.Variable, len(hs))
+	for _, h := range hs {
+		state[h] = st.coefficientState(h)
+	}
 	for _, h := range hs {
 		v := h.variable()
 		coef, _ := h.coefficients()
@@ -88,7 +92,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		turn := fullTurn[h]       // nil: no full-update rule
 		if h.fullUpdateInBase() {
-			projected := Add(before, h.lift(step, turn))
+			projected := Add(before, h.lift(step, turn, state[h]))
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
@@ -97,7 +101,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
 			// a full-size select (each full-size op is a pass over the weight).
-			lifted := h.lift(step, turn)
+			lifted := h.lift(step, turn, state[h])
 			projected := Add(before, lifted)
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
@@ -127,23 +131,41 @@ func (st *stepState) clipStep(before, updated *Node) *Node {
 	return Add(before, ClipScalar(Sub(updated, before), -clip, clip))
 }
 
-// rotateStates hands each handler its coefficient-shaped state, to carry into its next basis
-// (handler.rotateState): the variables named after its coefficients ("…_coefficients_1st_moment"
-// of the base optimizer, "…_coefficients_prev_grad" of the curvature signal), under any scope
-// ending in the coefficients' scope, with their shape. The base optimizer's state is found by
-// name because GoMLX's optimizers keep it under their own scope, mirroring the variable's path.
+// rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
+// into its next basis (handler.rotateState).
 func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 	for _, h := range hs {
-		coef, _ := h.coefficients()
-		var state []*model.Variable
-		for sv := range st.scope.Store().IterVariables() {
-			if sv != coef && sv.InUseByGraph(st.g) && strings.HasPrefix(sv.Name(), coef.Name()+"_") &&
-				strings.HasSuffix(sv.Scope(), coef.Scope()) && sv.Shape().Equal(coef.Shape()) {
-				state = append(state, sv)
-			}
-		}
-		h.rotateState(state, stepOK[h])
+		h.rotateState(st.coefficientState(h), stepOK[h])
 	}
+}
+
+// coefficientState is a handler's coefficient-shaped state: the variables named after its
+// coefficients ("…_coefficients_1st_moment" of the base optimizer, "…_coefficients_prev_grad" of
+// the curvature signal), under any scope ending in the coefficients' scope, with their shape.
+// The base optimizer's state is found by name because GoMLX's optimizers keep it under their own
+// scope, mirroring the variable's path.
+func (st *stepState) coefficientState(h handler) []*model.Variable {
+	coef, _ := h.coefficients()
+	var state []*model.Variable
+	for sv := range st.scope.Store().IterVariables() {
+		if sv != coef && sv.InUseByGraph(st.g) && strings.HasPrefix(sv.Name(), coef.Name()+"_") &&
+			strings.HasSuffix(sv.Scope(), coef.Scope()) && sv.Shape().Equal(coef.Shape()) {
+			state = append(state, sv)
+		}
+	}
+	return state
+}
+
+// secondMoment says whether the base optimizer keeps a second moment of the coefficients (named
+// "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name it): it normalises its steps
+// elementwise, and their length does not follow the gradient's.
+func secondMoment(state []*model.Variable) bool {
+	for _, sv := range state {
+		if strings.HasSuffix(sv.Name(), "_2nd_moment") {
+			return true
+		}
+	}
+	return false
 }
 
 // learningRate returns the base optimizer's learning-rate node, if it keeps one in the usual place.

@@ -159,16 +159,18 @@ func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.s
 
 // lift maps the coefficient step back with the step's basis Q, and adds the complement's step
 // along its random directions Ω in the same product: [Q | Ω]·[step; complement step]. The
+// complement steps as the base optimizer does: normalised after Adam-like ones (a second
+// moment in baseState), in proportion to its gradient after SGD (projector.ComplementStep). The
 // matrix subspace takes no rotating full update (Policy.FullUpdateEvery): its basis follows any
 // direction whose energy grows, at the tracking rate, and the complement reaches the rest.
-func (h *matrixVar) lift(step, _ *Node) *Node {
+func (h *matrixVar) lift(step, _ *Node, baseState []*model.Variable) *Node {
 	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
 		step = MulScalar(step, scale)
 	}
 	basis := h.oldBasis
 	if h.compCoef != nil {
 		sideRows, dirs := h.side.Rows(h.m, h.n), h.compDirs.Shape().Dim(1)
-		compStep := projector.ComplementStep(h.compCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs))
+		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), secondMoment(baseState))
 		// The step may lengthen by at most 1% a step (projector.LimitGrowth). A damaged
 		// checkpoint's negative or non-finite length restarts the limit instead of locking it.
 		last := h.compLen.NodeValue(h.st.g)

@@ -168,8 +168,9 @@ type handler interface {
 	// warm-up needs it; the matrix subspace never keeps full-size optimizer state).
 	fullUpdateInBase() bool
 	// lift maps a coefficient step to the variable's shape; where fullTurn (nil: never) it adds
-	// the full-update rule's step (Policy.FullUpdateEvery).
-	lift(step, fullTurn *Node) *Node
+	// the full-update rule's step (Policy.FullUpdateEvery). baseState is the base optimizer's
+	// state of the coefficients (coefficientState), which says how it normalises its steps.
+	lift(step, fullTurn *Node, baseState []*model.Variable) *Node
 	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
 	// path), to be checked for finiteness; nil if there is none.
 	stepCoefficients() *Node

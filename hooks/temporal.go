@@ -114,7 +114,7 @@ func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h
 // lift maps the coefficient step back; on its full-update turn it adds the gradient's part
 // outside the step's starting basis, scaled to at most the length of the step (Fira's
 // norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
-func (h *temporalVar) lift(step, fullTurn *Node) *Node {
+func (h *temporalVar) lift(step, fullTurn *Node, _ []*model.Variable) *Node {
 	if scale := h.st.cfg.scale; scale != 1 { // Validate: > 0 in temporal mode
 		step = MulScalar(step, scale)
 	}

@@ -22,10 +22,9 @@ import (
 // dominant ones can stall; FRUGAL, Zmushko et al. 2025: state-free steps for the rest of the
 // space keep quality at a fraction of the optimizer state).
 //
-// The step's length is tied to the base optimizer's: each random direction moves scale times as
-// far as the tracked directions do on average (the RMS of the base optimizer's coefficient
-// step). That is optimizer-agnostic (the learning rate, its schedule and Adam's normalisation
-// come with it) and makes a skipped step (a zero coefficient step) skip the complement too.
+// The step's length is tied to the base optimizer's step on the basis's coefficient
+// (ComplementStep), so the learning rate, its schedule and the base optimizer's normalisation
+// come with it, and a skipped step (a zero coefficient step) skips the complement too.
 
 // ComplementSeed is the random state that draws a step's complement directions: a function of
 // the variable (seed, e.g. a hash of its path) and the step number t (a scalar integer node), so
@@ -74,14 +73,26 @@ func LimitGrowth(step, last *Node) (limited, length *Node) {
 	return limited, length
 }
 
-// ComplementStep is the complement's step from its coefficient gradient coef (D: [s, n] Left,
-// [m, s] Right) and the base optimizer's coefficient step of the same variable (already scaled
-// and guarded): −scale·RMS(step)·D/RMS(D). It is zero where D is zero or not finite, and where
-// the base step is zero (a skipped step).
-func ComplementStep(coef, baseStep *Node, scale float64) *Node {
+// ComplementStep is the complement's step from its coefficient gradient compCoef (D: [s, n]
+// Left, [m, s] Right), the basis's coefficient gradient coef (C) and the base optimizer's step
+// on it (already scaled and guarded), in the base optimizer's manner:
+//   - normalized (Adam, AdamW, RMSProp: a step whose length does not follow the gradient's):
+//     −scale·RMS(step)·D/RMS(D), each random direction moving scale times as far as the tracked
+//     ones do on average;
+//   - otherwise (SGD: a step proportional to the gradient): −scale·(RMS(step)/RMS(C))·D, the
+//     base optimizer's gain on the coefficient applied to the complement's gradient.
+//
+// It is zero where D is zero or not finite, and where the base step is zero (a skipped step).
+func ComplementStep(compCoef, coef, baseStep *Node, scale float64, normalized bool) *Node {
 	rmsOf := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
-	d := ConvertDType(coef, baseStep.DType())
-	factor := Div(MulScalar(rmsOf(baseStep), -scale), SafeDivisor(rmsOf(d)))
+	d := ConvertDType(compCoef, baseStep.DType())
+	gain := rmsOf(baseStep)
+	if normalized {
+		gain = Div(gain, SafeDivisor(rmsOf(d)))
+	} else {
+		gain = Div(gain, SafeDivisor(rmsOf(ConvertDType(coef, baseStep.DType()))))
+	}
+	factor := MulScalar(gain, -scale)
 	ok := IsFinite(Mul(factor, ReduceAllSum(d)))
 	factor = Where(ok, factor, upstream.ZeroOf(factor))
 	d = Where(ok, d, upstream.ZeroOf(d))

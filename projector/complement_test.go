@@ -87,26 +87,34 @@ func TestDirectStepWithComplementEqualsTheFullGradientsProjections(t *testing.T)
 }
 
 // TestComplementStepIsTheBaseStepsLength: the complement's step points against its coefficient
-// gradient with scale times the RMS of the base optimizer's step, and is zero for a skipped (zero)
-// base step, a zero gradient and a non-finite one.
+// gradient; after a normalising base optimizer its RMS is scale times the base step's, after a
+// proportional one (SGD) it is the base step's gain on the coefficient, times scale; it is zero
+// for a skipped (zero) base step, a zero gradient and a non-finite one.
 func TestComplementStepIsTheBaseStepsLength(t *testing.T) {
 	d := tensors.FromValue([][]float32{{3, -4}, {0, 1}})
-	step := tensors.FromValue([][]float32{{0.01, -0.02, 0.03}, {0, 0.01, -0.01}})
+	coef := tensors.FromValue([][]float32{{1, -2, 3}, {0, 1, -1}})
+	step := tensors.FromValue([][]float32{{0.01, -0.02, 0.03}, {0, 0.01, -0.01}}) // 0.01 × coef: SGD's gain
 	inf := float32(math.Inf(1))
-	outs, err := ExecOnceN(testBackend(t), func(d, step *Node) []*Node {
-		c := ComplementStep(d, step, 2)
-		rms := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
-		// c = −k·d with k > 0: c + k·d = 0 for k = −⟨c, d⟩/‖d‖².
-		k := Neg(Div(ReduceAllSum(Mul(c, d)), ReduceAllSum(Square(d))))
-		return []*Node{Div(rms(c), rms(step)), maxAbs(Add(c, Mul(k, d))), k,
-			maxAbs(ComplementStep(d, ZerosLike(step), 2)), maxAbs(ComplementStep(ZerosLike(d), step, 2)),
-			maxAbs(ComplementStep(Add(d, Const(d.Graph(), [][]float32{{inf, 0}, {0, 0}})), step, 2))}
-	}, d, step)
-	require.NoError(t, err)
-	require.InDelta(t, 2, outs[0].Value().(float32), 1e-5, "RMS: scale × the base step's")
-	require.Less(t, outs[1].Value().(float32), float32(1e-7), "along −D")
-	require.Greater(t, outs[2].Value().(float32), float32(0), "against the gradient")
-	for i, what := range []string{"a skipped step", "a zero gradient", "a non-finite gradient"} {
-		require.Equal(t, float32(0), outs[3+i].Value().(float32), what)
+	for _, normalized := range []bool{true, false} {
+		outs, err := ExecOnceN(testBackend(t), func(d, coef, step *Node) []*Node {
+			c := ComplementStep(d, coef, step, 2, normalized)
+			rms := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
+			// c = −k·d with k > 0: c + k·d = 0 for k = −⟨c, d⟩/‖d‖².
+			k := Neg(Div(ReduceAllSum(Mul(c, d)), ReduceAllSum(Square(d))))
+			return []*Node{Div(rms(c), rms(step)), k, maxAbs(Add(c, Mul(k, d))),
+				maxAbs(ComplementStep(d, coef, ZerosLike(step), 2, normalized)), maxAbs(ComplementStep(ZerosLike(d), coef, step, 2, normalized)),
+				maxAbs(ComplementStep(Add(d, Const(d.Graph(), [][]float32{{inf, 0}, {0, 0}})), coef, step, 2, normalized))}
+		}, d, coef, step)
+		require.NoError(t, err)
+		if normalized {
+			require.InDelta(t, 2, outs[0].Value().(float32), 1e-5, "normalised: RMS scale × the base step's")
+		} else {
+			require.InDelta(t, 2*0.01, outs[1].Value().(float32), 1e-7, "proportional: scale × the base step's gain on the coefficient")
+		}
+		require.Greater(t, outs[1].Value().(float32), float32(0), "against the gradient")
+		require.Less(t, outs[2].Value().(float32), float32(1e-7), "along −D")
+		for i, what := range []string{"a skipped step", "a zero gradient", "a non-finite gradient"} {
+			require.Equal(t, float32(0), outs[3+i].Value().(float32), "normalised %v: %s", normalized, what)
+		}
 	}
 }
