@@ -1,5 +1,6 @@
-// Package figures is the data of the examples' pictures of the drift controller: the examples
-// write it as JSON, and examples/plot draws it (internal/plots). The examples themselves then do
+// Package figures is the data of the examples' pictures: the drift controller's (the examples
+// write it as JSON, and examples/plot draws it, internal/plots) and the frontier of quality
+// against step time. The examples themselves then do
 // not compile a plotting library, which is a sixth of a fresh build of the first command.
 package figures
 
@@ -7,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 
 	"github.com/gradsub/gradsub/hooks"
 )
@@ -50,4 +53,75 @@ func Read(path string) (Controller, error) {
 		return c, fmt.Errorf("%s holds no series to draw", path)
 	}
 	return c, nil
+}
+
+// Frontier is a picture of quality against cost: each series (a variant) is a line through its
+// points, one per rank, at (step time, eval loss), both as ratios to stock's in the same run.
+type Frontier struct {
+	Title  string           `json:"title"`
+	Series []FrontierSeries `json:"series"`
+}
+
+// FrontierSeries is one variant's points, in the order of its ranks.
+type FrontierSeries struct {
+	Name   string          `json:"name"`
+	Points []FrontierPoint `json:"points"`
+}
+
+// FrontierPoint is one run: its rank, and its step time and eval loss as ratios to stock's.
+type FrontierPoint struct {
+	Rank      int     `json:"rank"`
+	StepRatio float64 `json:"step_ratio"`
+	LossRatio float64 `json:"loss_ratio"`
+}
+
+// Add appends a point to the series named name, creating it in first-seen order.
+func (f *Frontier) Add(name string, p FrontierPoint) {
+	for i := range f.Series {
+		if f.Series[i].Name == name {
+			f.Series[i].Points = append(f.Series[i].Points, p)
+			return
+		}
+	}
+	f.Series = append(f.Series, FrontierSeries{Name: name, Points: []FrontierPoint{p}})
+}
+
+// Table renders the frontier as a markdown table: a row per rank, a column pair (loss, step
+// time) per series.
+func (f Frontier) Table() string {
+	var ranks []int
+	seen := map[int]bool{}
+	for _, s := range f.Series {
+		for _, p := range s.Points {
+			if !seen[p.Rank] {
+				seen[p.Rank] = true
+				ranks = append(ranks, p.Rank)
+			}
+		}
+	}
+	sort.Ints(ranks)
+	var b strings.Builder
+	b.WriteString("| rank |")
+	for _, s := range f.Series {
+		fmt.Fprintf(&b, " %s: loss | step |", s.Name)
+	}
+	b.WriteString("\n|---|")
+	for range f.Series {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("\n")
+	for _, r := range ranks {
+		fmt.Fprintf(&b, "| %d |", r)
+		for _, s := range f.Series {
+			cell := " — | — |"
+			for _, p := range s.Points {
+				if p.Rank == r {
+					cell = fmt.Sprintf(" %.3f | %.2f |", p.LossRatio, p.StepRatio)
+				}
+			}
+			b.WriteString(cell)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -140,3 +140,64 @@ func smooth(values []float64, window int) plotter.XYs {
 	}
 	return out
 }
+
+// Frontier writes a PNG of the frontier: eval loss against step time, both as ratios to stock's,
+// a line per series through its ranks (each point labelled with its rank), and stock's point
+// (1, 1) marked by dashed lines. Lower and further left is better.
+func Frontier(path string, fig figures.Frontier) error {
+	p := plot.New()
+	p.Title.Text = fig.Title
+	p.X.Label.Text = "step time / stock's"
+	p.Y.Label.Text = "eval loss / stock's"
+	p.Legend.Top = true
+	twoDecimals := plot.TickerFunc(func(min, max float64) []plot.Tick {
+		ticks := plot.DefaultTicks{}.Ticks(min, max)
+		for i := range ticks {
+			if ticks[i].Label != "" {
+				ticks[i].Label = fmt.Sprintf("%.2f", ticks[i].Value)
+			}
+		}
+		return ticks
+	})
+	p.X.Tick.Marker, p.Y.Tick.Marker = twoDecimals, twoDecimals
+	for i, s := range fig.Series {
+		var xys plotter.XYs
+		var labels []string
+		for _, pt := range s.Points {
+			xys = append(xys, plotter.XY{X: pt.StepRatio, Y: pt.LossRatio})
+			labels = append(labels, fmt.Sprint(pt.Rank))
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		c := palette[i%len(palette)]
+		line, points, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return err
+		}
+		line.Color, points.Color = c, c
+		points.Shape = draw.CircleGlyph{}
+		lab, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: labels})
+		if err != nil {
+			return err
+		}
+		for j := range lab.TextStyle {
+			lab.TextStyle[j].Color = c
+			lab.TextStyle[j].XAlign = draw.XLeft
+		}
+		lab.Offset = vg.Point{X: vg.Points(3), Y: vg.Points(3)}
+		p.Add(line, points, lab)
+		p.Legend.Add(s.Name, line, points)
+	}
+	xmin, xmax, ymin, ymax := p.X.Min, p.X.Max, p.Y.Min, p.Y.Max
+	for _, ref := range []plotter.XYs{{{X: 1, Y: min(ymin, 1)}, {X: 1, Y: max(ymax, 1)}}, {{X: min(xmin, 1), Y: 1}, {X: max(xmax, 1), Y: 1}}} {
+		l, err := plotter.NewLine(ref)
+		if err != nil {
+			return err
+		}
+		l.Color = color.Gray{Y: 128}
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(l)
+	}
+	return p.Save(7*vg.Inch, 5*vg.Inch, path)
+}
