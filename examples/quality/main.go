@@ -16,29 +16,42 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/figures"
+	"github.com/gradsub/gradsub/internal/plots"
 	"github.com/gradsub/gradsub/internal/quality"
 )
 
 func main() {
 	seeds := flag.Int("seeds", 0, "seeds per variant (0: each task's own, 3; the wide MLP's 10)")
 	steps := flag.Int("steps", 0, "training steps (0: each task's own, 300)")
-	tasks := flag.String("tasks", "lm,mlp,conv,wide", "tasks: lm (attention LM), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024), convwide (a wider conv net at batch 64) and lmwide (the attention LM at width 256), outside the suite")
+	tasks := flag.String("tasks", "lm,tiedlm,mlp,conv,wide", "tasks: lm (attention LM), tiedlm (the attention LM with its head tied to its token table), mlp (MLP classifier), conv (conv net), wide (wide MLP); also resmlp (a residual MLP at batch 1,024), convwide (a wider conv net at batch 64) and lmwide (the attention LM at width 256), outside the suite")
 	variants := flag.String("variants", strings.Join(quality.Variants, ","), "variants to run")
 	lrFlag := flag.String("lr", "", "learning rate of every variant, or a comma-separated list to sweep (empty: each task's own)")
 	scale := flag.Float64("scale", 1, "the projector variants' step scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
+	complement := flag.Int("complement", hooks.AutoComplement, "the projector variants' random complement directions per matrix (hooks.Config.Complement; -1: automatic, 0: none, the published method's step)")
+	complementScale := flag.Float64("complement-scale", hooks.DefaultComplementScale, "their step against the tracked directions' (hooks.Config.ComplementScale)")
 	trace := flag.Int("trace", 0, "print each run's training loss every this many steps (0: none)")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
+	ranksFlag := flag.String("ranks", "", "a comma-separated list of ranks to run in turn instead of -rank (stock trains once a task), then draw each task's frontier of eval loss against step time (frontier-<task>.png and .md in -out)")
+	outDir := flag.String("out", "quality-report", "directory of the frontier pictures and tables (with -ranks)")
 	backendFlag := flag.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else the Go backend)")
-	project := flag.String("project", "", "regexp of the variables to project (empty: each task's own for galore, random and temporal, the default selection for matrix); default, the one option, always chooses its own")
+	project := flag.String("project", "", "regexp of the variables to project (empty: each task's own for galore, random and temporal, the default selection for matrix and plain); default, the one option, always chooses its own")
 	wideBatch := flag.Int("wide-batch", 0, "batch of the wide MLP (0: its own, 128; at 2048 the one option projects its 512×512 matrix)")
 	flag.Parse()
 	rates, err := parseRates(*lrFlag)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ranks, err := parseRanks(*ranksFlag, *rank)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -49,7 +62,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
-	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet(), "lmwide": quality.WideAttentionLM()}
+	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "tiedlm": quality.TiedAttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet(), "lmwide": quality.WideAttentionLM()}
 	if *wideBatch > 0 {
 		byName["wide"] = quality.WideMLPAt(*wideBatch)
 	}
@@ -57,11 +70,8 @@ func main() {
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, mlp, conv, wide, resmlp, convwide, lmwide)\n", name)
+			fmt.Fprintf(os.Stderr, "unknown task %q (use lm, tiedlm, mlp, conv, wide, resmlp, convwide, lmwide)\n", name)
 			os.Exit(2)
-		}
-		if *rank > 0 {
-			task.Rank = *rank
 		}
 		if *project != "" {
 			task.Project = *project
@@ -70,62 +80,91 @@ func main() {
 		if *seeds > 0 {
 			n = *seeds
 		}
-		for _, variant := range strings.Split(*variants, ",") {
-			if why, skip := task.Skip[variant]; skip {
-				fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
-				continue
+		for ri, r := range ranks {
+			if r > 0 {
+				task.Rank = r
 			}
-			for _, lr := range rates {
-				atRate := task
-				if lr > 0 {
-					atRate.LR = lr
+			for _, variant := range strings.Split(*variants, ",") {
+				if why, skip := task.Skip[variant]; skip {
+					fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
+					continue
 				}
-				for seed := range int64(n) {
-					o := quality.Options{Steps: *steps}
-					o.Config = projectorOptions(variant, *scale, *project)
-					var losses []string
-					if *trace > 0 {
-						o.Trace = func(step int, loss float64) {
-							if step%*trace == 0 {
-								losses = append(losses, fmt.Sprintf("%.2f", loss))
+				if ri > 0 && (variant == quality.Stock || variant == quality.Default) {
+					continue // the rank does not change them: they train once a task
+				}
+				for _, lr := range rates {
+					atRate := task
+					if lr > 0 {
+						atRate.LR = lr
+					}
+					for seed := range int64(n) {
+						o := quality.Options{Steps: *steps}
+						o.Config = projectorOptions(variant, projectorFlags{*scale, *project, *complement, *complementScale})
+						var losses []string
+						if *trace > 0 {
+							o.Trace = func(step int, loss float64) {
+								if step%*trace == 0 {
+									losses = append(losses, fmt.Sprintf("%.2f", loss))
+								}
 							}
 						}
+						r, err := quality.Run(backend, atRate, variant, seed+1, o)
+						if err != nil {
+							fmt.Fprintln(os.Stderr, err)
+							os.Exit(1)
+						}
+						fmt.Fprintf(os.Stderr, "%-14s %-9s lr %-7g seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
+							r.Task, r.Variant, r.LR, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
+						if len(losses) > 0 {
+							fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
+						}
+						results = append(results, r)
 					}
-					r, err := quality.Run(backend, atRate, variant, seed+1, o)
-					if err != nil {
-						fmt.Fprintln(os.Stderr, err)
-						os.Exit(1)
-					}
-					fmt.Fprintf(os.Stderr, "%-14s %-9s lr %-7g seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
-						r.Task, r.Variant, r.LR, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
-					if len(losses) > 0 {
-						fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
-					}
-					results = append(results, r)
 				}
 			}
 		}
 	}
 	summaries := quality.Summarize(results)
 	printTable(summaries, func(s quality.Summary) string { return s.Task + "\x00" + fmt.Sprint(s.LR) })
+	if len(ranks) > 1 {
+		if err := writeFrontiers(summaries, *outDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	if len(rates) > 1 {
 		fmt.Println("\neach variant at its best learning rate (loss / stock: against stock at its own best)")
 		printTable(quality.AtBestRate(summaries), func(s quality.Summary) string { return s.Task })
 	}
 }
 
+// projectorFlags are the flags that change the projector variants' options.
+type projectorFlags struct {
+	scale           float64
+	project         string
+	complement      int
+	complementScale float64
+}
+
 // projectorOptions are the flags' changes to a projector variant's options (nil: none): the step
-// scale, and the variables matrix mode projects (the one option, default, keeps its own choice).
-func projectorOptions(variant string, scale float64, project string) func(*hooks.Config) *hooks.Config {
-	if scale == 1 && (project == "" || variant != quality.Matrix) {
+// scale, the complement (of the variants that have one: plain is the step without it), and the
+// variables matrix mode projects (the one option, default, keeps its own choice).
+func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hooks.Config {
+	chosen := variant == quality.Matrix || variant == quality.Plain // variants whose variables -project picks
+	withComplement := variant == quality.Matrix || variant == quality.Default
+	if f.scale == 1 && (!withComplement || f.complement == hooks.AutoComplement && f.complementScale == hooks.DefaultComplementScale) &&
+		(f.project == "" || !chosen) {
 		return nil
 	}
 	return func(c *hooks.Config) *hooks.Config {
-		if scale != 1 {
-			c = c.Scale(scale)
+		if f.scale != 1 {
+			c = c.Scale(f.scale)
 		}
-		if project != "" && variant == quality.Matrix {
-			c = c.Matching(project)
+		if withComplement {
+			c = c.Complement(f.complement).ComplementScale(f.complementScale)
+		}
+		if f.project != "" && chosen {
+			c = c.Matching(f.project)
 		}
 		return c
 	}
@@ -135,7 +174,7 @@ func projectorOptions(variant string, scale float64, project string) func(*hooks
 // task alone).
 func printTable(summaries []quality.Summary, key func(quality.Summary) string) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "task\tvariant\tlr\teval loss\taccuracy\tloss / stock\tms/step")
+	fmt.Fprintln(w, "task\tvariant\trank\tlr\teval loss\taccuracy\tloss / stock\tms/step")
 	stock := map[string]float64{}
 	for _, s := range summaries {
 		if s.Variant == quality.Stock {
@@ -147,9 +186,69 @@ func printTable(summaries []quality.Summary, key func(quality.Summary) string) {
 		if l, ok := stock[key(s)]; ok {
 			ratio = fmt.Sprintf("%.2f", s.Loss/l)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%g\t%.3f ± %.3f\t%.3f ± %.3f\t%s\t%.1f\n", s.Task, s.Variant, s.LR, s.Loss, s.LossStd, s.Acc, s.AccStd, ratio, s.StepMs)
+		rank := fmt.Sprint(s.Rank)
+		if s.Variant == quality.Stock || s.Variant == quality.Default {
+			rank = "-" // stock projects nothing; the one option chooses its own
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%g\t%.3f ± %.3f\t%.3f ± %.3f\t%s\t%.1f\n", s.Task, s.Variant, rank, s.LR, s.Loss, s.LossStd, s.Acc, s.AccStd, ratio, s.StepMs)
 	}
 	w.Flush()
+}
+
+// parseRanks reads -ranks (a comma-separated list), or gives -rank alone (0: each task's own).
+func parseRanks(list string, rank int) ([]int, error) {
+	if strings.TrimSpace(list) == "" {
+		return []int{rank}, nil
+	}
+	var ranks []int
+	for _, field := range strings.Split(list, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || r < 1 {
+			return nil, fmt.Errorf("-ranks %q: %q is not a rank ≥ 1", list, field)
+		}
+		ranks = append(ranks, r)
+	}
+	return ranks, nil
+}
+
+// writeFrontiers draws, for each task, each variant's eval loss and step time against stock's
+// (of the same task and learning rate), by rank: frontier-<task>.png and .md in dir.
+func writeFrontiers(summaries []quality.Summary, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	stock := map[string]quality.Summary{}
+	var tasks []string
+	for _, s := range summaries {
+		if s.Variant == quality.Stock {
+			stock[s.Task+fmt.Sprint(s.LR)] = s
+			tasks = append(tasks, s.Task)
+		}
+	}
+	for _, task := range slices.Compact(tasks) {
+		fig := figures.Frontier{Title: fmt.Sprintf("%s: quality against step time, by rank", task)}
+		for _, s := range summaries {
+			ref, ok := stock[s.Task+fmt.Sprint(s.LR)]
+			if s.Task != task || !ok || s.Variant == quality.Stock || s.Variant == quality.Default || ref.StepMs == 0 {
+				continue
+			}
+			fig.Add(s.Variant, figures.FrontierPoint{Rank: s.Rank, StepRatio: s.StepMs / ref.StepMs, LossRatio: s.Loss / ref.Loss})
+		}
+		if len(fig.Series) == 0 {
+			continue
+		}
+		name := "frontier-" + strings.ReplaceAll(task, " ", "-")
+		table := fig.Table()
+		fmt.Printf("\n%s: eval loss and step time against stock's, by rank\n\n%s", task, table)
+		if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(table), 0o644); err != nil {
+			return err
+		}
+		if err := plots.Frontier(filepath.Join(dir, name+".png"), fig); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s.png and %s.md in %s\n", name, name, dir)
+	}
+	return nil
 }
 
 // parseRates reads -lr: empty is each task's own rate (0), else one or more positive rates.

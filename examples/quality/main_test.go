@@ -24,14 +24,22 @@ func TestParseRates(t *testing.T) {
 }
 
 // TestProjectorOptions: -project reaches matrix mode (a bad pattern fails its validation) and
-// never the one option, which keeps its own selection; -scale reaches both.
+// never the one option, which keeps its own selection; -scale and -complement reach both.
 func TestProjectorOptions(t *testing.T) {
 	adam := optimizer.Adam().Done()
-	require.Nil(t, projectorOptions(quality.Default, 1, "("), "the one option chooses its own variables")
-	require.Nil(t, projectorOptions(quality.Matrix, 1, ""))
-	matrix := projectorOptions(quality.Matrix, 1, "(")
+	flags := func(scale float64, project string) projectorFlags {
+		return projectorFlags{scale, project, hooks.AutoComplement, hooks.DefaultComplementScale}
+	}
+	require.Nil(t, projectorOptions(quality.Default, flags(1, "(")), "the one option chooses its own variables")
+	require.Nil(t, projectorOptions(quality.Matrix, flags(1, "")))
+	matrix := projectorOptions(quality.Matrix, flags(1, "("))
 	require.NotNil(t, matrix)
 	require.ErrorContains(t, matrix(hooks.Subspace(adam)).Validate(), "(", "the pattern reaches matrix mode")
-	require.NoError(t, projectorOptions(quality.Matrix, 1, `^/conv_\d/`)(hooks.Subspace(adam)).Validate())
-	require.NotNil(t, projectorOptions(quality.Default, 2, `^/conv_\d/`), "the scale reaches the one option")
+	require.NoError(t, projectorOptions(quality.Matrix, flags(1, `^/conv_\d/`))(hooks.Subspace(adam)).Validate())
+	require.NotNil(t, projectorOptions(quality.Default, flags(2, `^/conv_\d/`)), "the scale reaches the one option")
+	off := projectorOptions(quality.Default, projectorFlags{1, "", -2, 1})
+	require.NotNil(t, off, "-complement reaches the one option")
+	require.ErrorContains(t, off(hooks.Subspace(adam)).Validate(), "Complement(-2)")
+	require.Nil(t, projectorOptions(quality.Plain, projectorFlags{1, "", 8, 1}), "plain is the step without the complement")
+	require.NotNil(t, projectorOptions(quality.Plain, flags(1, "^/x$")), "-project reaches plain")
 }

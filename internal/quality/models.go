@@ -45,6 +45,10 @@ type Task struct {
 	Seeds int
 	// Skip names variants not run on this task, and why.
 	Skip map[string]string
+	// MatrixWithin, if set, bounds matrix mode's mean eval loss at the task's rank against
+	// stock's: the quality the complement holds at a low rank, measured over the task's seeds
+	// (docs/quality.md), with a margin for the seeds' spread.
+	MatrixWithin float64
 }
 
 // A synthetic task draws n examples from a random stream: a step's batch from the seed's stream
@@ -109,6 +113,35 @@ func attentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
 	}
 }
 
+// tiedAttentionLMOf is the attention LM with its head tied to its token table (logits = x·Eᵀ),
+// both at GoMLX's default initialisation (He: std √(2/width), 0.18 at width 64, where PyTorch's
+// embeddings start at 1 and a GPT's at 0.02). A model of a shape the projector was not designed
+// for: the table is read by a Gather and by the head's product, and the block's weights see
+// inputs of that scale.
+func tiedAttentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
+	return func(scope *model.Scope, inputs []*Node) []*Node {
+		tokens := inputs[0]
+		g := tokens.Graph()
+		tokenScope := scope.In("tokens")
+		x := layers.Embedding(tokenScope, tokens, dtypes.Float32, lmVocab, s.width)
+		table := tokenScope.GetVariable("embeddings").NodeValue(g) // [vocab, width]
+		pos := scope.In("positions").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 1, lmSeq, s.width)).NodeValue(g)
+		x = Add(x, pos)
+		block := scope.In("block")
+		h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
+		h = attention.SelfAttention(block.In("attention"), h, s.heads, s.width/s.heads).WithCausalMask(true).Done()
+		x = Add(x, h)
+		h = norm.LayerNorm(block.In("mlp_norm"), x, -1).Done()
+		mlp := block.In("mlp")
+		h = layers.DenseWithBias(mlp.In("up"), h, s.mlp)
+		h = activation.Apply(activation.TypeGelu, h)
+		h = layers.DenseWithBias(mlp.In("down"), h, s.width)
+		x = Add(x, h)
+		x = norm.LayerNorm(scope.In("final_norm"), x, -1).Done()
+		return []*Node{DotGeneral(x, []int{x.Rank() - 1}, nil, table, []int{1}, nil)} // x·Eᵀ: [batch, seq, vocab]
+	}
+}
+
 // markovTable is the chain's deterministic successor of each token pair; it is the same for
 // every seed (the task), while the seed picks the sequences.
 var markovTable = func() [lmVocab][lmVocab]int32 {
@@ -143,15 +176,30 @@ func markovSequences(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 
 // AttentionLM is the attention language model's task: rank width/8 on the block's six matrices.
 func AttentionLM() Task {
-	return attentionLMTask("attention LM", lmShape{lmWidth, lmHeads, lmMLP}, lmWidth/8)
+	t := attentionLMTask("attention LM", lmShape{lmWidth, lmHeads, lmMLP}, lmWidth/8)
+	t.MatrixWithin = 1.25 // measured 1.12 (1.257 against 1.125); the published method's step: 1.79
+	return t
+}
+
+// TiedAttentionLM is the attention LM with its head tied to its token table, at GoMLX's default
+// (He) initialisation: the held-out model on which the published method (GaLore, in PyTorch and
+// here) lost 2.05× stock's eval loss at rank 8 and 1.04× at rank 32 (docs/quality.md). The
+// block's six matrices are projected at rank 8; the table (read by a Gather and the head) is
+// left out by the default selection, as the reference leaves it.
+func TiedAttentionLM() Task {
+	t := attentionLMTask("tied LM", lmShape{lmWidth, lmHeads, lmMLP}, lmWidth/8)
+	t.Model = tiedAttentionLMOf(lmShape{lmWidth, lmHeads, lmMLP})
+	t.MatrixWithin = 1.25 // measured 1.12 (1.367 against 1.220); the published method's step: 1.92
+	return t
 }
 
 // WideAttentionLM is the attention LM at width 256 (4 heads of 64, an MLP of 1,024), outside
 // the suite: a model where the one option projects GoMLX's own attention weights (rank-3
-// [width, heads, head_dim] and [heads, head_dim, width]) and the MLP's, at rank 48 (3/16 of
-// 256) with 1,024 rows per step; the reference and matrix mode take the same rank.
+// [width, heads, head_dim] and [heads, head_dim, width]) and the MLP's, at rank 16 (1/16 of
+// 256, with 32 complement directions) with 1,024 rows per step; the reference and matrix mode
+// take the same rank.
 func WideAttentionLM() Task {
-	t := attentionLMTask("wide attention LM", lmShape{4 * lmWidth, lmHeads, 4 * lmMLP}, 3*lmWidth/4)
+	t := attentionLMTask("wide attention LM", lmShape{4 * lmWidth, lmHeads, 4 * lmMLP}, lmWidth/4)
 	t.Skip = map[string]string{Temporal: "a temporal basis of 65,536-value gradients and more (the plan recommends matrix mode for them)"}
 	return t
 }
@@ -394,7 +442,7 @@ func tokenSums(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 }
 
 // ResidualMLP is the residual MLP's task, at batch 1,024 (Adam 1e-3, 300 steps): its four block
-// matrices at rank 48, the rank the one option gives them. It is not in the suite: at its
+// matrices at rank 16, the rank the one option gives them (1/16 of their 256-row side). It is not in the suite: at its
 // learning rate, low for it, the method itself (the reference as much as the projector) costs
 // 1.8× stock's eval loss, which the suite's 5% bound on the one option would fail; at each
 // variant's best rate the gap closes (docs/quality.md, "The learning rate, not the rank").
@@ -407,7 +455,7 @@ func ResidualMLP() Task {
 		Steps:   300,
 		Seeds:   3,
 		LR:      1e-3,
-		Rank:    48,
+		Rank:    16,
 		Project: `^/block_\d/(up|down)/dense/weights$`,
 		View:    func(_ string, dims []int) (int, int) { return rows(dims) },
 		Skip:    map[string]string{Temporal: "a temporal basis of 131,072-value gradients at k = 48 (the plan recommends matrix mode for it)"},
@@ -415,7 +463,9 @@ func ResidualMLP() Task {
 }
 
 // Tasks is the suite.
-func Tasks() []Task { return []Task{AttentionLM(), MLPClassifier(), ConvNet(), WideMLP()} }
+func Tasks() []Task {
+	return []Task{AttentionLM(), TiedAttentionLM(), MLPClassifier(), ConvNet(), WideMLP()}
+}
 
 // meanStd of a sample.
 func meanStd(xs []float64) (mean, std float64) {

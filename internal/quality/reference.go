@@ -33,13 +33,15 @@ type Reference struct {
 	Rank                      int
 	RefreshEvery              int
 	RandomBasis               bool
+	WeightDecay               float64 // AdamW's decoupled decay of every weight, scaled by LR (GoMLX's Adam with WeightDecay)
 	Project                   *regexp.Regexp
 	View                      func(path string, dims []int) (m, n int)
 }
 
 var _ optimizer.Interface = (*Reference)(nil)
 
-const referenceScope = "galore_reference"
+// ReferenceScope is the scope of the reference's bases and moments.
+const ReferenceScope = "galore_reference"
 
 // NewReference returns GaLore with GoMLX Adam's defaults (β 0.9/0.999, ε 1e-7), scale 1 and a
 // refresh every 200 steps (the paper's default T).
@@ -49,7 +51,7 @@ func NewReference(t Task, random bool) *Reference {
 }
 
 func (r *Reference) basisScope(store *model.Store, v *model.Variable) *model.Scope {
-	return store.Scope(path.Join("/", referenceScope, v.Scope()))
+	return store.Scope(path.Join("/", ReferenceScope, v.Scope()))
 }
 
 // side of a weight viewed as m×n: the basis lives on the smaller one (left: [m, r]).
@@ -180,14 +182,14 @@ func (r *Reference) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 		}
 	}
 	grads := Gradient(loss, values...)
-	state := store.Scope("/" + referenceScope).WithInitializer(initializer.Zero)
+	state := store.Scope("/" + ReferenceScope).WithInitializer(initializer.Zero)
 	stepVar := state.VariableWithShape("step", shapes.Make(dtypes.Float32)).SetTrainable(false)
 	t := AddScalar(stepVar.NodeValue(g), 1)
 	stepVar.SetNodeValue(t)
 	debias1 := Reciprocal(OneMinus(Pow(Scalar(g, dtypes.Float32, r.Beta1), t)))
 	debias2 := Reciprocal(OneMinus(Pow(Scalar(g, dtypes.Float32, r.Beta2), t)))
 	adam := func(v *model.Variable, grad *Node) *Node { // the normalised step, grad's shape
-		vs := store.Scope(path.Join("/", referenceScope, v.Scope())).WithInitializer(initializer.Zero)
+		vs := store.Scope(path.Join("/", ReferenceScope, v.Scope())).WithInitializer(initializer.Zero)
 		m1 := vs.VariableWithShape(v.Name()+"_m1", grad.Shape()).SetTrainable(false)
 		m2 := vs.VariableWithShape(v.Name()+"_m2", grad.Shape()).SetTrainable(false)
 		nm1 := Add(MulScalar(m1.NodeValue(g), r.Beta1), MulScalar(grad, 1-r.Beta1))
@@ -199,6 +201,9 @@ func (r *Reference) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	for i, v := range vars {
 		grad := grads[i]
 		value := v.NodeValue(g)
+		if r.WeightDecay > 0 { // as GoMLX's AdamW: every trainable variable, by LR·decay
+			value = Sub(value, MulScalar(value, r.LR*r.WeightDecay))
+		}
 		if !r.projected(v) {
 			v.SetNodeValue(Sub(value, MulScalar(adam(v, grad), r.LR)))
 			continue
@@ -224,18 +229,24 @@ func (r *Reference) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 
 // Clear implements optimizer.Interface.
 func (r *Reference) Clear(scope *model.Scope) error {
-	return scope.Store().DeleteVariablesInScope("/" + referenceScope)
+	return scope.Store().DeleteVariablesInScope("/" + ReferenceScope)
 }
 
 // gradientExec returns a function computing the full gradients of the projected variables of a
 // task's model on one batch, with the store's current values.
 func gradientExec(backend compute.Backend, store *model.Store, t Task, r *Reference) func(x, y *tensors.Tensor) (map[string]*tensors.Tensor, error) {
+	return ReferenceGradients(backend, store, func(scope *model.Scope, x *Node) *Node { return t.Model(scope, []*Node{x})[0] }, r)
+}
+
+// ReferenceGradients returns a function computing the full gradients of the variables r projects,
+// for a model (logits of x) trained with the sparse cross-entropy, on one batch (x, and y the
+// labels), with the store's current values: what Refresh needs.
+func ReferenceGradients(backend compute.Backend, store *model.Store, logitsFn func(scope *model.Scope, x *Node) *Node, r *Reference) func(x, y *tensors.Tensor) (map[string]*tensors.Tensor, error) {
 	var paths []string
 	exec, err := model.NewExec(backend, store, func(scope *model.Scope, x, y *Node) []*Node {
 		g := x.Graph()
 		scope.SetTraining(g, true)
-		logits := t.Model(scope, []*Node{x})
-		loss := lossOf(y, logits[0])
+		loss := lossOf(y, logitsFn(scope, x))
 		var values []*Node
 		paths = paths[:0]
 		for v := range scope.Store().IterVariables() {

@@ -21,18 +21,20 @@ const (
 	Stock    = "stock"    // GoMLX's Adam
 	GaLore   = "galore"   // the reference: full gradient, exact SVD every 200 steps, projection
 	Random   = "random"   // the reference with a fixed random orthonormal basis
-	Matrix   = "matrix"   // the projector, matrix mode, default options
+	Matrix   = "matrix"   // the projector, matrix mode, default options (the complement on)
+	Plain    = "plain"    // the projector, matrix mode without the complement (Complement(0)): the published method's step, tracked
 	Temporal = "temporal" // the projector, temporal mode, default options
 	Default  = "default"  // the projector with no option at all: matrix mode at its automatic rank
 )
 
 // Variants lists every variant.
-var Variants = []string{Stock, GaLore, Random, Matrix, Temporal, Default}
+var Variants = []string{Stock, GaLore, Random, Plain, Matrix, Temporal, Default}
 
 // Result is one training run's outcome.
 type Result struct {
 	Task, Variant string
 	Seed          int64
+	Rank          int     // the task's rank it ran at (the projecting variants' and the reference's)
 	LR            float64 // the learning rate it trained at
 	EvalLoss      float64
 	Accuracy      float64
@@ -68,6 +70,8 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 		return NewReference(t, variant == Random), nil
 	case Matrix: // default options but the rank: the default selection picks the variables
 		cfg = hooks.Subspace(adam).Rank(t.Rank)
+	case Plain:
+		cfg = hooks.Subspace(adam).Rank(t.Rank).Complement(0)
 	case Default: // one option: the wrapper, as a user adds it
 		cfg = hooks.Subspace(adam)
 	case Temporal: // the temporal basis is learned from the warm-up's gradients: at least rank of them
@@ -87,7 +91,7 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 // Run trains one variant of a task from the seed's initialisation on the seed's batches and
 // evaluates it on the seed's held-out set.
 func Run(backend compute.Backend, t Task, variant string, seed int64, o Options) (res Result, err error) {
-	res = Result{Task: t.Name, Variant: variant, Seed: seed, LR: t.LR}
+	res = Result{Task: t.Name, Variant: variant, Seed: seed, Rank: t.Rank, LR: t.LR}
 	// A task's data may be missing (the digits are read from the repository's testdata/): its
 	// loader panics with the fix, which a caller gets as an error.
 	defer func() {
@@ -219,23 +223,24 @@ func evaluate(backend compute.Backend, store *model.Store, t Task, seed int64) (
 // rate.
 type Summary struct {
 	Task, Variant              string
+	Rank                       int
 	LR                         float64
 	Loss, LossStd, Acc, AccStd float64
 	StepMs                     float64
 	Runs                       []Result
 }
 
-// Summarize groups results by task, variant and learning rate, in the order given.
+// Summarize groups results by task, variant, rank and learning rate, in the order given.
 func Summarize(results []Result) []Summary {
 	var out []Summary
 	index := map[string]int{}
 	for _, r := range results {
-		key := fmt.Sprintf("%s\x00%s\x00%g", r.Task, r.Variant, r.LR)
+		key := fmt.Sprintf("%s\x00%s\x00%d\x00%g", r.Task, r.Variant, r.Rank, r.LR)
 		i, ok := index[key]
 		if !ok {
 			i = len(out)
 			index[key] = i
-			out = append(out, Summary{Task: r.Task, Variant: r.Variant, LR: r.LR})
+			out = append(out, Summary{Task: r.Task, Variant: r.Variant, Rank: r.Rank, LR: r.LR})
 		}
 		out[i].Runs = append(out[i].Runs, r)
 	}
@@ -251,14 +256,14 @@ func Summarize(results []Result) []Summary {
 	return out
 }
 
-// AtBestRate keeps, of each task and variant, the summary at the learning rate with the lowest
+// AtBestRate keeps, of each task, variant and rank, the summary at the learning rate with the lowest
 // mean eval loss: a learning-rate sweep's answer to "each variant at its best rate", in the
 // order the pairs first appear. A pair whose every rate diverged (NaN losses) keeps its first.
 func AtBestRate(summaries []Summary) []Summary {
 	var out []Summary
 	index := map[string]int{}
 	for _, s := range summaries {
-		key := s.Task + "\x00" + s.Variant
+		key := fmt.Sprintf("%s\x00%s\x00%d", s.Task, s.Variant, s.Rank)
 		i, ok := index[key]
 		switch {
 		case !ok:
