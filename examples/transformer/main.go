@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ import (
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/gradsub/gradsub/internal/figures"
 	"github.com/gradsub/gradsub/internal/plots"
+	"github.com/gradsub/gradsub/internal/quality"
 	"github.com/gradsub/gradsub/transformer"
 	"github.com/schollz/progressbar/v3"
 )
@@ -89,15 +91,29 @@ type Options struct {
 	TrackingRate float64
 	// Scale is the projected step's scale (hooks.Config.Scale; 0: automatic, √(side/rank));
 	// nil keeps the default.
-	Scale    *float64
-	Seed     int64
-	Variants []string
-	Quiet    bool
-	OutDir   string // the subspace variants write their drift traces here
+	Scale *float64
+	// Complement and ComplementScale are the matrix mode's random complement directions
+	// (hooks.Config.Complement; hooks.AutoComplement: automatic, 0: none) and their step's scale;
+	// nil keeps the defaults.
+	Complement      *int
+	ComplementScale *float64
+	Seed            int64
+	Variants        []string
+	Quiet           bool
+	OutDir          string // the subspace variants write their drift traces here
 }
 
 // Variant names: the stock optimizers, and AdamW wrapped by the projector in each mode.
 var allVariants = []string{"adamw", "adam", "sgd", "subspace-temporal", "subspace-matrix"}
+
+// Variants beside allVariants, run when named: GaLore as published (the quality suite's
+// reference: full gradient, exact SVD every 200 steps, AdamW on the projection; it needs -rank)
+// and matrix mode without its complement (Complement(0): the published method's step with a
+// tracked basis), for comparisons at one rank.
+const (
+	galoreVariant      = "galore"
+	plainMatrixVariant = "subspace-matrix-plain"
+)
 
 // Row is one variant's results.
 type Row struct {
@@ -139,6 +155,16 @@ type Row struct {
 func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 	adamw := optimizer.Adam().LearningRate(o.LR).WeightDecay(o.WeightDecay).Done()
 	switch variant {
+	case galoreVariant:
+		if o.Rank < 1 {
+			return nil, fmt.Errorf("variant %s needs a rank: set -rank", galoreVariant)
+		}
+		return nil, nil // not the projector's: newReference
+	case plainMatrixVariant:
+		plain := o
+		off := 0
+		plain.Complement = &off
+		return newOptimizer("subspace-matrix", plain)
 	case "adamw":
 		return hooks.Subspace(adamw).Enabled(false).Done(), nil
 	case "adam":
@@ -160,6 +186,12 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		if o.Scale != nil {
 			cfg = cfg.Scale(*o.Scale)
 		}
+		if o.Complement != nil && mode == hooks.Matrix {
+			cfg = cfg.Complement(*o.Complement)
+		}
+		if o.ComplementScale != nil {
+			cfg = cfg.ComplementScale(*o.ComplementScale)
+		}
 		if o.TrackingRate > 0 {
 			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))
 		}
@@ -171,7 +203,7 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		}
 		return cfg.Done(), nil
 	}
-	return nil, fmt.Errorf("unknown variant %q (use %s)", variant, strings.Join(allVariants, ", "))
+	return nil, fmt.Errorf("unknown variant %q (use %s, or %s, %s)", variant, strings.Join(allVariants, ", "), galoreVariant, plainMatrixVariant)
 }
 
 // stepTimer runs more training steps of a trained variant and returns their wall time.
@@ -183,8 +215,12 @@ type stepTimer func(steps int) (time.Duration, error)
 func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant string, o Options) (Row, stepTimer, error) {
 	row := Row{Variant: variant, Steps: o.Steps, Backend: backend.Name(), Mode: "stock", Batch: o.Batch, SeqLen: o.Model.SeqLen}
 	switch {
+	case variant == plainMatrixVariant:
+		row.Optimizer, row.Mode = "adamw", "matrix"
 	case strings.HasPrefix(variant, "subspace-"):
 		row.Optimizer, row.Mode = "adamw", strings.TrimPrefix(variant, "subspace-")
+	case variant == galoreVariant:
+		row.Optimizer, row.Mode = "adamw", "galore"
 	default:
 		row.Optimizer = variant
 	}
@@ -194,7 +230,31 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	}
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, o.Seed) // the same initialisation for every variant
-	trainer := train.NewTrainer(backend, store, o.Model.Logits, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
+	var trainerOpt optimizer.Interface = opt
+	var ref *quality.Reference
+	var refGradients func(x, y *tensors.Tensor) (map[string]*tensors.Tensor, error)
+	if variant == galoreVariant {
+		ref = newReference(o)
+		trainerOpt = ref
+		refGradients = quality.ReferenceGradients(backend, store, o.Model.Logits, ref)
+	}
+	trainer := train.NewTrainer(backend, store, o.Model.Logits, loss.SparseCategoricalCrossEntropyLogits, trainerOpt, nil, nil)
+	// step trains one step; GaLore first refreshes its bases where due, from the same batch.
+	refStep := 0
+	step := func(x, y *tensors.Tensor) ([]*tensors.Tensor, error) {
+		if ref != nil {
+			if refStep == 0 { // the reference's first refresh needs the variables: a forward pass creates them
+				if _, err := evalLoss(backend, store, o, []batchPair{{tensors.MustCopyFlatData[int32](x), tensors.MustCopyFlatData[int32](y)}}); err != nil {
+					return nil, err
+				}
+			}
+			if err := ref.Refresh(store, refStep, func() (map[string]*tensors.Tensor, error) { return refGradients(x, y) }); err != nil {
+				return nil, err
+			}
+			refStep++
+		}
+		return trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+	}
 	batches, err := transformer.NewBatches(corpus.Train, o.Batch, o.Model.SeqLen, uint64(o.Seed))
 	if err != nil {
 		return row, nil, err
@@ -210,7 +270,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 			progressbar.OptionSetWidth(30), progressbar.OptionClearOnFinish())
 	}
 	var monitor *hooks.Monitor
-	if row.Mode != "stock" {
+	if opt != nil && row.Mode != "stock" {
 		monitor = opt.NewMonitor(store)
 		monitor.Trainer = trainer // lets the rank rule act
 		if o.OutDir != "" {
@@ -224,15 +284,15 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	}
 	const untimed = 3 // the first steps compile the graph
 	var timed time.Duration
-	for step := range o.Steps {
+	for i := range o.Steps {
 		x, y := batches.Next()
 		start := time.Now()
-		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		metrics, err := step(x, y)
 		if err != nil {
-			return row, nil, fmt.Errorf("%s, step %d: %w", variant, step+1, err)
+			return row, nil, fmt.Errorf("%s, step %d: %w", variant, refStep, err)
 		}
 		elapsed := time.Since(start)
-		if step >= untimed {
+		if i >= untimed {
 			timed += elapsed
 		}
 		lossValue := float64(metrics[0].Value().(float32))
@@ -242,13 +302,13 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 				return row, nil, err
 			}
 		}
-		if (step+1)%o.EvalEvery == 0 || step+1 == o.Steps {
+		if (i+1)%o.EvalEvery == 0 || i+1 == o.Steps {
 			ev, err := evalLoss(backend, store, o, evalSet)
 			if err != nil {
 				return row, nil, err
 			}
 			row.EvalCurve = append(row.EvalCurve, ev)
-			row.EvalCurveSteps = append(row.EvalCurveSteps, step+1)
+			row.EvalCurveSteps = append(row.EvalCurveSteps, i+1)
 		}
 		if bar != nil {
 			desc := fmt.Sprintf("%-18s loss %.3f", variant, lossValue)
@@ -270,27 +330,29 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	row.EvalLoss = row.EvalCurve[len(row.EvalCurve)-1]
 	row.StepMs = float64(timed.Microseconds()) / 1000 / float64(max(1, o.Steps-untimed))
 	row.TokensPerSec = float64(o.Batch*o.Model.SeqLen) / (row.StepMs / 1000)
-	flops, err := opt.StepFLOPs()
-	if err != nil {
-		return row, nil, err
+	if opt != nil { // the reference's graph is not the projector's: its FLOPs are not counted
+		flops, err := opt.StepFLOPs()
+		if err != nil {
+			return row, nil, err
+		}
+		report, err := opt.Report(store)
+		if err != nil {
+			return row, nil, err
+		}
+		gated := float64(flops.Gated(report)) / float64(o.Steps)
+		row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
+		row.StepFLOPs = float64(flops.Step()) + gated
+		row.Ops, row.ScalarOps = flops.StepOps(), flops.Ops.Scalar
+		row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs
+		row.RankChanges, row.Compilations = report.RankChanges, opt.Builds()
 	}
-	report, err := opt.Report(store)
-	if err != nil {
-		return row, nil, err
-	}
-	gated := float64(flops.Gated(report)) / float64(o.Steps)
-	row.GradientFLOPs = float64(flops.Gradient+flops.Optimizer) + gated
-	row.StepFLOPs = float64(flops.Step()) + gated
-	row.Ops, row.ScalarOps = flops.StepOps(), flops.Ops.Scalar
-	row.Refreshes, row.BasesLearned = report.Refreshes, report.SVDs
-	row.RankChanges, row.Compilations = report.RankChanges, opt.Builds()
 	if monitor != nil {
 		row.History = monitor.History
 		row.ControllerOverhead = monitor.Times.ControllerOverhead()
 		row.WarmUpOverhead = monitor.Times.WarmUpOverhead()
 	}
 	row.StateBytes = optimizerStateBytes(store)
-	if !o.Quiet && row.Mode != "stock" {
+	if !o.Quiet && opt != nil && row.Mode != "stock" {
 		fmt.Fprint(os.Stderr, opt.PlanString())
 	}
 	timer := func(steps int) (time.Duration, error) {
@@ -298,7 +360,7 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 		for range steps {
 			x, y := batches.Next()
 			start := time.Now()
-			metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+			metrics, err := step(x, y)
 			if err != nil {
 				return 0, err
 			}
@@ -310,6 +372,24 @@ func runVariant(backend compute.Backend, corpus *transformer.Corpus, variant str
 	return row, timer, nil
 }
 
+// newReference is GaLore as published on the 12 projections, at -rank, with AdamW's
+// hyperparameters: the quality suite's reference (internal/quality), a refresh every 200 steps.
+func newReference(o Options) *quality.Reference {
+	width := o.Model.Width
+	return &quality.Reference{LR: o.LR, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-7, Scale: 1, Rank: o.Rank, RefreshEvery: 200,
+		WeightDecay: o.WeightDecay, Project: regexp.MustCompile(transformer.ProjectionPattern),
+		View: func(_ string, dims []int) (int, int) {
+			if len(dims) == 3 && dims[0] != width { // attention output: [heads, head_dim, width]
+				return dims[0] * dims[1], dims[2]
+			}
+			n := 1
+			for _, d := range dims[1:] {
+				n *= d
+			}
+			return dims[0], n
+		}}
+}
+
 // optimizerStateBytes sums the variables optimizers keep beside the model: moments, bases,
 // snapshots, coefficients (not the scalar counters and learning rates).
 func optimizerStateBytes(store *model.Store) int64 {
@@ -319,7 +399,7 @@ func optimizerStateBytes(store *model.Store) int64 {
 			continue
 		}
 		p := v.Path()
-		if strings.HasPrefix(p, "/"+optimizer.AdamDefaultScope+"/") || strings.HasPrefix(p, "/"+hooks.StateScope+"/") {
+		if strings.HasPrefix(p, "/"+optimizer.AdamDefaultScope+"/") || strings.HasPrefix(p, "/"+hooks.StateScope+"/") || strings.HasPrefix(p, "/"+quality.ReferenceScope+"/") {
 			total += int64(v.Shape().ByteSize())
 		}
 	}
@@ -406,12 +486,15 @@ func main() {
 		mlp      = flag.Int("mlp", def.MLP, "feed-forward hidden width")
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
 		rank     = flag.Int("rank", 0, "subspace rank of the 12 projections (0: the one option alone, the wrapper's automatic rank and selection: 48 on the same 12 at width 256)")
+		ranks    = flag.String("ranks", "", "a comma-separated list of ranks to run in turn instead of -rank (stock variants train once), then draw the frontier of eval loss against step time (frontier.png, frontier.md)")
 		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps of fast tracking at the start and per refresh)")
 		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval")
 		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
 		tracking = flag.Float64("tracking-rate", hooks.DefaultTrackingRate, "how fast matrix bases follow the gradients after warm-up (0 keeps them fixed between refreshes)")
 		lr       = flag.Float64("lr", 2e-3, "Adam and AdamW learning rate")
 		scale    = flag.Float64("scale", 1, "the projected step's scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
+		compl    = flag.Int("complement", hooks.AutoComplement, "matrix mode's random complement directions per matrix (hooks.Config.Complement; -1: automatic, 0: none, the published method's step)")
+		complSc  = flag.Float64("complement-scale", hooks.DefaultComplementScale, "their step against the tracked directions' (hooks.Config.ComplementScale)")
 		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
 		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
 		maxBytes = flag.Int("max-bytes", 8<<20, "read at most this many corpus bytes")
@@ -425,25 +508,54 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
-	if err := run(o, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
+	rankList, err := parseRanks(*ranks, *rank)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "transformer:", err)
+		os.Exit(2)
+	}
+	if err := run(o, rankList, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {
+// parseRanks reads -ranks (a comma-separated list), or gives -rank alone.
+func parseRanks(list string, rank int) ([]int, error) {
+	if strings.TrimSpace(list) == "" {
+		return []int{rank}, nil
+	}
+	var ranks []int
+	for _, field := range strings.Split(list, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || r < 0 {
+			return nil, fmt.Errorf("-ranks %q: %q is not a rank ≥ 0 (0: the automatic rank)", list, field)
+		}
+		ranks = append(ranks, r)
+	}
+	return ranks, nil
+}
+
+// rankDependent says whether a variant's run depends on the rank (the stock ones train once).
+func rankDependent(variant string) bool {
+	return strings.HasPrefix(variant, "subspace-") || variant == galoreVariant
+}
+
+func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {
 	if err := o.Model.Validate(); err != nil {
 		return err
 	}
-	if o.Steps < 1 || o.Batch < 1 || o.Rank < 0 {
-		return fmt.Errorf("-steps %d and -batch %d must be ≥ 1, -rank %d ≥ 0", o.Steps, o.Batch, o.Rank)
+	if o.Steps < 1 || o.Batch < 1 || slices.Min(ranks) < 0 {
+		return fmt.Errorf("-steps %d and -batch %d must be ≥ 1, -rank %v ≥ 0", o.Steps, o.Batch, ranks)
 	}
-
-	for _, v := range o.Variants {
-		if _, err := newOptimizer(v, o); err != nil {
-			return err
+	for _, r := range ranks {
+		at := o
+		at.Rank = r
+		for _, v := range o.Variants {
+			if _, err := newOptimizer(v, at); err != nil {
+				return err
+			}
 		}
 	}
 	backend, err := backends.New(backends.Config(backendFlag))
@@ -465,41 +577,64 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
-	o.OutDir = outDir
-	var rows []Row
-	var timers []stepTimer
+	// The stock variants train once; each rank's variants are timed in turns with them.
+	var stockRows []Row
+	var stockTimers []stepTimer
 	for _, v := range o.Variants {
+		if rankDependent(v) {
+			continue
+		}
 		row, timer, err := runVariant(backend, corpus, v, o)
 		if err != nil {
 			return err
 		}
-		rows, timers = append(rows, row), append(timers, timer)
+		stockRows, stockTimers = append(stockRows, row), append(stockTimers, timer)
 	}
-	if err := timeInterleaved(rows, timers, o.Quiet); err != nil {
-		return err
-	}
-	bound := AnalyticGradientRatio(o.Model, o.Batch, o.rankOf)
-	table := formatTable(rows, bound)
-	fmt.Print(table)
-	if err := plotLosses(filepath.Join(outDir, "loss.png"), rows); err != nil {
-		return err
-	}
-	var series []figures.Series
-	for _, r := range rows {
-		if r.Mode != "stock" {
-			series = append(series, figures.Series{Name: r.Variant, Loss: r.TrainCurve, History: r.History})
+	var allRows []Row
+	frontier := figures.Frontier{Title: fmt.Sprintf("Transformer (width %d, %d steps): quality against step time, by rank", o.Model.Width, o.Steps)}
+	for _, r := range ranks {
+		at := o
+		at.Rank = r
+		dir := outDir
+		if len(ranks) > 1 {
+			dir = filepath.Join(outDir, fmt.Sprintf("rank-%d", r))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			fmt.Printf("\n## Rank %s\n\n", at.rankDesc())
 		}
-	}
-	if len(series) > 0 {
-		fig := figures.Controller{Title: "Drift controller: loss, residual at checks, rank", Threshold: hooks.DefaultResidualThreshold, Series: series}
-		if err := plots.Controller(filepath.Join(outDir, "controller.png"), fig); err != nil {
+		at.OutDir = dir
+		rows, timers := slices.Clone(stockRows), slices.Clone(stockTimers)
+		for _, v := range o.Variants {
+			if !rankDependent(v) {
+				continue
+			}
+			row, timer, err := runVariant(backend, corpus, v, at)
+			if err != nil {
+				return err
+			}
+			rows, timers = append(rows, row), append(timers, timer)
+		}
+		if err := timeInterleaved(rows, timers, o.Quiet); err != nil {
 			return err
 		}
+		if err := writeRankReport(at, dir, rows, corpus, unigram); err != nil {
+			return err
+		}
+		addToFrontier(&frontier, r, rows)
+		allRows = append(allRows, rows...)
 	}
-	if err := writeReport(filepath.Join(outDir, "report.md"), o, corpus, unigram, table); err != nil {
-		return err
+	if len(ranks) > 1 && len(frontier.Series) > 0 {
+		table := frontier.Table()
+		fmt.Printf("\n## Frontier: eval loss and step time against AdamW's, by rank\n\n%s", table)
+		if err := plots.Frontier(filepath.Join(outDir, "frontier.png"), frontier); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(outDir, "frontier.md"), []byte(table), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote frontier.png and frontier.md in %s\n", outDir)
 	}
-	fmt.Fprintf(os.Stderr, "wrote loss.png, controller.png, report.md and the subspace variants' trace-*.jsonl in %s\n", outDir)
 	if jsonPath != "" {
 		f, err := os.Create(jsonPath)
 		if err != nil {
@@ -507,12 +642,55 @@ func run(o Options, corpusFlag string, maxBytes int, outDir, jsonPath, backendFl
 		}
 		defer f.Close()
 		enc := json.NewEncoder(f)
-		for _, r := range rows {
+		for _, r := range allRows {
 			if err := enc.Encode(r); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// addToFrontier adds each non-stock row of one rank's run as a point: its eval loss and step
+// time against AdamW's of the same run.
+func addToFrontier(f *figures.Frontier, rank int, rows []Row) {
+	i := slices.IndexFunc(rows, func(r Row) bool { return r.Variant == "adamw" })
+	if i < 0 {
+		return
+	}
+	ref := rows[i]
+	for _, r := range rows {
+		if r.Mode == "stock" || ref.StepMs == 0 || ref.EvalLoss == 0 {
+			continue
+		}
+		f.Add(r.Variant, figures.FrontierPoint{Rank: rank, StepRatio: r.StepMs / ref.StepMs, LossRatio: r.EvalLoss / ref.EvalLoss})
+	}
+}
+
+// writeRankReport prints one rank's table and writes its pictures and report in dir.
+func writeRankReport(o Options, dir string, rows []Row, corpus *transformer.Corpus, unigram float64) error {
+	bound := AnalyticGradientRatio(o.Model, o.Batch, o.rankOf)
+	table := formatTable(rows, bound)
+	fmt.Print(table)
+	if err := plotLosses(filepath.Join(dir, "loss.png"), rows); err != nil {
+		return err
+	}
+	var series []figures.Series
+	for _, r := range rows {
+		if r.Mode != "stock" && r.Mode != "galore" {
+			series = append(series, figures.Series{Name: r.Variant, Loss: r.TrainCurve, History: r.History})
+		}
+	}
+	if len(series) > 0 {
+		fig := figures.Controller{Title: "Drift controller: loss, residual at checks, rank", Threshold: hooks.DefaultResidualThreshold, Series: series}
+		if err := plots.Controller(filepath.Join(dir, "controller.png"), fig); err != nil {
+			return err
+		}
+	}
+	if err := writeReport(filepath.Join(dir, "report.md"), o, corpus, unigram, table); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote loss.png, controller.png, report.md and the subspace variants' trace-*.jsonl in %s\n", dir)
 	return nil
 }
 
@@ -540,18 +718,22 @@ func formatTable(rows []Row, bound float64) string {
 			refEval, refMs, refGrad, refStep = ref.EvalLoss, ref.StepMs, ref.GradientFLOPs, ref.StepFLOPs
 		}
 		controller := "—"
-		if r.Mode != "stock" {
+		if r.Mode != "stock" && r.Mode != "galore" {
 			controller = fmt.Sprintf("%.1f%% (+%.1f%% warm-up)", 100*r.ControllerOverhead, 100*r.WarmUpOverhead)
 		}
 		stepRatio := rel(r.StepMs, refMs)
 		if r.BlockRatioMax > 0 && stepRatio != "" {
 			stepRatio = fmt.Sprintf(" (%.2f; blocks %.2f–%.2f)", r.StepMs/refMs, r.BlockRatioMin, r.BlockRatioMax)
 		}
-		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s%s\t| %s%s\t| %d (%d)\t| %s\t| %d (%d)\t| %s\t| %d\t|\n",
+		gradFLOPs := hooks.HumanFLOPs(int64(r.GradientFLOPs)) + rel(r.GradientFLOPs, refGrad)
+		stepFLOPs := hooks.HumanFLOPs(int64(r.StepFLOPs)) + rel(r.StepFLOPs, refStep)
+		ops, learned, compilations := fmt.Sprintf("%d (%d)", r.Ops, r.ScalarOps), fmt.Sprintf("%d (%d)", r.BasesLearned, r.Refreshes), fmt.Sprint(r.Compilations)
+		if r.Mode == "galore" { // the reference's graph is not counted (it runs every stock product and more)
+			gradFLOPs, stepFLOPs, ops, learned, compilations, controller = "—", "—", "—", "SVD every 200 steps", "—", "—"
+		}
+		fmt.Fprintf(tw, "| %s\t| %.3f\t| %.3f%s\t| %.1f%s\t| %.0f\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n",
 			r.Variant, r.TrainLoss, r.EvalLoss, rel(r.EvalLoss, refEval), r.StepMs, stepRatio, r.TokensPerSec,
-			hooks.HumanFLOPs(int64(r.GradientFLOPs)), rel(r.GradientFLOPs, refGrad),
-			hooks.HumanFLOPs(int64(r.StepFLOPs)), rel(r.StepFLOPs, refStep), r.Ops, r.ScalarOps, humanize.Bytes(r.StateBytes), r.BasesLearned, r.Refreshes,
-			controller, r.Compilations)
+			gradFLOPs, stepFLOPs, ops, humanize.Bytes(r.StateBytes), learned, controller, compilations)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(&b, "\nRatios in parentheses are against stock AdamW. Analytic bound of the gradient-FLOP ratio for the matrix\n"+

@@ -23,7 +23,7 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "rows.json")
 	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
-	require.NoError(t, run(tinyOptions(), corpus, 300_000, dir, jsonPath, "go"))
+	require.NoError(t, run(tinyOptions(), []int{4}, corpus, 300_000, dir, jsonPath, "go"))
 	for _, name := range []string{"loss.png", "controller.png", "report.md", "trace-subspace-matrix.jsonl", "trace-subspace-temporal.jsonl"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err)
@@ -63,12 +63,39 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 func TestRunRejectsBadInput(t *testing.T) {
 	o := tinyOptions()
 	o.Variants = []string{"lion"}
-	require.ErrorContains(t, run(o, "", 1000, t.TempDir(), "", "go"), `unknown variant "lion"`)
+	require.ErrorContains(t, run(o, []int{4}, "", 1000, t.TempDir(), "", "go"), `unknown variant "lion"`)
 	o = tinyOptions()
 	o.Model.Heads = 3
-	require.ErrorContains(t, run(o, "", 1000, t.TempDir(), "", "go"), "not a multiple of 3 heads")
-	require.ErrorContains(t, run(tinyOptions(), "/no/such/corpus", 1000, t.TempDir(), "", "go"), "/no/such/corpus")
-	require.ErrorContains(t, run(tinyOptions(), "", 1000, t.TempDir(), "", "nope"), `unknown backend "nope"`)
+	require.ErrorContains(t, run(o, []int{4}, "", 1000, t.TempDir(), "", "go"), "not a multiple of 3 heads")
+	require.ErrorContains(t, run(tinyOptions(), []int{4}, "/no/such/corpus", 1000, t.TempDir(), "", "go"), "/no/such/corpus")
+	require.ErrorContains(t, run(tinyOptions(), []int{4}, "", 1000, t.TempDir(), "", "nope"), `unknown backend "nope"`)
+}
+
+// TestFrontierRunsEachRankAndDrawsIt: with several ranks, the stock variant trains once, each
+// rank runs GaLore's reference, matrix mode without and with its complement, and the frontier
+// (eval loss and step time against AdamW's, by rank) is drawn and tabulated.
+func TestFrontierRunsEachRankAndDrawsIt(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "rows.json")
+	o := tinyOptions()
+	o.Steps, o.EvalEvery = 6, 3
+	o.Variants = []string{"adamw", galoreVariant, plainMatrixVariant, "subspace-matrix"}
+	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
+	require.NoError(t, run(o, []int{2, 4}, corpus, 300_000, dir, jsonPath, "go"))
+	for _, name := range []string{"frontier.png", "frontier.md", "rank-2/report.md", "rank-4/loss.png"} {
+		info, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+		require.Positive(t, info.Size())
+	}
+	table, err := os.ReadFile(filepath.Join(dir, "frontier.md"))
+	require.NoError(t, err)
+	for _, want := range []string{"| 2 |", "| 4 |", "galore: loss", plainMatrixVariant + ": loss", "subspace-matrix: loss"} {
+		require.Contains(t, string(table), want)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	require.Len(t, strings.Split(strings.TrimSpace(string(raw)), "\n"), 2*4, "AdamW's row in each rank's table, and three variants a rank")
+	require.ErrorContains(t, run(o, []int{0}, corpus, 300_000, dir, "", "go"), "needs a rank")
 }
 
 func TestAnalyticGradientRatio(t *testing.T) {
