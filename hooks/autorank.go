@@ -9,19 +9,25 @@ import (
 
 // The automatic rank: without Rank, each matrix keeps a share of its smaller side, so that the
 // one option scales with the model (a fixed default of 4 is 1/64 of a 256-wide matrix), and never
-// fewer than MinAutoRank directions: the one option must keep the model's quality, so it leaves
-// a matrix out where that rank would not pay for itself (AutoRankWorkShare).
+// fewer than a least rank: the one option must keep the model's quality, so it leaves a matrix
+// out where that rank would not pay for itself (AutoRankWorkShare).
 const (
-	// DefaultRankShare: the share of a matrix's smaller side AutoRank keeps. Measured on the
-	// transformer example (1,000 steps, width 256): rank 48 (this share) kept the eval loss
-	// within 1% of AdamW's at 0.81 of its step time; an eighth cost 4%, a thirty-second 11%.
-	DefaultRankShare = 3.0 / 16
-	// MinAutoRank: the automatic rank never goes below this. Below 32 directions every model
-	// measured lost quality beyond 5% of stock's eval loss (docs/quality.md: the attention LM at
-	// rank 8, 12 and 16: 1.71×, 1.57×, 1.46×; the MLP at 6–16: 1.45–1.81×; the transformer at
-	// 8: +11.8%), at 32 the transformer held within 4%. A matrix whose smaller side is ≤ 32 is
+	// DefaultRankShare: the share of a matrix's smaller side AutoRank keeps, with the complement
+	// on (the default). Measured on the transformer example (1,000 steps, width 256): rank 16
+	// (this share) and its 32 complement directions gave 0.98 of AdamW's eval loss; the wide
+	// attention LM 0.99 of stock's (the step without the complement needed 3/16 for 1.00 and
+	// 1.03).
+	DefaultRankShare = 1.0 / 16
+	// MinAutoRank: with the complement, the automatic rank never goes below this (the attention
+	// LM at 8 of 64 kept 1.12× stock's eval loss, not 5%). A matrix whose smaller side is ≤ it is
 	// left out: it trains as stock, and the plan says why.
-	MinAutoRank = 32
+	MinAutoRank = 16
+	// PlainRankShare and PlainMinAutoRank are the share and least rank without the complement
+	// (Complement(0), or SGD): below 32 directions every model measured lost quality beyond 5% of
+	// stock's eval loss (the attention LM at 8, 12 and 16: 1.71×, 1.57×, 1.46×; the transformer
+	// at 8: +11.8%), and 3/16 of the transformer's side kept it within 1% of AdamW's.
+	PlainRankShare   = 3.0 / 16
+	PlainMinAutoRank = 32
 	// AutoRankWorkShare: the automatic rank projects a weight only where the projector's work on
 	// it (its FLOPs, ProjectorWork) is at most this share of the FLOPs of the ∂W it replaces: the
 	// projector's products are rank-wide and slower per FLOP than ∂W's, so a share near 1 costs
@@ -45,35 +51,60 @@ const (
 // on a side of sideRows rows: as many as the basis has, within the side's directions outside it.
 func ComplementOf(sideRows, rank int) int { return max(0, min(2*rank, sideRows-rank)) }
 
-// AutoRank is the rank a matrix [m, n] takes when Rank is not set: DefaultRankShare of its
-// smaller side, at least MinAutoRank, rounded to a multiple of 4 (the Go backend's product
-// tile); 0 (leave it out) where that is not below the smaller side.
+// AutoRank is the rank a matrix [m, n] takes when Rank is not set, in the default configuration
+// (the complement on): DefaultRankShare of its smaller side, at least MinAutoRank, rounded to a
+// multiple of 4 (the Go backend's product tile); 0 (leave it out) where that is not below the
+// smaller side.
 //
 // rows is its product's rows per step (the batch, times positions for a sequence or an image;
 // 0 when unknown). Given it, the matrix is also left out (0) where the projector's own work on it
-// (ProjectorWork) would exceed AutoRankWorkShare of the ∂W it replaces (rows·m·n multiply-adds).
-// The rank is not lowered to fit: every rank below the share measured cost quality (the
-// transformer's MLP projections at 36 instead of 48: +7% eval loss over 1,000 steps), so a matrix
-// whose share does not pay trains as stock. The lift alone is r·m·n, and the basis's
-// orthonormalisation grows as r²·side whatever the batch: wide layers at small batches are left
-// out (a 1024-wide MLP at batch 256 and rank 192: 2.4 times stock's step).
-func AutoRank(m, n, rows int) int {
+// (ProjectorWork, the complement's included) would exceed AutoRankWorkShare of the ∂W it
+// replaces (rows·m·n multiply-adds). The rank is not lowered to fit: lower ranks cost quality,
+// so a matrix whose share does not pay trains as stock. The lift alone is (r+s)·m·n, and the
+// basis's orthonormalisation grows as r²·side whatever the batch: wide layers at small batches
+// are left out.
+func AutoRank(m, n, rows int) int { return autoRank(m, n, rows, true) }
+
+// PlainAutoRank is AutoRank without the complement (Complement(0), or an SGD base):
+// PlainRankShare of the smaller side, at least PlainMinAutoRank, within the same cost cap.
+func PlainAutoRank(m, n, rows int) int { return autoRank(m, n, rows, false) }
+
+func autoRank(m, n, rows int, complement bool) int {
+	directions := func(side, r int) int { return 0 }
+	if complement {
+		directions = ComplementOf
+	}
+	return autoRankWith(m, n, rows, complement, directions)
+}
+
+// autoRankWith is the automatic rank with or without the complement, whose number of directions
+// at a rank directions gives (for the cost cap).
+func autoRankWith(m, n, rows int, complement bool, directions func(side, r int) int) int {
 	side := min(m, n)
-	r := max(shareRank(side), MinAutoRank)
+	share, least := autoShare(complement)
+	r := max(shareRank(side, share), least)
 	if r >= side {
 		return 0
 	}
-	if rows > 0 && float64(ProjectorWork(m, n, rows, r)) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
+	if rows > 0 && float64(projectorWork(m, n, rows, r, directions(side, r))) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
 		return 0 // not lowered to fit: lower ranks cost quality; the matrix trains as stock
 	}
 	return r
 }
 
-// shareRank is DefaultRankShare of a matrix's smaller side, at least 1 and below the side,
-// rounded to a multiple of 4 from 8 up: the rank of a matrix the user named (Variables,
-// Matching, Select) without a Rank, projected whatever it costs.
-func shareRank(side int) int {
-	r := int(math.Round(DefaultRankShare * float64(side)))
+// autoShare is the automatic rank's share and least rank, with the complement or without.
+func autoShare(complement bool) (share float64, least int) {
+	if complement {
+		return DefaultRankShare, MinAutoRank
+	}
+	return PlainRankShare, PlainMinAutoRank
+}
+
+// shareRank is share of a matrix's smaller side, at least 1 and below the side, rounded to a
+// multiple of 4 from 8 up: the rank of a matrix the user named (Variables, Matching, Select)
+// without a Rank, projected whatever it costs.
+func shareRank(side int, share float64) int {
+	r := int(math.Round(share * float64(side)))
 	if r >= 8 {
 		r = 4 * int(math.Round(float64(r)/4))
 	}
@@ -81,22 +112,29 @@ func shareRank(side int) int {
 }
 
 // ProjectorWork estimates the multiply-adds the matrix subspace spends per step on a weight
-// [m, n] at rank r on the direct path, for a product of the given rows, with the default policy:
-// the coefficient (rows·r·(m+n)), the tracking products on the tracked rows, the lift of the
-// step (r·m·n), the basis's Newton–Schulz orthonormalisation (its Gram and final product, r²·side
-// each, and three r×r products per iteration after the first), rotation and check (r²·side
-// each) and the rotation of two moments (r²·other side each).
+// [m, n] at rank r on the direct path, for a product of the given rows, with the default policy
+// and the default complement (ComplementOf's directions): the coefficient of the basis and the
+// complement (rows·(r+s)·(m+n)), the tracking products on the tracked rows, the lift of the step
+// ((r+s)·m·n), the complement's directions drawn outside the basis (2·r·s·side), the basis's
+// Newton–Schulz orthonormalisation (its Gram and final product, r²·side each, and three r×r
+// products per iteration after the first), rotation and check (r²·side each) and the rotation
+// of two moments (r²·other side each).
 func ProjectorWork(m, n, rows, r int) int64 {
+	return projectorWork(m, n, rows, r, ComplementOf(min(m, n), r))
+}
+
+func projectorWork(m, n, rows, r, s int) int64 {
 	side, other := int64(min(m, n)), int64(max(m, n))
 	tracked := int64(min(rows, max(int(math.Ceil(DefaultTrackingFraction*float64(rows))), MinTrackingRows)))
-	rr := int64(r)
-	s := int64(projector.SketchColumns(r))
-	coef := int64(rows) * rr * int64(m+n)
-	track := tracked * (rr + s) * int64(m+n)
+	rr, ss := int64(r), int64(s)
+	sketch := int64(projector.SketchColumns(r))
+	coef := int64(rows) * (rr + ss) * int64(m+n)
+	track := tracked * (rr + sketch) * int64(m+n)
 	iterations := int64(len(projector.NewtonSchulzSchedule(1 / (1 + DefaultFastTrackingRate))))
 	basis := 4*rr*rr*side + 3*(iterations-1)*rr*rr*rr + 4*rr*rr*other
-	lift := rr * int64(m) * int64(n)
-	return coef + track + basis + lift
+	complement := 2 * rr * ss * side
+	lift := (rr + ss) * int64(m) * int64(n)
+	return coef + track + basis + complement + lift
 }
 
 // rankOf is the configured rank of a matrix [m, n] whose product has rows rows per step (0:
@@ -106,7 +144,7 @@ func (c *Config) rankOf(m, n, rows int) int {
 	if c.rank > 0 {
 		return c.rank
 	}
-	r := AutoRank(m, n, rows)
+	r := c.autoRank(m, n, rows)
 	if c.policy.MaxRank > 0 {
 		r = min(r, c.policy.MaxRank)
 	}
@@ -114,6 +152,26 @@ func (c *Config) rankOf(m, n, rows int) int {
 		return c.policy.MinRank
 	}
 	return max(r, c.policy.MinRank)
+}
+
+// autoRank is the automatic rank of a matrix [m, n] under this configuration: AutoRank's rule
+// with the complement on, PlainAutoRank's without it, and the cost cap at the configured number
+// of complement directions.
+func (c *Config) autoRank(m, n, rows int) int {
+	return autoRankWith(m, n, rows, c.complementOf(min(m, n), 1) > 0, c.complementOf)
+}
+
+// namedRank is the rank of a matrix the user named without a Rank: the automatic share alone,
+// whatever it costs.
+func (c *Config) namedRank(side int) int {
+	share, _ := autoShare(c.complementOf(side, 1) > 0)
+	return shareRank(side, share)
+}
+
+// leastAutoRank is the automatic rank's least under this configuration.
+func (c *Config) leastAutoRank(side int) int {
+	_, least := autoShare(c.complementOf(side, 1) > 0)
+	return least
 }
 
 // temporalRank is the temporal subspace's k: Rank's, or DefaultRank.
@@ -132,5 +190,8 @@ func (c *Config) rankDesc() string {
 	if c.mode == Temporal {
 		return fmt.Sprintf("the default rank (%d)", DefaultRank)
 	}
-	return fmt.Sprintf("the automatic rank (3/16 of each matrix's smaller side, at least %d, where it pays)", MinAutoRank)
+	if c.complementOf(1<<20, 1) > 0 {
+		return fmt.Sprintf("the automatic rank (1/16 of each matrix's smaller side, at least %d, and twice as many complement directions, where it pays)", MinAutoRank)
+	}
+	return fmt.Sprintf("the automatic rank (3/16 of each matrix's smaller side, at least %d, where it pays)", PlainMinAutoRank)
 }

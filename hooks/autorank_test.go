@@ -16,35 +16,58 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 )
 
-// TestAutoRank: a share of the smaller side rounded to the product tile, never below
-// MinAutoRank, and 0 (left out) where that is not below the side (rows unknown: no cost cap).
+// TestAutoRank: a share of the smaller side rounded to the product tile, never below the least
+// rank, and 0 (left out) where that is not below the side (rows unknown: no cost cap); with the
+// complement (the default) 1/16 and 16, without it 3/16 and 32.
 func TestAutoRank(t *testing.T) {
-	for _, tc := range []struct{ m, n, want int }{
-		{256, 256, 48}, {784, 256, 48}, {512, 512, 96}, {1024, 4096, 192},
-		{64, 64, 32}, {64, 128, 32}, {128, 2048, 32}, {33, 100, 32},
-		{144, 32, 0}, {32, 32, 0}, {16, 16, 0}, {4, 100, 0}, {2, 2, 0},
+	for _, tc := range []struct{ m, n, want, plain int }{
+		{256, 256, 16, 48}, {784, 256, 16, 48}, {512, 512, 32, 96}, {1024, 4096, 64, 192},
+		{64, 64, 16, 32}, {64, 128, 16, 32}, {128, 2048, 16, 32}, {33, 100, 16, 32},
+		{144, 32, 16, 0}, {32, 32, 16, 0}, {17, 40, 16, 0}, {16, 16, 0, 0}, {4, 100, 0, 0}, {2, 2, 0, 0},
 	} {
 		require.Equal(t, tc.want, AutoRank(tc.m, tc.n, 0), "%d×%d", tc.m, tc.n)
+		require.Equal(t, tc.plain, PlainAutoRank(tc.m, tc.n, 0), "%d×%d without the complement", tc.m, tc.n)
 	}
-	require.Equal(t, 3, shareRank(16), "a matrix the user named without a Rank: the share alone")
+	require.Equal(t, 3, shareRank(16, PlainRankShare), "a matrix the user named without a Rank: the share alone")
+	require.Equal(t, 1, shareRank(16, DefaultRankShare))
+	adam, sgd := optimizer.Adam().Done(), optimizer.StochasticGradientDescent().Done()
+	require.Equal(t, 16, Subspace(adam).rankOf(256, 256, 1024), "the configuration's rule: the complement on")
+	require.Equal(t, 48, Subspace(adam).Complement(0).rankOf(256, 256, 1024), "without it, the old share")
+	require.Equal(t, 48, Subspace(sgd).rankOf(256, 256, 1024), "SGD takes no complement by default")
 }
 
 // TestAutoRankCostCap: given the product's rows, a matrix keeps its automatic rank only where
-// the projector's work stays within AutoRankWorkShare of the ∂W it replaces; the rank is never
-// lowered to fit (lower ranks cost quality), so a matrix where it does not pay is left out (0).
+// the projector's work (the complement's included) stays within AutoRankWorkShare of the ∂W it
+// replaces; the rank is never lowered to fit (lower ranks cost quality), so a matrix where it
+// does not pay is left out (0).
 func TestAutoRankCostCap(t *testing.T) {
-	require.Equal(t, 48, AutoRank(256, 256, 1024), "the transformer example's attention projections (0.66 of their ∂W)")
-	require.Equal(t, 48, AutoRank(256, 1024, 1024), "and its MLP projections (0.41)")
-	for _, tc := range []struct{ m, n, rows int }{{256, 256, 1024}, {512, 512, 2048}, {768, 3072, 2048}} {
+	within := func(m, n, rows, r, s int) bool {
+		return float64(projectorWork(m, n, rows, r, s)) <= AutoRankWorkShare*float64(rows)*float64(m)*float64(n)
+	}
+	require.Equal(t, 16, AutoRank(256, 256, 1024), "the transformer example's attention projections")
+	require.Equal(t, 16, AutoRank(256, 1024, 1024), "and its MLP projections")
+	require.Equal(t, 48, PlainAutoRank(256, 256, 1024), "without the complement: 48 (0.66 of their ∂W)")
+	for _, tc := range []struct{ m, n, rows int }{{256, 256, 1024}, {512, 512, 2048}, {768, 3072, 2048}, {1024, 1024, 1024}} {
 		r := AutoRank(tc.m, tc.n, tc.rows)
 		require.Equal(t, AutoRank(tc.m, tc.n, 0), r, "%v: the share, not lowered", tc)
-		require.LessOrEqual(t, float64(ProjectorWork(tc.m, tc.n, tc.rows, r)), AutoRankWorkShare*float64(tc.rows)*float64(tc.m)*float64(tc.n), "%v", tc)
+		require.True(t, within(tc.m, tc.n, tc.rows, r, ComplementOf(min(tc.m, tc.n), r)), "%v", tc)
+		require.Equal(t, ProjectorWork(tc.m, tc.n, tc.rows, r), projectorWork(tc.m, tc.n, tc.rows, r, ComplementOf(min(tc.m, tc.n), r)))
 	}
-	require.Zero(t, AutoRank(1024, 1024, 256), "rank 192: its orthonormalisation alone (r²·side) outweighs ∂W")
-	require.Zero(t, AutoRank(1024, 1024, 32), "a wide matrix at batch 32")
-	require.Zero(t, AutoRank(512, 512, 512), "0.9 of ∂W at rank 96")
-	require.Zero(t, AutoRank(64, 256, 512), "a 64-side matrix: 32 directions' coefficient alone is 5/8 of ∂W")
-	require.Zero(t, AutoRank(16, 16, 1))
+	for _, tc := range []struct {
+		m, n, rows int
+		why        string
+	}{
+		{1024, 1024, 32, "a wide matrix at batch 32: the lift of 192 directions alone outweighs ∂W"},
+		{64, 256, 512, "a 64-side matrix: 48 directions' coefficient is 3/4 of ∂W"},
+		{256, 256, 64, "a 256-side matrix at 64 rows"},
+		{16, 16, 1, "no share below the side"},
+	} {
+		require.Zero(t, AutoRank(tc.m, tc.n, tc.rows), tc.why)
+		if r := AutoRank(tc.m, tc.n, 0); r > 0 {
+			require.False(t, within(tc.m, tc.n, tc.rows, r, ComplementOf(min(tc.m, tc.n), r)), tc.why)
+		}
+	}
+	require.Zero(t, PlainAutoRank(1024, 1024, 256), "without the complement, rank 192: its orthonormalisation alone (r²·side) outweighs ∂W")
 }
 
 // TestAutomaticRankInThePlan: without Rank, each matrix takes AutoRank of its own sides and
@@ -64,13 +87,15 @@ func TestAutomaticRankInThePlan(t *testing.T) {
 			ranks[e.Variable] = e.Rank
 		}
 	}
-	// At 2048 rows per step the square matrix keeps its share (96, 0.66 of its ∂W); the [64, 512]
-	// matrix is left out: 32 directions' coefficient alone is more than half its ∂W.
-	require.Equal(t, map[string]int{"/square/dense/weights": 96}, ranks, opt.PlanString())
+	// At 2048 rows per step the square matrix keeps its share (32 and 64 complement directions,
+	// 0.47 of its ∂W); the [64, 512] matrix is left out: 16 + 32 directions' coefficient alone is
+	// most of its ∂W.
+	require.Equal(t, map[string]int{"/square/dense/weights": 32}, ranks, opt.PlanString())
 	plan := opt.PlanString()
 	require.Contains(t, plan, "automatic rank")
-	require.Contains(t, plan, "at 2048 rows per step, the automatic rank (32) would cost the projector more than 0.7 of ∂W: left out")
-	require.Contains(t, plan, "its smaller side (8) is ≤ 32")
+	require.Contains(t, plan, "rank 32 + 64 random")
+	require.Contains(t, plan, "at 2048 rows per step, the automatic rank (16) would cost the projector more than 0.7 of ∂W: left out")
+	require.Contains(t, plan, "its smaller side (8) is ≤ 16")
 	require.True(t, strings.Contains(plan, "/head/dense/weights"), plan)
 	// The head is small enough for the size rule too, but its role is what to tell the user.
 	for _, e := range opt.Plan() {
@@ -146,7 +171,7 @@ func TestResumeAtAnotherRankThanTheAutomaticOne(t *testing.T) {
 	store := model.NewStore()
 	require.NoError(t, step(store, Subspace(optimizer.Adam().Done()).Rank(8).Done(), 2048))
 	err := step(store, Subspace(optimizer.Adam().Done()).Done(), 2048)
-	require.ErrorContains(t, err, "/square/dense/weights's basis at rank 8 (from a checkpoint), but the automatic rank is 96")
+	require.ErrorContains(t, err, "/square/dense/weights's basis at rank 8 (from a checkpoint), but the automatic rank is 32")
 	require.ErrorContains(t, err, "resume with Rank(8)")
 
 	// At a batch where the automatic rank leaves every matrix out, the plan says that the

@@ -85,15 +85,15 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			continue
 		}
 		if rank == 0 && cfg.explicit { // named by the user: projected at the share, whatever it costs
-			rank = shareRank(min(m, n))
+			rank = cfg.namedRank(min(m, n))
 			e.Rank = rank
 		}
 		if rank == 0 {
 			e.Route = RouteFull
-			if min(m, n) <= MinAutoRank {
-				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), MinAutoRank)
+			if least := cfg.leastAutoRank(min(m, n)); min(m, n) <= least {
+				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), least)
 			} else {
-				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, AutoRank(m, n, 0), AutoRankWorkShare)
+				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, cfg.autoRank(m, n, 0), AutoRankWorkShare)
 			}
 			if b := scope.Store().GetVariable(basisPath(scope, v)); b != nil && b.Shape().Rank() == 2 {
 				// A checkpoint that projected it: say the basis is unused, and how to keep it.
