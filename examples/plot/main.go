@@ -1,6 +1,7 @@
-// Command plot draws the drift-controller pictures whose data the examples write
-// (controller-*.json, see internal/figures): a PNG beside each file, or beside each such file
-// in a directory given.
+// Command plot draws the pictures whose data the examples write (internal/figures): the drift
+// controller's (controller-*.json) and the frontier of quality against step time
+// (frontier*.json, from examples/transformer and examples/quality -ranks): a PNG beside each
+// file, or beside each such file in a directory given.
 //
 //	go run ./examples/mlp            # writes mlp-report/controller-*.json
 //	go run ./examples/plot mlp-report
@@ -43,23 +44,37 @@ func run(args []string) error {
 			files = append(files, arg)
 			continue
 		}
-		found, err := filepath.Glob(filepath.Join(arg, "controller*.json"))
-		if err != nil {
-			return err
+		var found []string
+		for _, pattern := range []string{"controller*.json", "frontier*.json"} {
+			matches, err := filepath.Glob(filepath.Join(arg, pattern))
+			if err != nil {
+				return err
+			}
+			found = append(found, matches...)
 		}
 		if len(found) == 0 {
-			return fmt.Errorf("%s holds no controller*.json: run an example with -out %s first", arg, arg)
+			return fmt.Errorf("%s holds no controller*.json or frontier*.json: run an example with -out %s first", arg, arg)
 		}
 		files = append(files, found...)
 	}
 	for _, file := range files {
-		fig, err := figures.Read(file)
-		if err != nil {
-			return err
-		}
 		png := strings.TrimSuffix(file, filepath.Ext(file)) + ".png"
-		if err := plots.Controller(png, fig); err != nil {
-			return fmt.Errorf("drawing %s: %w", file, err)
+		if strings.HasPrefix(filepath.Base(file), "frontier") {
+			fig, err := figures.ReadFrontier(file)
+			if err != nil {
+				return err
+			}
+			if err := plots.Frontier(png, fig); err != nil {
+				return fmt.Errorf("drawing %s: %w", file, err)
+			}
+		} else {
+			fig, err := figures.Read(file)
+			if err != nil {
+				return err
+			}
+			if err := plots.Controller(png, fig); err != nil {
+				return fmt.Errorf("drawing %s: %w", file, err)
+			}
 		}
 		fmt.Println("wrote", png)
 	}

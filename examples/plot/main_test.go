@@ -22,5 +22,14 @@ func TestDrawsEachFigure(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, info.Size())
 
+	front := figures.Frontier{Title: "test"}
+	front.Add("a", figures.FrontierPoint{Rank: 8, StepRatio: 0.6, LossRatio: 1.1})
+	front.Add("a", figures.FrontierPoint{Rank: 16, StepRatio: 0.7, LossRatio: 1.0})
+	require.NoError(t, front.Write(filepath.Join(dir, "frontier.json")))
+	require.NoError(t, run([]string{dir}))
+	info, err = os.Stat(filepath.Join(dir, "frontier.png"))
+	require.NoError(t, err)
+	require.Positive(t, info.Size())
+
 	require.ErrorContains(t, run([]string{t.TempDir()}), "run an example with -out")
 }

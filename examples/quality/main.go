@@ -246,7 +246,10 @@ func writeFrontiers(summaries []quality.Summary, dir string) error {
 		if err := plots.Frontier(filepath.Join(dir, name+".png"), fig); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "wrote %s.png and %s.md in %s\n", name, name, dir)
+		if err := fig.Write(filepath.Join(dir, name+".json")); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s.png, .md and .json in %s\n", name, dir)
 	}
 	return nil
 }

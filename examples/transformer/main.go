@@ -633,7 +633,10 @@ func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPa
 		if err := os.WriteFile(filepath.Join(outDir, "frontier.md"), []byte(table), 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "wrote frontier.png and frontier.md in %s\n", outDir)
+		if err := frontier.Write(filepath.Join(outDir, "frontier.json")); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote frontier.png, .md and .json in %s\n", outDir)
 	}
 	if jsonPath != "" {
 		f, err := os.Create(jsonPath)

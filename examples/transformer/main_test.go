@@ -82,7 +82,7 @@ func TestFrontierRunsEachRankAndDrawsIt(t *testing.T) {
 	o.Variants = []string{"adamw", galoreVariant, plainMatrixVariant, "subspace-matrix"}
 	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
 	require.NoError(t, run(o, []int{2, 4}, corpus, 300_000, dir, jsonPath, "go"))
-	for _, name := range []string{"frontier.png", "frontier.md", "rank-2/report.md", "rank-4/loss.png"} {
+	for _, name := range []string{"frontier.png", "frontier.md", "frontier.json", "rank-2/report.md", "rank-4/loss.png"} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err, name)
 		require.Positive(t, info.Size())

@@ -75,6 +75,31 @@ type FrontierPoint struct {
 	LossRatio float64 `json:"loss_ratio"`
 }
 
+// Write writes the frontier's data to path as JSON.
+func (f Frontier) Write(path string) error {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+// ReadFrontier reads a frontier written by Frontier.Write.
+func ReadFrontier(path string) (Frontier, error) {
+	var f Frontier
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return f, err
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, fmt.Errorf("%s is not a frontier's data: %w", path, err)
+	}
+	if len(f.Series) == 0 {
+		return f, fmt.Errorf("%s holds no series to draw", path)
+	}
+	return f, nil
+}
+
 // Add appends a point to the series named name, creating it in first-seen order.
 func (f *Frontier) Add(name string, p FrontierPoint) {
 	for i := range f.Series {

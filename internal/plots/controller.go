@@ -190,6 +190,7 @@ func Frontier(path string, fig figures.Frontier) error {
 		p.Legend.Add(s.Name, line, points)
 	}
 	xmin, xmax, ymin, ymax := p.X.Min, p.X.Max, p.Y.Min, p.Y.Max
+	p.X.Max = max(xmax, 1) + 0.3*(max(xmax, 1)-min(xmin, 1)) // room on the right for the legend
 	for _, ref := range []plotter.XYs{{{X: 1, Y: min(ymin, 1)}, {X: 1, Y: max(ymax, 1)}}, {{X: min(xmin, 1), Y: 1}, {X: max(xmax, 1), Y: 1}}} {
 		l, err := plotter.NewLine(ref)
 		if err != nil {
