@@ -154,9 +154,10 @@ func (c *Config) Enabled(enabled bool) *Config { c.enabled = enabled; return c }
 // out matrices it would not shrink), in temporal mode at most WarmUp (n gradients span at most n
 // directions) and the variable's number of elements. Without Rank, or with Rank(0), the rank is
 // automatic: each matrix keeps DefaultRankShare of its smaller side, at least MinAutoRank, within
-// a cost cap, or is left out (AutoRank: 48 for a 256-wide matrix at a large batch); convolution
-// kernels are left out (no share that keeps their quality pays), and the temporal subspace keeps
-// DefaultRank directions.
+// a cost cap, or is left out (AutoRank: 16, and 32 complement directions, for a 256-wide matrix
+// at a large batch; without the complement PlainAutoRank's 48); convolution kernels are left out
+// (no share that keeps their quality pays), and the temporal subspace keeps DefaultRank
+// directions.
 func (c *Config) Rank(k int) *Config { c.rank = k; return c }
 
 // VarianceThreshold in (0, 1] chooses the rank at each SVD: the fewest leading directions (at most

@@ -10,10 +10,11 @@
 // By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
 // smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
 // weight's product follows them); biases and scalars keep full updates. Without Rank, each matrix
-// keeps AutoRank directions: 3/16 of its smaller side and never fewer than MinAutoRank (32; fewer
-// cost quality on every model measured), and is left out where the projector's work at that rank
-// would exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step, a wide square layer:
-// the rank is not lowered to fit, as lower ranks cost quality). Convolution kernels are left out
+// keeps AutoRank directions: 1/16 of its smaller side, at least MinAutoRank (16), and twice as
+// many complement directions (below); it is left out where the projector's work on it would
+// exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step: the rank is not lowered
+// to fit, as lower ranks cost quality). Without the complement (Complement(0), or an SGD base)
+// the automatic rank is PlainAutoRank's: 3/16, at least 32. Convolution kernels are left out
 // too: a 128-channel kernel needed three quarters of its output side to keep stock's eval loss,
 // a share whose projector costs more than that cap; with Rank set they are projected.
 // A model where that leaves out every matrix trains with its base optimizer alone (the same
@@ -31,7 +32,10 @@
 //     that, for the marked nodes only); otherwise the full gradient is built and projected. The base optimizer runs on the coefficient, so its
 //     state is [r, n] instead of [m, n], and the update Q·Δc is lifted back. Bases track the
 //     gradients every step from the same skinny products (a power-iteration step xᵀ·(∂y·Cᵀ),
-//     re-orthonormalised by Newton–Schulz; the optimizer's moments rotate with the basis).
+//     re-orthonormalised by Newton–Schulz; the optimizer's moments rotate with the basis). Each
+//     step also moves the weight along Complement fresh random directions outside the basis,
+//     from the same products and with no state (docs/complement.md): what lets a low rank keep
+//     quality.
 //   - Temporal (the original method): each flattened gradient is projected on the top singular
 //     vectors of a ring buffer of recent gradients; warm-up steps are full steps.
 //
