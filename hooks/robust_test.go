@@ -264,9 +264,10 @@ func TestLastingShiftDoesNotLockTheGuard(t *testing.T) {
 	require.ErrorContains(t, Subspace(optimizer.Adam().Done()).ExplodeFactor(0.5).Validate(), "Policy.ExplodeFactor 0.5 would skip ordinary steps")
 }
 
-// TestNonFiniteStateIsRepaired: a NaN in a stored basis or in a coefficient moment (a damaged
-// checkpoint) used to make every later step skip, or to poison the weights: the basis restarts
-// from its random start, the moment from zero, and the weights stay finite.
+// TestNonFiniteStateIsRepaired: a NaN in a stored basis, in a coefficient moment or in the
+// complement's last step length (a damaged checkpoint) used to make every later step skip, or to
+// poison the weights: the basis restarts from its random start, the moment from zero, the length
+// from the next step's, and the weights stay finite.
 func TestNonFiniteStateIsRepaired(t *testing.T) {
 	opt := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(5).Done()
 	r := newRun(t, opt)
@@ -282,9 +283,12 @@ func TestNonFiniteStateIsRepaired(t *testing.T) {
 	}
 	poison("/subspace/hidden/dense/weights_basis")
 	poison("/AdamOptimizer/subspace/hidden/dense/weights_coefficients_2nd_moment")
+	poison("/subspace/hidden/dense/weights_complement_step_length") // would lock the growth limit
 	for range 10 {
 		r.step(t)
 	}
+	length := r.value(t, "/subspace/hidden/dense/weights_complement_step_length")
+	require.Positive(t, length[0], "the complement's growth limit restarted from a finite length")
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)
 	require.LessOrEqual(t, report.SkippedSteps, int64(1), "the state is repaired, not skipped around forever")

@@ -118,3 +118,34 @@ func TestComplementStepIsTheBaseStepsLength(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitGrowthLetsTheStepLengthenByOnePercent: the first step (no last length) goes as it
+// is; a step more than ComplementGrowth times the last is shortened to exactly that, in its own
+// direction; a shorter one goes as it is; a zero step (skipped) goes and keeps the last length.
+func TestLimitGrowthLetsTheStepLengthenByOnePercent(t *testing.T) {
+	step := tensors.FromValue([][]float32{{3, 0}, {0, 4}}) // length 5
+	outs, err := ExecOnceN(testBackend(t), func(step *Node) []*Node {
+		g := step.Graph()
+		length := func(x *Node) *Node { return Sqrt(ReduceAllSum(Square(x))) }
+		first, firstLen := LimitGrowth(step, Const(g, float32(0)))
+		grown, grownLen := LimitGrowth(step, Const(g, float32(2)))
+		shorter, shorterLen := LimitGrowth(step, Const(g, float32(10)))
+		zero, zeroLen := LimitGrowth(ZerosLike(step), Const(g, float32(2)))
+		direction := maxAbs(Sub(Div(grown, length(grown)), Div(step, length(step))))
+		return []*Node{length(first), firstLen, length(grown), grownLen, direction, length(shorter), shorterLen, length(zero), zeroLen}
+	}, step)
+	require.NoError(t, err)
+	got := make([]float32, len(outs))
+	for i, o := range outs {
+		got[i] = o.Value().(float32)
+	}
+	require.InDelta(t, 5, got[0], 1e-6, "the first step goes as it is")
+	require.InDelta(t, 5, got[1], 1e-6)
+	require.InDelta(t, 2*ComplementGrowth, got[2], 1e-6, "a step that grew too much is shortened to 1.01 × the last")
+	require.InDelta(t, 2*ComplementGrowth, got[3], 1e-6)
+	require.Less(t, got[4], float32(1e-6), "in its own direction")
+	require.InDelta(t, 5, got[5], 1e-6, "a shorter step goes as it is")
+	require.InDelta(t, 5, got[6], 1e-6)
+	require.Zero(t, got[7], "a skipped step stays zero")
+	require.InDelta(t, 2, got[8], 1e-6, "and keeps the last length: skipping does not lift the limit")
+}
