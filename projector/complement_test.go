@@ -2,7 +2,6 @@ package projector
 
 import (
 	"math"
-	"math/rand/v2"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -56,34 +55,22 @@ func transposedTimesAny(a, b *Node) *Node {
 // exactly, and the complement's coefficient is the whole batch's ∂W projected on its directions,
 // on both sides, the basis on W's smaller side and on its larger one.
 func TestDirectStepWithComplementEqualsTheFullGradientsProjections(t *testing.T) {
-	rng := rand.New(rand.NewPCG(10, 10))
-	const b, r, s = 19, 3, 2
-	for _, dims := range [][2]int{{13, 8}, {8, 13}} {
-		m, n := dims[0], dims[1]
-		x, dy := gaussianDense(rng, b, m), gaussianDense(rng, b, n)
-		for _, side := range []Side{Left, Right} {
-			rows, other := m, n
-			if side == Right {
-				rows, other = n, m
-			}
-			q, omega := denseOf(RandomOrthonormal(rows, r, 2)), gaussianDense(rng, other, DefaultSketchColumns)
-			for _, k := range []int{b, 7} {
-				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
-					dirs := ComplementDirections(ComplementSeed(Const(x.Graph(), int64(3)), 5), q, s)
-					coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), side, k)
-					coefC, compC, tpC := DirectStepWithComplement(x, dy, q, dirs, Transpose(omega, 0, 1), side, k)
-					grad := TransposedTimes(x, dy)
-					return []*Node{maxAbs(Sub(coef, coefC)), maxAbs(Sub(tp.Power, tpC.Power)), maxAbs(Sub(tp.Sketch, tpC.Sketch)),
-						relativeError(compC, ProjectMatrix(grad, dirs, side))}
-				}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
-				require.NoError(t, err)
-				for i, o := range outs[:3] {
-					require.Less(t, o.Value().(float32), float32(1e-5), "W %d×%d, %s side, %d tracked rows: the basis's product %d", m, n, side, k, i)
-				}
-				require.Less(t, outs[3].Value().(float32), float32(1e-5), "W %d×%d, %s side: the complement's coefficient", m, n, side)
-			}
+	const s = 2
+	forEachDirectLayout(t, 10, func(l directLayout) {
+		outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
+			dirs := ComplementDirections(ComplementSeed(Const(x.Graph(), int64(3)), 5), q, s)
+			coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), l.side, l.k)
+			coefC, compC, tpC := DirectStepWithComplement(x, dy, q, dirs, Transpose(omega, 0, 1), l.side, l.k)
+			grad := TransposedTimes(x, dy)
+			return []*Node{maxAbs(Sub(coef, coefC)), maxAbs(Sub(tp.Power, tpC.Power)), maxAbs(Sub(tp.Sketch, tpC.Sketch)),
+				relativeError(compC, ProjectMatrix(grad, dirs, l.side))}
+		}, l.inputs()...)
+		require.NoError(t, err)
+		for i, o := range outs[:3] {
+			require.Less(t, o.Value().(float32), float32(1e-5), "%s: the basis's product %d", l, i)
 		}
-	}
+		require.Less(t, outs[3].Value().(float32), float32(1e-5), "%s: the complement's coefficient", l)
+	})
 }
 
 // TestComplementStepIsTheBaseStepsLength: the complement's step points against its coefficient

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -390,7 +391,43 @@ func TestTrackBasisKeepsTheBasisOfANonFinitePowerProduct(t *testing.T) {
 // product up to a positive scale, the sketch exactly), on both sides, with the basis on the
 // smaller side of W (the coefficient taken as Qᵀ·zᵀ·other) and on the larger one.
 func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 9))
+	forEachDirectLayout(t, 9, func(l directLayout) {
+		outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
+			coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), l.side, l.k)
+			headGrad := TransposedTimes(SliceAlong(x, 0, 0, l.k), SliceAlong(dy, 0, 0, l.k))
+			power, sketch := trackingErrors(sideMatrix(headGrad, l.side), q, omega, tp)
+			return []*Node{relativeError(coef, ProjectMatrix(TransposedTimes(x, dy), q, l.side)), power, sketch}
+		}, l.inputs()...)
+		require.NoError(t, err)
+		for i, o := range outs {
+			require.Less(t, o.Value().(float32), float32(1e-5), "%s: product %d", l, i)
+		}
+	})
+}
+
+// directLayout is one case of the direct path's products: a batch x [b, m] and ∂y [b, n], a
+// basis of rank 3 on one side of W [m, n], a sketch Ω on the other, and the tracked rows k.
+type directLayout struct {
+	m, n, k  int
+	side     Side
+	x, dy    *mat.Dense
+	q, omega *mat.Dense
+}
+
+func (l directLayout) String() string {
+	return fmt.Sprintf("W %d×%d, %s side, %d tracked rows", l.m, l.n, l.side, l.k)
+}
+
+// inputs are the layout's x, ∂y, Q and Ω as float32 tensors.
+func (l directLayout) inputs() []any {
+	return []any{toFloat32(l.x), toFloat32(l.dy), toFloat32(l.q), toFloat32(l.omega)}
+}
+
+// forEachDirectLayout calls fn for W 13×8 and 8×13 (the basis on W's smaller side and on its
+// larger one), on both sides, tracking from all 19 rows of the batch and from 7.
+func forEachDirectLayout(t *testing.T, seed uint64, fn func(directLayout)) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
 	const b, r = 19, 3
 	for _, dims := range [][2]int{{13, 8}, {8, 13}} {
 		m, n := dims[0], dims[1]
@@ -402,16 +439,7 @@ func TestDirectStepEqualsTheFullGradientsProducts(t *testing.T) {
 			}
 			q, omega := denseOf(RandomOrthonormal(rows, r, 2)), gaussianDense(rng, other, DefaultSketchColumns)
 			for _, k := range []int{b, 7} {
-				outs, err := ExecOnceN(testBackend(t), func(x, dy, q, omega *Node) []*Node {
-					coef, tp := DirectStep(x, dy, q, Transpose(omega, 0, 1), side, k)
-					headGrad := TransposedTimes(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k))
-					power, sketch := trackingErrors(sideMatrix(headGrad, side), q, omega, tp)
-					return []*Node{relativeError(coef, ProjectMatrix(TransposedTimes(x, dy), q, side)), power, sketch}
-				}, toFloat32(x), toFloat32(dy), toFloat32(q), toFloat32(omega))
-				require.NoError(t, err)
-				for i, o := range outs {
-					require.Less(t, o.Value().(float32), float32(1e-5), "W %d×%d, %s side, %d tracked rows: product %d", m, n, side, k, i)
-				}
+				fn(directLayout{m: m, n: n, k: k, side: side, x: x, dy: dy, q: q, omega: omega})
 			}
 		}
 	}

@@ -51,7 +51,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	ranks, err := parseRanks(*ranksFlag, *rank)
+	ranks, err := figures.ParseRanks(*ranksFlag, *rank, 1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -193,22 +193,6 @@ func printTable(summaries []quality.Summary, key func(quality.Summary) string) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%g\t%.3f ± %.3f\t%.3f ± %.3f\t%s\t%.1f\n", s.Task, s.Variant, rank, s.LR, s.Loss, s.LossStd, s.Acc, s.AccStd, ratio, s.StepMs)
 	}
 	w.Flush()
-}
-
-// parseRanks reads -ranks (a comma-separated list), or gives -rank alone (0: each task's own).
-func parseRanks(list string, rank int) ([]int, error) {
-	if strings.TrimSpace(list) == "" {
-		return []int{rank}, nil
-	}
-	var ranks []int
-	for _, field := range strings.Split(list, ",") {
-		r, err := strconv.Atoi(strings.TrimSpace(field))
-		if err != nil || r < 1 {
-			return nil, fmt.Errorf("-ranks %q: %q is not a rank ≥ 1", list, field)
-		}
-		ranks = append(ranks, r)
-	}
-	return ranks, nil
 }
 
 // writeFrontiers draws, for each task, each variant's eval loss and step time against stock's

@@ -510,7 +510,7 @@ func main() {
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
 		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
-	rankList, err := parseRanks(*ranks, *rank)
+	rankList, err := figures.ParseRanks(*ranks, *rank, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
 		os.Exit(2)
@@ -519,22 +519,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
 		os.Exit(1)
 	}
-}
-
-// parseRanks reads -ranks (a comma-separated list), or gives -rank alone.
-func parseRanks(list string, rank int) ([]int, error) {
-	if strings.TrimSpace(list) == "" {
-		return []int{rank}, nil
-	}
-	var ranks []int
-	for _, field := range strings.Split(list, ",") {
-		r, err := strconv.Atoi(strings.TrimSpace(field))
-		if err != nil || r < 0 {
-			return nil, fmt.Errorf("-ranks %q: %q is not a rank ≥ 0 (0: the automatic rank)", list, field)
-		}
-		ranks = append(ranks, r)
-	}
-	return ranks, nil
 }
 
 // rankDependent says whether a variant's run depends on the rank (the stock ones train once).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/gradsub/gradsub/hooks"
@@ -31,28 +32,36 @@ type Controller struct {
 }
 
 // Write writes the figure's data to path as JSON.
-func (c Controller) Write(path string) error {
-	data, err := json.Marshal(c)
+func (c Controller) Write(path string) error { return writeJSON(path, c) }
+
+// Read reads a figure written by Write.
+func Read(path string) (Controller, error) {
+	c, err := readJSON[Controller](path, "a controller figure's")
+	if err == nil && len(c.Series) == 0 {
+		err = fmt.Errorf("%s holds no series to draw", path)
+	}
+	return c, err
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, data, 0o644)
 }
 
-// Read reads a figure written by Write.
-func Read(path string) (Controller, error) {
-	var c Controller
+// readJSON reads a T from the JSON file at path; what names the data in the error.
+func readJSON[T any](path, what string) (T, error) {
+	var v T
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return c, err
+		return v, err
 	}
-	if err := json.Unmarshal(data, &c); err != nil {
-		return c, fmt.Errorf("%s is not a controller figure's data: %w", path, err)
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, fmt.Errorf("%s is not %s data: %w", path, what, err)
 	}
-	if len(c.Series) == 0 {
-		return c, fmt.Errorf("%s holds no series to draw", path)
-	}
-	return c, nil
+	return v, nil
 }
 
 // Frontier is a picture of quality against cost: each series (a variant) is a line through its
@@ -76,28 +85,15 @@ type FrontierPoint struct {
 }
 
 // Write writes the frontier's data to path as JSON.
-func (f Frontier) Write(path string) error {
-	data, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, data, 0o644)
-}
+func (f Frontier) Write(path string) error { return writeJSON(path, f) }
 
 // ReadFrontier reads a frontier written by Frontier.Write.
 func ReadFrontier(path string) (Frontier, error) {
-	var f Frontier
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return f, err
+	f, err := readJSON[Frontier](path, "a frontier's")
+	if err == nil && len(f.Series) == 0 {
+		err = fmt.Errorf("%s holds no series to draw", path)
 	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		return f, fmt.Errorf("%s is not a frontier's data: %w", path, err)
-	}
-	if len(f.Series) == 0 {
-		return f, fmt.Errorf("%s holds no series to draw", path)
-	}
-	return f, nil
+	return f, err
 }
 
 // Add appends a point to the series named name, creating it in first-seen order.
@@ -149,4 +145,21 @@ func (f Frontier) Table() string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// ParseRanks reads an example's -ranks flag, the ranks of a frontier: a comma-separated list of
+// ranks ≥ least, or, when empty, fallback alone (the example's -rank).
+func ParseRanks(list string, fallback, least int) ([]int, error) {
+	if strings.TrimSpace(list) == "" {
+		return []int{fallback}, nil
+	}
+	var ranks []int
+	for _, field := range strings.Split(list, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || r < least {
+			return nil, fmt.Errorf("-ranks %q: %q is not a rank ≥ %d", list, field, least)
+		}
+		ranks = append(ranks, r)
+	}
+	return ranks, nil
 }

@@ -149,7 +149,7 @@ func Frontier(path string, fig figures.Frontier) error {
 	p.Title.Text = fig.Title
 	p.X.Label.Text = "step time / stock's"
 	p.Y.Label.Text = "eval loss / stock's"
-	p.Legend.Top = true
+	p.Legend.Top = false // bottom right: the cheap, good corner is bottom left
 	twoDecimals := plot.TickerFunc(func(min, max float64) []plot.Tick {
 		ticks := plot.DefaultTicks{}.Ticks(min, max)
 		for i := range ticks {

@@ -93,22 +93,7 @@ type lmShape struct{ width, heads, mlp int }
 // embeddings, and a separate head.
 func attentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
 	return func(scope *model.Scope, inputs []*Node) []*Node {
-		tokens := inputs[0]
-		g := tokens.Graph()
-		x := layers.Embedding(scope.In("tokens"), tokens, dtypes.Float32, lmVocab, s.width)
-		pos := scope.In("positions").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 1, lmSeq, s.width)).NodeValue(g)
-		x = Add(x, pos)
-		block := scope.In("block")
-		h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
-		h = attention.SelfAttention(block.In("attention"), h, s.heads, s.width/s.heads).WithCausalMask(true).Done()
-		x = Add(x, h)
-		h = norm.LayerNorm(block.In("mlp_norm"), x, -1).Done()
-		mlp := block.In("mlp")
-		h = layers.DenseWithBias(mlp.In("up"), h, s.mlp)
-		h = activation.Apply(activation.TypeGelu, h)
-		h = layers.DenseWithBias(mlp.In("down"), h, s.width)
-		x = Add(x, h)
-		x = norm.LayerNorm(scope.In("final_norm"), x, -1).Done()
+		x, _ := lmBody(scope, inputs[0], s)
 		return []*Node{layers.DenseWithBias(scope.In("head"), x, lmVocab)}
 	}
 }
@@ -120,26 +105,32 @@ func attentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
 // inputs of that scale.
 func tiedAttentionLMOf(s lmShape) func(scope *model.Scope, inputs []*Node) []*Node {
 	return func(scope *model.Scope, inputs []*Node) []*Node {
-		tokens := inputs[0]
-		g := tokens.Graph()
-		tokenScope := scope.In("tokens")
-		x := layers.Embedding(tokenScope, tokens, dtypes.Float32, lmVocab, s.width)
-		table := tokenScope.GetVariable("embeddings").NodeValue(g) // [vocab, width]
-		pos := scope.In("positions").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 1, lmSeq, s.width)).NodeValue(g)
-		x = Add(x, pos)
-		block := scope.In("block")
-		h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
-		h = attention.SelfAttention(block.In("attention"), h, s.heads, s.width/s.heads).WithCausalMask(true).Done()
-		x = Add(x, h)
-		h = norm.LayerNorm(block.In("mlp_norm"), x, -1).Done()
-		mlp := block.In("mlp")
-		h = layers.DenseWithBias(mlp.In("up"), h, s.mlp)
-		h = activation.Apply(activation.TypeGelu, h)
-		h = layers.DenseWithBias(mlp.In("down"), h, s.width)
-		x = Add(x, h)
-		x = norm.LayerNorm(scope.In("final_norm"), x, -1).Done()
+		x, table := lmBody(scope, inputs[0], s)
 		return []*Node{DotGeneral(x, []int{x.Rank() - 1}, nil, table, []int{1}, nil)} // x·Eᵀ: [batch, seq, vocab]
 	}
+}
+
+// lmBody is the attention LM up to its head: token and position embeddings, one pre-LN block
+// (GoMLX's multi-head attention and an MLP) and the final norm; it returns that and the token
+// table ([vocab, width]).
+func lmBody(scope *model.Scope, tokens *Node, s lmShape) (x, table *Node) {
+	g := tokens.Graph()
+	tokenScope := scope.In("tokens")
+	x = layers.Embedding(tokenScope, tokens, dtypes.Float32, lmVocab, s.width)
+	table = tokenScope.GetVariable("embeddings").NodeValue(g)
+	pos := scope.In("positions").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, 1, lmSeq, s.width)).NodeValue(g)
+	x = Add(x, pos)
+	block := scope.In("block")
+	h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
+	h = attention.SelfAttention(block.In("attention"), h, s.heads, s.width/s.heads).WithCausalMask(true).Done()
+	x = Add(x, h)
+	h = norm.LayerNorm(block.In("mlp_norm"), x, -1).Done()
+	mlp := block.In("mlp")
+	h = layers.DenseWithBias(mlp.In("up"), h, s.mlp)
+	h = activation.Apply(activation.TypeGelu, h)
+	h = layers.DenseWithBias(mlp.In("down"), h, s.width)
+	x = Add(x, h)
+	return norm.LayerNorm(scope.In("final_norm"), x, -1).Done(), table
 }
 
 // markovTable is the chain's deterministic successor of each token pair; it is the same for
