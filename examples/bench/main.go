@@ -49,12 +49,15 @@ type Config struct {
 	Batch     int
 	Rank      int
 	Projected []string // variable paths; nil: the default selection (every dense layer)
+	// Complement is the projected variant's number of complement directions per matrix
+	// (hooks.Config.Complement; hooks.AutoComplement, the default: twice the rank; 0: none).
+	Complement int
 }
 
 var configs = []Config{
 	{Name: "mnist", Input: 784, Hidden: []int{256}, Classes: 10, Batch: 256, Rank: 8,
-		Projected: []string{"/layer_0/dense/weights"}},
-	{Name: "wide", Input: 1024, Hidden: []int{1024, 1024, 1024, 1024}, Classes: 10, Batch: 256, Rank: 8},
+		Projected: []string{"/layer_0/dense/weights"}, Complement: hooks.AutoComplement},
+	{Name: "wide", Input: 1024, Hidden: []int{1024, 1024, 1024, 1024}, Classes: 10, Batch: 256, Rank: 8, Complement: hooks.AutoComplement},
 }
 
 func (c Config) model(scope *model.Scope, x *Node) *Node {
@@ -104,7 +107,7 @@ type variant struct {
 func newVariant(backend compute.Backend, c Config, projected, frozenProjected bool) *variant {
 	store := model.NewStore()
 	store.SetParam(model.ParamInitialSeed, int64(1))
-	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank)
+	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank).Complement(c.Complement)
 	if c.Projected != nil {
 		cfg = cfg.Variables(c.Projected...)
 	}
@@ -142,6 +145,9 @@ func (c Config) isProjected(v *model.Variable) bool {
 func (c Config) rankOf(m, n int) int {
 	if c.Rank > 0 {
 		return c.Rank
+	}
+	if c.Complement == 0 {
+		return hooks.PlainAutoRank(m, n, c.Batch)
 	}
 	return hooks.AutoRank(m, n, c.Batch)
 }
@@ -388,6 +394,7 @@ func main() {
 	flagJSON := flag.String("json", "", "also write the results as JSON lines to this file")
 	flagRank := flag.Int("rank", -1, "rank of every config's projected layers (0: the wrapper's automatic rank on the default selection; -1: each config's own, 8)")
 	flagBatch := flag.Int("batch", 0, "batch of every config (0: each config's own, 256)")
+	flagComplement := flag.Int("complement", hooks.AutoComplement, "complement directions per projected matrix (hooks.Config.Complement; -1: automatic, twice the rank; 0: none, the published method's step)")
 	flagFeed := flag.String("feed", feedDevice, `how batches reach the step: "device" (gathered on the device by dataset.InMemory, as GoMLX programs feed) or "host" (built from Go slices every step)`)
 	flag.Parse()
 	backend, err := backends.New(backends.Config(*flagBackend))
@@ -410,6 +417,7 @@ func main() {
 		if *flagBatch > 0 {
 			c.Batch = *flagBatch
 		}
+		c.Complement = *flagComplement
 		r, err := run(backend, c, *flagFeed, *flagBlocks, *flagSteps, logf)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
