@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/model/checkpoint"
 	"github.com/gomlx/gomlx/ml/train"
@@ -135,5 +138,35 @@ func TestResumeWithOtherOptionsSaysWhich(t *testing.T) {
 		require.ErrorContains(t, err, "(from a checkpoint), but this configuration needs", c.name)
 		require.ErrorContains(t, err, c.want, c.name)
 		require.ErrorContains(t, err, "Optimizer.Clear", c.name)
+	}
+}
+
+// TestDamagedStateIsNamedAsDamage: a state variable stored with a dtype or a number of axes that
+// no option gives (a basis as float64 in a float32 model, a residual as a vector) is named as
+// damage, with the variable and both shapes, not blamed on the configuration.
+func TestDamagedStateIsNamedAsDamage(t *testing.T) {
+	for _, c := range []struct {
+		path  string
+		value *tensors.Tensor
+		found string
+	}{
+		{"/subspace/hidden/dense/weights_basis", tensors.FromShape(shapes.Make(dtypes.Float64, 12, 3)), "(Float64)[12, 3]"},
+		{"/subspace/hidden/dense/weights_residual", tensors.FromShape(shapes.Make(dtypes.Float32, 2)), "(Float32)[2]"},
+	} {
+		opt := Subspace(optimizer.Adam().Done()).Rank(3).Done()
+		r := newRun(t, opt)
+		r.step(t)
+		v := r.store.GetVariable(c.path)
+		require.NotNil(t, v, c.path)
+		require.NoError(t, r.store.DeleteVariable(c.path))
+		scope, name := model.SplitPath(c.path)
+		_, err := r.store.Scope(scope).CreateVariable(name, c.value)
+		require.NoError(t, err)
+		trainer := train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, Subspace(optimizer.Adam().Done()).Rank(3).Done(), nil, nil)
+		_, err = trainer.TrainStep(r.batch())
+		require.ErrorContains(t, err, "the store's "+c.path+" is damaged")
+		require.ErrorContains(t, err, c.found)
+		require.ErrorContains(t, err, "Optimizer.Clear")
+		require.NotContains(t, err.Error(), "Mode, Rank, Side or WarmUp")
 	}
 }

@@ -31,6 +31,12 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			continue
 		}
 		selected++
+		if v.Shape().Size() == 0 {
+			// A zero-size dimension: nothing to project (and no rows or columns to divide by).
+			e.Why = fmt.Sprintf("it has no elements (shape %s): nothing to project", v.Shape())
+			plan[i] = e
+			continue
+		}
 		if err := o.checkProjectable(v); err != nil {
 			exceptions.Panicf("%v", err)
 		}

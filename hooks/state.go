@@ -115,8 +115,14 @@ func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Sha
 	}
 	full := s.ofVariable(st.root.Scope(), v.Path())
 	// A resumed store may hold the state of another configuration: say which options differ
-	// instead of GoMLX's shape error.
+	// instead of GoMLX's shape error. A dtype or a number of axes that no option gives is damage
+	// (a checkpoint edited or written by something else), and is said to be.
 	if old := st.scope.Store().GetVariable(full); old != nil && !old.Shape().Equal(shape) {
+		if old.DType() != shape.DType || old.Shape().Rank() != shape.Rank() {
+			exceptions.Panicf("hooks.Subspace: the store's %s is damaged (from a checkpoint): it is %s where the projector keeps %s, "+
+				"which no option changes. Delete the projector's state (Optimizer.Clear) to learn new bases, or restore the checkpoint",
+				full, old.Shape(), shape)
+		}
 		exceptions.Panicf("hooks.Subspace: the store holds %s with shape %s (from a checkpoint), but this configuration needs %s: "+
 			"%s. Resume with the checkpoint's options, or delete the projector's state (Optimizer.Clear) to learn new bases",
 			full, old.Shape(), shape, st.optionThatDiffers(v, s, old.Shape(), shape))
