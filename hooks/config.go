@@ -42,6 +42,12 @@ const (
 	// ExplodePatience: after this many steps skipped in a row for an exploding loss, the next
 	// is taken and the smoothed loss restarts from it (a lasting shift, not a spike).
 	ExplodePatience = 3
+	// DivergenceWindow: a loss that explodes in a run's first steps (this many, or warm-up if
+	// longer) is a divergence, judged against √ExplodeFactor and held (DivergenceHold).
+	DivergenceWindow = 10
+	// DivergenceHold: while a divergence is held, the guard skips up to this many steps in a row
+	// before it lets one through (never for good): time for the user to lower the learning rate.
+	DivergenceHold = 200
 )
 
 // StateScope is the scope (under the optimizer's scope) holding the projector's variables.

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"math"
 	"slices"
 
 	"github.com/gomlx/compute/dtypes"
@@ -16,9 +17,18 @@ type stepCheck struct {
 }
 
 // checkStep decides whether this step's update is applied: not if the loss or any gradient is
-// non-finite, nor if, after warm-up, the loss exploded (above Policy.ExplodeFactor times its smoothed
-// value). A skipped step leaves weights, optimizer state and bases as they were; it is counted
-// in "skipped_steps" and reported.
+// non-finite, nor if the loss exploded (above Policy.ExplodeFactor times its smoothed value, from
+// the second step on). A skipped step leaves weights, optimizer state and bases as they were; it
+// is counted in "skipped_steps" and reported.
+//
+// A run whose loss explodes in its first steps (DivergenceWindow, or warm-up if longer) is
+// diverging, not moving to a new level: its learning rate is too high, and every step it takes
+// makes the weights worse (each explosion shows the damage the previous step did). The guard then
+// judges against the square root of the factor, and holds: it skips up to DivergenceHold steps
+// in a row before it lets one through, so that the weights stay where the first explosion left
+// them, from which a lower learning rate recovers (TestDivergenceInTheFirstStepsIsHeld). The hold
+// ends when a step is taken without exploding, and when the step graph is built anew (a resumed
+// run, a new learning rate set with -set).
 func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	g := st.g
 	ok := IsFinite(st.loss)
@@ -35,17 +45,30 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 		}
 	}
 	ema := st.scalar(svLossEMA).NodeValue(g)
-	exploded := Const(g, false)
+	// The hold belongs to the graph that set it: a new build (another process resuming, a new
+	// configuration) starts without it.
+	buildVar, holdVar := st.scalar(svGuardBuild), st.scalar(svDivergenceHold)
+	build := Const(g, st.build)
+	held := LogicalAnd(Equal(buildVar.NodeValue(g), build), GreaterThan(holdVar.NodeValue(g), Const(g, int32(0))))
+	buildVar.SetNodeValue(build)
+	exploded, early := Const(g, false), Const(g, false)
 	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
-		exploded = LogicalAnd(LogicalAnd(LogicalNot(st.warm), GreaterThan(ema, upstream.ZeroOf(ema))),
-			GreaterThan(st.loss, MulScalar(ema, factor)))
+		early = LessOrEqual(st.t, Const(g, int64(max(st.cfg.warmUp, DivergenceWindow))))
+		bound := Where(LogicalOr(early, held), Scalar(g, ema.DType(), math.Sqrt(factor)), Scalar(g, ema.DType(), factor))
+		exploded = LogicalAnd(LogicalAnd(GreaterThan(st.t, Const(g, int64(1))), GreaterThan(ema, upstream.ZeroOf(ema))),
+			GreaterThan(st.loss, Mul(ema, bound)))
 	}
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
-	// a row the next one is taken and the smoothed loss restarts from it, so the guard cannot
-	// lock training for good (a task or data shift).
+	// a row (DivergenceHold while a divergence is held) the next one is taken and the smoothed
+	// loss restarts from it, so the guard cannot lock training for good (a task or data shift).
 	streakVar := st.scalar(svExplodeStreak)
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
-	reseed := LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, Const(g, int32(ExplodePatience))))
+	patience := Where(held, Const(g, int32(DivergenceHold)), Const(g, int32(ExplodePatience)))
+	reseed := LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, patience))
+	// The hold starts at an explosion in the first steps, and ends at a step taken unexploded.
+	hold := Where(LogicalAnd(ok, LogicalNot(exploded)), Const(g, int32(0)),
+		Where(LogicalOr(held, LogicalAnd(LogicalAnd(ok, exploded), early)), Const(g, int32(1)), Const(g, int32(0))))
+	holdVar.SetNodeValue(hold)
 	exploded = LogicalAnd(exploded, LogicalNot(reseed))
 	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), upstream.ZeroOf(streak)))
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(exploded)), reseed: reseed}

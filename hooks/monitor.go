@@ -225,6 +225,9 @@ func (m *Monitor) record(r Report) {
 		}
 		m.skipped = r.SkippedSteps
 	}
+	if r.DivergenceHeld && !m.last.DivergenceHeld && m.Logf != nil {
+		m.Logf("subspace: step %d: %s", r.Steps, divergenceAdvice)
+	}
 	if r.LossRestarts > m.restarts {
 		if m.Logf != nil {
 			m.Logf("subspace: step %d: the loss stayed above %g× its smoothed value for %d steps: taken as a new level (step applied, smoothed loss restarted from it)",

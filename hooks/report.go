@@ -38,7 +38,12 @@ type Report struct {
 	// smoothed value for ExplodePatience skipped steps, so the guard took it as a new level (the
 	// next step applied, the smoothed loss restarted from it) instead of skipping for good.
 	LossRestarts int64
-	BasesKept    int64 // temporal learning attempts that met a zero or non-finite stack and kept the basis
+	// DivergenceHeld: the loss exploded in the run's first steps, and the guard holds the
+	// weights where that left them (skipping steps, DivergenceHold at most in a row) until a step
+	// is taken without exploding or the step graph is built anew: lower the learning rate and
+	// resume.
+	DivergenceHeld bool
+	BasesKept      int64 // temporal learning attempts that met a zero or non-finite stack and kept the basis
 	LastSVDStep  int64
 	LastSVDCause Cause
 	// NothingProjected: the plan left every variable out (the automatic rank, on a small model
@@ -101,6 +106,9 @@ func (r Report) MeanExplainedVariance() float64 {
 const disabledLine = "subspace: disabled (Enabled(false), or subspace_enabled=false): the base optimizer trains"
 
 // String formats the report for people: a summary line and one line per variable.
+// divergenceAdvice is what the Report and the Monitor say of a held divergence.
+const divergenceAdvice = "the loss exploded in the first steps: the run is diverging, and the guard holds the weights where the first explosion left them (skipping steps); lower the learning rate and resume"
+
 func (r Report) String() string {
 	if r.Disabled {
 		return disabledLine + " alone\n"
@@ -114,6 +122,9 @@ func (r Report) String() string {
 		r.Mode, r.Steps, r.WarmUp, r.SkippedSteps, r.SVDs, r.Refreshes, r.RefreshesResidual, r.RefreshesLoss, r.RefreshesCurvature, r.Checks, r.LastCheckResidual, r.FullUpdates, r.RankChanges)
 	if r.LossRestarts > 0 {
 		fmt.Fprintf(&b, "  the loss shifted to a new level %d time(s): after %d skipped steps the guard took it and restarted the smoothed loss\n", r.LossRestarts, ExplodePatience)
+	}
+	if r.DivergenceHeld {
+		b.WriteString("  " + divergenceAdvice + "\n")
 	}
 	for _, v := range r.Variables {
 		state := "warming up"
@@ -205,6 +216,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
 	r.SkippedSteps = asInt(read(svSkippedSteps.of(root)))
 	r.LossRestarts = asInt(optional(svLossRestarts.of(root))) // absent from checkpoints before 2026-12-02
+	r.DivergenceHeld = asInt(optional(svDivergenceHold.of(root))) > 0 // absent before 2026-12-06
 	r.BasesKept = asInt(optional(svBasesKept.of(root)))       // temporal mode
 	r.LastCheckResidual = asFloat(read(svLastResidual.of(root)))
 	r.LossEMA = asFloat(read(svLossEMA.of(root)))

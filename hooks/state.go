@@ -30,6 +30,8 @@ var (
 	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
 	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
 	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
+	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1)"}
+	svGuardBuild     = stateVar{"guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)"}
 	svLossEMA        = stateVar{"loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss"}
 	svBestLossEMA    = stateVar{"best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh"}
 	svPlateauChecks  = stateVar{"plateau_checks", dtypes.Int32, "loss rule: consecutive checks without progress"}
@@ -79,7 +81,7 @@ var (
 // stateSchema lists every entry, scalars first (TestStateSchemaCoversTheStore checks the store
 // against it).
 var stateSchema = []stateVar{
-	svStep, svSkippedSteps, svExplodeStreak, svLossRestarts, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
+	svStep, svSkippedSteps, svExplodeStreak, svLossRestarts, svDivergenceHold, svGuardBuild, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
 	svCurvature, svCurvatureEMA, svCurvatureCount, svComparable, svCurvaturePeak, svLastCheckPeak,
 	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
 	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,

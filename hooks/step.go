@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strings"
 
@@ -48,7 +49,8 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	// Base step and lift: the wrapped optimizer on the coefficients, lifted back (base.go).
 	st.applyBase(trainables, grads, hs, guard, check, d, fullTurn)
 	// Guard: a skipped step leaves every variable as it was, but the guard's own counters.
-	guard.restoreUnless(check.ok, svSkippedSteps.of(st.root.Scope()), svExplodeStreak.of(st.root.Scope()))
+	root := st.root.Scope()
+	guard.restoreUnless(check.ok, svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root))
 	st.repairStatistics()
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
@@ -122,6 +124,7 @@ type stepState struct {
 	loss  *Node
 
 	noLoss  bool  // the trainer gave gradients and no loss (UpdateGraphWithGradients): its rules are off
+	build   int64 // a random number for this build of the step graph (the guard's hold lasts one build)
 	t       *Node // this step's number, 1-based (int64)
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
@@ -130,7 +133,7 @@ type stepState struct {
 
 func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
 	root := scope.At(StateScope)
-	st := &stepState{cfg: &o.cfg, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss}
+	st := &stepState{cfg: &o.cfg, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss, build: rand.Int64()}
 	stepVar := st.scalar(svStep)
 	// Counters are clamped where a damaged checkpoint could make them lock a rule (here: a
 	// negative step count would keep warm-up going).

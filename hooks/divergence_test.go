@@ -1,0 +1,75 @@
+package hooks
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDivergenceInTheFirstStepsIsHeld: SGD at a learning rate 100× too high (5 where 0.05
+// trains the toy MLP to 0.09 in 150 steps) explodes from its first step (0.73, 50, 2.7e4, …:
+// stock reaches 7e34 in 14 steps). The guard, which used to be off during warm-up and then let
+// a step through every fourth (1e32 and more), catches the explosion at the second step and
+// holds the weights where the first step left them, with warm-up of 10 steps and of 1 alike. A
+// resumed run with the learning rate lowered (a new build of the step graph, which lifts the
+// hold) then trains from there: it used to stay at 1e31.
+func TestDivergenceInTheFirstStepsIsHeld(t *testing.T) {
+	for _, warmUp := range []int{DefaultWarmUp, 1} {
+		sgd := func(lr float64) optimizer.Interface {
+			return optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(lr).Done()
+		}
+		opt := Subspace(sgd(5)).Rank(3).WarmUp(warmUp).Done()
+		r := newRun(t, opt)
+		var logged []string
+		monitor := opt.NewMonitor(r.store)
+		monitor.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+		var worst float64
+		for range 150 {
+			worst = max(worst, r.step(t))
+			require.NoError(t, monitor.Observe())
+		}
+		require.Less(t, worst, 100.0, "warm-up %d: the loss is held after its first explosion (50)", warmUp)
+		report, err := opt.Report(r.store)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, report.SkippedSteps, int64(148), "warm-up %d: every step after the first explosion is skipped", warmUp)
+		require.True(t, report.DivergenceHeld)
+		require.Contains(t, report.String(), "lower the learning rate and resume", "said in the Report")
+		require.Contains(t, strings.Join(logged, "\n"), "the run is diverging", "and by the Monitor")
+		requireFinite(t, r.snapshot(t))
+
+		// Resume with the learning rate lowered: a new optimizer and trainer on the same store.
+		require.NoError(t, r.store.GetVariable("/optimizers/learning_rate").SetValue(tensors.FromScalar(float32(0.05))))
+		resumed := Subspace(sgd(0.05)).Rank(3).WarmUp(warmUp).Done()
+		r.trainer = train.NewTrainer(testBackend(t), r.store, mlp, loss.MeanSquaredError, resumed, nil, nil)
+		var last float64
+		for range 300 {
+			last = r.step(t)
+		}
+		t.Logf("warm-up %d: held at %.3g at worst; resumed at lr 0.05: %.3g after 300 steps", warmUp, worst, last)
+		require.Less(t, last, 0.1, "warm-up %d: the resumed run trains from where the guard held it, as a fresh run does (0.09 in 150 steps)", warmUp)
+		report, err = resumed.Report(r.store)
+		require.NoError(t, err)
+		require.False(t, report.DivergenceHeld, "the hold ended with the first step taken")
+	}
+}
+
+// TestDivergenceHoldDoesNotLockForGood: a held divergence lets a step through after
+// DivergenceHold skipped steps in a row, as a new level: the guard never locks training.
+func TestDivergenceHoldDoesNotLockForGood(t *testing.T) {
+	opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(5).Done()).Rank(3).Done()
+	r := newRun(t, opt)
+	for range DivergenceHold + 5 {
+		r.step(t)
+	}
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), report.LossRestarts, "one step let through after the hold")
+	require.GreaterOrEqual(t, report.SkippedSteps, int64(DivergenceHold), "the hold skipped %d steps in a row first", DivergenceHold)
+	require.Less(t, report.SkippedSteps, int64(DivergenceHold)+5, "then let one through")
+}
