@@ -44,8 +44,8 @@ type Report struct {
 	// resume.
 	DivergenceHeld bool
 	BasesKept      int64 // temporal learning attempts that met a zero or non-finite stack and kept the basis
-	LastSVDStep  int64
-	LastSVDCause Cause
+	LastSVDStep    int64
+	LastSVDCause   Cause
 	// NothingProjected: the plan left every variable out (the automatic rank, on a small model
 	// or at small batches): the steps are the base optimizer's alone, and PlanString says why.
 	NothingProjected bool
@@ -215,9 +215,9 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 	r.CurvatureEMA = asFloat(optional(svCurvatureEMA.of(root)))
 	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
 	r.SkippedSteps = asInt(read(svSkippedSteps.of(root)))
-	r.LossRestarts = asInt(optional(svLossRestarts.of(root))) // absent from checkpoints before 2026-12-02
+	r.LossRestarts = asInt(optional(svLossRestarts.of(root)))         // absent from checkpoints before 2026-12-02
 	r.DivergenceHeld = asInt(optional(svDivergenceHold.of(root))) > 0 // absent before 2026-12-06
-	r.BasesKept = asInt(optional(svBasesKept.of(root)))       // temporal mode
+	r.BasesKept = asInt(optional(svBasesKept.of(root)))               // temporal mode
 	r.LastCheckResidual = asFloat(read(svLastResidual.of(root)))
 	r.LossEMA = asFloat(read(svLossEMA.of(root)))
 	r.PlateauChecks = int(asInt(read(svPlateauChecks.of(root))))
