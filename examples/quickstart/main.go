@@ -116,6 +116,15 @@ func run(backend compute.Backend, store *model.Store, o Options) error {
 	}
 	var ckpt *checkpoint.Handler
 	if o.Checkpoint != "" {
+		// A process killed while saving leaves the newest checkpoint truncated, and GoMLX would
+		// fail on it: set such files aside so that the newest readable one loads.
+		aside, err := hooks.SetAsideUnreadableCheckpoints(o.Checkpoint)
+		if err != nil {
+			return err
+		}
+		for _, name := range aside {
+			fmt.Fprintf(os.Stderr, "checkpoint %s is unreadable (a save was interrupted): set aside, resuming from the one before\n", name)
+		}
 		// A resumed checkpoint restores its params; those given with -set win (GoMLX's idiom).
 		if ckpt, err = checkpoint.Build(store).Dir(o.Checkpoint).ExcludeParams(paramsSet...).Keep(2).Done(); err != nil {
 			return err

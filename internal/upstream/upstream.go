@@ -15,6 +15,10 @@
 //	|   transpose are built as ops (the Go backend copies the latter)   |   TransposeTo (views.go)  |                                             |
 //	| the Go backend drops an uploaded batch's pooled buffer after the  | examples/bench feeds from | TestHostFedBuffersLeaveThePool              |
 //	|   step: every step allocates and page-faults a fresh one          |   dataset.InMemory        |                                             |
+//	| the trainer counts AccumulateGradients' micro-batches on the host: | docs/backends.md: resume  | TestTrainerDoesNotCheckpointItsMicroBatch-  |
+//	|   a resume inside a window is not exact (stock's either)          |   at a window boundary    |   Count                                     |
+//	| checkpoint.Handler.Save writes in place; a kill during a save      | hooks.SetAsideUnreadable- | TestCheckpointSaveWritesInPlace,            |
+//	|   leaves the newest truncated, and loading fails on it            |   Checkpoints             |   hooks' TestKilledSaveLeavesALoadable…     |
 //
 // Three more live where they act, listed here so that the table is complete:
 //
