@@ -19,6 +19,10 @@
 //	|   a resume inside a window is not exact (stock's either)          |   at a window boundary    |   Count                                     |
 //	| checkpoint.Handler.Save writes in place; a kill during a save      | hooks.SetAsideUnreadable- | TestCheckpointSaveWritesInPlace,            |
 //	|   leaves the newest truncated, and loading fails on it            |   Checkpoints             |   hooks' TestKilledSaveLeavesALoadable…     |
+//	| the Go backend has no BatchNormForTraining: norm.BatchNorm fails   | docs/backends.md: a layer | TestGoBackendHasNoBatchNormForTraining      |
+//	|   in training (cifar's CNN by default)                            |   norm instead            |                                             |
+//	| the fused MultiHeadAttention fails when the value head's size      | docs/backends.md:         | TestFusedAttentionNeedsEqualKeyAndValue-    |
+//	|   differs from the key's (WithValueHeadDim)                       |   WithFusion(false)       |   Heads                                     |
 //
 // Three more live where they act, listed here so that the table is complete:
 //
