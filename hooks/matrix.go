@@ -100,8 +100,26 @@ func (h *matrixVar) sketchRows(cols int) *Node {
 	return ConstAsDType(h.st.g, stateDType(h.v), projector.SketchRows(cols, projector.SketchColumns(h.rank)))
 }
 
-// newMatrixDirect builds the direct path: dy is the gradient of the product's output.
-func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy *Node, side projector.Side, rank int) *matrixVar {
+// newMatrixDirect builds the direct path: dy is the gradient of the product's output, and
+// readerGrad (nil: none) the weight's gradient through its other readers, functions of the
+// weight alone such as a regularizer. That gradient needs no batch: its projection is added to
+// the coefficients (Qᵀ·G and Ωᵀ·G, at about 2(r+s)·mn multiply-adds). The bases track the
+// product's gradient only: a regularizer's, λ·W or λ·sign(W), has no low-rank structure to follow.
+func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy, readerGrad *Node, side projector.Side, rank int) *matrixVar {
+	h := newMatrixDirectProduct(st, v, p, dy, side, rank)
+	if readerGrad != nil {
+		g2 := ConvertDType(p.fromW(readerGrad), stateDType(v))
+		h.stepCoef = Add(h.stepCoef, projector.ProjectMatrix(g2, h.oldBasis, side))
+		if h.compCoef != nil {
+			h.compCoef = Add(h.compCoef, projector.ProjectMatrix(g2, ConvertDType(h.compDirs, g2.DType()), side))
+		}
+	}
+	return h
+}
+
+// newMatrixDirectProduct is the direct path's coefficients and tracking products from the
+// product's x and ∂y.
+func newMatrixDirectProduct(st *stepState, v *model.Variable, p *product, dy *Node, side projector.Side, rank int) *matrixVar {
 	h := newMatrixVar(st, v, p.m, p.n, rank, side)
 	h.p, h.toW = p, p.toW
 	sdt := stateDType(v)

@@ -365,7 +365,7 @@ func TestConfigurationErrors(t *testing.T) {
 	// with nothing left to project, the error lists each variable's reason.
 	r = newRun(t, Subspace(adam).Rank(16).Done())
 	_, err = r.trainer.TrainStep(r.batch())
-	require.ErrorContains(t, err, "/hidden/dense/weights [12 16]: its smaller side (12) is ≤ Rank(16): projecting would save nothing")
+	require.ErrorContains(t, err, "/hidden/dense/weights [12 16]: too small to pay: its smaller side (12) is ≤ Rank(16), so a basis would not shrink it")
 }
 
 func TestStepFLOPsCountsTheGraphsProducts(t *testing.T) {

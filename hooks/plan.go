@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/compute/support/humanize"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
@@ -22,11 +23,12 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 	plan := make([]PlanEntry, len(trainables))
 	products := make([]*product, len(trainables))
 	selected, projected := 0, 0
+	var unfit []string // selected variables the rank does not fit
 	roles := newWeightRoles(g, trainables)
 	for i, v := range trainables {
 		e := PlanEntry{Variable: v.Path(), Shape: v.Shape(), Route: RouteFull}
 		if !cfg.selectFn(v) {
-			e.Why = "not selected (" + cfg.selectDesc + ")"
+			e.Why = notSelectedWhy(cfg, v)
 			plan[i] = e
 			continue
 		}
@@ -79,6 +81,18 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 				continue
 			}
 		}
+		if e.Route == RoutePostHoc && cfg.rank == 0 && !cfg.explicit {
+			// Its gradient is built anyway: projecting it adds products and replaces none, so
+			// the one option, which projects only where that saves work, leaves it out.
+			r := cfg.autoRank(m, n, 0)
+			if r > 0 {
+				e.Route, e.Why = RouteFull, fmt.Sprintf("does not pay: its full gradient is built anyway (%s), so projecting it (rank %d) would add %s a step and save none: left out (set Rank to project it for its optimizer state)",
+					why, r, HumanFLOPs(2*matrixWork(m, n, 0, r, cfg.complementOf(min(m, n), r), nil)))
+				plan[i] = e
+				projected--
+				continue
+			}
+		}
 		side := cfg.side.of(m, n)
 		rank := cfg.rankOf(m, n, rows)
 		e.Rank = rank
@@ -97,9 +111,9 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		if rank == 0 {
 			e.Route = RouteFull
 			if least := cfg.leastAutoRank(min(m, n)); min(m, n) <= least {
-				e.Why = fmt.Sprintf("its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), least)
+				e.Why = fmt.Sprintf("too small to pay: its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), least)
 			} else {
-				e.Why = fmt.Sprintf("at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, cfg.autoRank(m, n, 0), AutoRankWorkShare)
+				e.Why = fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, cfg.autoRank(m, n, 0), AutoRankWorkShare)
 			}
 			if b := scope.Store().GetVariable(basisPath(scope, v)); b != nil && b.Shape().Rank() == 2 {
 				// A checkpoint that projected it: say the basis is unused, and how to keep it.
@@ -109,15 +123,35 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			projected--
 			continue
 		}
+		if cfg.rank == 0 && !cfg.explicit && p != nil && p.weightReaders != "" {
+			// The automatic rank's cost cap counts the regularizer's projection too.
+			if work := matrixWork(m, n, rows, rank, cfg.complementOf(side.Rows(m, n), rank), p); float64(work) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
+				e.Route, e.Rank = RouteFull, 0
+				e.Why = fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d), with its regularizer's gradient projected, would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, rank, AutoRankWorkShare)
+				plan[i] = e
+				projected--
+				continue
+			}
+		}
 		if !cfg.explicit && min(m, n) <= rank {
 			// The default selection leaves out matrices that a rank-k basis would not shrink.
-			e.Route, e.Why = RouteFull, fmt.Sprintf("its smaller side (%d) is ≤ Rank(%d): projecting would save nothing", min(m, n), rank)
+			e.Route, e.Why = RouteFull, fmt.Sprintf("too small to pay: its smaller side (%d) is ≤ Rank(%d), so a basis would not shrink it", min(m, n), rank)
 			plan[i] = e
 			projected--
 			continue
 		}
-		if err := projector.CheckMatrix(m, n, rank, side); err != nil {
-			exceptions.Panicf("hooks.Subspace: variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err)
+		if err := projector.CheckMatrix(m, n, rank, side); err != nil || side.Rows(m, n) == rank {
+			// A selection by name or pattern often spans layers of several widths: one the rank
+			// does not fit (or fits only as a full-rank basis, which saves nothing) keeps full
+			// updates; it is an error only when no selected variable takes the rank (below).
+			if err == nil {
+				err = fmt.Errorf("rank %d is the whole %s side of the %d×%d weight: a basis would not shrink it", rank, side, m, n)
+			}
+			e.Route, e.Why = RouteFull, fmt.Sprintf("too small for the rank: %v (full updates)", err)
+			unfit = append(unfit, fmt.Sprintf("variable %s %s (as a %d×%d matrix): %v", v.Path(), v.Shape(), m, n, err))
+			plan[i] = e
+			projected--
+			continue
 		}
 		e.Rank = o.currentRank(scope, v, rank)
 		if rows > 0 && e.Rank > rows {
@@ -128,8 +162,15 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 		e.rows, e.cols = m, n
 		e.Side = side
 		e.Complement = cfg.complementOf(side.Rows(m, n), e.Rank)
+		e.ProjectorFLOPs, e.ReplacedFLOPs = 2*matrixWork(m, n, rows, e.Rank, e.Complement, p), 0
+		if p != nil {
+			e.ReplacedFLOPs = 2 * int64(rows) * int64(m) * int64(n)
+		}
 		products[i] = p
 		plan[i] = e
+	}
+	if projected == 0 && len(unfit) > 0 {
+		exceptions.Panicf("hooks.Subspace: no selected variable takes Rank(%d): %s; lower the rank, or select wider variables", cfg.rank, strings.Join(unfit, "; "))
 	}
 	if selected == 0 {
 		var paths []string
@@ -285,6 +326,15 @@ type PlanEntry struct {
 	Complement int
 	Why        string
 
+	// The price of projecting it (matrix subspace; zero for full and temporal entries),
+	// estimated from the shapes as FLOPs per step (2 per multiply-add) and bytes:
+	ProjectorFLOPs int64 // the projector's products: coefficients, tracking, basis, lift
+	ReplacedFLOPs  int64 // the gradient products it replaces: ∂W on the direct path, none post-hoc
+	// StockStateBytes is the base optimizer's state for the weight unprojected (its moments
+	// of W's shape); StateBytes what the projection keeps instead: the basis, the coefficients
+	// and the base optimizer's state of the coefficients. Both are set when the step is built.
+	StockStateBytes, StateBytes int64
+
 	rows, cols int         // the variable as a matrix (matrix subspace)
 	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
 }
@@ -314,8 +364,8 @@ func (o *Optimizer) PlanString() string {
 		rank += "; no variable projected: the model trains with its base optimizer alone (reasons below)"
 	}
 	fmt.Fprintf(&b, "subspace (%s mode, %s):\n", o.cfg.mode, rank)
-	rows := make([][3]string, len(plan))
-	widths := [3]int{}
+	rows := make([][4]string, len(plan))
+	widths := [4]int{}
 	for i, e := range plan {
 		detail := string(e.Route)
 		if e.Route == RouteDirect || e.Route == RoutePostHoc {
@@ -330,13 +380,122 @@ func (o *Optimizer) PlanString() string {
 				detail += fmt.Sprintf(", step ×%.2f", scale)
 			}
 		}
-		rows[i] = [3]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail}
+		rows[i] = [4]string{e.Variable, fmt.Sprint(e.Shape.Dimensions), detail, e.price()}
 		for c, cell := range rows[i] { // columns as wide as their longest cell
 			widths[c] = max(widths[c], utf8.RuneCountInString(cell))
 		}
 	}
 	for i, e := range plan {
-		fmt.Fprintf(&b, "  %-*s  %-*s  %-*s  %s\n", widths[0], rows[i][0], widths[1], rows[i][1], widths[2], rows[i][2], e.Why)
+		line := fmt.Sprintf("  %-*s  %-*s  %-*s  ", widths[0], rows[i][0], widths[1], rows[i][1], widths[2], rows[i][2])
+		if widths[3] > 0 { // the price column, where any variable is projected
+			line += fmt.Sprintf("%-*s  ", widths[3], rows[i][3])
+		}
+		line += e.Why
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
 	}
+	b.WriteString(o.priceLines(plan))
 	return b.String()
+}
+
+// price is a projected entry's column of the plan: its products as a multiple of the ∂W they
+// replace (post-hoc: added to the ∂W still built), and its optimizer state, stock → projected.
+func (e PlanEntry) price() string {
+	if e.ProjectorFLOPs == 0 {
+		return ""
+	}
+	var cost string
+	if e.ReplacedFLOPs > 0 {
+		cost = fmt.Sprintf("%.2f×∂W", float64(e.ProjectorFLOPs)/float64(e.ReplacedFLOPs))
+	} else {
+		cost = "+" + HumanFLOPs(e.ProjectorFLOPs) + " (∂W built too)"
+	}
+	if e.StockStateBytes > 0 || e.StateBytes > 0 {
+		cost += fmt.Sprintf(", state %s→%s", humanize.Bytes(e.StockStateBytes), humanize.Bytes(e.StateBytes))
+	}
+	return cost
+}
+
+// priceLines totals the projected entries' price: their gradient products and optimizer state,
+// stock → projected, and says so in a plain line when the plan makes a step cost more FLOPs than
+// stock's (a forced rank can), with the memory it saves.
+func (o *Optimizer) priceLines(plan []PlanEntry) string {
+	var work, replaced, stockState, state int64
+	for _, e := range plan {
+		work += e.ProjectorFLOPs
+		replaced += e.ReplacedFLOPs
+		stockState += e.StockStateBytes
+		state += e.StateBytes
+	}
+	if work == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("  price, estimated from the shapes: the projected weights' gradient products %s → %s a step; their optimizer state %s → %s\n",
+		HumanFLOPs(replaced), HumanFLOPs(work), humanize.Bytes(stockState), humanize.Bytes(state))
+	if extra := work - replaced; extra > 0 {
+		share := ""
+		if f, err := o.StepFLOPs(); err == nil && f.Step()-extra > 0 {
+			share = fmt.Sprintf(" (%+.0f%% of stock's step)", 100*float64(extra)/float64(f.Step()-extra))
+		}
+		s += fmt.Sprintf("  this plan makes a step cost more than stock's: %s more a step%s, for %s less optimizer state\n",
+			HumanFLOPs(extra), share, humanize.Bytes(stockState-state))
+	}
+	return s
+}
+
+// notSelectedWhy says why the selection leaves v out, in words that name what v is.
+func notSelectedWhy(cfg *Config, v *model.Variable) string {
+	if !cfg.explicit {
+		switch {
+		case !v.DType().IsFloat():
+			return fmt.Sprintf("not a float (%s): only float weights are projected", v.DType())
+		case v.Shape().Rank() < 2:
+			return "a vector: biases, scales and gains keep full updates"
+		}
+	}
+	return "not selected (" + cfg.selectDesc + ")"
+}
+
+// matrixWork estimates the multiply-adds the matrix subspace spends per step on a weight [m, n]
+// at rank r with s complement directions. On the direct path (p, a product of rows rows a
+// step) that is projectorWork's, plus the projection of a regularizer's gradient where one
+// reads the weight; post-hoc (p nil) the full gradient's coefficients in [Q | Ω] and its
+// tracking products (power product and sketch) take the place of the product's.
+func matrixWork(m, n, rows, r, s int, p *product) int64 {
+	mn, rr, ss := int64(m)*int64(n), int64(r), int64(s)
+	if p == nil {
+		direct := projectorWork(m, n, 0, r, s) // the basis, complement and lift: no rows
+		return direct + mn*(rr+ss) + mn*(rr+int64(projector.SketchColumns(r)))
+	}
+	work := projectorWork(m, n, rows, r, s)
+	if p.weightReaders != "" {
+		work += mn * (rr + ss)
+	}
+	return work
+}
+
+// priceState sets the projected entries' optimizer state (PlanEntry.StateBytes and
+// StockStateBytes) from the state the step built: the base optimizer keeps, for the
+// coefficients, the moments it would keep for the weight.
+func (st *stepState) priceState(plan []PlanEntry, hs []handler) {
+	byPath := map[string]handler{}
+	for _, h := range hs {
+		byPath[h.variable().Path()] = h
+	}
+	for i := range plan {
+		e := &plan[i]
+		h, ok := byPath[e.Variable].(*matrixVar)
+		if !ok {
+			continue
+		}
+		state := st.coefficientState(h)
+		moments := 0
+		for _, sv := range state {
+			if !strings.HasSuffix(sv.Name(), svPrevGrad.name) && !strings.HasSuffix(sv.Name(), svPrevStep.name) {
+				moments++ // the curvature signal's history is the projector's, not the base's
+			}
+		}
+		coefBytes := int64(h.coef.Shape().Memory())
+		e.StockStateBytes = int64(moments) * int64(h.v.Shape().Memory())
+		e.StateBytes = int64(h.basis.Shape().Memory()) + coefBytes*int64(1+len(state))
+	}
 }

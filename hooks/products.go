@@ -24,16 +24,24 @@ type product struct {
 	toW     func(w2 *Node) *Node // [m, n] → W's shape
 	fromW   func(w *Node) *Node  // W → W₂ [m, n]
 	hasBias bool
+	// weightReaders names the ops that, besides the product, read the weight as a function of
+	// itself alone (a regularizer's Square or Abs); "" if none. Their gradient is taken by
+	// back-propagation and projected on its own.
+	weightReaders string
 
 	conv *convInfo // a convolution's kernel (conv.go): xRows and dyRows are unused
 }
 
 // describe says how the plan sees the product.
 func (p *product) describe() string {
+	s := fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/p.m, p.m, p.m, p.n)
 	if p.conv != nil {
-		return fmt.Sprintf("%s: kernel %v as a [%d×%d] matrix (spatial·in × out); ∂K never built", p.kind, p.conv.kernelDims, p.m, p.n)
+		s = fmt.Sprintf("%s: kernel %v as a [%d×%d] matrix (spatial·in × out); ∂K never built", p.kind, p.conv.kernelDims, p.m, p.n)
 	}
-	return fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/p.m, p.m, p.m, p.n)
+	if p.weightReaders != "" {
+		s += fmt.Sprintf("; its regularizer's gradient (through %s, no batch) projected on its own", p.weightReaders)
+	}
+	return s
 }
 
 // findProduct returns the product consuming w (the variable's value node), or why there is none
@@ -45,17 +53,66 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 			consumers = append(consumers, n)
 		}
 	}
-	switch {
-	case len(consumers) == 0:
+	if len(consumers) == 0 {
 		return nil, "not used by the model"
-	case len(consumers) > 1:
-		var kinds []string
-		for _, c := range consumers {
-			kinds = append(kinds, c.Type().String())
-		}
-		return nil, fmt.Sprintf("used by %d ops (%s): the direct path needs a single product", len(consumers), strings.Join(kinds, ", "))
 	}
-	c := consumers[0]
+	// Besides its product, a weight may be read by functions of itself alone (GoMLX's L1 and L2
+	// regularizers: Abs, Square, a sum): their gradient needs no batch, and the step adds its
+	// projection to the coefficient (matrix.go).
+	var c *Node
+	var readers []string
+	for _, n := range consumers {
+		if weightOnlyReader(g, n, w) {
+			if kind := n.Type().String(); !slices.Contains(readers, kind) {
+				readers = append(readers, kind)
+			}
+			continue
+		}
+		if c != nil {
+			var kinds []string
+			for _, c := range consumers {
+				kinds = append(kinds, c.Type().String())
+			}
+			return nil, fmt.Sprintf("used by %d ops (%s): the direct path needs a single product", len(consumers), strings.Join(kinds, ", "))
+		}
+		c = n
+	}
+	if c == nil {
+		return nil, "read only by functions of itself (" + strings.Join(readers, ", ") + "), not by a product"
+	}
+	p, why := consumerProduct(g, w, c)
+	if p != nil && len(readers) > 0 {
+		if p.weightReaders != "" { // read through a reshape too
+			readers = append(readers, p.weightReaders)
+		}
+		p.weightReaders = strings.Join(readers, ", ")
+	}
+	return p, why
+}
+
+// weightOnlyReader says whether reader, a consumer of w, computes a function of the weight alone
+// that reaches the loss without meeting the batch: nothing that follows it is larger than w or a
+// product. Its gradient with respect to w is then elementwise work, with no batch to reduce.
+func weightOnlyReader(g *Graph, reader, w *Node) bool {
+	if isProduct(reader) || reader.Type() == NodeTypeReshape || reader.Type() == NodeTypeGather {
+		return false
+	}
+	size := w.Shape().Size()
+	cone := map[*Node]bool{reader: true}
+	for _, n := range g.Nodes()[reader.Id():] {
+		if n != reader && !slices.ContainsFunc(n.Inputs(), func(in *Node) bool { return cone[in] }) {
+			continue
+		}
+		if isProduct(n) || n.Shape().Size() > size || slices.ContainsFunc(n.Inputs(), func(in *Node) bool { return !cone[in] && in != w && in.Shape().Size() > size }) {
+			return false
+		}
+		cone[n] = true
+	}
+	return true
+}
+
+// consumerProduct is findProduct for w's one consumer c that is not a weight-only reader.
+func consumerProduct(g *Graph, w, c *Node) (*product, string) {
 	switch c.Type() {
 	case NodeTypeFusedDense:
 		return fusedDenseProduct(c, w)

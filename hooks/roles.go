@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"slices"
+	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
@@ -60,7 +61,44 @@ func (r *weightRoles) of(v *model.Variable) string {
 	if r.isHead(w, v) {
 		return "the output head (no other weight's product follows it): a low-rank basis would move the outputs in only Rank directions"
 	}
+	if readers := elementwiseReaders(r.g, w); readers != "" {
+		what := "a gain or offset"
+		if strings.Contains(readers, "LayerNorm") || strings.Contains(readers, "BatchNorm") {
+			what = "a normalization gain or offset"
+		}
+		return what + " (read only elementwise, by " + readers + "): it scales or shifts activations, and no product of its gradient is there to save"
+	}
 	return ""
+}
+
+// elementwiseReaders names the ops that read w against activations when none of w's readers,
+// followed through ops that only reshape, broadcast, transpose or convert it, is a product or a
+// gather: w then scales or shifts activations (norm.Layer's and norm.Batch's gains and offsets,
+// of any rank), and its gradient is a reduction of ∂y over the batch, not a product a basis
+// could shrink. It returns "" otherwise, or when nothing reads w against activations.
+func elementwiseReaders(g *Graph, w *Node) string {
+	reached := map[*Node]bool{w: true}
+	var kinds []string
+	for _, n := range g.Nodes()[w.Id()+1:] {
+		if !slices.ContainsFunc(n.Inputs(), func(in *Node) bool { return reached[in] }) {
+			continue
+		}
+		switch n.Type() {
+		case NodeTypeReshape, NodeTypeBroadcastInDim, NodeTypeTranspose, NodeTypeConvertDType, NodeTypeIdentity:
+			reached[n] = true // still w, in another shape
+		case NodeTypeDotGeneral, NodeTypeFusedDense, NodeTypeConvGeneral, NodeTypeGather, NodeTypeQuantizedEmbeddingLookup,
+			NodeTypeFusedQuantizedDense, NodeTypeFusedAttentionQKVProjection, NodeTypeFusedScaledDotProductAttention:
+			return ""
+		default:
+			// Against activations: another operand larger than a scalar (a function of w
+			// alone, such as a penalty's Square, is not how a gain is read).
+			against := slices.ContainsFunc(n.Inputs(), func(in *Node) bool { return !reached[in] && in.Shape().Size() > 1 })
+			if kind := n.Type().String(); against && !slices.Contains(kinds, kind) {
+				kinds = append(kinds, kind)
+			}
+		}
+	}
+	return strings.Join(kinds, ", ")
 }
 
 // isProduct says whether a node multiplies its operands (a layer's weight meets its input there).

@@ -30,14 +30,15 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	}
 	// Gradients: to each variable, except on the direct path, where back-propagation stops at the
 	// product's output ∂y and the product's VJP skips ∂W (vjp.go).
+	var readerGrads []*Node // on the direct path: the gradient through the weight's other readers
 	if !given {
-		grads = backPropagate(g, loss, trainables, products)
+		grads, readerGrads = backPropagate(g, loss, trainables, products)
 	}
 	guard := newStepGuard(scope, g)
 	st := o.newStepState(scope, g, loss, given)
 	// Project: each variable's coefficient gradient in its step's basis, and the products that
 	// move the basis (matrix.go, temporal.go).
-	hs := st.project(trainables, grads, plan, products)
+	hs := st.project(trainables, grads, readerGrads, plan, products)
 	// Measure, part one: is the step usable (finite, the loss not exploding)?
 	check := st.checkStep(gradientsToCheck(grads, products), hs)
 	// Measure and decide: the drift controller (controller.go).
@@ -52,6 +53,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	root := st.root.Scope()
 	guard.restoreUnless(check.ok, svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root))
 	st.repairStatistics()
+	st.priceState(plan, hs)
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
 }
 
@@ -66,17 +68,31 @@ func projectsAny(plan []PlanEntry) bool {
 }
 
 // backPropagate builds the gradients of loss: with respect to each trainable's value, or, on
-// the direct path, to its product's output.
-func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products []*product) []*Node {
+// the direct path, to its product's output. For a direct weight that other ops read as a
+// function of itself alone (a regularizer), readerGrads[i] is the gradient through those
+// readers: the product's VJP gives none (vjp.go), so it is theirs alone, elementwise work.
+func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products []*product) (grads, readerGrads []*Node) {
 	wrt := make([]*Node, len(trainables))
+	var readOnce []int // the trainables whose value is also a gradient target
 	for i, v := range trainables {
 		wrt[i] = v.NodeValue(g)
 		if p := products[i]; p != nil {
 			markDirect(g, p)
 			wrt[i] = p.node
+			if p.weightReaders != "" {
+				readOnce = append(readOnce, i)
+			}
 		}
 	}
-	return Gradient(loss, wrt...)
+	for _, i := range readOnce {
+		wrt = append(wrt, trainables[i].NodeValue(g))
+	}
+	all := Gradient(loss, wrt...)
+	grads, readerGrads = all[:len(trainables)], make([]*Node, len(trainables))
+	for k, i := range readOnce {
+		readerGrads[i] = all[len(trainables)+k]
+	}
+	return grads, readerGrads
 }
 
 // gradientsToCheck are the gradients the guard checks for finiteness. On the direct path the
@@ -96,7 +112,7 @@ func gradientsToCheck(grads []*Node, products []*product) []*Node {
 // project builds each projected variable's handler, in the order of their paths: the store's
 // order changes when a checkpoint loads, and the rotation of full updates and the order of sums
 // over variables must not.
-func (st *stepState) project(trainables []*model.Variable, grads []*Node, plan []PlanEntry, products []*product) []handler {
+func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []PlanEntry, products []*product) []handler {
 	var hs []handler
 	for i, v := range trainables {
 		e := plan[i]
@@ -104,7 +120,11 @@ func (st *stepState) project(trainables []*model.Variable, grads []*Node, plan [
 		case RouteTemporal:
 			hs = append(hs, newTemporal(st, v, grads[i]))
 		case RouteDirect:
-			hs = append(hs, newMatrixDirect(st, v, products[i], grads[i], e.Side, e.Rank))
+			var readerGrad *Node
+			if readerGrads != nil {
+				readerGrad = readerGrads[i]
+			}
+			hs = append(hs, newMatrixDirect(st, v, products[i], grads[i], readerGrad, e.Side, e.Rank))
 		case RoutePostHoc:
 			hs = append(hs, newMatrixPostHoc(st, v, grads[i], e.Side, e.Rank, e.view))
 		}
