@@ -82,7 +82,8 @@ func gomlxLayerModels() []layersModel {
 				h = ReduceMean(h, 1, 2)
 				return layers.DenseWithBias(scope.In("output"), h, 10)
 			},
-			batch: floatBatch(10, 16, 8, 8, 3),
+			batch:  floatBatch(10, 16, 8, 8, 3),
+			params: map[string]any{regularizer.ParamL2: 1e-4}, // read by layers.Convolution too
 		},
 		{
 			// cifar's KAN: B-spline control points [in, out, control points], read by a
@@ -182,8 +183,8 @@ func TestGoMLXLayers(t *testing.T) {
 				{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
 			},
 			rank8: []decision{
-				{"/conv1/conv/weights", RouteDirect, "∂K never built"},
-				{"/conv2/conv/weights", RouteDirect, "∂K never built"},
+				{"/conv1/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient (through Mul, no batch) projected on its own"},
+				{"/conv2/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient"},
 				{"/norm1/layer_normalization/gain", RouteFull, "a normalization gain or offset (read only elementwise"},
 				{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
 			},
@@ -287,51 +288,90 @@ func TestKANOneOptionNeverCostsMore(t *testing.T) {
 	require.Greater(t, stepFLOPs(t, kanModel, forced), stock, "a forced rank projects them, at a price")
 }
 
-// TestRegularizedWeightTakesTheDirectPath: a dense weight that GoMLX's L2 regularizer reads (the
-// `l2_regularization` param, read by layers.Dense) keeps the direct path, and its update equals
-// the post-hoc projection of its full gradient, loss plus regularizer (the trainer gives full
-// gradients under AccumulateGradients): the regularizer's gradient is projected on its own and
-// added to the coefficients, with the complement's. Float64, SGD (whose step is linear in the
-// gradient, so the comparison is strict), the first step (both start from the same basis).
+// TestRegularizedWeightTakesTheDirectPath: a weight that GoMLX's L2 regularizer reads (the
+// `l2_regularization` param, read by layers.Dense and layers.Convolution) keeps the direct path,
+// and its update equals the post-hoc projection of its full gradient, loss plus regularizer (the
+// trainer gives full gradients under AccumulateGradients): the regularizer's gradient is
+// projected on its own and added to the coefficients, with the complement's. Float64, SGD
+// (whose step is linear in the gradient, so the comparison is strict), the first step (both
+// start from the same basis), on a dense layer and on a convolution kernel.
 func TestRegularizedWeightTakesTheDirectPath(t *testing.T) {
 	const l2 = 0.3 // large, so that leaving its gradient out would fail the comparison
-	firstUpdate := func(t *testing.T, accumulate bool, l2 float64) ([]float64, PlanEntry) {
-		opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(0.1).Done()).Rank(3).Complement(4).Done()
-		r := newRun(t, opt)
-		r.float64 = true
-		if l2 > 0 {
-			r.store.SetParam(regularizer.ParamL2, l2)
-		}
-		if accumulate {
-			require.NoError(t, r.trainer.AccumulateGradients(2))
-		}
-		_, err := r.trainer.EvalStep(r.batch()) // creates and initialises the weights
-		require.NoError(t, err)
-		before := r.value(t, firstLayer)
-		r.step(t)
-		if accumulate {
-			r.step(t) // the same batch twice: the accumulated gradient is its gradient
-		}
-		after := r.value(t, firstLayer)
-		for i := range after {
-			after[i] -= before[i]
-		}
-		return after, opt.Plan()[0]
+	images := func() train.Batch { // convBatch in float64
+		b := convBatch(4)
+		return train.Batch{Inputs: []*tensors.Tensor{toFloat64(b.Inputs[0])}, Labels: []*tensors.Tensor{toFloat64(b.Labels[0])}}
 	}
-	direct, e := firstUpdate(t, false, l2)
-	require.Equal(t, RouteDirect, e.Route, e.Why)
-	require.Contains(t, e.Why, "its regularizer's gradient (through Mul, no batch) projected on its own")
-	postHoc, e := firstUpdate(t, true, l2)
-	require.Equal(t, RoutePostHoc, e.Route, e.Why)
-	unregularized, _ := firstUpdate(t, false, 0)
-	var norm, diff, regPart float64
-	for i := range direct {
-		norm += postHoc[i] * postHoc[i]
-		diff += (direct[i] - postHoc[i]) * (direct[i] - postHoc[i])
-		regPart += (unregularized[i] - postHoc[i]) * (unregularized[i] - postHoc[i])
+	dense := func() train.Batch {
+		x, y := toyProblem64(64, 12)
+		return train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}}
 	}
-	require.Greater(t, regPart, 1e-4*norm, "the regularizer's part of the update is not negligible")
-	require.LessOrEqual(t, math.Sqrt(diff), 1e-9*math.Sqrt(norm), "direct = post-hoc projection of loss + regularizer gradients")
+	for _, tc := range []struct {
+		name, path string
+		fn         func(scope *model.Scope, x *Node) *Node
+		batch      func() train.Batch
+	}{
+		{"dense", firstLayer, mlp, dense},
+		{"convolution", "/conv_1/conv/weights", convNet, images},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			firstUpdate := func(accumulate bool, l2 float64) ([]float64, PlanEntry) {
+				opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(0.1).Done()).
+					Rank(3).Complement(4).Matching(regexp.QuoteMeta(tc.path) + "$").Done()
+				store := model.NewStore()
+				store.SetParam(model.ParamInitialSeed, int64(7))
+				if l2 > 0 {
+					store.SetParam(regularizer.ParamL2, l2)
+				}
+				trainer := train.NewTrainer(testBackend(t), store, tc.fn, loss.MeanSquaredError, opt, nil, nil)
+				if accumulate {
+					require.NoError(t, trainer.AccumulateGradients(2))
+				}
+				_, err := trainer.EvalStep(tc.batch()) // creates and initialises the weights
+				require.NoError(t, err)
+				value := func() []float64 { return tensors.MustCopyFlatData[float64](store.GetVariable(tc.path).MustValue()) }
+				before := value()
+				for range map[bool]int{false: 1, true: 2}[accumulate] { // the same batch twice: its gradient
+					_, err := trainer.TrainStep(tc.batch())
+					require.NoError(t, err)
+				}
+				after := value()
+				for i := range after {
+					after[i] -= before[i]
+				}
+				for _, e := range opt.Plan() {
+					if e.Variable == tc.path {
+						return after, e
+					}
+				}
+				t.Fatalf("%s not in the plan", tc.path)
+				return nil, PlanEntry{}
+			}
+			direct, e := firstUpdate(false, l2)
+			require.Equal(t, RouteDirect, e.Route, e.Why)
+			require.Contains(t, e.Why, "its regularizer's gradient (through Mul, no batch) projected on its own")
+			postHoc, e := firstUpdate(true, l2)
+			require.Equal(t, RoutePostHoc, e.Route, e.Why)
+			unregularized, _ := firstUpdate(false, 0)
+			var norm, diff, regPart float64
+			for i := range direct {
+				norm += postHoc[i] * postHoc[i]
+				diff += (direct[i] - postHoc[i]) * (direct[i] - postHoc[i])
+				regPart += (unregularized[i] - postHoc[i]) * (unregularized[i] - postHoc[i])
+			}
+			require.Greater(t, regPart, 1e-4*norm, "the regularizer's part of the update is not negligible")
+			require.LessOrEqual(t, math.Sqrt(diff), 1e-9*math.Sqrt(norm), "direct = post-hoc projection of loss + regularizer gradients")
+		})
+	}
+}
+
+// toFloat64 converts a float32 tensor to float64.
+func toFloat64(x *tensors.Tensor) *tensors.Tensor {
+	data := tensors.MustCopyFlatData[float32](x)
+	out := make([]float64, len(data))
+	for i, v := range data {
+		out[i] = float64(v)
+	}
+	return tensors.FromFlatDataAndDimensions(out, x.Shape().Dimensions...)
 }
 
 // TestMatchingOverLayersOfSeveralWidths: a pattern that names layers of several widths (cifar's
