@@ -296,7 +296,7 @@ func TestKANOneOptionNeverCostsMore(t *testing.T) {
 // (whose step is linear in the gradient, so the comparison is strict), the first step (both
 // start from the same basis), on a dense layer and on a convolution kernel.
 func TestRegularizedWeightTakesTheDirectPath(t *testing.T) {
-	const l2 = 0.3 // large, so that leaving its gradient out would fail the comparison
+	const l2 = 0.3                 // large, so that leaving its gradient out would fail the comparison
 	images := func() train.Batch { // convBatch in float64
 		b := convBatch(4)
 		return train.Batch{Inputs: []*tensors.Tensor{toFloat64(b.Inputs[0])}, Labels: []*tensors.Tensor{toFloat64(b.Labels[0])}}
