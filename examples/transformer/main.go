@@ -487,6 +487,7 @@ func main() {
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
 		rank     = flag.Int("rank", 0, "subspace rank of the 12 projections (0: the one option alone, the wrapper's automatic rank and selection: 48 on the same 12 at width 256)")
 		ranks    = flag.String("ranks", "", "a comma-separated list of ranks to run in turn instead of -rank (stock variants train once), then draw the frontier of eval loss against step time (frontier.png, frontier.md)")
+		widths   = flag.String("widths", "", "a comma-separated list of model widths to run in turn (MLP 4×, a head per 64), AdamW against the one option and against rank width/16, then draw cost against width (scaling.png, scaling.md)")
 		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps of fast tracking at the start and per refresh)")
 		check    = flag.Int("check-every", hooks.DefaultCheckEvery, "projector drift-check interval")
 		maxRank  = flag.Int("max-rank", 0, "adaptive rank: let the matrix subspace's rank grow up to this (0: fixed at -rank)")
@@ -510,6 +511,18 @@ func main() {
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
 		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
+	if *widths != "" {
+		widthList, err := parseWidths(*widths)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "transformer:", err)
+			os.Exit(2)
+		}
+		if err := runScaling(o, widthList, *corpus, *maxBytes, *out, *backendF); err != nil {
+			fmt.Fprintln(os.Stderr, "transformer:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	rankList, err := figures.ParseRanks(*ranks, *rank, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
@@ -527,24 +540,31 @@ func rankDependent(variant string) bool {
 }
 
 func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) error {
+	_, err := runRanks(o, ranks, corpusFlag, maxBytes, outDir, jsonPath, backendFlag)
+	return err
+}
+
+// runRanks is run, returning each rank's rows (AdamW's and the stock variants' among them,
+// timed in turns with that rank's).
+func runRanks(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPath, backendFlag string) ([][]Row, error) {
 	if err := o.Model.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if o.Steps < 1 || o.Batch < 1 || slices.Min(ranks) < 0 {
-		return fmt.Errorf("-steps %d and -batch %d must be ≥ 1, -rank %v ≥ 0", o.Steps, o.Batch, ranks)
+		return nil, fmt.Errorf("-steps %d and -batch %d must be ≥ 1, -rank %v ≥ 0", o.Steps, o.Batch, ranks)
 	}
 	for _, r := range ranks {
 		at := o
 		at.Rank = r
 		for _, v := range o.Variants {
 			if _, err := newOptimizer(v, at); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	backend, err := backends.New(backends.Config(backendFlag))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots, exts := []string{transformer.GoSource(transformer.GoRoot())}, []string{".go"}
 	if corpusFlag != "" {
@@ -552,14 +572,14 @@ func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPa
 	}
 	corpus, err := transformer.LoadCorpus(roots, exts, maxBytes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	unigram := transformer.UnigramEntropy(corpus.Train)
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
 	fmt.Fprintf(os.Stderr, "backend %s (%s); corpus %d files (%d eval), %.1f MB train, %.1f MB eval; unigram entropy %.3f nats/byte\n",
 		backend.Name(), backends.Resolve(backends.Config(backendFlag)), corpus.Files, corpus.EvalFiles, float64(len(corpus.Train))/1e6, float64(len(corpus.Eval))/1e6, unigram)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	// The stock variants train once; each rank's variants are timed in turns with them.
 	var stockRows []Row
@@ -570,11 +590,12 @@ func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPa
 		}
 		row, timer, err := runVariant(backend, corpus, v, o)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		stockRows, stockTimers = append(stockRows, row), append(stockTimers, timer)
 	}
 	var allRows []Row
+	var byRank [][]Row
 	frontier := figures.Frontier{Title: fmt.Sprintf("Transformer (width %d, %d steps): quality against step time, by rank", o.Model.Width, o.Steps)}
 	for _, r := range ranks {
 		at := o
@@ -583,7 +604,7 @@ func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPa
 		if len(ranks) > 1 {
 			dir = filepath.Join(outDir, fmt.Sprintf("rank-%d", r))
 			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
+				return nil, err
 			}
 			fmt.Printf("\n## Rank %s\n\n", at.rankDesc())
 		}
@@ -595,47 +616,122 @@ func run(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, jsonPa
 			}
 			row, timer, err := runVariant(backend, corpus, v, at)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			rows, timers = append(rows, row), append(timers, timer)
 		}
 		if err := timeInterleaved(rows, timers, o.Quiet); err != nil {
-			return err
+			return nil, err
 		}
 		if err := writeRankReport(at, dir, rows, corpus, unigram); err != nil {
-			return err
+			return nil, err
 		}
 		addToFrontier(&frontier, r, rows)
 		allRows = append(allRows, rows...)
+		byRank = append(byRank, rows)
 	}
 	if len(ranks) > 1 && len(frontier.Series) > 0 {
 		table := frontier.Table()
 		fmt.Printf("\n## Frontier: eval loss and step time against AdamW's, by rank\n\n%s", table)
 		if err := plots.Frontier(filepath.Join(outDir, "frontier.png"), frontier); err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.WriteFile(filepath.Join(outDir, "frontier.md"), []byte(table), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		if err := frontier.Write(filepath.Join(outDir, "frontier.json")); err != nil {
-			return err
+			return nil, err
 		}
 		fmt.Fprintf(os.Stderr, "wrote frontier.png, .md and .json in %s\n", outDir)
 	}
 	if jsonPath != "" {
 		f, err := os.Create(jsonPath)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer f.Close()
 		enc := json.NewEncoder(f)
 		for _, r := range allRows {
 			if err := enc.Encode(r); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
+	return byRank, nil
+}
+
+// runScaling runs the model at each width (depth as set, MLP 4× the width, a head per 64, at
+// least one): AdamW, the one option (-rank 0) and rank width/16 on the 12 projections, each
+// timed in turns with AdamW, and writes each width's report under width-W/ and the cost against
+// width: scaling.png, scaling.md and scaling.json.
+func runScaling(o Options, widths []int, corpusFlag string, maxBytes int, outDir, backendFlag string) error {
+	o.Variants = []string{"adamw", "subspace-matrix"}
+	fig := figures.Scaling{Title: fmt.Sprintf("Transformer (depth %d, batch %d×%d): cost against width", o.Model.Depth, o.Batch, o.Model.SeqLen)}
+	for _, w := range widths {
+		at := o
+		at.Model.Width, at.Model.MLP, at.Model.Heads = w, 4*w, max(1, w/64)
+		ranks := []int{0, max(1, w/16)}
+		dir := filepath.Join(outDir, fmt.Sprintf("width-%d", w))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		fmt.Printf("\n# Width %d\n", w)
+		byRank, err := runRanks(at, ranks, corpusFlag, maxBytes, dir, "", backendFlag)
+		if err != nil {
+			return fmt.Errorf("width %d: %w", w, err)
+		}
+		for i, rows := range byRank {
+			ranked := at
+			ranked.Rank = ranks[i]
+			series := "rank width/16"
+			if ranks[i] == 0 {
+				series = "one option"
+			}
+			if p, ok := scalingPoint(w, series, ranked.rankDesc(), rows); ok {
+				fig.Points = append(fig.Points, p)
+			}
+		}
+	}
+	table := fig.Table()
+	fmt.Printf("\n## Cost against width (ratios to AdamW's in the same run)\n\n%s", table)
+	if err := os.WriteFile(filepath.Join(outDir, "scaling.md"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	if err := fig.Write(filepath.Join(outDir, "scaling.json")); err != nil {
+		return err
+	}
+	if err := plots.Scaling(filepath.Join(outDir, "scaling.png"), fig); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote scaling.png, .md and .json in %s\n", outDir)
 	return nil
+}
+
+// parseWidths reads -widths: model widths ≥ 16 (rank width/16 is then at least 1).
+func parseWidths(list string) ([]int, error) {
+	var widths []int
+	for _, field := range strings.Split(list, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || w < 16 {
+			return nil, fmt.Errorf("-widths %q: %q is not a width ≥ 16", list, field)
+		}
+		widths = append(widths, w)
+	}
+	return widths, nil
+}
+
+// scalingPoint is the projected variant's row of one width and rank against AdamW's of the same
+// run.
+func scalingPoint(width int, series, rank string, rows []Row) (figures.ScalingPoint, bool) {
+	i := slices.IndexFunc(rows, func(r Row) bool { return r.Variant == "adamw" })
+	j := slices.IndexFunc(rows, func(r Row) bool { return r.Variant == "subspace-matrix" })
+	if i < 0 || j < 0 || rows[i].StepMs == 0 || rows[i].GradientFLOPs == 0 {
+		return figures.ScalingPoint{}, false
+	}
+	ref, r := rows[i], rows[j]
+	return figures.ScalingPoint{Width: width, Series: series, Rank: rank,
+		StepRatio: r.StepMs / ref.StepMs, GradientRatio: r.GradientFLOPs / ref.GradientFLOPs,
+		Ops: r.Ops, ScalarOps: r.ScalarOps, StockOps: ref.Ops, StateBytes: r.StateBytes, StockState: ref.StateBytes}, true
 }
 
 // addToFrontier adds each non-stock row of one rank's run as a point: its eval loss and step

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gradsub/gradsub/internal/figures"
 	"github.com/gradsub/gradsub/transformer"
 	"github.com/stretchr/testify/require"
 )
@@ -105,4 +106,35 @@ func TestAnalyticGradientRatio(t *testing.T) {
 	require.Less(t, r, 0.65)
 	// More rank costs more; no projection is the stock ratio's ceiling.
 	require.Less(t, r, AnalyticGradientRatio(transformer.DefaultConfig(), 8, func(int, int) int { return 64 }))
+}
+
+// TestScalingRunsEachWidthAndDrawsIt: -widths runs AdamW, the one option and rank width/16 at
+// each width, and writes the cost against width as a table, a picture and JSON.
+func TestScalingRunsEachWidthAndDrawsIt(t *testing.T) {
+	dir := t.TempDir()
+	o := tinyOptions()
+	o.Steps, o.EvalEvery = 4, 2
+	corpus := transformer.GoSource(transformer.GoRoot()) + "/strings"
+	require.NoError(t, runScaling(o, []int{32, 64}, corpus, 300_000, dir, "go"))
+	for _, name := range []string{"scaling.png", "scaling.md", "scaling.json", "width-32/rank-0/report.md", "width-64/rank-4/report.md"} {
+		info, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+		require.Positive(t, info.Size())
+	}
+	fig, err := figures.ReadScaling(filepath.Join(dir, "scaling.json"))
+	require.NoError(t, err)
+	require.Len(t, fig.Points, 4, "two widths, two ranks each")
+	for _, p := range fig.Points {
+		require.Positive(t, p.StepRatio)
+		require.Positive(t, p.GradientRatio)
+		require.Positive(t, p.StockOps)
+		require.Positive(t, p.StockState)
+	}
+	table, err := os.ReadFile(filepath.Join(dir, "scaling.md"))
+	require.NoError(t, err)
+	for _, want := range []string{"| 32 | one option | automatic", "| 64 | rank width/16 | 4 |"} {
+		require.Contains(t, string(table), want)
+	}
+	_, err = parseWidths("256,x")
+	require.ErrorContains(t, err, `"x" is not a width ≥ 16`)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -163,3 +164,68 @@ func ParseRanks(list string, fallback, least int) ([]int, error) {
 	}
 	return ranks, nil
 }
+
+// Scaling is a picture of cost against model width: each point is one variant at one width,
+// its step time, gradient FLOPs and ops as ratios to stock's in the same run.
+type Scaling struct {
+	Title  string         `json:"title"`
+	Points []ScalingPoint `json:"points"`
+}
+
+// ScalingPoint is one variant's run at one width, against stock's (AdamW's) of the same run.
+type ScalingPoint struct {
+	Width         int     `json:"width"`
+	Series        string  `json:"series"` // e.g. "one option", "rank width/16"
+	Rank          string  `json:"rank"`   // what the rank was: "16", "automatic: 16"
+	StepRatio     float64 `json:"step_ratio"`
+	GradientRatio float64 `json:"gradient_flops_ratio"`
+	Ops           int     `json:"ops_per_step"`
+	ScalarOps     int     `json:"scalar_ops_per_step"`
+	StockOps      int     `json:"stock_ops_per_step"`
+	StateBytes    int64   `json:"optimizer_state_bytes"`
+	StockState    int64   `json:"stock_optimizer_state_bytes"`
+}
+
+// Write writes the scaling data to path as JSON.
+func (s Scaling) Write(path string) error { return writeJSON(path, s) }
+
+// ReadScaling reads scaling data written by Scaling.Write.
+func ReadScaling(path string) (Scaling, error) {
+	s, err := readJSON[Scaling](path, "a scaling run's")
+	if err == nil && len(s.Points) == 0 {
+		err = fmt.Errorf("%s holds no points to draw", path)
+	}
+	return s, err
+}
+
+// SeriesNames are the series in first-seen order.
+func (s Scaling) SeriesNames() []string {
+	var names []string
+	for _, p := range s.Points {
+		if !slices.Contains(names, p.Series) {
+			names = append(names, p.Series)
+		}
+	}
+	return names
+}
+
+// Table renders the points as a markdown table, by width then series.
+func (s Scaling) Table() string {
+	points := slices.Clone(s.Points)
+	order := s.SeriesNames()
+	sort.SliceStable(points, func(i, j int) bool {
+		if points[i].Width != points[j].Width {
+			return points[i].Width < points[j].Width
+		}
+		return slices.Index(order, points[i].Series) < slices.Index(order, points[j].Series)
+	})
+	var b strings.Builder
+	b.WriteString("| width | variant | rank | step time | gradient FLOPs | ops a step (scalar); AdamW's | optimizer state: AdamW's → this |\n|---|---|---|---|---|---|---|\n")
+	for _, p := range points {
+		fmt.Fprintf(&b, "| %d | %s | %s | %.2f | %.2f | %d (%d), %d | %s → %s |\n", p.Width, p.Series, p.Rank, p.StepRatio, p.GradientRatio,
+			p.Ops, p.ScalarOps, p.StockOps, mib(p.StockState), mib(p.StateBytes))
+	}
+	return b.String()
+}
+
+func mib(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
