@@ -7,8 +7,9 @@
 #
 # Each step has a time limit and the whole run a budget (default 480 s): a step that would start
 # with too little time left is skipped and says so. GRADSUB_GPU_STEPS (a regular expression of
-# step names, e.g. 'xla-sanity|transformer-default'; the last two, transformer-large-auto and
-# temporal-command-buffers, rarely fit the default budget after the others) runs some steps only. Logs, tables and pictures go to OUT_DIR; the
+# step names, e.g. 'xla-sanity|transformer-default'; the last four, transformer-large-auto,
+# temporal-command-buffers, data-parallel and transformer-scaling, rarely fit the default budget
+# after the others) runs some steps only. Logs, tables and pictures go to OUT_DIR; the
 # step summaries to stdout.
 set -uo pipefail
 bundle=$(realpath "$1")
@@ -132,7 +133,16 @@ step transformer-large-auto 160 "$bin/transformer" -backend "$backend" -q -rank 
 step temporal-command-buffers 120 "$bin/transformer" -backend "$backend" -q -rank 8 -variants adamw,subspace-temporal \
   -out "$out/temporal-cb" -json "$out/temporal-cb/rows.json"
 
+# 6. Data-parallel training with the projector: GoMLX's DistributedTrainStep with AutoSharding, the
+# batch sharded over a 1-D mesh of one device and, where there are more, of all of them; the losses
+# must match the single-device step's (the direct path all-reduces r×n coefficients, not m×n ∂W).
+step data-parallel 90 "$bin/hooks.test" -test.v -test.run '^TestDataParallelAutoSharding$'
+
+# 7. The scaling benchmark: AdamW against the one option and rank width/16 at widths 1,024 and 4,096
+# (docs/benchmarks.md estimates both on paper).
+step transformer-scaling 240 "$bin/transformer" -backend "$backend" -q -widths 1024,4096 -steps 24 -out "$out/scaling"
+
 # At most a few files come back from a lent machine: one archive of the reports, and the log.
-reports=$(cd "$out" && ls -d default large large-auto temporal-cb 2>/dev/null)
+reports=$(cd "$out" && ls -d default large large-auto temporal-cb scaling 2>/dev/null)
 [[ -n "$reports" ]] && tar -czf "$out/results.tar.gz" -C "$out" $reports && (cd "$out" && rm -rf $reports)
 say "## done in $((SECONDS - start))s"
