@@ -38,15 +38,7 @@ type layersModel struct {
 }
 
 func randomFloats(rng *rand.Rand, dims ...int) *tensors.Tensor {
-	size := 1
-	for _, d := range dims {
-		size *= d
-	}
-	data := make([]float32, size)
-	for i := range data {
-		data[i] = float32(rng.NormFloat64())
-	}
-	return tensors.FromFlatDataAndDimensions(data, dims...)
+	return randomTensorOf[float32](rng, dims...)
 }
 
 // floatBatch is a batch of normal inputs of the given dimensions and normal targets [B, outputs].
