@@ -13,11 +13,16 @@ import (
 // out where that rank would not pay for itself (AutoRankWorkShare).
 const (
 	// DefaultRankShare: the share of a matrix's smaller side AutoRank keeps, with the complement
-	// on (the default). Measured on the transformer example (1,000 steps, width 256): rank 16
-	// (this share) and its 32 complement directions gave 0.98 of AdamW's eval loss; the wide
-	// attention LM 0.99 of stock's (the step without the complement needed 3/16 for 1.00 and
-	// 1.03).
-	DefaultRankShare = 1.0 / 16
+	// on (the default), above MinAutoRank. The transformer example at AdamW's learning rate kept
+	// AdamW's eval loss at rank 16 whatever its width: 0.98 at width 256 (1,000 steps), 0.97 at
+	// 512 and 0.96 at 1,024 (300 steps), where width/16 (32 and 64) gave the same (0.97, 0.96)
+	// at 0.73 and 0.78 of AdamW's gradient FLOPs against 0.63 and 0.58 (docs/benchmarks.md). A
+	// share of 1/16 kept the projector's cost a constant share of ∂W; at 1/64 the saving grows
+	// with the model. The wide attention LM (256) took 16 too: 0.99 of stock's.
+	DefaultRankShare = 1.0 / 64
+	// NamedRankShare: the share of its smaller side a matrix the user named (Variables,
+	// Matching, Select) without a Rank takes, whatever it costs.
+	NamedRankShare = 1.0 / 16
 	// MinAutoRank: with the complement, the automatic rank never goes below this (the attention
 	// LM at 8 of 64 kept 1.12× stock's eval loss, not 5%). A matrix whose smaller side is ≤ it is
 	// left out: it trains as stock, and the plan says why.
@@ -161,11 +166,13 @@ func (c *Config) autoRank(m, n, rows int) int {
 	return autoRankWith(m, n, rows, c.complementOf(min(m, n), 1) > 0, c.complementOf)
 }
 
-// namedRank is the rank of a matrix the user named without a Rank: the automatic share alone,
-// whatever it costs.
+// namedRank is the rank of a matrix the user named without a Rank: NamedRankShare of its side
+// (PlainRankShare without the complement) alone, whatever it costs.
 func (c *Config) namedRank(side int) int {
-	share, _ := autoShare(c.complementOf(side, 1) > 0)
-	return shareRank(side, share)
+	if c.complementOf(side, 1) > 0 {
+		return shareRank(side, NamedRankShare)
+	}
+	return shareRank(side, PlainRankShare)
 }
 
 // leastAutoRank is the automatic rank's least under this configuration.
@@ -191,7 +198,7 @@ func (c *Config) rankDesc() string {
 		return fmt.Sprintf("the default rank (%d)", DefaultRank)
 	}
 	if c.complementOf(1<<20, 1) > 0 {
-		return fmt.Sprintf("the automatic rank (1/16 of each matrix's smaller side, at least %d, and twice as many complement directions, where it pays)", MinAutoRank)
+		return fmt.Sprintf("the automatic rank (1/64 of each matrix's smaller side, at least %d, and twice as many complement directions, where it pays)", MinAutoRank)
 	}
 	return fmt.Sprintf("the automatic rank (3/16 of each matrix's smaller side, at least %d, where it pays)", PlainMinAutoRank)
 }

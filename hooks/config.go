@@ -160,8 +160,8 @@ func (c *Config) Enabled(enabled bool) *Config { c.enabled = enabled; return c }
 // out matrices it would not shrink), in temporal mode at most WarmUp (n gradients span at most n
 // directions) and the variable's number of elements. Without Rank, or with Rank(0), the rank is
 // automatic: each matrix keeps DefaultRankShare of its smaller side, at least MinAutoRank, within
-// a cost cap, or is left out (AutoRank: 16, and 32 complement directions, for a 256-wide matrix
-// at a large batch; without the complement PlainAutoRank's 48); convolution kernels are left out
+// a cost cap, or is left out (AutoRank: 16, and 32 complement directions, for a matrix of side
+// 256 to 1,024 at a large batch; without the complement PlainAutoRank's 48 at 256); convolution kernels are left out
 // (no share that keeps their quality pays), and the temporal subspace keeps DefaultRank
 // directions.
 func (c *Config) Rank(k int) *Config { c.rank = k; return c }

@@ -10,7 +10,7 @@
 // By default every trainable float variable of rank ≥ 2 is projected, except matrices whose
 // smaller side is ≤ the rank, embedding tables (read by a Gather) and output heads (no other
 // weight's product follows them); biases and scalars keep full updates. Without Rank, each matrix
-// keeps AutoRank directions: 1/16 of its smaller side, at least MinAutoRank (16), and twice as
+// keeps AutoRank directions: 1/64 of its smaller side, at least MinAutoRank (16), and twice as
 // many complement directions (below); it is left out where the projector's work on it would
 // exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step: the rank is not lowered
 // to fit, as lower ranks cost quality). Without the complement (Complement(0), or an SGD base)

@@ -485,7 +485,7 @@ func main() {
 		heads    = flag.Int("heads", def.Heads, "attention heads")
 		mlp      = flag.Int("mlp", def.MLP, "feed-forward hidden width")
 		seq      = flag.Int("seq", def.SeqLen, "sequence length (bytes)")
-		rank     = flag.Int("rank", 0, "subspace rank of the 12 projections (0: the one option alone, the wrapper's automatic rank and selection: 48 on the same 12 at width 256)")
+		rank     = flag.Int("rank", 0, "subspace rank of the 12 projections (0: the one option alone, the wrapper's automatic rank and selection: 16 on the same 12, with 32 complement directions)")
 		ranks    = flag.String("ranks", "", "a comma-separated list of ranks to run in turn instead of -rank (stock variants train once), then draw the frontier of eval loss against step time (frontier.png, frontier.md)")
 		widths   = flag.String("widths", "", "a comma-separated list of model widths to run in turn (MLP 4×, a head per 64), AdamW against the one option and against rank width/16, then draw cost against width (scaling.png, scaling.md)")
 		warmUp   = flag.Int("warmup", 4, "projector warm-up steps (matrix: steps of fast tracking at the start and per refresh)")

@@ -186,8 +186,8 @@ func TiedAttentionLM() Task {
 
 // WideAttentionLM is the attention LM at width 256 (4 heads of 64, an MLP of 1,024), outside
 // the suite: a model where the one option projects GoMLX's own attention weights (rank-3
-// [width, heads, head_dim] and [heads, head_dim, width]) and the MLP's, at rank 16 (1/16 of
-// 256, with 32 complement directions) with 1,024 rows per step; the reference and matrix mode
+// [width, heads, head_dim] and [heads, head_dim, width]) and the MLP's, at rank 16 (the least
+// automatic rank, with 32 complement directions) with 1,024 rows per step; the reference and matrix mode
 // take the same rank.
 func WideAttentionLM() Task {
 	t := attentionLMTask("wide attention LM", lmShape{4 * lmWidth, lmHeads, 4 * lmMLP}, lmWidth/4)
@@ -433,7 +433,7 @@ func tokenSums(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 }
 
 // ResidualMLP is the residual MLP's task, at batch 1,024 (Adam 1e-3, 300 steps): its four block
-// matrices at rank 16, the rank the one option gives them (1/16 of their 256-row side). It is not in the suite: at its
+// matrices at rank 16, the rank the one option gives them (its least). It is not in the suite: at its
 // learning rate, low for it, the method itself (the reference as much as the projector) costs
 // 1.8× stock's eval loss, which the suite's 5% bound on the one option would fail; at each
 // variant's best rate the gap closes (docs/quality.md, "The learning rate, not the rank").
