@@ -43,7 +43,8 @@ const (
 	// is taken and the smoothed loss restarts from it (a lasting shift, not a spike).
 	ExplodePatience = 3
 	// DivergenceWindow: a loss that explodes in a run's first steps (this many, or warm-up if
-	// longer) is a divergence, judged against √ExplodeFactor and held (DivergenceHold).
+	// longer) is a divergence, judged against √ExplodeFactor and held (DivergenceHold); after
+	// Adam-like optimizers, only the second explosion there (the first is taken on trial).
 	DivergenceWindow = 10
 	// DivergenceHold: while a divergence is held, the guard skips up to this many steps in a row
 	// before it lets one through (never for good): time for the user to lower the learning rate.
@@ -246,12 +247,19 @@ func (c *Config) Complement(directions int) *Config { c.complement = directions;
 // tracked direction. The default is DefaultComplementScale.
 func (c *Config) ComplementScale(scale float64) *Config { c.complementScale = scale; return c }
 
+// baseIsSGD says whether the base optimizer is plain SGD, whose step is proportional to the
+// gradient; Adam, AdamW and RMSProp normalise it, so its length does not grow with the loss.
+func (c Config) baseIsSGD() bool {
+	_, sgd := c.base.(*optimizer.SGDConfig)
+	return sgd
+}
+
 // complementOf is the number of complement directions of a matrix projected at rank on a side of
 // sideRows rows: Complement's, or ComplementOf's, at most the side's directions outside the basis.
 func (c Config) complementOf(sideRows, rank int) int {
 	s := c.complement
 	if s == AutoComplement {
-		if _, sgd := c.base.(*optimizer.SGDConfig); sgd {
+		if c.baseIsSGD() {
 			return 0 // plain SGD: its full-rank step is state-free already (measured: no gain, examples/mlp)
 		}
 		s = ComplementOf(sideRows, rank)

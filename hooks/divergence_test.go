@@ -73,3 +73,48 @@ func TestDivergenceHoldDoesNotLockForGood(t *testing.T) {
 	require.GreaterOrEqual(t, report.SkippedSteps, int64(DivergenceHold), "the hold skipped %d steps in a row first", DivergenceHold)
 	require.Less(t, report.SkippedSteps, int64(DivergenceHold)+5, "then let one through")
 }
+
+// TestAdamSpikeInTheFirstStepsIsTakenOnTrial: Adam's first steps are its longest, and on the toy
+// MLP at lr 1 they spike the loss (stock: 0.73, 12.5, 48, 9.7, …) before it falls (0.31 at step
+// 40). The guard used to hold such a run where its first explosion left it (9.3, for 200 steps);
+// it now skips it as any explosion (ExplodePatience times: a bad batch would be skipped once),
+// then takes it on trial, and this run trains as stock does. At lr 3 the loss explodes again on
+// trial (30, then 784): a divergence, held there and reported.
+func TestAdamSpikeInTheFirstStepsIsTakenOnTrial(t *testing.T) {
+	tail := func(losses []float64) float64 { // mean of the last ten
+		var sum float64
+		for _, l := range losses[len(losses)-10:] {
+			sum += l
+		}
+		return sum / 10
+	}
+	train40 := func(opt optimizer.Interface) ([]float64, *run) {
+		r := newRun(t, opt)
+		var losses []float64
+		for range 40 {
+			losses = append(losses, r.step(t))
+		}
+		return losses, r
+	}
+	adam := func(lr float64) optimizer.Interface { return optimizer.Adam().LearningRate(lr).Done() }
+
+	stock, _ := train40(adam(1))
+	opt := Subspace(adam(1)).Rank(3).Done()
+	losses, r := train40(opt)
+	report, err := opt.Report(r.store)
+	require.NoError(t, err)
+	t.Logf("lr 1: stock %.3g … %.3g; wrapped %.3g … %.3g", stock[:4], tail(stock), losses[:4], tail(losses))
+	require.Greater(t, losses[1], 10*losses[0], "the first step spikes the loss past the early bound (√ExplodeFactor)")
+	require.Equal(t, int64(ExplodePatience), report.SkippedSteps, "the spike is skipped as any explosion, then taken, not held")
+	require.False(t, report.DivergenceHeld)
+	require.Less(t, tail(losses), 1.5*tail(stock)+0.05, "and the run recovers as stock's does")
+
+	opt = Subspace(adam(3)).Rank(3).Done()
+	losses, r = train40(opt)
+	report, err = opt.Report(r.store)
+	require.NoError(t, err)
+	t.Logf("lr 3: wrapped %.3g …, %d steps skipped", losses[:4], report.SkippedSteps)
+	require.True(t, report.DivergenceHeld, "a second explosion on trial is held")
+	require.GreaterOrEqual(t, report.SkippedSteps, int64(35), "from the third step on")
+	requireFinite(t, r.snapshot(t))
+}

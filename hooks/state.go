@@ -30,7 +30,7 @@ var (
 	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
 	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
 	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
-	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1)"}
+	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1), or on trial (-1)"}
 	svGuardBuild     = stateVar{"guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)"}
 	svLossEMA        = stateVar{"loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss"}
 	svBestLossEMA    = stateVar{"best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh"}
