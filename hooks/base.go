@@ -1,8 +1,6 @@
 package hooks
 
 import (
-	"strings"
-
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
@@ -10,32 +8,44 @@ import (
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
-// applyBase runs the base optimizer once over every trainable variable, with the projected
-// variables represented by their coefficient variables, then lifts the coefficient steps back.
-//
-// The base optimizer pairs gradients with the trainable variables it finds in the scope, so for
-// the duration of the call the coefficient variables are marked trainable (and are zero, so the
-// step the optimizer applies to them is the coefficient step itself), and matrix-projected
-// variables are marked non-trainable (so no full-size state is ever created for them).
-func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision, fullTurn map[handler]*Node) {
-	g := st.g
-	byVar := make(map[*model.Variable]handler, len(hs))
-	byCoef := make(map[*model.Variable]handler, len(hs))
-	zero := make(map[handler]*Node, len(hs))
-	for _, h := range hs {
+// baseAdapter runs the wrapped GoMLX optimizer for the projected variables, on their
+// coefficient variables in their place, and reads back what it did. A GoMLX optimizer updates
+// the trainable variables it finds in the scope, pairing them with the gradients it is given,
+// and exposes neither the step it takes nor its state. So, for the duration of the update, the
+// adapter marks the coefficient variables trainable and the matrix-projected variables not (no
+// full-size state is ever created for them), and starts each coefficient variable at zero: its
+// value after the update is the step. The optimizer's state of a coefficient variable is found by
+// GoMLX's naming rule (coefficientState), its learning rate where GoMLX keeps it.
+type baseAdapter struct {
+	st   *stepState
+	hs   []handler
+	zero map[handler]*Node // each coefficient variable's zero start
+}
+
+func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
+	return &baseAdapter{st: st, hs: hs, zero: make(map[handler]*Node, len(hs))}
+}
+
+// update runs the base optimizer once over every trainable variable (grads[i] is trainables[i]'s
+// gradient), with the projected variables represented by their coefficient variables.
+func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
+	st, g := a.st, a.st.g
+	byVar := make(map[*model.Variable]handler, len(a.hs))
+	byCoef := make(map[*model.Variable]handler, len(a.hs))
+	for _, h := range a.hs {
 		v := h.variable()
 		byVar[v] = h
 		coef, _ := h.coefficients()
 		byCoef[coef] = h
-		zero[h] = ZerosLike(coef.NodeValue(g))
-		coef.SetNodeValue(zero[h])
+		a.zero[h] = ZerosLike(coef.NodeValue(g))
+		coef.SetNodeValue(a.zero[h])
 		coef.SetTrainable(true)
 		if !h.fullUpdateInBase() {
 			v.SetTrainable(false)
 		}
 	}
 	defer func() {
-		for _, h := range hs {
+		for _, h := range a.hs {
 			coef, _ := h.coefficients()
 			coef.SetTrainable(false)
 			h.variable().SetTrainable(true)
@@ -69,8 +79,29 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		baseGrads = append(baseGrads, grad)
 	}
 	st.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
+}
 
-	lr := st.learningRate()
+// step is the coefficient step the base optimizer took for h (its coefficient variable started
+// the update at zero); the variable is reset to zero, as it is stored between steps.
+func (a *baseAdapter) step(h handler) *Node {
+	coef, _ := h.coefficients()
+	step := coef.NodeValue(a.st.g)
+	coef.SetNodeValue(a.zero[h])
+	return step
+}
+
+// learningRate is the base optimizer's learning-rate node, or nil where it keeps none in GoMLX's
+// usual place.
+func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.scope, a.st.g) }
+
+// applyBase runs the base optimizer once over every trainable variable (baseAdapter), then lifts
+// the coefficient steps back into the projected weights.
+func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision, fullTurn map[handler]*Node) {
+	g := st.g
+	base := st.newBaseAdapter(hs)
+	base.update(trainables, grads)
+
+	lr := base.learningRate()
 	steps := make(map[handler]*Node, len(hs))
 	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
 	state := make(map[handler][]*model.Variable, len(hs))
@@ -79,9 +110,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	}
 	for _, h := range hs {
 		v := h.variable()
-		coef, _ := h.coefficients()
-		// The coefficient variable started the base step at zero: its value now is the step.
-		step := coef.NodeValue(g)
+		step := base.step(h)
 		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
 		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
 		// not applied, and the coefficient state restarts (rotateStates). A step the guard
@@ -110,7 +139,6 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			v.SetNodeValue(st.clipStep(before, projected))
 			guard.guarded[v] = true
 		}
-		coef.SetNodeValue(zero[h])
 	}
 	if pol := st.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
 		st.curvature(hs, steps, d.learnNow) // only its rule reads it
@@ -139,40 +167,17 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 	}
 }
 
-// coefficientState is a handler's coefficient-shaped state: the variables named after its
-// coefficients ("…_coefficients_1st_moment" of the base optimizer, "…_coefficients_prev_grad" of
-// the curvature signal), under any scope ending in the coefficients' scope, with their shape.
-// The base optimizer's state is found by name because GoMLX's optimizers keep it under their own
-// scope, mirroring the variable's path.
+// coefficientState is a handler's coefficient-shaped state: the base optimizer's
+// ("…_coefficients_1st_moment") and the curvature signal's ("…_coefficients_prev_grad"), found
+// by GoMLX's naming rule for an optimizer's state (upstream.IsStateOf): GoMLX's optimizers keep
+// it under their own scope, mirroring the variable's path, and expose no list of it.
 func (st *stepState) coefficientState(h handler) []*model.Variable {
 	coef, _ := h.coefficients()
 	var state []*model.Variable
 	for sv := range st.scope.Store().IterVariables() {
-		if sv != coef && sv.InUseByGraph(st.g) && strings.HasPrefix(sv.Name(), coef.Name()+"_") &&
-			strings.HasSuffix(sv.Scope(), coef.Scope()) && sv.Shape().Equal(coef.Shape()) {
+		if sv.InUseByGraph(st.g) && upstream.IsStateOf(sv, coef) {
 			state = append(state, sv)
 		}
 	}
 	return state
-}
-
-// secondMoment says whether the base optimizer keeps a second moment of the coefficients (named
-// "…_2nd_moment", as GoMLX's Adam, AdamW and RMSProp name it): it normalises its steps
-// elementwise, and their length does not follow the gradient's.
-func secondMoment(state []*model.Variable) bool {
-	for _, sv := range state {
-		if strings.HasSuffix(sv.Name(), "_2nd_moment") {
-			return true
-		}
-	}
-	return false
-}
-
-// learningRate returns the base optimizer's learning-rate node, if it keeps one in the usual place.
-func (st *stepState) learningRate() *Node {
-	v := st.scope.At(optimizer.Scope).GetVariable(optimizer.ParamLearningRate)
-	if v == nil {
-		return nil
-	}
-	return v.NodeValue(st.g)
 }

@@ -3,7 +3,6 @@ package hooks
 import (
 	"hash/fnv"
 	"math"
-	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -188,7 +187,7 @@ func (h *matrixVar) lift(step, _ *Node, baseState []*model.Variable) *Node {
 	basis := h.oldBasis
 	if h.compCoef != nil {
 		sideRows, dirs := h.side.Rows(h.m, h.n), h.compDirs.Shape().Dim(1)
-		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), secondMoment(baseState))
+		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), upstream.NormalisesSteps(baseState))
 		// The step may lengthen by at most 1% a step (projector.LimitGrowth). A damaged
 		// checkpoint's negative or non-finite length restarts the limit instead of locking it.
 		last := h.compLen.NodeValue(h.st.g)
@@ -251,7 +250,7 @@ func (h *matrixVar) tracked(next, resid *Node) {
 func (h *matrixVar) rotateState(state []*model.Variable, stepOK *Node) {
 	g := h.st.g
 	for _, sv := range state {
-		squared := strings.HasSuffix(sv.Name(), "_2nd_moment")
+		squared := upstream.IsSecondMoment(sv)
 		value := sv.NodeValue(g)
 		rot := ConvertDType(h.rotation, value.DType())
 		rotated := projector.RotateCoefficients(value, rot, h.side, squared)

@@ -23,6 +23,8 @@
 //	|   in training (cifar's CNN by default)                            |   norm instead            |                                             |
 //	| the fused MultiHeadAttention fails when the value head's size      | docs/backends.md:         | TestFusedAttentionNeedsEqualKeyAndValue-    |
 //	|   differs from the key's (WithValueHeadDim)                       |   WithFusion(false)       |   Heads                                     |
+//	| an optimizer keeps a variable's state unlisted, found by name,     | IsStateOf, LearningRate   | TestOptimizerStateNaming                    |
+//	|   scope and shape ("<name>_1st_moment", "<name>_2nd_moment")      |   (optimizers.go)         |                                             |
 //
 // Three more live where they act, listed here so that the table is complete:
 //
@@ -30,7 +32,7 @@
 //     FusedDense's, DotGeneral's and ConvGeneral's once at start-up, for nodes marked direct only
 //     (TestDirectPathBuildsNoWeightGradient, TestConvNetKernelsTakeTheDirectPath).
 //   - A base optimizer pairs gradients with the trainable variables it finds in the scope:
-//     hooks' applyBase (base.go) flips Trainable flags for the duration of the call (TestCheckpointResumesExactly).
+//     hooks' baseAdapter (base.go) flips Trainable flags for the duration of the call (TestCheckpointResumesExactly).
 //   - The Go backend's product kernels are slow for a small operand contracted on its last axis,
 //     for row counts that are not a multiple of 4 and for few output columns, and its Where runs a
 //     general loop for a condition that broadcasts: projector's TimesSmallTransposed,
