@@ -40,7 +40,7 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 		a.zero[h] = ZerosLike(coef.NodeValue(g))
 		coef.SetNodeValue(a.zero[h])
 		coef.SetTrainable(true)
-		if !h.fullUpdateInBase() {
+		if _, warming := h.(warmingUp); !warming {
 			v.SetTrainable(false)
 		}
 	}
@@ -63,8 +63,8 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 		}
 		if h, ok := byCoef[v]; ok {
 			_, coefGrad := h.coefficients()
-			if h.fullUpdateInBase() { // temporal: no coefficient step until it projects
-				coefGrad = Where(h.useProjection(), coefGrad, upstream.ZeroOf(coefGrad))
+			if w, warming := h.(warmingUp); warming { // no coefficient step until it projects
+				coefGrad = Where(w.useProjection(), coefGrad, upstream.ZeroOf(coefGrad))
 			}
 			baseGrads = append(baseGrads, coefGrad)
 			continue
@@ -73,8 +73,8 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 		if !ok {
 			exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
 		}
-		if h, ok := byVar[v]; ok { // temporal warm-up: full gradient, masked once projecting
-			grad = Where(h.useProjection(), upstream.ZeroOf(grad), grad)
+		if w, warming := byVar[v].(warmingUp); warming { // warm-up: full gradient, masked once projecting
+			grad = Where(w.useProjection(), upstream.ZeroOf(grad), grad)
 		}
 		baseGrads = append(baseGrads, grad)
 	}
@@ -96,7 +96,7 @@ func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.s
 
 // applyBase runs the base optimizer once over every trainable variable (baseAdapter), then lifts
 // the coefficient steps back into the projected weights.
-func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision, fullTurn map[handler]*Node) {
+func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision) {
 	g := st.g
 	base := st.newBaseAdapter(hs)
 	base.update(trainables, grads)
@@ -104,10 +104,6 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	lr := base.learningRate()
 	steps := make(map[handler]*Node, len(hs))
 	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
-	state := make(map[handler][]*model.Variable, len(hs))
-	for _, h := range hs {
-		state[h] = st.coefficientState(h)
-	}
 	for _, h := range hs {
 		v := h.variable()
 		step := base.step(h)
@@ -119,18 +115,17 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
 		steps[h] = step
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
-		turn := fullTurn[h]       // nil: no full-update rule
-		if h.fullUpdateInBase() {
-			projected := Add(before, h.lift(step, turn, state[h]))
+		if w, warming := h.(warmingUp); warming {
+			projected := Add(before, h.lift(step))
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
-			v.SetNodeValue(Where(h.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
+			v.SetNodeValue(Where(w.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
 		} else {
 			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
 			// small coefficient step and the decay scalar: a bad step leaves W as it was without
 			// a full-size select (each full-size op is a pass over the weight).
-			lifted := h.lift(step, turn, state[h])
+			lifted := h.lift(step)
 			projected := Add(before, lifted)
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))

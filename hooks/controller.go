@@ -130,7 +130,8 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 		s.residual = Max(s.residual, resid)
 		drift := Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh))
-		if unlearned := h.unlearned(); unlearned != nil {
+		if w, warming := h.(warmingUp); warming {
+			unlearned := w.unlearned()
 			// A basis never learned (zero warm-up gradients) or damaged is replaced at the
 			// next check, as if its residual had grown from zero. (A tracked basis moves by
 			// itself.) A learned temporal basis whose residual is merely high at its first
@@ -221,23 +222,24 @@ func (st *stepState) control(hs []handler, check stepCheck) decision {
 
 // afterLearning runs the rules that judge the step's new bases: the rank rule's streaks (each
 // variable's residual against GrowAbove and ShrinkBelow, restarted where a basis was learned),
-// and, in temporal mode, which variable takes the rotating full update (Policy.FullUpdateEvery).
-// It returns the full-update turns, nil where no variable can take one.
-func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) map[handler]*Node {
+// and, in temporal mode, which variable takes the rotating full update (Policy.FullUpdateEvery):
+// each temporal variable is handed its turn, which its lift reads.
+func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 	if !st.checks() {
-		return nil
+		return
 	}
 	g := st.g
 	pol := st.cfg.policy
 	adaptive := st.adaptive()
-	fullTurn := make(map[handler]*Node, len(hs))
 	anyTurn, who := Const(g, false), Const(g, int32(0))
 	for i, h := range hs {
 		turn := Const(g, false) // the matrix subspace takes no full update: its basis tracks
 		if st.cfg.mode == Temporal {
 			turn = LogicalAnd(pol.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
 		}
-		fullTurn[h] = turn
+		if tv, ok := h.(*temporalVar); ok && pol.FullUpdateEvery > 0 {
+			tv.fullTurn = turn // its lift adds the full update on its turn
+		}
 		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
 		if adaptive {
 			v := h.variable()
@@ -257,10 +259,6 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) ma
 	if adaptive {
 		st.scalar(svRankChanges) // kept by the host's rank rule (AdaptRanks)
 	}
-	if pol.FullUpdateEvery <= 0 {
-		return nil
-	}
-	return fullTurn
 }
 
 // trackingRate is the rate at which matrix bases move this step: Policy.FastTrackingRate for

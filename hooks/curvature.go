@@ -25,7 +25,9 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *
 		den = Add(den, ConvertDType(ReduceAllSum(Square(prevStep.NodeValue(g))), ldt))
 		prevGrad.SetNodeValue(grad)
 		prevStep.SetNodeValue(steps[h])
-		projecting = LogicalAnd(projecting, h.useProjection())
+		if w, warming := h.(warmingUp); warming {
+			projecting = LogicalAnd(projecting, w.useProjection())
+		}
 	}
 	comparableVar := st.scalar(svComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))

@@ -43,8 +43,10 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	// ∂y reaches it (NaN·0 is NaN), a huge value overflows its sum of squares, and a non-finite
 	// input can leave ∂y finite (a saturating activation) and still poison it.
 	for _, h := range hs {
-		if c := h.stepCoefficients(); c != nil {
-			ok = LogicalAnd(ok, allFinite(c))
+		if m, direct := h.(*matrixVar); direct {
+			if c := m.directCoefficients(); c != nil {
+				ok = LogicalAnd(ok, allFinite(c))
+			}
 		}
 	}
 	ema := st.scalar(svLossEMA).NodeValue(g)

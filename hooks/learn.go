@@ -25,13 +25,19 @@ func (b *trackingBatch) add(h *matrixVar) {
 	b.groups[key] = append(b.groups[key], h)
 }
 
-// learnAll applies the step's learning: tracked bases move at rate (scalar, at most maxRate),
-// those of one shape stacked into one batch of products; temporal ones learn where learnNow
-// (scalar bool).
+// learnAll applies the step's learning: tracked (matrix) bases move at rate (scalar, at most
+// maxRate), those of one shape stacked into one batch of products, and each takes its next basis
+// (tracked); a refresh (learnNow) is a burst of fast tracking, set by the rate, not a branch.
+// Temporal ones re-learn where learnNow (scalar bool).
 func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	var batch trackingBatch
 	for _, h := range hs {
-		h.learn(learnNow, &batch)
+		switch h := h.(type) {
+		case *matrixVar:
+			batch.add(h)
+		case relearning:
+			h.relearn(learnNow)
+		}
 	}
 	maxRate := st.cfg.policy.FastTrackingRate
 	for _, key := range batch.keys {

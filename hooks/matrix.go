@@ -162,32 +162,33 @@ func (h *matrixVar) otherSide() int {
 	return h.m
 }
 
-func (h *matrixVar) variable() *model.Variable { return h.v }
-func (h *matrixVar) stepCoefficients() *Node {
+func (h *matrixVar) variable() *model.Variable              { return h.v }
+func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
+func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
+
+// directCoefficients is the coefficient gradient computed outside back-propagation, on the
+// direct path, for the guard to check; nil on the post-hoc path (its full gradient is checked).
+func (h *matrixVar) directCoefficients() *Node {
 	if h.p == nil {
-		return nil // post-hoc: the full gradient is checked
+		return nil
 	}
 	return h.stepCoef
 }
-func (h *matrixVar) fullUpdateInBase() bool                 { return false }
-func (h *matrixVar) useProjection() *Node                   { return Const(h.st.g, true) }
-func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
-func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
 // lift maps the coefficient step back with the step's basis Q, and adds the complement's step
 // along its random directions Ω in the same product: [Q | Ω]·[step; complement step]. The
 // complement steps as the base optimizer does: normalised after Adam-like ones (a second
-// moment in baseState), in proportion to its gradient after SGD (projector.ComplementStep). The
+// moment in the coefficients' state), in proportion to its gradient after SGD (projector.ComplementStep). The
 // matrix subspace takes no rotating full update (Policy.FullUpdateEvery): its basis follows any
 // direction whose energy grows, at the tracking rate, and the complement reaches the rest.
-func (h *matrixVar) lift(step, _ *Node, baseState []*model.Variable) *Node {
+func (h *matrixVar) lift(step *Node) *Node {
 	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
 		step = MulScalar(step, scale)
 	}
 	basis := h.oldBasis
 	if h.compCoef != nil {
 		sideRows, dirs := h.side.Rows(h.m, h.n), h.compDirs.Shape().Dim(1)
-		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), upstream.NormalisesSteps(baseState))
+		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), upstream.NormalisesSteps(h.st.coefficientState(h)))
 		// The step may lengthen by at most 1% a step (projector.LimitGrowth). A damaged
 		// checkpoint's negative or non-finite length restarts the limit instead of locking it.
 		last := h.compLen.NodeValue(h.st.g)
@@ -216,14 +217,6 @@ const MinTrackingRows = 64
 // ResidualEMADecay smooths a matrix variable's sketch residual over steps (≈ a 10-step window):
 // a sketch of a few columns is noisy, and the drift rules read the residual at checks.
 const ResidualEMADecay = 0.9
-
-// unlearned is nil: a matrix basis always starts valid (from its random start if need be).
-func (h *matrixVar) unlearned() *Node { return nil }
-
-// learn files the basis for tracking: the optimizer moves the bases of one shape together
-// (stepState.learnAll) and hands each its next basis (tracked). A refresh (learnNow) is a burst
-// of fast tracking, set by the step's rate, not a branch.
-func (h *matrixVar) learn(_ *Node, batch *trackingBatch) { batch.add(h) }
 
 // tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
 // the rotation into it and the smoothed residual (the Report derives the explained share from it).

@@ -45,10 +45,10 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	d := st.control(hs, check)
 	// Learn: the bases move (tracking) or are re-learned (temporal); then the rules that judge them.
 	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow))
-	fullTurn := st.afterLearning(hs, d, check)
+	st.afterLearning(hs, d, check)
 	gradientMark := len(g.Nodes())
 	// Base step and lift: the wrapped optimizer on the coefficients, lifted back (base.go).
-	st.applyBase(trainables, grads, hs, guard, check, d, fullTurn)
+	st.applyBase(trainables, grads, hs, guard, check, d)
 	// Guard: a skipped step leaves every variable as it was, but the guard's own counters.
 	root := st.root.Scope()
 	guard.restoreUnless(check.ok, svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root))
@@ -176,7 +176,8 @@ func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLos
 	return st
 }
 
-// handler is one projected variable's part of the step.
+// handler is one projected variable's part of the step: what both modes do. What one mode alone
+// does is its own interface (warmingUp, relearning), or its type's (matrixVar's tracking).
 type handler interface {
 	variable() *model.Variable
 	// residual is the relative residual of this step's full gradient against the current basis;
@@ -184,27 +185,31 @@ type handler interface {
 	residual() *Node
 	// coefficients is the coefficient variable the base optimizer updates, and its gradient.
 	coefficients() (*model.Variable, *Node)
-	// useProjection (scalar bool) says whether this step's update is the lifted coefficient step;
-	// otherwise (temporal warm-up) the base optimizer updates the variable itself.
-	useProjection() *Node
-	// fullUpdateInBase says whether the base optimizer also sees the variable itself (temporal
-	// warm-up needs it; the matrix subspace never keeps full-size optimizer state).
-	fullUpdateInBase() bool
-	// lift maps a coefficient step to the variable's shape; where fullTurn (nil: never) it adds
-	// the full-update rule's step (Policy.FullUpdateEvery). baseState is the base optimizer's
-	// state of the coefficients (coefficientState), which says how it normalises its steps.
-	lift(step, fullTurn *Node, baseState []*model.Variable) *Node
-	// stepCoefficients is the coefficient gradient computed outside back-propagation (direct
-	// path), to be checked for finiteness; nil if there is none.
-	stepCoefficients() *Node
-	// unlearned (scalar bool) says the step starts from no valid basis, which the residual rule
-	// replaces at the next check; nil where a basis is always valid (a tracked one).
-	unlearned() *Node
-	// learn applies the step's decision: a tracked basis joins the batch that moves the bases of
-	// its shape together (trackingBatch); a temporal one re-learns where learnNow (scalar bool).
-	learn(learnNow *Node, batch *trackingBatch)
+	// lift maps the base optimizer's coefficient step to the variable's shape: the step the
+	// variable takes.
+	lift(step *Node) *Node
 	// rotateState carries the coefficient-shaped state (the base optimizer's moments, the
 	// curvature signal's history), as this step left it, into the next step's basis, and restarts
 	// it from zero after a non-finite step (stepOK false: the state was poisoned).
 	rotateState(state []*model.Variable, stepOK *Node)
+}
+
+// warmingUp is a handler whose variable takes the base optimizer's own full step until its basis
+// is learned (temporal mode: a basis is learned from WarmUp gradients). Until then the base
+// optimizer sees the variable itself, and the coefficient gradient is masked.
+type warmingUp interface {
+	handler
+	// useProjection (scalar bool) says whether this step's update is the lifted coefficient
+	// step; otherwise the base optimizer's step on the variable itself.
+	useProjection() *Node
+	// unlearned (scalar bool) says the step starts from no valid basis, which the residual rule
+	// replaces at the next check.
+	unlearned() *Node
+}
+
+// relearning is a handler whose basis is re-learned where the step decides (temporal mode),
+// rather than tracked every step.
+type relearning interface {
+	handler
+	relearn(learnNow *Node)
 }

@@ -27,6 +27,7 @@ type temporalVar struct {
 	residVar  *model.Variable
 	coefGrad  *Node
 	useProj   *Node
+	fullTurn  *Node // this step's full-update turn (scalar bool; nil: the rule is off), set by afterLearning
 	stored    *Node // the stored basis, zeros if damaged (startBasis)
 	learned   *Node // the stored basis was learned and is undamaged (hasBasis)
 }
@@ -103,18 +104,17 @@ func (h *temporalVar) rotateState(state []*model.Variable, stepOK *Node) {
 }
 
 func (h *temporalVar) variable() *model.Variable { return h.v }
-func (h *temporalVar) stepCoefficients() *Node   { return nil }
 func (h *temporalVar) residual() *Node           { return h.resid }
-func (h *temporalVar) fullUpdateInBase() bool    { return true }
 
 func (h *temporalVar) useProjection() *Node { return h.useProj }
 
 func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h.coefGrad }
 
-// lift maps the coefficient step back; on its full-update turn it adds the gradient's part
-// outside the step's starting basis, scaled to at most the length of the step (Fira's
-// norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
-func (h *temporalVar) lift(step, fullTurn *Node, _ []*model.Variable) *Node {
+// lift maps the coefficient step back; on its full-update turn (Policy.FullUpdateEvery) it adds
+// the gradient's part outside the step's starting basis, scaled to at most the length of the
+// step (Fira's norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
+func (h *temporalVar) lift(step *Node) *Node {
+	fullTurn := h.fullTurn
 	if scale := h.st.cfg.scale; scale != 1 { // Validate: > 0 in temporal mode
 		step = MulScalar(step, scale)
 	}
@@ -128,9 +128,9 @@ func (h *temporalVar) lift(step, fullTurn *Node, _ []*model.Variable) *Node {
 	return ConvertDType(Reshape(delta, h.v.Shape().Dimensions...), h.v.DType())
 }
 
-// learn re-learns the basis from the snapshots when learnNow is true (gated, see
+// relearn re-learns the basis from the snapshots when learnNow is true (gated, see
 // projector.LearnTemporalWhen); an invalid result (zero or non-finite stack) keeps the old one.
-func (h *temporalVar) learn(learnNow *Node, _ *trackingBatch) {
+func (h *temporalVar) relearn(learnNow *Node) {
 	cfg := h.st.cfg
 	g := h.st.g
 	// The residual of the last check; one outside [0, 1] (a damaged checkpoint) is replaced now.
