@@ -34,6 +34,18 @@ type stepCheck struct {
 // (a resumed run, a new learning rate set with -set).
 func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 	g := st.g
+	ok := st.finiteStep(grads, hs)
+	skip, newLevel := st.explosionRule(ok)
+	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(skip)), reseed: newLevel}
+	st.bump(svLossRestarts, newLevel) // said in the Report and by the Monitor: the guard let a new level in
+	skipped := st.scalar(svSkippedSteps)
+	old := skipped.NodeValue(g)
+	skipped.SetNodeValue(Where(check.ok, old, AddScalar(old, 1)))
+	return check
+}
+
+// finiteStep says whether the step's loss and gradients are finite.
+func (st *stepState) finiteStep(grads []*Node, hs []handler) *Node {
 	ok := IsFinite(st.loss)
 	for _, grad := range grads {
 		ok = LogicalAnd(ok, allFinite(grad))
@@ -49,58 +61,82 @@ func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
 			}
 		}
 	}
+	return ok
+}
+
+// explosionRule judges a finite (ok) step's loss against its smoothed value: skip says the step
+// exploded and is skipped; newLevel that it exploded for long enough to be taken as the loss's
+// new level (the smoothed loss restarts from it).
+func (st *stepState) explosionRule(ok *Node) (skip, newLevel *Node) {
+	g := st.g
 	ema := st.scalar(svLossEMA).NodeValue(g)
-	// The hold and the trial belong to the graph that set them: a new build (another process
-	// resuming, a new configuration) starts without them.
-	buildVar, holdVar := st.scalar(svGuardBuild), st.scalar(svDivergenceHold)
-	build := Const(g, st.build)
-	sameBuild := Equal(buildVar.NodeValue(g), build)
-	holdNow := holdVar.NodeValue(g)
-	held := LogicalAnd(sameBuild, GreaterThan(holdNow, Const(g, int32(0))))
-	onTrial := LogicalAnd(sameBuild, LessThan(holdNow, Const(g, int32(0))))
-	buildVar.SetNodeValue(build)
+	hold := st.loadDivergenceHold()
 	exploded, early := Const(g, false), Const(g, false)
 	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
 		early = LessOrEqual(st.t, Const(g, int64(max(st.cfg.warmUp, DivergenceWindow))))
-		bound := Where(LogicalOr(LogicalOr(early, held), onTrial), Scalar(g, ema.DType(), math.Sqrt(factor)), Scalar(g, ema.DType(), factor))
+		bound := Where(LogicalOr(LogicalOr(early, hold.held), hold.onTrial), Scalar(g, ema.DType(), math.Sqrt(factor)), Scalar(g, ema.DType(), factor))
 		exploded = LogicalAnd(LogicalAnd(GreaterThan(st.t, Const(g, int64(1))), GreaterThan(ema, upstream.ZeroOf(ema))),
 			GreaterThan(st.loss, Mul(ema, bound)))
 	}
-	explodedOK := LogicalAnd(ok, exploded)
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
 	// a row (DivergenceHold while a divergence is held) the next one is taken and the smoothed
 	// loss restarts from it, so the guard cannot lock training for good (a task or data shift).
 	streakVar := st.scalar(svExplodeStreak)
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
-	patience := Where(held, Const(g, int32(DivergenceHold)), Const(g, int32(ExplodePatience)))
-	newLevel := LogicalAnd(explodedOK, GreaterOrEqual(streak, patience))
-	// After SGD, whose step grows with the gradient, an explosion in the first steps is held at
-	// once: the next step would be longer still. After a base optimizer that normalises its step
-	// (Adam, RMSProp) it is first treated as any explosion (skipped up to ExplodePatience times
-	// in a row: a bad batch is skipped once, and nothing more happens), then taken as a new level
-	// on trial: skipping cannot undo the step that caused it, and Adam's first steps, its
-	// longest, can spike a loss that the next ones bring down (a residual MLP at its best
-	// learning rate: 4.7, 36, 30, 19, … in stock training; held, it lost 109 of 300 steps). A
-	// second explosion on trial is a divergence, and the guard holds the weights there.
-	earlyExplosion := LogicalAnd(explodedOK, early)
+	patience := Where(hold.held, Const(g, int32(DivergenceHold)), Const(g, int32(ExplodePatience)))
+	newLevel = LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, patience))
+	st.advanceDivergenceHold(hold, ok, exploded, early, newLevel)
+	skip = LogicalAnd(exploded, LogicalNot(newLevel))
+	streakVar.SetNodeValue(Where(LogicalAnd(ok, skip), AddScalar(streak, 1), upstream.ZeroOf(streak)))
+	return skip, newLevel
+}
+
+// divergenceHold is the guard's state of a run whose loss exploded in its first steps: held
+// (svDivergenceHold 1: the weights are held where the explosion left them), on trial (-1: an
+// explosion was taken as a new level, and a second one is held) or neither (0). Both belong to
+// the graph that set them: a new build (another process resuming, a new configuration) starts
+// without them.
+type divergenceHold struct {
+	held, onTrial *Node
+}
+
+func (st *stepState) loadDivergenceHold() divergenceHold {
+	g := st.g
+	buildVar, holdVar := st.scalar(svGuardBuild), st.scalar(svDivergenceHold)
+	build := Const(g, st.build)
+	sameBuild := Equal(buildVar.NodeValue(g), build)
+	holdNow := holdVar.NodeValue(g)
+	buildVar.SetNodeValue(build)
+	return divergenceHold{
+		held:    LogicalAnd(sameBuild, GreaterThan(holdNow, Const(g, int32(0)))),
+		onTrial: LogicalAnd(sameBuild, LessThan(holdNow, Const(g, int32(0)))),
+	}
+}
+
+// advanceDivergenceHold sets the hold after a step (ok: finite; exploded; early: in the first
+// steps; newLevel: taken as a new level).
+//
+// After SGD, whose step grows with the gradient, an explosion in the first steps is held at
+// once: the next step would be longer still. After a base optimizer that normalises its step
+// (Adam, RMSProp) it is first treated as any explosion (skipped up to ExplodePatience times in a
+// row: a bad batch is skipped once, and nothing more happens), then taken as a new level on
+// trial: skipping cannot undo the step that caused it, and Adam's first steps, its longest, can
+// spike a loss that the next ones bring down (a residual MLP at its best learning rate: 4.7, 36,
+// 30, 19, … in stock training; held, it lost 109 of 300 steps). A second explosion on trial is a
+// divergence, and the guard holds the weights there. The hold and the trial end at a step taken
+// unexploded.
+func (st *stepState) advanceDivergenceHold(h divergenceHold, ok, exploded, early, newLevel *Node) {
+	g := st.g
+	earlyExplosion := LogicalAnd(LogicalAnd(ok, exploded), early)
 	startHold, trial := earlyExplosion, Const(g, false)
 	if !st.cfg.baseIsSGD() {
-		startHold = LogicalAnd(earlyExplosion, onTrial)
+		startHold = LogicalAnd(earlyExplosion, h.onTrial)
 		trial = LogicalAnd(newLevel, early)
 	}
-	// The hold (1) ends at a step taken unexploded, as does the trial (-1).
 	hold := Where(LogicalAnd(ok, LogicalNot(exploded)), Const(g, int32(0)),
-		Where(LogicalOr(held, startHold), Const(g, int32(1)),
-			Where(LogicalOr(trial, onTrial), Const(g, int32(-1)), Const(g, int32(0)))))
-	holdVar.SetNodeValue(hold)
-	exploded = LogicalAnd(exploded, LogicalNot(newLevel))
-	streakVar.SetNodeValue(Where(LogicalAnd(ok, exploded), AddScalar(streak, 1), upstream.ZeroOf(streak)))
-	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(exploded)), reseed: newLevel}
-	st.bump(svLossRestarts, newLevel) // said in the Report and by the Monitor: the guard let a new level in
-	skipped := st.scalar(svSkippedSteps)
-	old := skipped.NodeValue(g)
-	skipped.SetNodeValue(Where(check.ok, old, AddScalar(old, 1)))
-	return check
+		Where(LogicalOr(h.held, startHold), Const(g, int32(1)),
+			Where(LogicalOr(trial, h.onTrial), Const(g, int32(-1)), Const(g, int32(0)))))
+	st.scalar(svDivergenceHold).SetNodeValue(hold)
 }
 
 // allFinite says whether x holds no NaN or Inf and no value whose square overflows, from the sum

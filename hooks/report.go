@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 )
 
@@ -159,99 +158,13 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			return r, nil
 		}
 	}
-	var err error
-	read := func(p string) any {
-		if err != nil {
-			return nil
-		}
-		v := store.GetVariable(p)
-		if v == nil {
-			err = fmt.Errorf("hooks: state variable %s is missing from the store", p)
-			return nil
-		}
-		var t *tensors.Tensor
-		t, err = v.Value()
-		if err != nil {
-			return nil
-		}
-		return t.Value()
-	}
-	asInt := func(x any) int64 {
-		switch x := x.(type) {
-		case int64:
-			return x
-		case int32:
-			return int64(x)
-		}
-		return 0
-	}
-	asFloat := func(x any) float64 {
-		switch x := x.(type) {
-		case float32:
-			return float64(x)
-		case float64:
-			return x
-		}
-		return 0
-	}
-	// optional reads a signal's state that exists only where its rule is on (0 otherwise).
-	optional := func(p string) any {
-		if v := store.GetVariable(p); v != nil {
-			return read(p)
-		}
-		return nil
-	}
-	r.Steps = asInt(read(svStep.of(root)))
-	r.SVDs = asInt(read(svLearnings.of(root)))
-	r.Refreshes = asInt(read(svRefreshes.of(root)))
-	r.RefreshesResidual = asInt(read(svByResidual.of(root)))
-	r.RefreshesLoss = asInt(read(svByLoss.of(root)))
-	r.RefreshesCurvature = asInt(optional(svByCurvature.of(root)))
-	r.Checks = asInt(read(svChecks.of(root)))
-	r.FullUpdates = asInt(optional(svFullUpdates.of(root)))
-	r.RankChanges = asInt(optional(svRankChanges.of(root)))
-	lastFull := optional(svLastFullTurn.of(root))
-	r.Curvature = asFloat(optional(svCurvature.of(root)))
-	r.CurvatureEMA = asFloat(optional(svCurvatureEMA.of(root)))
-	r.CurvaturePeak = asFloat(optional(svLastCheckPeak.of(root)))
-	r.SkippedSteps = asInt(read(svSkippedSteps.of(root)))
-	r.LossRestarts = asInt(optional(svLossRestarts.of(root)))         // absent from checkpoints before 2026-12-02
-	r.DivergenceHeld = asInt(optional(svDivergenceHold.of(root))) > 0 // absent before 2026-12-06
-	r.BasesKept = asInt(optional(svBasesKept.of(root)))               // temporal mode
-	r.LastCheckResidual = asFloat(read(svLastResidual.of(root)))
-	r.LossEMA = asFloat(read(svLossEMA.of(root)))
-	r.PlateauChecks = int(asInt(read(svPlateauChecks.of(root))))
-	r.LastSVDStep = asInt(read(svLastLearnStep.of(root)))
-	r.LastSVDCause = Cause(asInt(read(svLastLearnCause.of(root))))
-	r.LearnRuns = r.SVDs
+	sr := &stateReader{store: store}
+	sr.counters(&r, root)
+	var lastFull any = sr.optional(svLastFullTurn.of(root))
 	for _, e := range plan {
-		if e.Route == RouteFull {
-			continue
+		if e.Route != RouteFull {
+			r.Variables = append(r.Variables, o.variableReport(sr, root, e))
 		}
-		at := func(s stateVar) any { return read(s.ofVariable(root, e.Variable)) }
-		vr := VariableReport{
-			Path:     e.Variable,
-			Shape:    fmt.Sprint(e.Shape.Dimensions),
-			Kind:     e.Route,
-			Side:     e.Side.String(),
-			MaxRank:  e.Rank,
-			Rank:     e.Rank,
-			Residual: asFloat(at(svResidual)),
-			Valid:    asInt(at(svValid)) > 0,
-		}
-		if e.Route == RouteTemporal {
-			vr.Rank = int(asInt(at(svRank)))
-			vr.ExplainedVariance = asFloat(at(svExplained)) // of the snapshots of its SVD
-		} else {
-			// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
-			// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
-			vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
-		}
-		if e.Route != RouteTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
-			vr.HighChecks = int(asInt(at(svHighChecks)))
-			vr.LowChecks = int(asInt(at(svLowChecks)))
-		}
-		r.Variables = append(r.Variables, vr)
 	}
 	if r.FullUpdates > 0 && lastFull != nil {
 		// Handlers run in path order (step.go): the stored index is into the sorted paths.
@@ -264,5 +177,112 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			r.LastFullUpdate = paths[i]
 		}
 	}
-	return r, err
+	return r, sr.err
+}
+
+// stateReader reads the projector's state variables from a store; the first error (a missing
+// variable, an unreadable value) sticks, and later reads return nil.
+type stateReader struct {
+	store *model.Store
+	err   error
+}
+
+// read is the value of the variable at path p (nil, and an error, where it is missing).
+func (sr *stateReader) read(p string) any {
+	if sr.err != nil {
+		return nil
+	}
+	v := sr.store.GetVariable(p)
+	if v == nil {
+		sr.err = fmt.Errorf("hooks: state variable %s is missing from the store", p)
+		return nil
+	}
+	t, err := v.Value()
+	if err != nil {
+		sr.err = err
+		return nil
+	}
+	return t.Value()
+}
+
+// optional reads a signal's state that exists only where its rule is on (nil otherwise).
+func (sr *stateReader) optional(p string) any {
+	if v := sr.store.GetVariable(p); v != nil {
+		return sr.read(p)
+	}
+	return nil
+}
+
+func asInt(x any) int64 {
+	switch x := x.(type) {
+	case int64:
+		return x
+	case int32:
+		return int64(x)
+	}
+	return 0
+}
+
+func asFloat(x any) float64 {
+	switch x := x.(type) {
+	case float32:
+		return float64(x)
+	case float64:
+		return x
+	}
+	return 0
+}
+
+// counters fills r's run-wide counters and signals from the state under root.
+func (sr *stateReader) counters(r *Report, root string) {
+	r.Steps = asInt(sr.read(svStep.of(root)))
+	r.SVDs = asInt(sr.read(svLearnings.of(root)))
+	r.Refreshes = asInt(sr.read(svRefreshes.of(root)))
+	r.RefreshesResidual = asInt(sr.read(svByResidual.of(root)))
+	r.RefreshesLoss = asInt(sr.read(svByLoss.of(root)))
+	r.RefreshesCurvature = asInt(sr.optional(svByCurvature.of(root)))
+	r.Checks = asInt(sr.read(svChecks.of(root)))
+	r.FullUpdates = asInt(sr.optional(svFullUpdates.of(root)))
+	r.RankChanges = asInt(sr.optional(svRankChanges.of(root)))
+	r.Curvature = asFloat(sr.optional(svCurvature.of(root)))
+	r.CurvatureEMA = asFloat(sr.optional(svCurvatureEMA.of(root)))
+	r.CurvaturePeak = asFloat(sr.optional(svLastCheckPeak.of(root)))
+	r.SkippedSteps = asInt(sr.read(svSkippedSteps.of(root)))
+	r.LossRestarts = asInt(sr.optional(svLossRestarts.of(root)))         // absent from checkpoints before 2026-12-02
+	r.DivergenceHeld = asInt(sr.optional(svDivergenceHold.of(root))) > 0 // absent before 2026-12-06
+	r.BasesKept = asInt(sr.optional(svBasesKept.of(root)))               // temporal mode
+	r.LastCheckResidual = asFloat(sr.read(svLastResidual.of(root)))
+	r.LossEMA = asFloat(sr.read(svLossEMA.of(root)))
+	r.PlateauChecks = int(asInt(sr.read(svPlateauChecks.of(root))))
+	r.LastSVDStep = asInt(sr.read(svLastLearnStep.of(root)))
+	r.LastSVDCause = Cause(asInt(sr.read(svLastLearnCause.of(root))))
+	r.LearnRuns = r.SVDs
+}
+
+// variableReport is a projected variable's line of the Report, from its plan entry and state.
+func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) VariableReport {
+	at := func(s stateVar) any { return sr.read(s.ofVariable(root, e.Variable)) }
+	vr := VariableReport{
+		Path:     e.Variable,
+		Shape:    fmt.Sprint(e.Shape.Dimensions),
+		Kind:     e.Route,
+		Side:     e.Side.String(),
+		MaxRank:  e.Rank,
+		Rank:     e.Rank,
+		Residual: asFloat(at(svResidual)),
+		Valid:    asInt(at(svValid)) > 0,
+	}
+	if e.Route == RouteTemporal {
+		vr.Rank = int(asInt(at(svRank)))
+		vr.ExplainedVariance = asFloat(at(svExplained)) // of the snapshots of its SVD
+	} else {
+		// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
+		// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
+		vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
+	}
+	if e.Route != RouteTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
+		vr.HighChecks = int(asInt(at(svHighChecks)))
+		vr.LowChecks = int(asInt(at(svLowChecks)))
+	}
+	return vr
 }
