@@ -2,7 +2,6 @@ package hooks
 
 import (
 	"fmt"
-	"math"
 	"regexp"
 
 	"github.com/gomlx/gomlx/ml/model"
@@ -247,44 +246,6 @@ func (c *Config) Complement(directions int) *Config { c.complement = directions;
 // tracked direction. The default is DefaultComplementScale.
 func (c *Config) ComplementScale(scale float64) *Config { c.complementScale = scale; return c }
 
-// baseIsSGD says whether the base optimizer is plain SGD, whose step is proportional to the
-// gradient; Adam, AdamW and RMSProp normalise it, so its length does not grow with the loss.
-func (c Config) baseIsSGD() bool {
-	_, sgd := c.base.(*optimizer.SGDConfig)
-	return sgd
-}
-
-// complementOf is the number of complement directions of a matrix projected at rank on a side of
-// sideRows rows: Complement's, or ComplementOf's, at most the side's directions outside the basis.
-func (c Config) complementOf(sideRows, rank int) int {
-	s := c.complement
-	if s == AutoComplement {
-		if c.baseIsSGD() {
-			return 0 // plain SGD: its full-rank step is state-free already (measured: no gain, examples/mlp)
-		}
-		s = ComplementOf(sideRows, rank)
-	}
-	return max(0, min(s, sideRows-rank))
-}
-
-// complementFactor is the length of each complement direction's step against the tracked
-// directions' average, for a matrix projected at rank on a side of sideRows rows with s complement
-// directions: ComplementScale·√((sideRows − rank)/s). The root spreads the length a full-rank
-// step would take outside the basis (sideRows − rank directions) over the s drawn, so that the
-// complement's whole step does not grow with s; more directions make it less noisy, not longer.
-func (c Config) complementFactor(sideRows, rank, s int) float64 {
-	return c.complementScale * math.Sqrt(float64(sideRows-rank)/float64(max(s, 1)))
-}
-
-// ScaleOf is the multiplier of the lifted step of a matrix projected at rank on a side of
-// sideRows rows: Scale's value, or √(sideRows/rank) for Scale(0).
-func (c Config) ScaleOf(sideRows, rank int) float64 {
-	if c.scale == 0 && rank > 0 {
-		return math.Sqrt(float64(sideRows) / float64(rank))
-	}
-	return c.scale
-}
-
 // Variables selects the projected variables by their full path (e.g. "/dense_0/weights"); the
 // default selection is replaced. Each named variable must exist and be projectable.
 func (c *Config) Variables(paths ...string) *Config {
@@ -327,64 +288,6 @@ func (c *Config) Select(fn func(v *model.Variable) bool) *Config {
 // heads: a basis on their vocabulary or class side would train only Rank mixtures of them.
 func DefaultSelection(v *model.Variable) bool {
 	return v.Shape().Rank() >= 2 && v.DType().IsFloat()
-}
-
-// Validate checks the configuration alone (variables are checked when the graph is built).
-func (c *Config) Validate() error {
-	switch {
-	case c.paramErr != nil:
-		return fmt.Errorf("hooks.Subspace: %v", c.paramErr)
-	case c.base == nil:
-		return fmt.Errorf("hooks.Subspace: the base optimizer is nil (wrap e.g. optimizer.Adam().Done())")
-	case c.selectFn == nil:
-		return fmt.Errorf("hooks.Subspace: %s", c.selectDesc)
-	case c.rank < 0:
-		return fmt.Errorf("hooks.Subspace: Rank(%d) is impossible: use a rank ≥ 1, or 0 for the automatic rank", c.rank)
-	case c.mode != Matrix && c.mode != Temporal:
-		return fmt.Errorf("hooks.Subspace: Mode(%d) is neither hooks.Matrix nor hooks.Temporal", int(c.mode))
-	case math.IsNaN(c.varianceThreshold) || math.IsInf(c.varianceThreshold, 0):
-		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) must be a finite number in [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
-	case !(c.weightDecay >= 0 && c.weightDecay <= 1):
-		return fmt.Errorf("hooks.Subspace: WeightDecay(%g) is outside [0, 1] (AdamW's decay coefficient, e.g. 0.01; 0 turns it off)", c.weightDecay)
-	case c.complement < AutoComplement:
-		return fmt.Errorf("hooks.Subspace: Complement(%d) is impossible: use a number of directions ≥ 0 (0 turns the complement off), or hooks.AutoComplement (%d) for the automatic number", c.complement, AutoComplement)
-	case c.complement > 0 && c.mode == Temporal:
-		return fmt.Errorf("hooks.Subspace: Complement applies to the matrix subspace: use Mode(hooks.Matrix), or drop it")
-	case math.IsNaN(c.complementScale) || math.IsInf(c.complementScale, 0) || c.complementScale < 0:
-		return fmt.Errorf("hooks.Subspace: ComplementScale(%g) must be a finite number ≥ 0 (the complement directions' step against the tracked directions' average; default %g)", c.complementScale, DefaultComplementScale)
-	case math.IsNaN(c.scale) || math.IsInf(c.scale, 0) || c.scale < 0:
-		return fmt.Errorf("hooks.Subspace: Scale(%g) must be a finite number ≥ 0 (1: GaLore's scale 1, the default; 0: automatic, √(side/rank) per matrix)", c.scale)
-	case c.scale == 0 && c.mode == Temporal:
-		return fmt.Errorf("hooks.Subspace: the automatic Scale(0) applies to the matrix subspace: use Mode(hooks.Matrix), or a scale > 0 (1 is the default)")
-	case c.mode == Temporal && c.warmUp < c.temporalRank():
-		return fmt.Errorf("hooks.Subspace: WarmUp(%d) is shorter than Rank(%d): n warm-up gradients span at most n directions (use WarmUp ≥ %d or Rank ≤ %d)", c.warmUp, c.temporalRank(), c.temporalRank(), c.warmUp)
-	case c.warmUp < 1:
-		return fmt.Errorf("hooks.Subspace: WarmUp(%d) must be ≥ 1: the first basis is learned during warm-up", c.warmUp)
-	case c.side.fixed && c.side.side != projector.Left && c.side.side != projector.Right:
-		return fmt.Errorf("hooks.Subspace: Side(%d) is neither projector.Left nor projector.Right", c.side.side)
-	case c.varianceThreshold > 0 && c.mode == Matrix:
-		return fmt.Errorf("hooks.Subspace: VarianceThreshold applies to the temporal subspace: use Mode(hooks.Temporal), or drop it (the matrix subspace keeps Rank directions)")
-	case c.varianceThreshold < 0 || c.varianceThreshold > 1:
-		return fmt.Errorf("hooks.Subspace: VarianceThreshold(%g) is outside [0, 1] (e.g. 0.9; 0 keeps Rank directions)", c.varianceThreshold)
-	}
-	if c.policy.FastTrackingRate == 0 { // 0: the defaults
-		c.policy.FastTrackingRate = max(DefaultFastTrackingRate, c.policy.TrackingRate)
-	}
-	if c.policy.TrackingFraction == 0 {
-		c.policy.TrackingFraction = DefaultTrackingFraction
-	}
-	if err := c.policy.Validate(c.rank); err != nil { // rank 0 (automatic): any bound makes it adaptive
-		return fmt.Errorf("hooks.Subspace: %v", err)
-	}
-	if c.mode == Temporal && c.policy.adaptive(c.rank) {
-		return fmt.Errorf("hooks.Subspace: adaptive rank (RankBounds) applies to the matrix subspace; the temporal subspace adapts its rank with VarianceThreshold")
-	}
-	if _, ok := c.base.(gradientOptimizer); c.enabled && !ok {
-		return fmt.Errorf("hooks.Subspace: base optimizer %T does not implement UpdateGraphWithGradients "+
-			"(train.OptimizeWithGradients), which the projector needs to feed it projected coefficients; "+
-			"GoMLX's SGD, Adam, AdamW and RMSProp implement it", c.base)
-	}
-	return nil
 }
 
 // WarmUpSteps returns the configured warm-up length N0.

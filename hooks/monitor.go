@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -117,34 +116,6 @@ func (s StepTimes) overhead(gated []time.Duration) float64 {
 	return float64(extra) / float64(total)
 }
 
-// TraceRecord is one line of a Monitor's trace: the drift signals and decisions after a step.
-type TraceRecord struct {
-	Step              int64              `json:"step"`
-	LossEMA           float64            `json:"loss_ema"`
-	PlateauChecks     int                `json:"plateau_checks"`
-	Checks            int64              `json:"checks"`
-	LastCheckResidual float64            `json:"last_check_residual"`
-	Curvature         float64            `json:"curvature"`
-	CurvatureEMA      float64            `json:"curvature_ema"`
-	BasesLearned      int64              `json:"bases_learned"`
-	Refreshes         int64              `json:"refreshes"`
-	FullUpdates       int64              `json:"full_updates"`
-	RankChanges       int64              `json:"rank_changes"`
-	SkippedSteps      int64              `json:"skipped_steps"`
-	LossRestarts      int64              `json:"loss_restarts,omitempty"`
-	BasesKept         int64              `json:"bases_kept"`
-	Event             string             `json:"event,omitempty"` // the basis learned at this step, with its cause
-	Variables         []TraceOfAVariable `json:"variables"`
-}
-
-// TraceOfAVariable is a projected variable's part of a TraceRecord.
-type TraceOfAVariable struct {
-	Path              string  `json:"path"`
-	Rank              int     `json:"rank"`
-	Residual          float64 `json:"residual"`
-	ExplainedVariance float64 `json:"explained_variance"`
-}
-
 // NewMonitor creates a monitor of o's state in store. A store resumed from a checkpoint already
 // holds counters: the monitor starts from them, so that it logs only what happens from now on.
 func (o *Optimizer) NewMonitor(store *model.Store) *Monitor {
@@ -219,6 +190,31 @@ func (m *Monitor) Last() Report { return m.last }
 // record logs what changed since the last observation: skipped steps, declined bases, the bases
 // learned.
 func (m *Monitor) record(r Report) {
+	m.logGuard(r)
+	pol := m.opt.cfg.policy
+	if r.FullUpdates > m.fullUpdates {
+		if m.Logf != nil {
+			m.Logf("subspace: step %d: full update of %s (rule full-update: every %d checks, variables in turn)", r.Steps, r.LastFullUpdate, pol.FullUpdateEvery)
+		}
+		m.fullUpdates = r.FullUpdates
+	}
+	if r.SVDs == m.seen {
+		return
+	}
+	if r.SVDs > m.seen+1 && m.Logf != nil {
+		m.Logf("subspace: %d bases learned between observations; the last one:", r.SVDs-m.seen-1)
+	}
+	m.seen = r.SVDs
+	e := m.learningEvent(r)
+	m.Events = append(m.Events, e)
+	if m.Logf != nil {
+		m.Logf("subspace: %s", e)
+	}
+}
+
+// logGuard says what the guard did since the last observation: steps skipped, a divergence
+// held, a new level of the loss taken, basis updates declined.
+func (m *Monitor) logGuard(r Report) {
 	if r.SkippedSteps > m.skipped {
 		if m.Logf != nil {
 			m.Logf("subspace: %d step(s) skipped by step %d: non-finite or exploding loss or gradient; weights, optimizer state and bases kept", r.SkippedSteps-m.skipped, r.Steps)
@@ -241,20 +237,12 @@ func (m *Monitor) record(r Report) {
 		}
 		m.kept = r.BasesKept
 	}
+}
+
+// learningEvent describes the last learning of the bases in r: when, why, and how much of the
+// gradients the new bases hold.
+func (m *Monitor) learningEvent(r Report) Event {
 	pol := m.opt.cfg.policy
-	if r.FullUpdates > m.fullUpdates {
-		if m.Logf != nil {
-			m.Logf("subspace: step %d: full update of %s (rule full-update: every %d checks, variables in turn)", r.Steps, r.LastFullUpdate, pol.FullUpdateEvery)
-		}
-		m.fullUpdates = r.FullUpdates
-	}
-	if r.SVDs == m.seen {
-		return
-	}
-	if r.SVDs > m.seen+1 && m.Logf != nil {
-		m.Logf("subspace: %d bases learned between observations; the last one:", r.SVDs-m.seen-1)
-	}
-	m.seen = r.SVDs
 	e := Event{Step: r.LastSVDStep, Cause: r.LastSVDCause}
 	var learned int
 	for _, v := range r.Variables {
@@ -292,29 +280,7 @@ func (m *Monitor) record(r Report) {
 	case CauseCurvature:
 		e.Signal = fmt.Sprintf("curvature jumped to %.1f× its smoothed magnitude (factor %g)", r.CurvaturePeak, pol.CurvatureFactor)
 	}
-	m.Events = append(m.Events, e)
-	if m.Logf != nil {
-		m.Logf("subspace: %s", e)
-	}
-}
-
-func (m *Monitor) writeTrace(r Report) error {
-	rec := TraceRecord{Step: r.Steps, LossEMA: r.LossEMA, PlateauChecks: r.PlateauChecks, Checks: r.Checks,
-		LastCheckResidual: r.LastCheckResidual, Curvature: r.Curvature, CurvatureEMA: r.CurvatureEMA,
-		BasesLearned: r.SVDs, Refreshes: r.Refreshes, FullUpdates: r.FullUpdates, RankChanges: r.RankChanges,
-		SkippedSteps: r.SkippedSteps, LossRestarts: r.LossRestarts, BasesKept: r.BasesKept}
-	if n := len(m.Events); n > 0 && m.Events[n-1].Step == r.Steps {
-		rec.Event = m.Events[n-1].String()
-	}
-	for _, v := range r.Variables {
-		rec.Variables = append(rec.Variables, TraceOfAVariable{Path: v.Path, Rank: v.Rank, Residual: v.Residual, ExplainedVariance: v.ExplainedVariance})
-	}
-	line, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	_, err = m.Trace.Write(append(line, '\n'))
-	return err
+	return e
 }
 
 // ProgressMetric is a column for GoMLX's progress bar (commandline.AttachProgressBar(loop,

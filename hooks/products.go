@@ -188,37 +188,14 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 	if len(wC) == 0 {
 		return nil, "its product contracts no axis of the weight"
 	}
-	free := func(rank int, contracting []int) []int {
-		var out []int
-		for a := range rank {
-			if !slices.Contains(contracting, a) {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
-	wF, xF := free(w.Rank(), wC), free(x.Rank(), xC)
-	m := 1
-	for _, a := range wC {
-		m *= w.Shape().Dim(a)
-	}
-	n := w.Shape().Size() / m
+	wF, xF := freeAxes(w.Rank(), wC), freeAxes(x.Rank(), xC)
 	if len(wF) == 0 {
 		return nil, "its product leaves no free axis of the weight"
 	}
-	wPerm := append(append([]int{}, wC...), wF...)
-	permutedDims := make([]int, len(wPerm))
-	for i, a := range wPerm {
-		permutedDims[i] = w.Shape().Dim(a)
-	}
-	inverse := make([]int, len(wPerm))
-	for i, a := range wPerm {
-		inverse[a] = i
-	}
+	p := &product{node: node, x: x, operand: w, kind: "DotGeneral"}
+	p.m, p.n, p.fromW, p.toW = weightAsMatrix(w, wC, wF)
+	m, n := p.m, p.n
 	xPerm := append(append([]int{}, xF...), xC...)
-	p := &product{node: node, x: x, operand: w, m: m, n: n, kind: "DotGeneral"}
-	p.fromW = func(w *Node) *Node { return upstream.ReshapeTo(upstream.TransposeTo(w, wPerm...), m, n) }
-	p.toW = func(w2 *Node) *Node { return upstream.TransposeTo(upstream.ReshapeTo(w2, permutedDims...), inverse...) }
 	p.xRows = func(x *Node) *Node {
 		return upstream.ReshapeTo(upstream.TransposeTo(x, xPerm...), x.Shape().Size()/m, m)
 	}
@@ -238,4 +215,37 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 		return upstream.ReshapeTo(dy, dy.Shape().Size()/n, n)
 	}
 	return p, ""
+}
+
+// freeAxes are the axes of a rank-rank operand that a product does not contract.
+func freeAxes(rank int, contracting []int) []int {
+	var out []int
+	for a := range rank {
+		if !slices.Contains(contracting, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// weightAsMatrix is the product's view of its weight w as a matrix [m, n]: its contracting axes
+// wC as rows, its free axes wF as columns; fromW maps w (or its gradient) to the matrix, toW back.
+func weightAsMatrix(w *Node, wC, wF []int) (m, n int, fromW, toW func(*Node) *Node) {
+	m = 1
+	for _, a := range wC {
+		m *= w.Shape().Dim(a)
+	}
+	n = w.Shape().Size() / m
+	wPerm := append(append([]int{}, wC...), wF...)
+	permutedDims := make([]int, len(wPerm))
+	for i, a := range wPerm {
+		permutedDims[i] = w.Shape().Dim(a)
+	}
+	inverse := make([]int, len(wPerm))
+	for i, a := range wPerm {
+		inverse[a] = i
+	}
+	fromW = func(w *Node) *Node { return upstream.ReshapeTo(upstream.TransposeTo(w, wPerm...), m, n) }
+	toW = func(w2 *Node) *Node { return upstream.TransposeTo(upstream.ReshapeTo(w2, permutedDims...), inverse...) }
+	return m, n, fromW, toW
 }

@@ -170,39 +170,16 @@ func completeBasis(v *model.Variable, from int) error {
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
 	start := projector.RandomOrthonormal(rows, cols, hash.Sum64())
-	col := func(j int) []float64 {
-		c := make([]float64, rows)
-		for i := range rows {
-			c[i] = q[i*cols+j]
-		}
-		return c
-	}
 	for j := from; j < cols; j++ {
 		c := make([]float64, rows)
 		for i := range rows {
 			c[i] = start[i][j]
 		}
-		for range 2 {
-			for k := range j {
-				prev := col(k)
-				var dot float64
-				for i := range rows {
-					dot += c[i] * prev[i]
-				}
-				for i := range rows {
-					c[i] -= dot * prev[i]
-				}
-			}
-		}
-		var norm float64
-		for _, x := range c {
-			norm += x * x
-		}
-		if norm = math.Sqrt(norm); norm < 1e-8 {
+		if !orthonormalizeAgainst(c, q, cols, j) {
 			return fmt.Errorf("basis %s: no direction left to complete column %d of %d", v.Path(), j, cols)
 		}
 		for i := range rows {
-			q[i*cols+j] = c[i] / norm
+			q[i*cols+j] = c[i]
 		}
 	}
 	if t.DType() == dtypes.Float32 {
@@ -213,6 +190,35 @@ func completeBasis(v *model.Variable, from int) error {
 		return v.SetValue(tensors.FromFlatDataAndDimensions(out, rows, cols))
 	}
 	return v.SetValue(tensors.FromFlatDataAndDimensions(q, rows, cols))
+}
+
+// orthonormalizeAgainst makes c orthogonal to the first j columns of q (row-major, cols
+// columns; Gram–Schmidt, twice for accuracy) and of unit length; false where nothing of it is
+// left.
+func orthonormalizeAgainst(c, q []float64, cols, j int) bool {
+	rows := len(c)
+	for range 2 {
+		for k := range j {
+			var dot float64
+			for i := range rows {
+				dot += c[i] * q[i*cols+k]
+			}
+			for i := range rows {
+				c[i] -= dot * q[i*cols+k]
+			}
+		}
+	}
+	var norm float64
+	for _, x := range c {
+		norm += x * x
+	}
+	if norm = math.Sqrt(norm); norm < 1e-8 {
+		return false
+	}
+	for i := range c {
+		c[i] /= norm
+	}
+	return true
 }
 
 // resizeVariable truncates or zero-pads a rank-2 float variable along axis to size.

@@ -52,12 +52,60 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 	}
 	eye := DiagonalWithValue(ScalarOne(g, dtype), m)
 
-	// Round-robin schedule: in round r, position 0 stays and the others rotate; pair i is
-	// (slot i, slot m−1−i). pTable/qTable [rounds, m/2, m] hold the pairs as one-hot rows.
 	rounds := m - 1
-	half := m / 2
-	pTable := make([][][]float64, rounds)
-	qTable := make([][][]float64, rounds)
+	pTable, qTable := roundRobinPairs(m)
+	total := Const(g, int32(rounds*sweeps))
+	if run != nil {
+		total = Where(run, total, upstream.ZeroOf(total))
+	}
+	i32 := shapes.Make(dtypes.Int32)
+	trips := rounds * sweeps
+	// The loop limit travels in the state: closures capture nothing (see gate).
+	cond := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
+		i := Parameter(g, "i", i32)
+		limit := Parameter(g, "limit", i32)
+		am := Parameter(g, "a", a.Shape())
+		_ = Parameter(g, "u", eye.Shape())
+		return []*Node{LogicalAnd(LessThan(i, limit), LogicalNot(jacobiConverged(g, am)))}
+	})
+	body := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
+		i := Parameter(g, "i", i32)
+		limit := Parameter(g, "limit", i32)
+		am := Parameter(g, "a", a.Shape())
+		u := Parameter(g, "u", eye.Shape())
+		aNext, uNext := jacobiRound(g, i, am, u, pTable, qTable)
+		return []*Node{AddScalar(i, 1), limit, aNext, uNext}
+	})
+	out := While(cond, body, Const(g, int32(0)), total, a, eye)
+	values = ReduceSum(Mul(out[2], eye), -1)
+	vectors = out[3]
+	if m != n {
+		values = Slice(values, AxisRange(0, n))
+		vectors = Slice(vectors, AxisRange(0, n), AxisRange(0, n))
+	}
+	return values, vectors
+}
+
+// jacobiConverged says whether am is diagonal to working precision, ‖offdiag(a)‖ ≤ 10·tiny·‖a‖:
+// a small Gram matrix converges in a few sweeps, and stopping early saves the remaining ones a
+// While iteration each (most of a refresh's time on small models). It builds in g, a closure's
+// graph.
+func jacobiConverged(g *Graph, am *Node) *Node {
+	dtype, m := am.DType(), am.Shape().Dim(0)
+	total := ReduceAllSum(Square(am))
+	offMask := OneMinus(DiagonalWithValue(ScalarOne(g, dtype), m))
+	off := ReduceAllSum(Square(Mul(am, offMask)))
+	tol := 10 * tinyFor(dtype)
+	return LessOrEqual(off, MulScalar(total, tol*tol))
+}
+
+// roundRobinPairs is the Jacobi sweep's round-robin schedule for an even size m: in round r,
+// position 0 stays and the others rotate; pair i is (slot i, slot m−1−i). pTable and qTable
+// ([rounds, m/2, m]) hold each round's pairs as one-hot rows.
+func roundRobinPairs(m int) (pTable, qTable [][][]float64) {
+	rounds, half := m-1, m/2
+	pTable = make([][][]float64, rounds)
+	qTable = make([][][]float64, rounds)
 	for r := range rounds {
 		slots := make([]int, m)
 		slots[0] = 0
@@ -77,73 +125,47 @@ func symmetricEigen(a *Node, sweeps int, run *Node) (values, vectors *Node) {
 			qTable[r][i][q] = 1
 		}
 	}
-	total := Const(g, int32(rounds*sweeps))
-	if run != nil {
-		total = Where(run, total, upstream.ZeroOf(total))
-	}
-	i32 := shapes.Make(dtypes.Int32)
-	trips := rounds * sweeps
-	// The loop limit travels in the state: closures capture nothing (see gate).
-	cond := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
-		i := Parameter(g, "i", i32)
-		limit := Parameter(g, "limit", i32)
-		am := Parameter(g, "a", a.Shape())
-		_ = Parameter(g, "u", eye.Shape())
-		// Stop early once a is diagonal to working precision, ‖offdiag(a)‖ ≤ 10·tiny·‖a‖: a small
-		// Gram matrix converges in a few sweeps, and the remaining ones would cost a While
-		// iteration each (most of a refresh's time on small models).
-		total := ReduceAllSum(Square(am))
-		offMask := OneMinus(DiagonalWithValue(ScalarOne(g, dtype), m))
-		off := ReduceAllSum(Square(Mul(am, offMask)))
-		tol := 10 * tinyFor(dtype)
-		converged := LessOrEqual(off, MulScalar(total, tol*tol))
-		return []*Node{LogicalAnd(LessThan(i, limit), LogicalNot(converged))}
-	})
-	body := newIsolatedClosure(g, trips, func(g *Graph) []*Node {
-		i := Parameter(g, "i", i32)
-		limit := Parameter(g, "limit", i32)
-		am := Parameter(g, "a", a.Shape())
-		u := Parameter(g, "u", eye.Shape())
-		// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
-		// on the Go backend).
-		round := OneHot(ModScalar(i, rounds), rounds, dtype)                                               // [rounds]
-		pm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, pTable), rounds, half*m)), half, m) // [m/2, m]
-		qm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, qTable), rounds, half*m)), half, m) // [m/2, m]
-		aq := DotProduct(am, Transpose(qm, 0, 1))                                                          // [m, m/2]: columns q of a
-		ap := DotProduct(am, Transpose(pm, 0, 1))                                                          // [m, m/2]: columns p of a
-		apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0)                                                  // [m/2]
-		app := ReduceSum(Mul(Transpose(pm, 0, 1), ap), 0)
-		aqq := ReduceSum(Mul(Transpose(qm, 0, 1), aq), 0)
-		// Rotation angles (Numerical Recipes' formulation): θ = (a_qq − a_pp)/(2a_pq),
-		// t = sign(θ)/(|θ| + √(θ²+1)), c = 1/√(t²+1), s = t·c; t = 0 where a_pq is negligible.
-		scale := Add(Abs(app), Abs(aqq))
-		negligible := LessOrEqual(Abs(apq), MulScalar(scale, tinyFor(dtype)))
-		safeApq := Where(negligible, upstream.OneOf(apq), apq)
-		theta := Div(Sub(aqq, app), MulScalar(safeApq, 2))
-		signTheta := Where(GreaterOrEqual(theta, upstream.ZeroOf(theta)), upstream.OneOf(theta), Neg(upstream.OneOf(theta)))
-		t := Div(signTheta, Add(Abs(theta), Sqrt(AddScalar(Square(theta), 1))))
-		t = Where(negligible, upstream.ZeroOf(t), t)
-		c := Rsqrt(AddScalar(Square(t), 1))
-		s := Mul(t, c)
-		// J = I + Σ_pairs (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ): the pairs are disjoint.
-		scaled := func(x, w *Node) *Node { return Mul(x, InsertAxes(w, -1)) } // rows of x times w
-		cm1 := AddScalar(c, -1)
-		eye := DiagonalWithValue(ScalarOne(g, dtype), m) // the body's own: closures capture nothing
-		j := Add(eye, Add(
-			Add(DotProduct(Transpose(pm, 0, 1), scaled(pm, cm1)), DotProduct(Transpose(qm, 0, 1), scaled(qm, cm1))),
-			Sub(DotProduct(Transpose(pm, 0, 1), scaled(qm, s)), DotProduct(Transpose(qm, 0, 1), scaled(pm, s)))))
-		aNext := DotProduct(DotProduct(Transpose(j, 0, 1), am), j)
-		uNext := DotProduct(u, j)
-		return []*Node{AddScalar(i, 1), limit, aNext, uNext}
-	})
-	out := While(cond, body, Const(g, int32(0)), total, a, eye)
-	values = ReduceSum(Mul(out[2], eye), -1)
-	vectors = out[3]
-	if m != n {
-		values = Slice(values, AxisRange(0, n))
-		vectors = Slice(vectors, AxisRange(0, n), AxisRange(0, n))
-	}
-	return values, vectors
+	return pTable, qTable
+}
+
+// jacobiRound applies round i of the schedule (pTable, qTable) to the matrix am ([m, m]) and
+// accumulates its rotation into u: every pair of the round is rotated at once (they are
+// disjoint). It builds in g, a closure's graph: it captures nothing from outside.
+func jacobiRound(g *Graph, i, am, u *Node, pTable, qTable [][][]float64) (aNext, uNext *Node) {
+	dtype := am.DType()
+	m := am.Shape().Dim(0)
+	rounds, half := len(pTable), m/2
+	// This round's pairs: select the one-hot tables' row with a product (no DynamicSlice
+	// on the Go backend).
+	round := OneHot(ModScalar(i, rounds), rounds, dtype)                                               // [rounds]
+	pm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, pTable), rounds, half*m)), half, m) // [m/2, m]
+	qm := Reshape(DotProduct(round, Reshape(ConstAsDType(g, dtype, qTable), rounds, half*m)), half, m) // [m/2, m]
+	aq := DotProduct(am, Transpose(qm, 0, 1))                                                          // [m, m/2]: columns q of a
+	ap := DotProduct(am, Transpose(pm, 0, 1))                                                          // [m, m/2]: columns p of a
+	apq := ReduceSum(Mul(Transpose(pm, 0, 1), aq), 0)                                                  // [m/2]
+	app := ReduceSum(Mul(Transpose(pm, 0, 1), ap), 0)
+	aqq := ReduceSum(Mul(Transpose(qm, 0, 1), aq), 0)
+	// Rotation angles (Numerical Recipes' formulation): θ = (a_qq − a_pp)/(2a_pq),
+	// t = sign(θ)/(|θ| + √(θ²+1)), c = 1/√(t²+1), s = t·c; t = 0 where a_pq is negligible.
+	scale := Add(Abs(app), Abs(aqq))
+	negligible := LessOrEqual(Abs(apq), MulScalar(scale, tinyFor(dtype)))
+	safeApq := Where(negligible, upstream.OneOf(apq), apq)
+	theta := Div(Sub(aqq, app), MulScalar(safeApq, 2))
+	signTheta := Where(GreaterOrEqual(theta, upstream.ZeroOf(theta)), upstream.OneOf(theta), Neg(upstream.OneOf(theta)))
+	t := Div(signTheta, Add(Abs(theta), Sqrt(AddScalar(Square(theta), 1))))
+	t = Where(negligible, upstream.ZeroOf(t), t)
+	c := Rsqrt(AddScalar(Square(t), 1))
+	s := Mul(t, c)
+	// J = I + Σ_pairs (c−1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ): the pairs are disjoint.
+	scaled := func(x, w *Node) *Node { return Mul(x, InsertAxes(w, -1)) } // rows of x times w
+	cm1 := AddScalar(c, -1)
+	eye := DiagonalWithValue(ScalarOne(g, dtype), m) // the body's own: closures capture nothing
+	j := Add(eye, Add(
+		Add(DotProduct(Transpose(pm, 0, 1), scaled(pm, cm1)), DotProduct(Transpose(qm, 0, 1), scaled(qm, cm1))),
+		Sub(DotProduct(Transpose(pm, 0, 1), scaled(qm, s)), DotProduct(Transpose(qm, 0, 1), scaled(pm, s)))))
+	aNext = DotProduct(DotProduct(Transpose(j, 0, 1), am), j)
+	uNext = DotProduct(u, j)
+	return aNext, uNext
 }
 
 // tinyFor is the relative size below which an off-diagonal entry counts as zero.

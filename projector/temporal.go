@@ -185,6 +185,27 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 	rank := ReduceSum(ConvertDType(keep, dtypes.Int32), 0)
 
 	sigma := Sqrt(lambdaK)
+	v := basisFromEigen(stack, scaledGram, u, sigma, keep)
+	v = Where(valid, v, upstream.ZeroOf(v)) // an invalid stack may have left NaN: never return it
+
+	keptEnergy := ReduceAllSum(Where(keep, lambdaK, upstream.ZeroOf(lambdaK)))
+	explained := Where(valid, Div(keptEnergy, safeTotal), upstream.ZeroOf(total))
+	return Temporal{
+		Basis:             ConvertDType(v, outDType),
+		SingularValues:    ConvertDType(Where(usable, sigma, upstream.ZeroOf(sigma)), outDType),
+		ExplainedVariance: ConvertDType(explained, outDType),
+		Rank:              rank,
+		Valid:             valid,
+	}
+}
+
+// basisFromEigen is the temporal basis V ([P, k], orthonormal) of the snapshot stack ([n, P])
+// from the eigenvectors u of its Gram matrix (scaledGram, [n, n]) and the singular values sigma
+// of the k leading directions, of which keep ([k] bool) are kept (the others are zero columns).
+func basisFromEigen(stack, scaledGram, u, sigma, keep *Node) *Node {
+	g := stack.Graph()
+	k := sigma.Shape().Dim(0)
+	cdt, outDType := sigma.DType(), stack.DType()
 	safeSigma := Where(keep, sigma, upstream.OneOf(sigma))
 	// V = Gᵀ·U·Σ⁻¹ up to one positive factor (V is normalised below), in the stack's dtype without
 	// overflow: the stack comes scaled to unit max-magnitude, and U is divided by σ/σ_max (at
@@ -208,17 +229,7 @@ func temporalFromEigen(snapshots, scaledGram, lambda, u, finite *Node, opts Temp
 	scale := ConvertDType(MulScalar(Sqrt(Max(bound, upstream.ZeroOf(bound))), 1.001), outDType)
 	v = Div(v, SafeDivisor(scale))
 	v = NewtonSchulz(v, 0.8)
-	v = Where(valid, v, upstream.ZeroOf(v)) // an invalid stack may have left NaN: never return it
-
-	keptEnergy := ReduceAllSum(Where(keep, lambdaK, upstream.ZeroOf(lambdaK)))
-	explained := Where(valid, Div(keptEnergy, safeTotal), upstream.ZeroOf(total))
-	return Temporal{
-		Basis:             ConvertDType(v, outDType),
-		SingularValues:    ConvertDType(Where(usable, sigma, upstream.ZeroOf(sigma)), outDType),
-		ExplainedVariance: ConvertDType(explained, outDType),
-		Rank:              rank,
-		Valid:             valid,
-	}
+	return v
 }
 
 // Coefficients returns Vᵀ·g: the coordinates ([k]) of the flattened gradient g ([P]) in the basis,
