@@ -5,7 +5,25 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// This rule's state: entries of the schema (state.go).
+var (
+	svFreshPending = stateVar{"fresh_residual_pending", dtypes.Int32, "residual rule: the next check records the fresh residuals"}
+	svRefreshes    = stateVar{"refreshes", dtypes.Int64, "controller: refreshes, any cause"}
+	svByResidual   = stateVar{"refreshes_residual", dtypes.Int64, "controller: refreshes by the residual rule"}
+	svByLoss       = stateVar{"refreshes_loss", dtypes.Int64, "controller: refreshes by the loss rule"}
+	svByCurvature  = stateVar{"refreshes_curvature", dtypes.Int64, "controller: refreshes by the curvature rule"}
+	svChecks       = stateVar{"checks", dtypes.Int64, "controller: drift checks run"}
+	svFullUpdates  = stateVar{"full_updates", dtypes.Int64, "controller: checks that gave a variable a full update (temporal)"}
+	svLastFullTurn = stateVar{"last_full_update", dtypes.Int32, "controller: which variable (in path order) took the last full update"}
+	// "svds" counts the steps that learned bases (temporal: an SVD; matrix: a start of fast
+	// tracking); the stored name is older than matrix mode and kept for checkpoints.
+	svLearnings      = stateVar{"svds", dtypes.Int64, "controller: bases learned, warm-up included"}
+	svLastLearnStep  = stateVar{"last_svd_step", dtypes.Int64, "controller: the step of the last learning"}
+	svLastLearnCause = stateVar{"last_svd_cause", dtypes.Int32, "controller: its Cause"}
+	svLastResidual   = stateVar{"last_check_residual", dtypes.InvalidDType, "controller: the largest residual at the last check"}
+	svFreshResidual  = stateVar{"fresh_residual", dtypes.InvalidDType, "residual rule: the residual at the basis's first check"}
 )
 
 // Cause is why a basis was learned or refreshed, as stored in the "last_svd_cause" state
@@ -45,21 +63,10 @@ func (c Cause) String() string {
 // What it decides is the step's decision: learn the bases now (a burst of fast tracking in matrix
 // mode, an eigen-solve in temporal mode), and why.
 
-// controllerState is the drift controller's state, loaded once per step; a rule's variables
-// exist only where the rule is on (nil otherwise).
+// controllerState is the drift controller's own state (the residual rule's), loaded once per
+// step; the other rules it combines keep theirs (lossRule, the curvature and rank rules).
 type controllerState struct {
-	lossEMA, bestLoss, plateau *model.Variable // the loss rule's smoothing and patience
-	freshPending               *model.Variable // the residual rule: the next check records fresh residuals
-	curvaturePeak, lastPeak    *model.Variable // the curvature rule: the peak since the last check, and at it
-	learnNext                  *model.Variable // the rank rule: the host changed a rank, learn next step
-}
-
-// lossSignal is the smoothed loss after this step and its progress.
-type lossSignal struct {
-	ema, best         *Node
-	plateau           *Node // checks without progress before this step
-	improved          *Node // the smoothed loss is below the best by LossMinImprovement
-	plateauAfterCheck *Node // the plateau count if this step is a check
+	freshPending *model.Variable // the residual rule: the next check records fresh residuals (nil: checks off)
 }
 
 // decision is what the controller decided this step (scalar bools, but maxResidual and checks).
@@ -80,35 +87,11 @@ func (st *stepState) adaptive() bool {
 
 // loadController creates or loads the controller's state.
 func (st *stepState) loadController() controllerState {
-	cs := controllerState{lossEMA: st.scalar(svLossEMA), bestLoss: st.scalar(svBestLossEMA), plateau: st.scalar(svPlateauChecks)}
+	var cs controllerState
 	if st.checks() {
 		cs.freshPending = st.scalar(svFreshPending)
-		if st.cfg.policy.CurvatureFactor > 0 {
-			cs.curvaturePeak, cs.lastPeak = st.scalar(svCurvaturePeak), st.scalar(svLastCheckPeak)
-		}
-	}
-	if st.adaptive() {
-		cs.learnNext = st.scalar(svLearnNext)
 	}
 	return cs
-}
-
-// measureLoss smooths the loss: an EMA seeded with the first loss (and after an explosion's
-// reseed); a non-finite loss, a skipped step or no loss at all (accumulated gradients) leaves it.
-func (st *stepState) measureLoss(cs controllerState, check stepCheck) lossSignal {
-	g := st.g
-	ema := cs.lossEMA.NodeValue(g)
-	isFirst := LogicalOr(LogicalOr(Equal(st.t, Const(g, int64(1))), check.reseed), LogicalNot(IsFinite(ema)))
-	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
-	newEMA = Where(check.ok, newEMA, ema)
-	if st.noLoss {
-		newEMA = ema
-	}
-	s := lossSignal{ema: newEMA, best: cs.bestLoss.NodeValue(g)}
-	s.improved = LessThan(newEMA, MulScalar(s.best, 1-LossMinImprovement))
-	s.plateau = Max(cs.plateau.NodeValue(g), Const(g, int32(0)))
-	s.plateauAfterCheck = Where(s.improved, upstream.ZeroOf(s.plateau), AddScalar(s.plateau, 1))
-	return s
 }
 
 // measureDrift gathers the residual and curvature signals: the largest relative residual among
@@ -143,17 +126,15 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 		s.drift = Max(s.drift, drift)
 	}
 	// The curvature signal: the largest jump since the last check (see curvature).
-	if cs.curvaturePeak != nil {
-		s.curvaturePeak = cs.curvaturePeak.NodeValue(g)
-		cs.lastPeak.SetNodeValue(Where(st.isCheck, s.curvaturePeak, cs.lastPeak.NodeValue(g)))
-		cs.curvaturePeak.SetNodeValue(Where(st.isCheck, upstream.ZeroOf(s.curvaturePeak), s.curvaturePeak))
+	if peak := st.curvaturePeakAtCheck(); peak != nil {
+		s.curvaturePeak = peak
 	}
 	return s
 }
 
 // decide applies the Policy's rules to the signals, and adds the steps that learn without a
 // trigger (warm-up) and the rank rule's request.
-func (st *stepState) decide(cs controllerState, s driftSignals, check stepCheck) decision {
+func (st *stepState) decide(s driftSignals, check stepCheck) decision {
 	g := st.g
 	off := Const(g, false)
 	d := decision{driftDecision: driftDecision{refresh: off, byResidual: off, byLoss: off, byCurvature: off},
@@ -165,8 +146,8 @@ func (st *stepState) decide(cs controllerState, s driftSignals, check stepCheck)
 		}
 		d.driftDecision = rules.decide(s)
 	}
-	if cs.learnNext != nil { // a rank change (made on the host, AdaptRanks)
-		d.byRank = LogicalAnd(GreaterThan(cs.learnNext.NodeValue(g), Const(g, int32(0))), check.ok)
+	if asked := st.rankChangeAsksToLearn(); asked != nil { // a rank change (made on the host, AdaptRanks)
+		d.byRank = LogicalAnd(asked, check.ok)
 	}
 	d.learnNow = LogicalAnd(LogicalOr(LogicalOr(st.learnAt, d.refresh), d.byRank), check.ok)
 	return d
@@ -174,21 +155,14 @@ func (st *stepState) decide(cs controllerState, s driftSignals, check stepCheck)
 
 // advance stores the controller's state after the decision and counts what happened, for
 // Report and the Monitor.
-func (st *stepState) advance(cs controllerState, loss lossSignal, d *decision) {
+func (st *stepState) advance(cs controllerState, loss lossRule, lossNow lossSignal, d *decision) {
 	g := st.g
-	cs.lossEMA.SetNodeValue(loss.ema)
-	if cs.learnNext != nil {
-		cs.learnNext.SetNodeValue(Where(d.learnNow, Const(g, int32(0)), cs.learnNext.NodeValue(g)))
-	}
+	loss.advance(lossNow, d)
+	st.rankChangeLearned(d.learnNow)
 	if cs.freshPending != nil {
 		afterCheck := Where(st.isCheck, Const(g, int32(0)), cs.freshPending.NodeValue(g))
 		cs.freshPending.SetNodeValue(Where(d.learnNow, Const(g, int32(1)), afterCheck))
 	}
-	// Loss bookkeeping: seeded during warm-up, updated at checks, reset by a refresh.
-	newBest := Where(LogicalOr(st.warm, LogicalOr(d.refresh, LogicalAnd(st.isCheck, loss.improved))), loss.ema, loss.best)
-	newPlateau := Where(LogicalAnd(st.isCheck, LogicalNot(d.refresh)), loss.plateauAfterCheck, Where(d.refresh, upstream.ZeroOf(loss.plateau), loss.plateau))
-	cs.bestLoss.SetNodeValue(newBest)
-	cs.plateau.SetNodeValue(newPlateau)
 
 	cause := Where(st.learnAt, Const(g, int32(CauseWarmUp)),
 		Where(d.byResidual, Const(g, int32(CauseResidual)),
@@ -211,12 +185,13 @@ func (st *stepState) advance(cs controllerState, loss lossSignal, d *decision) {
 	lastResid.SetNodeValue(Where(st.isCheck, d.maxResidual, lastResid.NodeValue(g)))
 }
 
-// control runs the drift controller for one step: load, measure, decide, advance.
-func (st *stepState) control(hs []handler, check stepCheck) decision {
+// control runs the drift controller for one step: load, measure, decide, advance. loss is the
+// loss rule, loaded before the guard (which judges the step against its smoothed loss).
+func (st *stepState) control(hs []handler, check stepCheck, loss lossRule) decision {
 	cs := st.loadController()
-	loss := st.measureLoss(cs, check)
-	d := st.decide(cs, st.measureDrift(cs, hs, check, loss), check)
-	st.advance(cs, loss, &d)
+	lossNow := loss.measure(check)
+	d := st.decide(st.measureDrift(cs, hs, check, lossNow), check)
+	st.advance(cs, loss, lossNow, &d)
 	return d
 }
 
@@ -242,13 +217,7 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 		}
 		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
 		if adaptive {
-			v := h.variable()
-			highVar := st.perVariable(v, svHighChecks, shapes.Make(counterDType))
-			lowVar := st.perVariable(v, svLowChecks, shapes.Make(counterDType))
-			high, low := pol.rankStreaks(LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
-			// Streaks restart after a basis is learned: the new basis is judged on its own.
-			highVar.SetNodeValue(Where(d.learnNow, upstream.ZeroOf(high), high))
-			lowVar.SetNodeValue(Where(d.learnNow, upstream.ZeroOf(low), low))
+			st.advanceRankStreaks(h, d.learnNow, check)
 		}
 	}
 	if pol.FullUpdateEvery > 0 && st.cfg.mode == Temporal {
@@ -257,20 +226,6 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 		last.SetNodeValue(Where(anyTurn, who, last.NodeValue(g)))
 	}
 	if adaptive {
-		st.scalar(svRankChanges) // kept by the host's rank rule (AdaptRanks)
+		st.keepRankChangeCount()
 	}
-}
-
-// trackingRate is the rate at which matrix bases move this step: Policy.FastTrackingRate for
-// WarmUp steps from the start of training and from each refresh (learnNow), TrackingRate
-// otherwise. A refresh is a burst of fast tracking, not a branch: every step runs the same graph.
-func (st *stepState) trackingRate(learnNow *Node) *Node {
-	g := st.g
-	pol := st.cfg.policy
-	fastUntil := st.scalar(svFastUntil)
-	last := AddScalar(st.t, int64(st.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
-	until := Where(learnNow, last, Min(fastUntil.NodeValue(g), last))
-	fastUntil.SetNodeValue(until)
-	fast := LessOrEqual(st.t, until)
-	return Where(fast, Scalar(g, dtypes.Float32, pol.FastTrackingRate), Scalar(g, dtypes.Float32, pol.TrackingRate))
 }

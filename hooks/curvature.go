@@ -6,6 +6,18 @@ import (
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
+// This rule's state: entries of the schema (state.go).
+var (
+	svCurvature      = stateVar{"curvature", dtypes.InvalidDType, "curvature rule: the last κ measured"}
+	svCurvatureEMA   = stateVar{"curvature_ema", dtypes.InvalidDType, "curvature rule: smoothed |κ|"}
+	svCurvatureCount = stateVar{"curvature_measurements", dtypes.Int64, "curvature rule: κ measured so far"}
+	svComparable     = stateVar{"curvature_comparable", dtypes.Int32, "curvature rule: the next step can measure κ"}
+	svCurvaturePeak  = stateVar{"curvature_peak", dtypes.InvalidDType, "curvature rule: the largest jump since the last check"}
+	svLastCheckPeak  = stateVar{"last_check_curvature_peak", dtypes.InvalidDType, "curvature rule: the peak at the last check"}
+	svPrevGrad       = stateVar{"coefficients_prev_grad", dtypes.InvalidDType, "curvature rule: the last coefficient gradient"}
+	svPrevStep       = stateVar{"coefficients_prev_step", dtypes.InvalidDType, "curvature rule: the last coefficient step"}
+)
+
 // curvature measures κ = ⟨c_t − c_{t−1}, s_{t−1}⟩ / ‖s_{t−1}‖² over every projected variable's
 // coefficients (c the coefficient gradient, s the coefficient step): as the bases are
 // orthonormal it is the curvature of the loss along the previous weight step. It is measured
@@ -51,4 +63,19 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *
 	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, CurvatureEMADecay), MulScalar(mag, 1-CurvatureEMADecay)))
 	emaVar.SetNodeValue(Where(measured, newEMA, ema))
 	countVar.SetNodeValue(Where(measured, AddScalar(count, 1), count))
+}
+
+// curvaturePeakAtCheck is the curvature rule's signal to the controller: the largest jump since
+// the last check (nil where the rule is off). At a check it is recorded (the Report's
+// CurvaturePeak) and restarts from zero.
+func (st *stepState) curvaturePeakAtCheck() *Node {
+	if !st.checks() || st.cfg.policy.CurvatureFactor <= 0 {
+		return nil
+	}
+	g := st.g
+	peakVar, lastPeak := st.scalar(svCurvaturePeak), st.scalar(svLastCheckPeak)
+	peak := peakVar.NodeValue(g)
+	lastPeak.SetNodeValue(Where(st.isCheck, peak, lastPeak.NodeValue(g)))
+	peakVar.SetNodeValue(Where(st.isCheck, upstream.ZeroOf(peak), peak))
+	return peak
 }

@@ -10,6 +10,15 @@ import (
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
+// This rule's state: entries of the schema (state.go).
+var (
+	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
+	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
+	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
+	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1), or on trial (-1)"}
+	svGuardBuild     = stateVar{"guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)"}
+)
+
 // stepCheck is the guard's verdict on one step (scalar bools).
 type stepCheck struct {
 	ok     *Node // apply the step: its loss and gradients are finite and the loss did not explode
@@ -32,10 +41,10 @@ type stepCheck struct {
 // (TestAdamSpikeInTheFirstStepsIsTakenOnTrial).
 // The hold ends when a step is taken without exploding, and when the step graph is built anew
 // (a resumed run, a new learning rate set with -set).
-func (st *stepState) checkStep(grads []*Node, hs []handler) stepCheck {
+func (st *stepState) checkStep(grads []*Node, hs []handler, smoothedLoss *Node) stepCheck {
 	g := st.g
 	ok := st.finiteStep(grads, hs)
-	skip, newLevel := st.explosionRule(ok)
+	skip, newLevel := st.explosionRule(ok, smoothedLoss)
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(skip)), reseed: newLevel}
 	st.bump(svLossRestarts, newLevel) // said in the Report and by the Monitor: the guard let a new level in
 	skipped := st.scalar(svSkippedSteps)
@@ -64,12 +73,11 @@ func (st *stepState) finiteStep(grads []*Node, hs []handler) *Node {
 	return ok
 }
 
-// explosionRule judges a finite (ok) step's loss against its smoothed value: skip says the step
-// exploded and is skipped; newLevel that it exploded for long enough to be taken as the loss's
-// new level (the smoothed loss restarts from it).
-func (st *stepState) explosionRule(ok *Node) (skip, newLevel *Node) {
+// explosionRule judges a finite (ok) step's loss against its smoothed value before the step (the
+// loss rule's, ema): skip says the step exploded and is skipped; newLevel that it exploded for
+// long enough to be taken as the loss's new level (the smoothed loss restarts from it).
+func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 	g := st.g
-	ema := st.scalar(svLossEMA).NodeValue(g)
 	hold := st.loadDivergenceHold()
 	exploded, early := Const(g, false), Const(g, false)
 	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
@@ -194,4 +202,10 @@ func (sg *stepGuard) restoreUnless(ok *Node, except ...string) {
 			v.SetNodeValue(Where(ok, current, old))
 		}
 	}
+}
+
+// guardCounters are the paths of the guard's own state under root: a skipped step keeps them
+// as this step set them, where every other variable is restored.
+func guardCounters(root string) []string {
+	return []string{svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root)}
 }

@@ -1,8 +1,14 @@
 package hooks
 
 import (
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gradsub/gradsub/projector"
+)
+
+// This rule's state: entries of the schema (state.go).
+var (
+	svFastUntil = stateVar{"fast_tracking_until", dtypes.Int64, "tracking: the last step of the current burst of fast tracking"}
 )
 
 // trackingBatch collects the tracked (matrix) bases of a step by shape, to move each group in
@@ -58,4 +64,18 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 			h.tracked(Squeeze(projector.SliceAlong(next, 0, i, i+1), 0), Reshape(Slice(resid, AxisElem(i))))
 		}
 	}
+}
+
+// trackingRate is the rate at which matrix bases move this step: Policy.FastTrackingRate for
+// WarmUp steps from the start of training and from each refresh (learnNow), TrackingRate
+// otherwise. A refresh is a burst of fast tracking, not a branch: every step runs the same graph.
+func (st *stepState) trackingRate(learnNow *Node) *Node {
+	g := st.g
+	pol := st.cfg.policy
+	fastUntil := st.scalar(svFastUntil)
+	last := AddScalar(st.t, int64(st.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
+	until := Where(learnNow, last, Min(fastUntil.NodeValue(g), last))
+	fastUntil.SetNodeValue(until)
+	fast := LessOrEqual(st.t, until)
+	return Where(fast, Scalar(g, dtypes.Float32, pol.FastTrackingRate), Scalar(g, dtypes.Float32, pol.TrackingRate))
 }

@@ -12,6 +12,15 @@ import (
 	"github.com/gradsub/gradsub/projector"
 )
 
+// This rule's state: entries of the schema (state.go).
+var (
+	svBasis         = stateVar{"basis", dtypes.InvalidDType, "basis: the orthonormal basis"}
+	svCoefficients  = stateVar{"coefficients", dtypes.InvalidDType, "base step: the variable the base optimizer updates (zero between steps)"}
+	svValid         = stateVar{"valid", dtypes.Int32, "basis: a basis was learned"}
+	svResidual      = stateVar{"residual", dtypes.InvalidDType, "basis: the (matrix: smoothed) relative residual of the gradient against it, the residual rule's signal"}
+	svComplementLen = stateVar{"complement_step_length", dtypes.InvalidDType, "complement: the length of the last complement step (its growth limit)"}
+)
+
 // matrixVar trains a weight W ([m, n] as a matrix) in a matrix subspace: the base optimizer sees
 // only the coefficient (Qᵀ∂W, [r, n], or ∂W·Q, [m, r]) and the update is lifted with Q.
 //

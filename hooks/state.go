@@ -18,65 +18,17 @@ import (
 // variable under the state scope. The step graph creates it and Report, the Monitor and the
 // rank rule read it through the same entry, so a rename is one edit (and a typo a compile
 // error). Names are stored in checkpoints: changing one loses that value on resume.
+//
+// Each rule declares its entries in its own file, and its rule string names it as their owner
+// ("owner: what it holds"): only the owner's files use them in the step graph; other rules
+// take its results as values (TestStateVariablesHaveOwnersAndStayWithThem). Scalars live in the
+// state scope ("/subspace/step"), per-variable entries under the variable's own scope in it
+// ("/subspace/dense_0/weights_basis").
 type stateVar struct {
 	name  string       // scalars: the name in the state scope; per variable: the suffix after "<variable>_"
 	dtype dtypes.DType // InvalidDType: a float, of the loss's dtype (scalars) or the variable's state dtype
 	rule  string       // the rule or phase that owns it
 }
-
-// The state schema. Scalars of the state scope ("/subspace/step"):
-var (
-	svStep           = stateVar{"step", dtypes.Int64, "schedule: steps taken, skipped ones included"}
-	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
-	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
-	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
-	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1), or on trial (-1)"}
-	svGuardBuild     = stateVar{"guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)"}
-	svLossEMA        = stateVar{"loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss"}
-	svBestLossEMA    = stateVar{"best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh"}
-	svPlateauChecks  = stateVar{"plateau_checks", dtypes.Int32, "loss rule: consecutive checks without progress"}
-	svFreshPending   = stateVar{"fresh_residual_pending", dtypes.Int32, "residual rule: the next check records the fresh residuals"}
-	svCurvature      = stateVar{"curvature", dtypes.InvalidDType, "curvature rule: the last κ measured"}
-	svCurvatureEMA   = stateVar{"curvature_ema", dtypes.InvalidDType, "curvature rule: smoothed |κ|"}
-	svCurvatureCount = stateVar{"curvature_measurements", dtypes.Int64, "curvature rule: κ measured so far"}
-	svComparable     = stateVar{"curvature_comparable", dtypes.Int32, "curvature rule: the next step can measure κ"}
-	svCurvaturePeak  = stateVar{"curvature_peak", dtypes.InvalidDType, "curvature rule: the largest jump since the last check"}
-	svLastCheckPeak  = stateVar{"last_check_curvature_peak", dtypes.InvalidDType, "curvature rule: the peak at the last check"}
-	svLearnNext      = stateVar{"learn_next", dtypes.Int32, "rank rule: learn the bases at their new ranks next step"}
-	svRankChanges    = stateVar{"rank_changes", dtypes.Int64, "rank rule: variables whose rank changed (kept on the host)"}
-	svFastUntil      = stateVar{"fast_tracking_until", dtypes.Int64, "tracking: the last step of the current burst of fast tracking"}
-	svRefreshes      = stateVar{"refreshes", dtypes.Int64, "controller: refreshes, any cause"}
-	svByResidual     = stateVar{"refreshes_residual", dtypes.Int64, "controller: refreshes by the residual rule"}
-	svByLoss         = stateVar{"refreshes_loss", dtypes.Int64, "controller: refreshes by the loss rule"}
-	svByCurvature    = stateVar{"refreshes_curvature", dtypes.Int64, "controller: refreshes by the curvature rule"}
-	svChecks         = stateVar{"checks", dtypes.Int64, "controller: drift checks run"}
-	svFullUpdates    = stateVar{"full_updates", dtypes.Int64, "controller: checks that gave a variable a full update (temporal)"}
-	svLastFullTurn   = stateVar{"last_full_update", dtypes.Int32, "controller: which variable (in path order) took the last full update"}
-	// "svds" counts the steps that learned bases (temporal: an SVD; matrix: a start of fast
-	// tracking); the stored name is older than matrix mode and kept for checkpoints.
-	svLearnings      = stateVar{"svds", dtypes.Int64, "controller: bases learned, warm-up included"}
-	svLastLearnStep  = stateVar{"last_svd_step", dtypes.Int64, "controller: the step of the last learning"}
-	svLastLearnCause = stateVar{"last_svd_cause", dtypes.Int32, "controller: its Cause"}
-	svLastResidual   = stateVar{"last_check_residual", dtypes.InvalidDType, "controller: the largest residual at the last check"}
-	svBasesKept      = stateVar{"bases_kept", dtypes.Int64, "temporal learning: attempts that met a zero or non-finite stack"}
-)
-
-// Per projected variable, under its own scope in the state scope ("/subspace/dense_0/weights_basis"):
-var (
-	svBasis         = stateVar{"basis", dtypes.InvalidDType, "basis: the orthonormal basis"}
-	svCoefficients  = stateVar{"coefficients", dtypes.InvalidDType, "base step: the variable the base optimizer updates (zero between steps)"}
-	svValid         = stateVar{"valid", dtypes.Int32, "basis: a basis was learned"}
-	svResidual      = stateVar{"residual", dtypes.InvalidDType, "residual rule: the (matrix: smoothed) relative residual"}
-	svFreshResidual = stateVar{"fresh_residual", dtypes.InvalidDType, "residual rule: the residual at the basis's first check"}
-	svHighChecks    = stateVar{"high_checks", counterDType, "rank rule: checks in a row above GrowAbove"}
-	svLowChecks     = stateVar{"low_checks", counterDType, "rank rule: checks in a row below ShrinkBelow"}
-	svPrevGrad      = stateVar{"coefficients_prev_grad", dtypes.InvalidDType, "curvature rule: the last coefficient gradient"}
-	svPrevStep      = stateVar{"coefficients_prev_step", dtypes.InvalidDType, "curvature rule: the last coefficient step"}
-	svExplained     = stateVar{"explained", dtypes.InvalidDType, "temporal basis: explained variance of its snapshots"}
-	svRank          = stateVar{"rank", dtypes.Int32, "temporal basis: its effective rank"}
-	svSnapshots     = stateVar{"snapshots", dtypes.InvalidDType, "temporal basis: the ring buffer of recent gradients"}
-	svComplementLen = stateVar{"complement_step_length", dtypes.InvalidDType, "complement: the length of the last complement step (its growth limit)"}
-)
 
 // stateSchema lists every entry, scalars first (TestStateSchemaCoversTheStore checks the store
 // against it).

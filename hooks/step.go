@@ -1,12 +1,18 @@
 package hooks
 
 import (
+	"github.com/gomlx/compute/dtypes"
 	"math/rand/v2"
 	"slices"
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+)
+
+// This rule's state: entries of the schema (state.go).
+var (
+	svStep = stateVar{"step", dtypes.Int64, "schedule: steps taken, skipped ones included"}
 )
 
 // buildStep builds one training step: the algorithm, phase by phase. With grads nil it
@@ -39,10 +45,12 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	// Project: each variable's coefficient gradient in its step's basis, and the products that
 	// move the basis (matrix.go, temporal.go).
 	hs := st.project(trainables, grads, readerGrads, plan, products)
-	// Measure, part one: is the step usable (finite, the loss not exploding)?
-	check := st.checkStep(gradientsToCheck(grads, products), hs)
+	// Measure, part one: is the step usable (finite, the loss not exploding against the loss
+	// rule's smoothed loss)?
+	lossRule := st.loadLossRule()
+	check := st.checkStep(gradientsToCheck(grads, products), hs, lossRule.smoothed())
 	// Measure and decide: the drift controller (controller.go).
-	d := st.control(hs, check)
+	d := st.control(hs, check, lossRule)
 	// Learn: the bases move (tracking) or are re-learned (temporal); then the rules that judge them.
 	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow))
 	st.afterLearning(hs, d, check)
@@ -51,7 +59,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	st.applyBase(trainables, grads, hs, guard, check, d)
 	// Guard: a skipped step leaves every variable as it was, but the guard's own counters.
 	root := st.root.Scope()
-	guard.restoreUnless(check.ok, svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root))
+	guard.restoreUnless(check.ok, guardCounters(root)...)
 	st.repairStatistics()
 	st.priceState(plan, hs)
 	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)

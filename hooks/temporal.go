@@ -9,6 +9,14 @@ import (
 	"github.com/gradsub/gradsub/projector"
 )
 
+// This rule's state: entries of the schema (state.go).
+var (
+	svBasesKept = stateVar{"bases_kept", dtypes.Int64, "temporal learning: attempts that met a zero or non-finite stack"}
+	svExplained = stateVar{"explained", dtypes.InvalidDType, "temporal basis: explained variance of its snapshots"}
+	svRank      = stateVar{"rank", dtypes.Int32, "temporal basis: its effective rank"}
+	svSnapshots = stateVar{"snapshots", dtypes.InvalidDType, "temporal basis: the ring buffer of recent gradients"}
+)
+
 // temporalVar projects a variable's flattened gradient on a basis learned from a ring buffer of
 // recent gradients. Warm-up steps are full steps of the base optimizer.
 type temporalVar struct {

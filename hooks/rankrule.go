@@ -1,0 +1,53 @@
+package hooks
+
+import (
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// This rule's state: entries of the schema (state.go).
+var (
+	svLearnNext   = stateVar{"learn_next", dtypes.Int32, "rank rule: learn the bases at their new ranks next step"}
+	svRankChanges = stateVar{"rank_changes", dtypes.Int64, "rank rule: variables whose rank changed (kept on the host)"}
+	svHighChecks  = stateVar{"high_checks", counterDType, "rank rule: checks in a row above GrowAbove"}
+	svLowChecks   = stateVar{"low_checks", counterDType, "rank rule: checks in a row below ShrinkBelow"}
+)
+
+// The rank rule's part of the step graph: each variable's streaks of checks above GrowAbove and
+// below ShrinkBelow, which the host reads (AdaptRanks), and the host's request to learn the bases
+// at their new ranks.
+
+// rankChangeAsksToLearn is the rank rule's request to the controller: the host changed a rank
+// (AdaptRanks), and the bases are to be learned at the new ranks (nil where the rule is off).
+func (st *stepState) rankChangeAsksToLearn() *Node {
+	if !st.adaptive() {
+		return nil
+	}
+	return GreaterThan(st.scalar(svLearnNext).NodeValue(st.g), Const(st.g, int32(0)))
+}
+
+// rankChangeLearned clears the request once the bases are learned (learnNow).
+func (st *stepState) rankChangeLearned(learnNow *Node) {
+	if !st.adaptive() {
+		return
+	}
+	v := st.scalar(svLearnNext)
+	v.SetNodeValue(Where(learnNow, Const(st.g, int32(0)), v.NodeValue(st.g)))
+}
+
+// advanceRankStreaks counts h's checks in a row with its residual above GrowAbove and below
+// ShrinkBelow; the streaks restart after a basis is learned: the new basis is judged on its own.
+func (st *stepState) advanceRankStreaks(h handler, learnNow *Node, check stepCheck) {
+	g := st.g
+	v := h.variable()
+	highVar := st.perVariable(v, svHighChecks, shapes.Make(counterDType))
+	lowVar := st.perVariable(v, svLowChecks, shapes.Make(counterDType))
+	high, low := st.cfg.policy.rankStreaks(LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
+	highVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(high), high))
+	lowVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(low), low))
+}
+
+// keepRankChangeCount creates the count of rank changes, which the host keeps (AdaptRanks).
+func (st *stepState) keepRankChangeCount() { st.scalar(svRankChanges) }
