@@ -203,29 +203,39 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 	if !st.checks() {
 		return
 	}
-	g := st.g
-	pol := st.cfg.policy
 	adaptive := st.adaptive()
-	anyTurn, who := Const(g, false), Const(g, int32(0))
-	for i, h := range hs {
-		turn := Const(g, false) // the matrix subspace takes no full update: its basis tracks
-		if st.cfg.mode == Temporal {
-			turn = LogicalAnd(pol.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
-		}
-		if tv, ok := h.(*temporalVar); ok && pol.FullUpdateEvery > 0 {
-			tv.fullTurn = turn // its lift adds the full update on its turn
-		}
-		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
-		if adaptive {
+	if adaptive {
+		for _, h := range hs {
 			st.advanceRankStreaks(h, d.learnNow, check)
 		}
 	}
-	if pol.FullUpdateEvery > 0 && st.cfg.mode == Temporal {
-		st.bump(svFullUpdates, anyTurn)
-		last := st.scalar(svLastFullTurn)
-		last.SetNodeValue(Where(anyTurn, who, last.NodeValue(g)))
+	if st.cfg.policy.FullUpdateEvery > 0 {
+		st.fullUpdateTurns(hs, d, check)
 	}
 	if adaptive {
 		st.keepRankChangeCount()
+	}
+}
+
+// fullUpdateTurns hands each temporal variable its turn of the rotating full update (its lift
+// reads it), and records which variable took the last one. The matrix subspace takes none: its
+// basis tracks.
+func (st *stepState) fullUpdateTurns(hs []handler, d decision, check stepCheck) {
+	g := st.g
+	anyTurn, who, temporal := Const(g, false), Const(g, int32(0)), false
+	for i, h := range hs {
+		tv, ok := h.(*temporalVar)
+		if !ok {
+			continue
+		}
+		temporal = true
+		turn := LogicalAnd(st.cfg.policy.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
+		tv.fullTurn = turn
+		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
+	}
+	if temporal {
+		st.bump(svFullUpdates, anyTurn)
+		last := st.scalar(svLastFullTurn)
+		last.SetNodeValue(Where(anyTurn, who, last.NodeValue(g)))
 	}
 }
