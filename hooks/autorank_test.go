@@ -37,6 +37,40 @@ func TestAutoRank(t *testing.T) {
 	require.Equal(t, 48, Subspace(sgd).rankOf(256, 256, 1024), "SGD takes no complement by default")
 }
 
+// TestAutoRankLiftCap: where the lift of the rank and its complement directions alone would be
+// more than AutoRankLiftShare of ∂W (few rows per step), the automatic rank leaves the matrix
+// out, even where the whole work is within AutoRankWorkShare: the quality suite's wide MLP at
+// 128 rows (a work share of 0.65) cost 1.05× stock's eval loss for 0.90 of its step.
+func TestAutoRankLiftCap(t *testing.T) {
+	within := func(m, n, rows, r, s int) bool {
+		return float64(projectorWork(m, n, rows, r, s)) <= AutoRankWorkShare*float64(rows)*float64(m)*float64(n)
+	}
+	require.True(t, within(512, 512, 128, 16, 32), "the work alone would pass")
+	require.Zero(t, AutoRank(512, 512, 128), "48 directions lifted at 128 rows: 0.375 of ∂W")
+	require.Equal(t, 16, AutoRank(512, 512, 192), "at 192 rows the lift is a quarter of ∂W")
+	require.Equal(t, 16, AutoRank(512, 512, 2048), "the wide MLP at batch 2,048")
+	require.Equal(t, 48, PlainAutoRank(256, 256, 1024), "the transformer without the complement: 48 of 1,024 rows")
+
+	// Said in the plan, by a GoMLX model at batch 128 whose 512×512 layer the cap leaves out.
+	modelFn := func(scope *model.Scope, x *Node) *Node {
+		h := activation.Relu(layers.DenseWithBias(scope.In("in"), x, 512))
+		h = activation.Relu(layers.DenseWithBias(scope.In("square"), h, 512))
+		return layers.DenseWithBias(scope.In("head"), h, 1)
+	}
+	store := model.NewStore()
+	opt := Subspace(optimizer.Adam().Done()).Done()
+	trainer := train.NewTrainer(testBackend(t), store, modelFn, loss.MeanSquaredError, opt, nil, nil)
+	x, y := toyProblem(128, 64)
+	_, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+	require.NoError(t, err)
+	for _, e := range opt.Plan() {
+		if e.Variable == "/square/dense/weights" {
+			require.Equal(t, RouteFull, e.Route, opt.PlanString())
+			require.Contains(t, e.Why, "too few rows to pay: at 128 rows per step, lifting the automatic rank's 48 directions (16 + 32 random) would cost more than 0.25 of ∂W by itself")
+		}
+	}
+}
+
 // TestAutoRankCostCap: given the product's rows, a matrix keeps its automatic rank only where
 // the projector's work (the complement's included) stays within AutoRankWorkShare of the ∂W it
 // replaces; the rank is never lowered to fit (lower ranks cost quality), so a matrix where it

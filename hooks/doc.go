@@ -12,8 +12,8 @@
 // weight's product follows them); biases and scalars keep full updates. Without Rank, each matrix
 // keeps AutoRank directions: 1/64 of its smaller side, at least MinAutoRank (16), and twice as
 // many complement directions (below); it is left out where the projector's work on it would
-// exceed 0.7 of the ∂W it replaces (a small matrix, few rows per step: the rank is not lowered
-// to fit, as lower ranks cost quality). Without the complement (Complement(0), or an SGD base)
+// exceed 0.7 of the ∂W it replaces, or the lift of those directions alone a quarter of it (a
+// small matrix, few rows per step: the rank is not lowered to fit, as lower ranks cost quality). Without the complement (Complement(0), or an SGD base)
 // the automatic rank is PlainAutoRank's: 3/16, at least 32. Convolution kernels are left out
 // too: a 128-channel kernel needed three quarters of its output side to keep stock's eval loss,
 // a share whose projector costs more than that cap; with Rank set they are projected.

@@ -200,6 +200,9 @@ func (o *Optimizer) chooseRank(pl planning, v *model.Variable, r matrixRoute) (r
 	if rank == 0 {
 		if least := cfg.leastAutoRank(min(m, n)); min(m, n) <= least {
 			why = fmt.Sprintf("too small to pay: its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), least)
+		} else if k := cfg.autoRank(m, n, 0); k > 0 && liftTooLarge(rows, k, cfg.complementOf(min(m, n), k)) {
+			why = fmt.Sprintf("too few rows to pay: at %d rows per step, lifting the automatic rank's %d directions (%d + %d random) would cost more than %g of ∂W by itself (the batch-independent part of the projector's work): left out, as a lower rank costs quality (set Rank to project it anyway)",
+				rows, k+cfg.complementOf(min(m, n), k), k, cfg.complementOf(min(m, n), k), AutoRankLiftShare)
 		} else {
 			why = fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, cfg.autoRank(m, n, 0), AutoRankWorkShare)
 		}
