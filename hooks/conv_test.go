@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -93,31 +94,31 @@ func TestConvDirectCoefficients(t *testing.T) {
 				var why string
 				outs, err := ExecOnceN(backend, func(x, kernel *Node) []*Node {
 					y := form.build(Convolve(x, kernel)).Done()
-					p, reason := findProduct(x.Graph(), kernel)
+					p, reason := direct.FindProduct(x.Graph(), kernel)
 					if p == nil {
 						why = reason
 						return []*Node{y}
 					}
 					dy := Sin(Iota(x.Graph(), y.Shape(), 0)) // any fixed output gradient
 					dy = Add(dy, Cos(Iota(x.Graph(), y.Shape(), y.Rank()-1)))
-					full := p.fromW(Gradient(ReduceAllSum(Mul(y, dy)), kernel)[0]) // ∂K₂ [m, n]
-					rows := p.n
+					full := p.FromW(Gradient(ReduceAllSum(Mul(y, dy)), kernel)[0]) // ∂K₂ [m, n]
+					rows := p.N
 					if side == projector.Left {
-						rows = p.m
+						rows = p.M
 					}
 					basis := ConstAsDType(x.Graph(), dtypes.Float64, projector.RandomOrthonormal(rows, rank, 7))
-					other := p.m
+					other := p.M
 					if side == projector.Left {
-						other = p.n
+						other = p.N
 					}
 					omega := ConstAsDType(x.Graph(), dtypes.Float64, projector.Sketch(other, projector.SketchColumns(rank)))
-					coef, _, tp := convDirectStep(p.conv, x, dy, basis, nil, omega, side, 1)
+					coef, _, tp := direct.ConvDirectStep(p.Conv, x, dy, basis, nil, omega, side, 1, MinTrackingRows)
 					// Tracking from half the examples sums the coefficient over two parts.
-					halfCoef, _, _ := convDirectStep(p.conv, x, dy, basis, nil, omega, side, 0.5)
+					halfCoef, _, _ := direct.ConvDirectStep(p.Conv, x, dy, basis, nil, omega, side, 0.5, MinTrackingRows)
 					want := projector.ProjectMatrix(full, basis, side)
 					wantTP := projector.FullTrackingProducts(full, want, omega, side)
 					// The lift maps the coefficient back into the kernel's own layout.
-					roundTrip := Sub(p.fromW(p.toW(full)), full)
+					roundTrip := Sub(p.FromW(p.ToW(full)), full)
 					return []*Node{coef, want, tp.Power, wantTP.Power, tp.Sketch, wantTP.Sketch, ReduceAllMax(Abs(roundTrip)), halfCoef}
 				}, xT, kT)
 				require.NoError(t, err)

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"slices"
 
 	"github.com/gomlx/compute/support/humanize"
@@ -166,7 +167,7 @@ func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 	case NodeTypeFusedDense:
 		return 2 * denseMulAdds(n.Inputs()[0], n.Inputs()[1])
 	case NodeTypeConvGeneral:
-		return convFLOPs(n)
+		return direct.ConvFLOPs(n)
 	case NodeTypeFusedDenseVJP:
 		// Outputs: ∂x, ∂W (and ∂b, no product). Count only the outputs something consumes.
 		x, w := n.Inputs()[0], n.Inputs()[1]
@@ -229,7 +230,7 @@ func KernelGradientFLOPs(o *Optimizer) (int64, error) {
 	var total int64
 	for _, n := range g.Nodes() {
 		if live[n] && n.Type() == NodeTypeConvGeneral && n.Inputs()[1].Type() != NodeTypeParameter && kernels[sortedDims(n)] {
-			total += convFLOPs(n)
+			total += direct.ConvFLOPs(n)
 		}
 	}
 	return total, nil

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"hash/fnv"
 	"math"
 
@@ -43,7 +44,7 @@ type matrixVar struct {
 	side     projector.Side
 	m, n     int // W as a matrix
 	rank     int
-	p        *product // nil on the post-hoc path
+	p        *direct.Product // nil on the post-hoc path
 	toW      func(*Node) *Node
 	basis    *model.Variable
 	coef     *model.Variable
@@ -113,10 +114,10 @@ func (h *matrixVar) sketchRows(cols int) *Node {
 // weight alone such as a regularizer. That gradient needs no batch: its projection is added to
 // the coefficients (Qᵀ·G and Ωᵀ·G, at about 2(r+s)·mn multiply-adds). The bases track the
 // product's gradient only: a regularizer's, λ·W or λ·sign(W), has no low-rank structure to follow.
-func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy, readerGrad *Node, side projector.Side, rank int) *matrixVar {
+func newMatrixDirect(st *stepState, v *model.Variable, p *direct.Product, dy, readerGrad *Node, side projector.Side, rank int) *matrixVar {
 	h := newMatrixDirectProduct(st, v, p, dy, side, rank)
 	if readerGrad != nil {
-		g2 := ConvertDType(p.fromW(readerGrad), stateDType(v))
+		g2 := ConvertDType(p.FromW(readerGrad), stateDType(v))
 		h.stepCoef = Add(h.stepCoef, projector.ProjectMatrix(g2, h.oldBasis, side))
 		if h.compCoef != nil {
 			h.compCoef = Add(h.compCoef, projector.ProjectMatrix(g2, ConvertDType(h.compDirs, g2.DType()), side))
@@ -127,20 +128,20 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *product, dy, readerGra
 
 // newMatrixDirectProduct is the direct path's coefficients and tracking products from the
 // product's x and ∂y.
-func newMatrixDirectProduct(st *stepState, v *model.Variable, p *product, dy *Node, side projector.Side, rank int) *matrixVar {
-	h := newMatrixVar(st, v, p.m, p.n, rank, side)
-	h.p, h.toW = p, p.toW
+func newMatrixDirectProduct(st *stepState, v *model.Variable, p *direct.Product, dy *Node, side projector.Side, rank int) *matrixVar {
+	h := newMatrixVar(st, v, p.M, p.N, rank, side)
+	h.p, h.toW = p, p.ToW
 	sdt := stateDType(v)
-	if p.conv != nil {
-		x, dyc := p.x, ConvertDType(dy, sdt)
+	if p.Conv != nil {
+		x, dyc := p.X, ConvertDType(dy, sdt)
 		if x.DType() != sdt {
 			x = ConvertDType(x, sdt)
 		}
-		h.stepCoef, h.compCoef, h.products = convDirectStep(p.conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction)
+		h.stepCoef, h.compCoef, h.products = direct.ConvDirectStep(p.Conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction, MinTrackingRows)
 		return h
 	}
-	x2 := p.xRows(p.x)
-	dy2 := p.dyRows(ConvertDType(dy, sdt))
+	x2 := p.XRows(p.X)
+	dy2 := p.DyRows(ConvertDType(dy, sdt))
 	if x2.DType() != sdt {
 		x2 = ConvertDType(x2, sdt)
 	}
@@ -151,10 +152,10 @@ func newMatrixDirectProduct(st *stepState, v *model.Variable, p *product, dy *No
 }
 
 // newMatrixPostHoc builds the post-hoc path from the full gradient, seen as a matrix by view.
-func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side projector.Side, rank int, view *matrixView) *matrixVar {
-	h := newMatrixVar(st, v, view.m, view.n, rank, side)
-	h.toW = view.toW
-	grad2 := ConvertDType(view.fromW(grad), stateDType(v))
+func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side projector.Side, rank int, view *direct.View) *matrixVar {
+	h := newMatrixVar(st, v, view.M, view.N, rank, side)
+	h.toW = view.ToW
+	grad2 := ConvertDType(view.FromW(grad), stateDType(v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
 	if h.compDirs != nil {

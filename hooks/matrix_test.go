@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -265,17 +266,17 @@ func TestDirectCoefficientsForEachProduct(t *testing.T) {
 					}
 					weights := ConstAsDType(x.Graph(), dtypes.Float32, 1.0)
 					loss := ReduceAllSum(Mul(Square(y), weights))
-					p, why := findProduct(x.Graph(), w)
+					p, why := direct.FindProduct(x.Graph(), w)
 					require.NotNil(t, p, why)
-					kind = p.kind
-					require.Equal(t, m, p.m)
-					require.Equal(t, n, p.n)
-					grads := Gradient(loss, w, p.node)
+					kind = p.Kind
+					require.Equal(t, m, p.M)
+					require.Equal(t, n, p.N)
+					grads := Gradient(loss, w, p.Output)
 					q = projector.Orthonormalize(q, 1e-7)
-					direct := projector.DirectCoefficients(p.xRows(p.x), p.dyRows(grads[1]), q, side)
-					full := projector.ProjectMatrix(p.fromW(grads[0]), q, side)
+					direct := projector.DirectCoefficients(p.XRows(p.X), p.DyRows(grads[1]), q, side)
+					full := projector.ProjectMatrix(p.FromW(grads[0]), q, side)
 					relErr := Div(Sqrt(ReduceAllSum(Square(Sub(direct, full)))), Sqrt(ReduceAllSum(Square(full))))
-					roundTrip := ReduceAllMax(Abs(Sub(p.toW(p.fromW(w)), w)))
+					roundTrip := ReduceAllMax(Abs(Sub(p.ToW(p.FromW(w)), w)))
 					return []*Node{relErr, roundTrip}
 				}, tc.x, tc.w, randTensor(n), randTensor(basisRows, r))
 				require.NoError(t, err)
@@ -564,15 +565,15 @@ func TestDirectDenseVJPKeepsInputAndBiasGradients(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			grads := func(direct bool) []*tensors.Tensor {
+			grads := func(directPath bool) []*tensors.Tensor {
 				var why string
 				outs, err := ExecOnceN(testBackend(t), func(x, w, bias *Node) []*Node {
 					y := nn.Dense(x, w, bias, tc.layout)
 					loss := ReduceAllSum(Mul(Square(y), ConstAsDType(x.Graph(), dtypes.Float32, 0.5)))
-					if direct {
-						var p *product
-						if p, why = findProduct(x.Graph(), w); p != nil {
-							markDirect(x.Graph(), p)
+					if directPath {
+						var p *direct.Product
+						if p, why = direct.FindProduct(x.Graph(), w); p != nil {
+							direct.MarkDirect(x.Graph(), p)
 						}
 					}
 					return Gradient(loss, x, bias)
@@ -581,9 +582,9 @@ func TestDirectDenseVJPKeepsInputAndBiasGradients(t *testing.T) {
 				require.Empty(t, why)
 				return outs
 			}
-			stock, direct := grads(false), grads(true)
+			stock, onDirectPath := grads(false), grads(true)
 			for i, name := range []string{"∂x", "∂b"} {
-				got, want := direct[i].Value(), stock[i].Value()
+				got, want := onDirectPath[i].Value(), stock[i].Value()
 				require.InDeltaSlice(t, flatFloats(want), flatFloats(got), 1e-5, name)
 			}
 		})

@@ -2,61 +2,15 @@ package hooks
 
 import (
 	"fmt"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/compute/support/humanize"
-	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
-
-// matrixView is how the post-hoc path sees a weight of any rank as a matrix [m, n].
-type matrixView struct {
-	m, n  int
-	fromW func(w *Node) *Node // W (or its gradient) → [m, n]
-	toW   func(w2 *Node) *Node
-	desc  string // for the plan
-}
-
-// viewOf matricizes a weight by how it is used: a convolution's kernel as [spatial·in, out]
-// (whatever its layout or grouping), a product's weight as its contracted axes against the
-// rest, anything else as [dimension 0, the rest], which the plan then states.
-func viewOf(g *Graph, w *Node) *matrixView {
-	for _, c := range g.Nodes()[w.Id()+1:] {
-		if len(c.Inputs()) < 2 || c.Inputs()[1] != w && c.Inputs()[0] != w {
-			continue
-		}
-		var p *product
-		switch c.Type() {
-		case NodeTypeConvGeneral:
-			if c.Inputs()[1] == w {
-				if conv := newConvInfo(c, w.Shape().Dimensions, upstream.ConvGeneralParams(c)); conv != nil {
-					out := w.Shape().Dim(conv.kernelOut)
-					return &matrixView{m: w.Shape().Size() / out, n: out, fromW: conv.matrix, toW: conv.kernelOf,
-						desc: fmt.Sprintf("a convolution kernel [%d×%d] (spatial·in × out)", w.Shape().Size()/out, out)}
-				}
-			}
-		case NodeTypeDotGeneral:
-			p, _ = dotGeneralProduct(c, w)
-		case NodeTypeFusedDense:
-			p, _ = fusedDenseProduct(c, w)
-		}
-		if p != nil {
-			return &matrixView{m: p.m, n: p.n, fromW: p.fromW, toW: p.toW,
-				desc: fmt.Sprintf("a [%d×%d] matrix (contracted axes × the rest)", p.m, p.n)}
-		}
-	}
-	dims := w.Shape().Dimensions
-	m := dims[0]
-	n := w.Shape().Size() / m
-	return &matrixView{m: m, n: n,
-		fromW: func(w *Node) *Node { return Reshape(w, m, n) },
-		toW:   func(w2 *Node) *Node { return Reshape(w2, dims...) },
-		desc:  fmt.Sprintf("[%d×%d] (dimension 0 × the rest)", m, n)}
-}
 
 // Route is how a variable's gradient reaches the base optimizer.
 type Route string
@@ -89,8 +43,8 @@ type PlanEntry struct {
 	// and the base optimizer's state of the coefficients. Both are set when the step is built.
 	StockStateBytes, StateBytes int64
 
-	rows, cols int         // the variable as a matrix (matrix subspace)
-	view       *matrixView // post-hoc path: how its gradient is seen as that matrix
+	rows, cols int          // the variable as a matrix (matrix subspace)
+	view       *direct.View // post-hoc path: how its gradient is seen as that matrix
 }
 
 // Plan returns the per-variable decisions of the last step graph built.
@@ -214,14 +168,14 @@ func notSelectedWhy(cfg *Config, v *model.Variable) string {
 // step) that is projectorWork's, plus the projection of a regularizer's gradient where one
 // reads the weight; post-hoc (p nil) the full gradient's coefficients in [Q | Ω] and its
 // tracking products (power product and sketch) take the place of the product's.
-func matrixWork(m, n, rows, r, s int, p *product) int64 {
+func matrixWork(m, n, rows, r, s int, p *direct.Product) int64 {
 	mn, rr, ss := int64(m)*int64(n), int64(r), int64(s)
 	if p == nil {
 		direct := projectorWork(m, n, 0, r, s) // the basis, complement and lift: no rows
 		return direct + mn*(rr+ss) + mn*(rr+int64(projector.SketchColumns(r)))
 	}
 	work := projectorWork(m, n, rows, r, s)
-	if p.weightReaders != "" {
+	if p.WeightReaders != "" {
 		work += mn * (rr + ss)
 	}
 	return work

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"path"
 	"strings"
 
@@ -16,14 +17,14 @@ import (
 
 // makePlan decides each trainable variable's path, and finds the products of the direct ones.
 // A selected variable that cannot be projected at all is an error naming it and the fix.
-// With direct false (the trainer gave full gradients) no variable takes the direct path.
-func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.Variable, direct bool) ([]PlanEntry, []*product) {
+// With directPath false (the trainer gave full gradients) no variable takes the direct path.
+func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.Variable, directPath bool) ([]PlanEntry, []*direct.Product) {
 	cfg := &o.cfg
 	plan := make([]PlanEntry, len(trainables))
-	products := make([]*product, len(trainables))
+	products := make([]*direct.Product, len(trainables))
 	selected, projected := 0, 0
 	var unfit []string // selected variables the rank does not fit
-	pl := planning{scope: scope, g: g, roles: newWeightRoles(g, trainables), direct: direct}
+	pl := planning{scope: scope, g: g, roles: direct.NewRoles(g, trainables), directPath: directPath}
 	for i, v := range trainables {
 		e, p, isSelected, unfitWhy := o.planVariable(pl, v)
 		plan[i], products[i] = e, p
@@ -61,16 +62,16 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 
 // planning is what the plan's per-variable decisions share.
 type planning struct {
-	scope  *model.Scope
-	g      *Graph
-	roles  *weightRoles
-	direct bool // the direct path is open (the trainer did not give full gradients)
+	scope      *model.Scope
+	g          *Graph
+	roles      *direct.Roles
+	directPath bool // the direct path is open (the trainer did not give full gradients)
 }
 
 // planVariable decides one trainable variable's entry, and its product on the direct path.
 // selected says the selection picked it; unfit names a selected variable that the rank does not
 // fit (it keeps full updates; an error only if no variable takes the rank).
-func (o *Optimizer) planVariable(pl planning, v *model.Variable) (e PlanEntry, p *product, selected bool, unfit string) {
+func (o *Optimizer) planVariable(pl planning, v *model.Variable) (e PlanEntry, p *direct.Product, selected bool, unfit string) {
 	cfg := &o.cfg
 	e = PlanEntry{Variable: v.Path(), Shape: v.Shape(), Route: RouteFull}
 	if !cfg.selectFn(v) {
@@ -103,7 +104,7 @@ func (o *Optimizer) planVariable(pl planning, v *model.Variable) (e PlanEntry, p
 // matrixRoute is how a matrix-mode variable's gradient would be projected: on the direct path
 // (p, the product that reads it) or post-hoc (e.view), as an m×n matrix, with rows rows a step.
 type matrixRoute struct {
-	p       *product
+	p       *direct.Product
 	m, n    int
 	rows    int    // the product's rows per step (0: post-hoc), for the automatic rank's cost cap
 	postHoc string // why not direct
@@ -113,21 +114,21 @@ type matrixRoute struct {
 // weight (and the trainer gives no full gradients), post-hoc otherwise.
 func routeOf(pl planning, v *model.Variable, e *PlanEntry) matrixRoute {
 	var r matrixRoute
-	r.p, r.postHoc = findProduct(pl.g, v.NodeValue(pl.g))
+	r.p, r.postHoc = direct.FindProduct(pl.g, v.NodeValue(pl.g))
 	if r.p != nil {
-		r.rows = r.p.node.Shape().Size() / r.p.n
+		r.rows = r.p.Output.Shape().Size() / r.p.N
 	}
-	if !pl.direct {
+	if !pl.directPath {
 		r.p, r.postHoc = nil, "the trainer gives full gradients (AccumulateGradients)"
 	}
 	if r.p != nil {
-		r.m, r.n = r.p.m, r.p.n
-		e.Route, e.Why = RouteDirect, r.p.describe()
+		r.m, r.n = r.p.M, r.p.N
+		e.Route, e.Why = RouteDirect, r.p.Describe()
 	} else {
-		view := viewOf(pl.g, v.NodeValue(pl.g))
-		r.m, r.n = view.m, view.n
+		view := direct.ViewOf(pl.g, v.NodeValue(pl.g))
+		r.m, r.n = view.M, view.N
 		e.view = view
-		e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.desc, r.postHoc)
+		e.Route, e.Why = RoutePostHoc, fmt.Sprintf("full gradient projected, as %s: %s", view.Desc, r.postHoc)
 	}
 	return r
 }
@@ -135,16 +136,16 @@ func routeOf(pl planning, v *model.Variable, e *PlanEntry) matrixRoute {
 // planMatrix decides a matrix-mode variable's entry: its route, side and rank, or why it keeps
 // full updates (e.Route RouteFull). It returns the product on the direct path, and unfit where
 // the rank does not fit the variable.
-func (o *Optimizer) planMatrix(pl planning, v *model.Variable, e *PlanEntry) (p *product, unfit string) {
+func (o *Optimizer) planMatrix(pl planning, v *model.Variable, e *PlanEntry) (p *direct.Product, unfit string) {
 	cfg := &o.cfg
 	r := routeOf(pl, v, e)
 	m, n, rows := r.m, r.n, r.rows
-	leaveOut := func(why string) (*product, string) {
+	leaveOut := func(why string) (*direct.Product, string) {
 		e.Route, e.Why = RouteFull, why
 		return nil, ""
 	}
 	if !cfg.explicit { // a role rules a variable out whatever its size or rank
-		if role := pl.roles.of(v); role != "" {
+		if role := pl.roles.Of(v); role != "" {
 			return leaveOut("left out by the default selection: " + role)
 		}
 	}
@@ -189,7 +190,7 @@ func (o *Optimizer) chooseRank(pl planning, v *model.Variable, r matrixRoute) (r
 	cfg := &o.cfg
 	m, n, rows := r.m, r.n, r.rows
 	rank = cfg.rankOf(m, n, rows)
-	if rank > 0 && cfg.rank == 0 && !cfg.explicit && pl.roles.isConvKernel(v) {
+	if rank > 0 && cfg.rank == 0 && !cfg.explicit && pl.roles.IsConvKernel(v) {
 		// The automatic rank's share does not hold on kernels, and the share that does
 		// would not pay (kernelAutoRankWhy).
 		return 0, kernelAutoRankWhy
@@ -212,7 +213,7 @@ func (o *Optimizer) chooseRank(pl planning, v *model.Variable, r matrixRoute) (r
 		}
 		return 0, why
 	}
-	if cfg.rank == 0 && !cfg.explicit && r.p != nil && r.p.weightReaders != "" {
+	if cfg.rank == 0 && !cfg.explicit && r.p != nil && r.p.WeightReaders != "" {
 		// The automatic rank's cost cap counts the regularizer's projection too.
 		if work := matrixWork(m, n, rows, rank, cfg.complementOf(cfg.side.of(m, n).Rows(m, n), rank), r.p); float64(work) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
 			return 0, fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d), with its regularizer's gradient projected, would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, rank, AutoRankWorkShare)

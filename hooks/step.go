@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -35,7 +36,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 		return
 	}
 	// Gradients: to each variable, except on the direct path, where back-propagation stops at the
-	// product's output ∂y and the product's VJP skips ∂W (vjp.go).
+	// product's output ∂y and the product's VJP skips ∂W (internal/direct/vjp.go).
 	var readerGrads []*Node // on the direct path: the gradient through the weight's other readers
 	if !given {
 		grads, readerGrads = backPropagate(g, loss, trainables, products)
@@ -78,16 +79,16 @@ func projectsAny(plan []PlanEntry) bool {
 // backPropagate builds the gradients of loss: with respect to each trainable's value, or, on
 // the direct path, to its product's output. For a direct weight that other ops read as a
 // function of itself alone (a regularizer), readerGrads[i] is the gradient through those
-// readers: the product's VJP gives none (vjp.go), so it is theirs alone, elementwise work.
-func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products []*product) (grads, readerGrads []*Node) {
+// readers: the product's VJP gives none (internal/direct/vjp.go), so it is theirs alone, elementwise work.
+func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products []*direct.Product) (grads, readerGrads []*Node) {
 	wrt := make([]*Node, len(trainables))
 	var readOnce []int // the trainables whose value is also a gradient target
 	for i, v := range trainables {
 		wrt[i] = v.NodeValue(g)
 		if p := products[i]; p != nil {
-			markDirect(g, p)
-			wrt[i] = p.node
-			if p.weightReaders != "" {
+			direct.MarkDirect(g, p)
+			wrt[i] = p.Output
+			if p.WeightReaders != "" {
 				readOnce = append(readOnce, i)
 			}
 		}
@@ -107,7 +108,7 @@ func backPropagate(g *Graph, loss *Node, trainables []*model.Variable, products 
 // gradient taken is the product's output gradient ∂y, a full activation gradient: what reaches
 // the update is its coefficient (checked by checkStep), and what reaches earlier layers is
 // checked at their own gradients.
-func gradientsToCheck(grads []*Node, products []*product) []*Node {
+func gradientsToCheck(grads []*Node, products []*direct.Product) []*Node {
 	var checked []*Node
 	for i, grad := range grads {
 		if products[i] == nil {
@@ -120,7 +121,7 @@ func gradientsToCheck(grads []*Node, products []*product) []*Node {
 // project builds each projected variable's handler, in the order of their paths: the store's
 // order changes when a checkpoint loads, and the rotation of full updates and the order of sums
 // over variables must not.
-func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []PlanEntry, products []*product) []handler {
+func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []PlanEntry, products []*direct.Product) []handler {
 	var hs []handler
 	for i, v := range trainables {
 		e := plan[i]

@@ -28,7 +28,7 @@
 //
 // Three more live where they act, listed here so that the table is complete:
 //
-//   - VJPs can be replaced only through the global graph.VJPRegistration map: hooks/vjp.go wraps
+//   - VJPs can be replaced only through the global graph.VJPRegistration map: hooks/internal/direct/vjp.go wraps
 //     FusedDense's, DotGeneral's and ConvGeneral's once at start-up, for nodes marked direct only
 //     (TestDirectPathBuildsNoWeightGradient, TestConvNetKernelsTakeTheDirectPath).
 //   - A base optimizer pairs gradients with the trainable variables it finds in the scope:

@@ -1,4 +1,4 @@
-package hooks
+package direct
 
 import (
 	"fmt"
@@ -28,8 +28,8 @@ import (
 // differentiating ⟨conv(x, K'), d⟩ with respect to K' (its value does not matter: the
 // convolution is linear in K').
 
-// convInfo is what the direct path needs of a convolution whose kernel is a projected weight.
-type convInfo struct {
+// ConvInfo is what the direct path needs of a convolution whose kernel is a projected weight.
+type ConvInfo struct {
 	node       *Node // the ConvGeneral
 	kernelDims []int
 	kernelOut  int   // the kernel's output-channel axis (last channels-last, first channels-first)
@@ -41,14 +41,14 @@ type convInfo struct {
 }
 
 // kernelWithOutputs is the kernel's shape with k output channels.
-func (c *convInfo) kernelWithOutputs(k int) []int {
+func (c *ConvInfo) kernelWithOutputs(k int) []int {
 	dims := slices.Clone(c.kernelDims)
 	dims[c.kernelOut] = k
 	return dims
 }
 
 // matrix views a kernel of this layout (any number of output channels k) as [m, k].
-func (c *convInfo) matrix(kernel *Node) *Node {
+func (c *ConvInfo) matrix(kernel *Node) *Node {
 	k := kernel.Shape().Dim(c.kernelOut)
 	if c.kernelOut != kernel.Rank()-1 {
 		kernel = TransposeAllAxes(kernel, c.toMatrix...)
@@ -58,7 +58,7 @@ func (c *convInfo) matrix(kernel *Node) *Node {
 
 // kernelOf reshapes a matrix [m, k] into a kernel of this convolution's layout with k output
 // channels.
-func (c *convInfo) kernelOf(m2 *Node) *Node {
+func (c *ConvInfo) kernelOf(m2 *Node) *Node {
 	dims := make([]int, len(c.toMatrix))
 	for i, a := range c.toMatrix {
 		dims[i] = c.kernelDims[a]
@@ -72,7 +72,7 @@ func (c *convInfo) kernelOf(m2 *Node) *Node {
 }
 
 // convProduct is the direct path's view of a convolution whose kernel is w, or why there is none.
-func convProduct(node, w *Node) (*product, string) {
+func convProduct(node, w *Node) (*Product, string) {
 	if node.Inputs()[1] != w {
 		return nil, "used as the input of a convolution, not its kernel"
 	}
@@ -91,19 +91,19 @@ func convProduct(node, w *Node) (*product, string) {
 	}
 	out := c.kernelDims[c.kernelOut]
 	m := w.Shape().Size() / out
-	p := &product{node: node, x: node.Inputs()[0], operand: w, m: m, n: out, kind: "ConvGeneral", conv: c}
-	p.fromW = c.matrix
-	p.toW = c.kernelOf
+	p := &Product{Output: node, X: node.Inputs()[0], Operand: w, M: m, N: out, Kind: "ConvGeneral", Conv: c}
+	p.FromW = c.matrix
+	p.ToW = c.kernelOf
 	return p, ""
 }
 
 // newConvInfo reads the layout of a convolution whose kernel has kernelDims; nil if the
 // kernel's output-channel axis is not one of its axes.
-func newConvInfo(node *Node, kernelDims []int, params map[string]int) *convInfo {
+func newConvInfo(node *Node, kernelDims []int, params map[string]int) *ConvInfo {
 	if out := params["KernelOutputChannels"]; out < 0 || out >= len(kernelDims) {
 		return nil
 	}
-	c := &convInfo{node: node, kernelDims: slices.Clone(kernelDims), kernelOut: params["KernelOutputChannels"],
+	c := &ConvInfo{node: node, kernelDims: slices.Clone(kernelDims), kernelOut: params["KernelOutputChannels"],
 		xBatch: params["InputBatch"], yBatch: params["OutputBatch"], yChannels: params["OutputChannels"]}
 	for a := range kernelDims {
 		if a != c.kernelOut {
@@ -119,20 +119,20 @@ func newConvInfo(node *Node, kernelDims []int, params map[string]int) *convInfo 
 }
 
 // apply is the convolution of x with the matrix m2 [m, k] as its kernel: k output channels.
-func (c *convInfo) apply(x, m2 *Node) *Node {
+func (c *ConvInfo) apply(x, m2 *Node) *Node {
 	return c.node.CloneWithInputs(x, c.kernelOf(m2))
 }
 
 // kernelGradient is Σ patches(x)ᵀ·d as a matrix [m, k], for d shaped as this convolution's
 // output with k channels: the kernel gradient of the k-channel convolution against d.
-func (c *convInfo) kernelGradient(x, d *Node) *Node {
+func (c *ConvInfo) kernelGradient(x, d *Node) *Node {
 	probe := Zeros(x.Graph(), shapes.Make(x.DType(), c.kernelWithOutputs(d.Shape().Dim(c.yChannels))...))
 	y := c.node.CloneWithInputs(x, probe)
 	return c.matrix(Gradient(ReduceAllSum(Mul(y, StopGradient(d))), probe)[0])
 }
 
 // timesChannels contracts d's channel axis with q [n, k]: d with k channels, in d's layout.
-func (c *convInfo) timesChannels(d, q *Node) *Node {
+func (c *ConvInfo) timesChannels(d, q *Node) *Node {
 	out := DotGeneral(d, []int{c.yChannels}, nil, q, []int{0}, nil) // d's other axes, then k
 	last := out.Rank() - 1
 	if c.yChannels == last {
@@ -150,7 +150,7 @@ func (c *convInfo) timesChannels(d, q *Node) *Node {
 
 // channelProduct contracts two outputs of this convolution (any channel counts ka, kb) over
 // batch and positions: [ka, kb].
-func (c *convInfo) channelProduct(a, b *Node) *Node {
+func (c *ConvInfo) channelProduct(a, b *Node) *Node {
 	var axes []int
 	for ax := range a.Rank() {
 		if ax != c.yChannels {
@@ -160,14 +160,14 @@ func (c *convInfo) channelProduct(a, b *Node) *Node {
 	return DotGeneral(a, axes, nil, b, axes, nil)
 }
 
-// convDirectStep is DirectStep for a convolution: the coefficient of ∂K₂ in basis and the
-// tracking products, from the leading examples of the batch (at least MinTrackingRows output
+// ConvDirectStep is DirectStep for a convolution: the coefficient of ∂K₂ in basis and the
+// tracking products, from the leading examples of the batch (at least minRows output
 // positions), and the coefficient in the complement directions (nil: none; they join the basis
 // in the same convolution). x and dy are in the state dtype.
-func convDirectStep(c *convInfo, x, dy, basis, complement, omega *Node, side projector.Side, fraction float64) (coef, compCoef *Node, tp projector.TrackingProducts) {
+func ConvDirectStep(c *ConvInfo, x, dy, basis, complement, omega *Node, side projector.Side, fraction float64, minRows int) (coef, compCoef *Node, tp projector.TrackingProducts) {
 	batch := x.Shape().Dim(c.xBatch)
 	perExample := max(1, dy.Shape().Size()/(batch*dy.Shape().Dim(c.yChannels)))
-	keep := min(batch, max(int(math.Ceil(fraction*float64(batch))), (MinTrackingRows+perExample-1)/perExample))
+	keep := min(batch, max(int(math.Ceil(fraction*float64(batch))), (minRows+perExample-1)/perExample))
 	xh, dyh := x, dy
 	if keep < batch {
 		xh = projector.SliceAlong(x, c.xBatch, 0, keep)
@@ -211,9 +211,9 @@ func convDirectStep(c *convInfo, x, dy, basis, complement, omega *Node, side pro
 	return coef, compCoef, projector.SplitTracking(c.channelProduct(dyh, z), r)
 }
 
-// convFLOPs is 2 × the output's size × the multiply-adds per output element (the kernel's size
+// ConvFLOPs is 2 × the output's size × the multiply-adds per output element (the kernel's size
 // over its output channels) for a ConvGeneral node.
-func convFLOPs(n *Node) int64 {
+func ConvFLOPs(n *Node) int64 {
 	kernel := n.Inputs()[1]
 	axis, ok := upstream.ConvGeneralParams(n)["KernelOutputChannels"]
 	if !ok || axis >= kernel.Rank() {

@@ -1,4 +1,4 @@
-package hooks
+package direct
 
 import (
 	"github.com/gomlx/compute/shapes"
@@ -19,15 +19,15 @@ func directSet(g *Graph) directProducts {
 	return set
 }
 
-// markDirect records that p's weight takes the direct path in g.
-func markDirect(g *Graph, p *product) {
+// MarkDirect records that p's weight takes the direct path in g.
+func MarkDirect(g *Graph, p *Product) {
 	set := directSet(g)
 	if set == nil {
 		set = directProducts{}
 		g.AttachState(directKey{}, set)
 	}
-	set[p.node] = true
-	g.AttachState(directWeightKey{p.node}, p.operand)
+	set[p.Output] = true
+	g.AttachState(directWeightKey{p.Output}, p.Operand)
 }
 
 // The VJPs of FusedDense, DotGeneral and ConvGeneral are wrapped once, at start-up: for a product
@@ -65,7 +65,7 @@ func init() {
 			return grads
 		}
 		for i, in := range node.Inputs() {
-			if in != p.x {
+			if in != p.X {
 				grads[i] = Zeros(node.Graph(), in.Shape())
 			}
 		}

@@ -1,4 +1,4 @@
-package hooks
+package direct
 
 import (
 	"fmt"
@@ -9,44 +9,44 @@ import (
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
-// product is the single product node through which a weight W reaches the loss, seen as the
+// Product is the single product node through which a weight W reaches the loss, seen as the
 // matrix product y₂ = x₂·W₂ with x₂ [B, m], W₂ [m, n], y₂ [B, n]: the form the direct path needs.
 // Leading and free axes are flattened; contracting axes are moved last on x and first on W.
-type product struct {
-	node    *Node // the product's output (FusedDense or DotGeneral)
-	x       *Node // the other operand
-	operand *Node // the product's weight operand: the weight's value, or a reshape of it
-	m, n    int
-	kind    string
+type Product struct {
+	Output  *Node // the product's output (FusedDense or DotGeneral)
+	X       *Node // the other operand
+	Operand *Node // the product's weight operand: the weight's value, or a reshape of it
+	M, N    int
+	Kind    string
 
-	xRows   func(x *Node) *Node  // x → x₂ [B, m]
-	dyRows  func(dy *Node) *Node // ∂y → ∂y₂ [B, n]
-	toW     func(w2 *Node) *Node // [m, n] → W's shape
-	fromW   func(w *Node) *Node  // W → W₂ [m, n]
-	hasBias bool
-	// weightReaders names the ops that, besides the product, read the weight as a function of
+	XRows   func(x *Node) *Node  // x → x₂ [B, m]
+	DyRows  func(dy *Node) *Node // ∂y → ∂y₂ [B, n]
+	ToW     func(w2 *Node) *Node // [m, n] → W's shape
+	FromW   func(w *Node) *Node  // W → W₂ [m, n]
+	HasBias bool
+	// WeightReaders names the ops that, besides the product, read the weight as a function of
 	// itself alone (a regularizer's Square or Abs); "" if none. Their gradient is taken by
 	// back-propagation and projected on its own.
-	weightReaders string
+	WeightReaders string
 
-	conv *convInfo // a convolution's kernel (conv.go): xRows and dyRows are unused
+	Conv *ConvInfo // a convolution's kernel (conv.go): xRows and dyRows are unused
 }
 
-// describe says how the plan sees the product.
-func (p *product) describe() string {
-	s := fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.kind, p.x.Shape().Size()/p.m, p.m, p.m, p.n)
-	if p.conv != nil {
-		s = fmt.Sprintf("%s: kernel %v as a [%d×%d] matrix (spatial·in × out); ∂K never built", p.kind, p.conv.kernelDims, p.m, p.n)
+// Describe says how the plan sees the product.
+func (p *Product) Describe() string {
+	s := fmt.Sprintf("%s: x[%d×%d]·W[%d×%d]; ∂W never built", p.Kind, p.X.Shape().Size()/p.M, p.M, p.M, p.N)
+	if p.Conv != nil {
+		s = fmt.Sprintf("%s: kernel %v as a [%d×%d] matrix (spatial·in × out); ∂K never built", p.Kind, p.Conv.kernelDims, p.M, p.N)
 	}
-	if p.weightReaders != "" {
-		s += fmt.Sprintf("; its regularizer's gradient (through %s, no batch) projected on its own", p.weightReaders)
+	if p.WeightReaders != "" {
+		s += fmt.Sprintf("; its regularizer's gradient (through %s, no batch) projected on its own", p.WeightReaders)
 	}
 	return s
 }
 
-// findProduct returns the product consuming w (the variable's value node), or why there is none
+// FindProduct returns the product consuming w (the variable's value node), or why there is none
 // the direct path can use.
-func findProduct(g *Graph, w *Node) (*product, string) {
+func FindProduct(g *Graph, w *Node) (*Product, string) {
 	var consumers []*Node
 	for _, n := range g.Nodes()[w.Id()+1:] {
 		if slices.Contains(n.Inputs(), w) {
@@ -82,10 +82,10 @@ func findProduct(g *Graph, w *Node) (*product, string) {
 	}
 	p, why := consumerProduct(g, w, c)
 	if p != nil && len(readers) > 0 {
-		if p.weightReaders != "" { // read through a reshape too
-			readers = append(readers, p.weightReaders)
+		if p.WeightReaders != "" { // read through a reshape too
+			readers = append(readers, p.WeightReaders)
 		}
-		p.weightReaders = strings.Join(readers, ", ")
+		p.WeightReaders = strings.Join(readers, ", ")
 	}
 	return p, why
 }
@@ -112,7 +112,7 @@ func weightOnlyReader(g *Graph, reader, w *Node) bool {
 }
 
 // consumerProduct is findProduct for w's one consumer c that is not a weight-only reader.
-func consumerProduct(g *Graph, w, c *Node) (*product, string) {
+func consumerProduct(g *Graph, w, c *Node) (*Product, string) {
 	switch c.Type() {
 	case NodeTypeFusedDense:
 		return fusedDenseProduct(c, w)
@@ -124,23 +124,23 @@ func consumerProduct(g *Graph, w, c *Node) (*product, string) {
 		// A dense layer decomposed into primitives (XLA has no fused Dense) flattens a weight of
 		// rank > 2 to a matrix first: follow the reshape to its product, once.
 		if w.Type() != NodeTypeReshape {
-			p, why := findProduct(g, c)
+			p, why := FindProduct(g, c)
 			if p == nil {
 				return nil, "reshaped, then " + why
 			}
-			inner := p.fromW
+			inner := p.FromW
 			reshaped, wDims := c.Shape().Dimensions, w.Shape().Dimensions
-			p.fromW = func(w *Node) *Node { return inner(upstream.ReshapeTo(w, reshaped...)) }
-			toInner := p.toW
-			p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(toInner(w2), wDims...) }
-			p.kind = "Reshape→" + p.kind
+			p.FromW = func(w *Node) *Node { return inner(upstream.ReshapeTo(w, reshaped...)) }
+			toInner := p.ToW
+			p.ToW = func(w2 *Node) *Node { return upstream.ReshapeTo(toInner(w2), wDims...) }
+			p.Kind = "Reshape→" + p.Kind
 			return p, ""
 		}
 	}
 	return nil, fmt.Sprintf("consumed by a %s op, not a product", c.Type())
 }
 
-func fusedDenseProduct(node, w *Node) (*product, string) {
+func fusedDenseProduct(node, w *Node) (*Product, string) {
 	if node.Inputs()[1] != w {
 		return nil, "used as the input of a dense layer, not its weight"
 	}
@@ -152,23 +152,23 @@ func fusedDenseProduct(node, w *Node) (*product, string) {
 	in := x.Shape().Dim(-1)
 	wDims := w.Shape().Dimensions
 	n := w.Shape().Size() / in
-	p := &product{node: node, x: x, operand: w, m: in, n: n, kind: "FusedDense", hasBias: len(node.Inputs()) > 2}
-	p.xRows = func(x *Node) *Node { return upstream.ReshapeTo(x, x.Shape().Size()/in, in) }
-	p.dyRows = func(dy *Node) *Node { return upstream.ReshapeTo(dy, dy.Shape().Size()/n, n) }
+	p := &Product{Output: node, X: x, Operand: w, M: in, N: n, Kind: "FusedDense", HasBias: len(node.Inputs()) > 2}
+	p.XRows = func(x *Node) *Node { return upstream.ReshapeTo(x, x.Shape().Size()/in, in) }
+	p.DyRows = func(dy *Node) *Node { return upstream.ReshapeTo(dy, dy.Shape().Size()/n, n) }
 	switch layout {
 	case upstream.LayoutInputOutputs:
-		p.fromW = func(w *Node) *Node { return upstream.ReshapeTo(w, in, n) }
-		p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(w2, wDims...) }
+		p.FromW = func(w *Node) *Node { return upstream.ReshapeTo(w, in, n) }
+		p.ToW = func(w2 *Node) *Node { return upstream.ReshapeTo(w2, wDims...) }
 	case upstream.LayoutOutputsInput:
-		p.fromW = func(w *Node) *Node { return Transpose(upstream.ReshapeTo(w, n, in), 0, 1) }
-		p.toW = func(w2 *Node) *Node { return upstream.ReshapeTo(Transpose(w2, 0, 1), wDims...) }
+		p.FromW = func(w *Node) *Node { return Transpose(upstream.ReshapeTo(w, n, in), 0, 1) }
+		p.ToW = func(w2 *Node) *Node { return upstream.ReshapeTo(Transpose(w2, 0, 1), wDims...) }
 	default:
 		return nil, "its dense layer has an unknown weight layout"
 	}
 	return p, ""
 }
 
-func dotGeneralProduct(node, w *Node) (*product, string) {
+func dotGeneralProduct(node, w *Node) (*Product, string) {
 	axes := upstream.DotGeneralAxes(node)
 	lhs, rhs := node.Inputs()[0], node.Inputs()[1]
 	wIsRHS := rhs == w
@@ -192,16 +192,16 @@ func dotGeneralProduct(node, w *Node) (*product, string) {
 	if len(wF) == 0 {
 		return nil, "its product leaves no free axis of the weight"
 	}
-	p := &product{node: node, x: x, operand: w, kind: "DotGeneral"}
-	p.m, p.n, p.fromW, p.toW = weightAsMatrix(w, wC, wF)
-	m, n := p.m, p.n
+	p := &Product{Output: node, X: x, Operand: w, Kind: "DotGeneral"}
+	p.M, p.N, p.FromW, p.ToW = weightAsMatrix(w, wC, wF)
+	m, n := p.M, p.N
 	xPerm := append(append([]int{}, xF...), xC...)
-	p.xRows = func(x *Node) *Node {
+	p.XRows = func(x *Node) *Node {
 		return upstream.ReshapeTo(upstream.TransposeTo(x, xPerm...), x.Shape().Size()/m, m)
 	}
 	// The output's axes are (lhs free…, rhs free…).
 	numXF, numWF := len(xF), len(wF)
-	p.dyRows = func(dy *Node) *Node {
+	p.DyRows = func(dy *Node) *Node {
 		if !wIsRHS { // y = (W free…, x free…): put x's free axes first
 			perm := make([]int, 0, numXF+numWF)
 			for i := range numXF {

@@ -1,4 +1,4 @@
-package hooks
+package direct
 
 import (
 	"slices"
@@ -19,16 +19,17 @@ import (
 //     the logits move in only r directions of the classes. Projecting the head of the same model
 //     took its eval loss to 2.19. GaLore leaves both out too (it projects the blocks' linear layers).
 
-// weightRoles finds, once per step graph, the roles of its weights.
-type weightRoles struct {
+// Roles finds, once per step graph, the roles of its weights.
+type Roles struct {
 	g          *Graph
 	weights    map[*Node]*model.Variable // each weight's value node, and reshapes of it
 	numWeights int
 	kernels    map[*model.Variable]bool // weights that are a convolution's kernel
 }
 
-func newWeightRoles(g *Graph, trainables []*model.Variable) *weightRoles {
-	r := &weightRoles{g: g, weights: map[*Node]*model.Variable{}, kernels: map[*model.Variable]bool{}}
+// NewRoles reads the roles of the trainable variables from the step graph g.
+func NewRoles(g *Graph, trainables []*model.Variable) *Roles {
+	r := &Roles{g: g, weights: map[*Node]*model.Variable{}, kernels: map[*model.Variable]bool{}}
 	for _, v := range trainables {
 		if v.Shape().Rank() >= 2 {
 			r.weights[v.NodeValue(g)] = v
@@ -50,8 +51,8 @@ func newWeightRoles(g *Graph, trainables []*model.Variable) *weightRoles {
 	return r
 }
 
-// of names why the default selection leaves v out, or "" if it does not.
-func (r *weightRoles) of(v *model.Variable) string {
+// Of names why the default selection leaves v out, or "" if it does not.
+func (r *Roles) Of(v *model.Variable) string {
 	w := v.NodeValue(r.g)
 	for _, n := range r.g.Nodes()[w.Id()+1:] {
 		if (n.Type() == NodeTypeGather || n.Type() == NodeTypeQuantizedEmbeddingLookup) && slices.Contains(n.Inputs(), w) {
@@ -110,14 +111,14 @@ func isProduct(n *Node) bool {
 	return false
 }
 
-// isConvKernel says whether v is the kernel of a convolution (its value, or a reshape of it, is
+// IsConvKernel says whether v is the kernel of a convolution (its value, or a reshape of it, is
 // a ConvGeneral's kernel operand).
-func (r *weightRoles) isConvKernel(v *model.Variable) bool { return r.kernels[v] }
+func (r *Roles) IsConvKernel(v *model.Variable) bool { return r.kernels[v] }
 
 // isHead says whether w's products feed the loss with no product of another trainable weight
 // after them: w belongs to the model's last layer. A model with a single weight has no head in
 // this sense (there is nothing else to project).
-func (r *weightRoles) isHead(w *Node, v *model.Variable) bool {
+func (r *Roles) isHead(w *Node, v *model.Variable) bool {
 	if r.numWeights < 2 {
 		return false
 	}
