@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
+	"github.com/gomlx/gomlx/ml/train/metric"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
@@ -83,4 +84,23 @@ func ExampleOptimizer_NewMonitor() {
 	// Output:
 	// subspace: step 1: basis learned (warm-up); fast tracking for 10 steps; explained variance 0.198
 	// steps 40, checks 3, refreshes 0, skipped 0, ranks 8
+}
+
+// The README's snippet, compiled as it stands there (TestREADMESnippetIsCompiled keeps the two
+// the same): a GoMLX program's trainer, with the optimizer wrapped. On a model this small at
+// batch 128 no matrix pays for its projection, and the step is Adam's own.
+func Example_oneOption() {
+	backend, _ := backends.New("go")
+	store := model.NewStore()
+	modelFn, lossFn := exampleModel, loss.MeanSquaredError
+	var trainMetrics, evalMetrics []metric.Interface
+	opt := hooks.Subspace(optimizer.Adam().Done()).Done() // was: optimizer.Adam().Done()
+	trainer := train.NewTrainer(backend, store, modelFn, lossFn, opt, trainMetrics, evalMetrics)
+	if _, err := trainer.TrainStep(exampleBatch()); err != nil {
+		panic(err)
+	}
+	report, _ := opt.Report(store)
+	fmt.Println("nothing projected:", report.NothingProjected)
+	// Output:
+	// nothing projected: true
 }
