@@ -20,7 +20,7 @@ import (
 // stock's loss (Task.MatrixWithin: the complement's gain). The short form runs three seeds of the three variants (two were too few: the conv
 // net's eval loss moves 30% from seed to seed, and the reference's two lowest seeds alone beat
 // matrix mode by 12% while over three the two tie); `go run ./examples/quality` runs the long
-// form (five variants) whose table is in the README. The same runs check the one option alone
+// form (five variants) whose table is in docs/quality.md. The same runs check the one option alone
 // (no rank, no selection) against stock: within 5% of its eval loss.
 func TestMatrixModeIsNoWorseThanTheReference(t *testing.T) {
 	if testing.Short() {
