@@ -68,6 +68,7 @@ const (
 	Temporal
 )
 
+// String is the mode's name, as ParseMode and the subspace_mode param take it ("matrix", "temporal").
 func (m Mode) String() string {
 	if m == Temporal {
 		return "temporal"

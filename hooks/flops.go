@@ -41,6 +41,7 @@ func (f FLOPs) Gated(r Report) int64 { return r.LearnRuns * f.PerLearn }
 // Step returns the FLOPs of an ordinary step: everything but the gated work.
 func (f FLOPs) Step() int64 { return f.Forward + f.Gradient + f.Optimizer }
 
+// String gives the step's FLOPs by phase, with SI prefixes.
 func (f FLOPs) String() string {
 	return fmt.Sprintf("forward %s, gradient %s, optimizer %s, per learning %s",
 		HumanFLOPs(f.Forward), HumanFLOPs(f.Gradient), HumanFLOPs(f.Optimizer), HumanFLOPs(f.PerLearn))

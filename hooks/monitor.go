@@ -27,6 +27,7 @@ type Event struct {
 	WithoutBasis []string
 }
 
+// String is the event as the Monitor logs it: the step, the cause and what the new bases hold.
 func (e Event) String() string {
 	s := fmt.Sprintf("step %d: basis learned (%s)", e.Step, e.Cause)
 	if e.Signal != "" {

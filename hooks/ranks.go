@@ -22,6 +22,7 @@ type RankChange struct {
 	Reason   string
 }
 
+// String is the change as AdaptRanks logs it: the variable, its old and new rank, and why.
 func (c RankChange) String() string {
 	return fmt.Sprintf("step %d: %s rank %d → %d (%s); step graph recompiled", c.Step, c.Variable, c.From, c.To, c.Reason)
 }

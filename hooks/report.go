@@ -108,6 +108,8 @@ const disabledLine = "subspace: disabled (Enabled(false), or subspace_enabled=fa
 // divergenceAdvice is what the Report and the Monitor say of a held divergence.
 const divergenceAdvice = "the loss exploded in the first steps: the run is diverging, and the guard holds the weights where the first explosion left them (skipping steps); lower the learning rate and resume"
 
+// String is the report for people: what the projector did, a line per variable, and any advice
+// (a divergence held, skipped steps).
 func (r Report) String() string {
 	if r.Disabled {
 		return disabledLine + " alone\n"

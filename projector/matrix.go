@@ -20,6 +20,7 @@ const (
 	Right
 )
 
+// String is the side's name: "left" (the basis lives on W's rows: Qᵀ·∂W) or "right" (on its columns: ∂W·Q).
 func (s Side) String() string {
 	if s == Left {
 		return "left"
