@@ -106,7 +106,7 @@ const disabledLine = "subspace: disabled (Enabled(false), or subspace_enabled=fa
 
 // String formats the report for people: a summary line and one line per variable.
 // divergenceAdvice is what the Report and the Monitor say of a held divergence.
-const divergenceAdvice = "the loss exploded in the first steps: the run is diverging, and the guard holds the weights where the first explosion left them (skipping steps); lower the learning rate and resume"
+const divergenceAdvice = "the loss exploded in the first steps: the run is diverging, and the guard holds the weights where the explosion left them (skipping steps); lower the learning rate and resume"
 
 // String is the report for people: what the projector did, a line per variable, and any advice
 // (a divergence held, skipped steps).
