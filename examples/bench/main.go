@@ -17,25 +17,14 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"iter"
-	mathrand "math/rand"
-	"math/rand/v2"
 	"os"
 	"slices"
-	"strings"
-	"time"
 
-	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/support/humanize"
 	. "github.com/gomlx/gomlx/core/graph"
-	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/dataset"
 	"github.com/gomlx/gomlx/ml/layers"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gomlx/gomlx/ml/train"
-	"github.com/gomlx/gomlx/ml/train/loss"
-	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 )
@@ -98,38 +87,6 @@ type Result struct {
 	DirectPathVariables int     `json:"direct_path_variables"`
 }
 
-type variant struct {
-	opt     *hooks.Optimizer
-	store   *model.Store
-	trainer *train.Trainer
-}
-
-func newVariant(backend compute.Backend, c Config, projected, frozenProjected bool) *variant {
-	store := model.NewStore()
-	store.SetParam(model.ParamInitialSeed, int64(1))
-	cfg := hooks.Subspace(optimizer.Adam().Done()).Enabled(projected).Rank(c.Rank).Complement(c.Complement)
-	if c.Projected != nil {
-		cfg = cfg.Variables(c.Projected...)
-	}
-	opt := cfg.Done()
-	modelFn := c.model
-	if frozenProjected {
-		// The projected layers frozen: the step graph's gradient FLOPs are then those of the
-		// other layers, which both variants share.
-		modelFn = func(scope *model.Scope, x *Node) *Node {
-			y := c.model(scope, x)
-			for v := range scope.Store().IterVariables() {
-				if c.isProjected(v) {
-					v.SetTrainable(false)
-				}
-			}
-			return y
-		}
-	}
-	trainer := train.NewTrainer(backend, store, modelFn, loss.SparseCategoricalCrossEntropyLogits, opt, nil, nil)
-	return &variant{opt: opt, store: store, trainer: trainer}
-}
-
 func (c Config) isProjected(v *model.Variable) bool {
 	if c.Projected != nil {
 		return slices.Contains(c.Projected, v.Path())
@@ -161,230 +118,6 @@ const (
 	feedDevice = "device"
 	feedHost   = "host"
 )
-
-// deviceExamples is how many batches' worth of random examples the device feed holds.
-const deviceExamples = 16
-
-// feeder returns the next batch; the trainer takes ownership of it.
-type feeder func() (train.Batch, error)
-
-func newFeeder(backend compute.Backend, c Config, feed string, rng *rand.Rand) (feeder, func(), error) {
-	switch feed {
-	case feedHost:
-		return func() (train.Batch, error) {
-			x, y := c.examples(rng, c.Batch)
-			return train.Batch{
-				Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(x, c.Batch, c.Input)},
-				Labels: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(y, c.Batch, 1)},
-			}, nil
-		}, func() {}, nil
-	case feedDevice:
-		n := deviceExamples * c.Batch
-		x, y := c.examples(rng, n)
-		ds, err := dataset.InMemoryFromData(backend, "bench-"+c.Name,
-			[]any{tensors.FromFlatDataAndDimensions(x, n, c.Input)}, []any{tensors.FromFlatDataAndDimensions(y, n, 1)})
-		if err != nil {
-			return nil, nil, err
-		}
-		ds.BatchSize(c.Batch, true).Infinite(true).Shuffle().WithRand(mathrand.New(mathrand.NewSource(int64(rng.Uint64()))))
-		next, stop := iter.Pull2(ds.Iter())
-		return func() (train.Batch, error) {
-			b, err, ok := next()
-			if !ok {
-				return b, fmt.Errorf("the device feed of %s ended", c.Name)
-			}
-			return b, err
-		}, func() { stop(); ds.FinalizeAll() }, nil
-	}
-	return nil, nil, fmt.Errorf("unknown -feed %q (use %s or %s)", feed, feedDevice, feedHost)
-}
-
-// examples returns n random examples and their labels.
-func (c Config) examples(rng *rand.Rand, n int) ([]float32, []int32) {
-	x := make([]float32, n*c.Input)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	y := make([]int32, n)
-	for i := range y {
-		y[i] = int32(rng.IntN(c.Classes))
-	}
-	return x, y
-}
-
-func (v *variant) steps(next feeder, n int) (time.Duration, error) {
-	var total time.Duration
-	for range n {
-		b, err := next() // outside the timed region
-		if err != nil {
-			return 0, err
-		}
-		start := time.Now()
-		if _, err := v.trainer.TrainStep(b); err != nil {
-			return 0, err
-		}
-		total += time.Since(start)
-	}
-	return total, nil
-}
-
-// stateBytes sums the optimizer state kept for the projected variables: the base optimizer's
-// (under its scope) and the projector's (bases, coefficients).
-func stateBytes(store *model.Store, c Config) int64 {
-	var projected []string
-	for v := range store.IterVariables() {
-		if v.Trainable && c.isProjected(v) {
-			projected = append(projected, v.Path())
-		}
-	}
-	var total int64
-	for v := range store.IterVariables() {
-		if v.Trainable {
-			continue
-		}
-		for _, p := range projected {
-			if strings.HasSuffix(v.Scope(), strings.TrimSuffix(p, "/weights")) && strings.HasPrefix(v.Name(), "weights") {
-				total += int64(v.Shape().ByteSize())
-				break
-			}
-		}
-	}
-	return total
-}
-
-// analyticRatio is the step-FLOP ratio the direct path allows for a chain of dense layers:
-// forward and ∂x are unchanged; each projected ∂W (2·B·m·n) becomes 2·B·r·(m+n), plus the lift
-// 2·r·m·n; gated work is left out.
-func analyticRatio(c Config) float64 {
-	dims := append(append([]int{c.Input}, c.Hidden...), c.Classes)
-	b := float64(c.Batch)
-	var stock, sub float64
-	for i := 0; i+1 < len(dims); i++ {
-		m, n := float64(dims[i]), float64(dims[i+1])
-		forward, dW, dx := 2*b*m*n, 2*b*m*n, 2*b*m*n
-		if i == 0 {
-			dx = 0 // nothing needs the input's gradient
-		}
-		stock += forward + dW + dx
-		r := float64(c.rankOf(dims[i], dims[i+1]))
-		projected := (c.Projected == nil || i == 0) && r > 0
-		if projected {
-			sub += forward + dx + 2*b*r*(m+n) + 2*r*m*n
-		} else {
-			sub += forward + dW + dx
-		}
-	}
-	return sub / stock
-}
-
-func run(backend compute.Backend, c Config, feed string, blocks, blockSteps int, logf func(string, ...any)) (Result, error) {
-	res := Result{Config: c.Name, Backend: backend.Name(), Feed: feed}
-	stock := newVariant(backend, c, false, false)
-	sub := newVariant(backend, c, true, false)
-	frozen := newVariant(backend, c, false, true)
-	next, stop, err := newFeeder(backend, c, feed, rand.New(rand.NewPCG(1, 2)))
-	if err != nil {
-		return res, err
-	}
-	defer stop()
-	// Compile and warm up both (the subspace variant past its warm-up phase).
-	warm := sub.opt.Config().WarmUpSteps() + 5
-	for _, v := range []*variant{stock, sub} {
-		if _, err := v.steps(next, warm); err != nil {
-			return res, err
-		}
-	}
-	if _, err := frozen.steps(next, 1); err != nil { // for its FLOPs only
-		return res, err
-	}
-	logf("%s: %s", c.Name, strings.TrimSpace(sub.opt.PlanString()))
-	// Interleaved blocks, in rotating order: the machine's drift falls on every variant alike.
-	times := map[*variant]time.Duration{}
-	var ratios []float64
-	for i := range blocks {
-		order := []*variant{stock, sub}
-		if i%2 == 1 {
-			order = []*variant{sub, stock}
-		}
-		block := map[*variant]time.Duration{}
-		for _, v := range order {
-			d, err := v.steps(next, blockSteps)
-			if err != nil {
-				return res, err
-			}
-			times[v] += d
-			block[v] = d
-		}
-		ratios = append(ratios, float64(block[sub])/float64(block[stock]))
-		logf("%s: block %d of %d: stock %.2f ms/step, subspace %.2f ms/step", c.Name, i+1, blocks,
-			msPerStep(times[stock], (i+1)*blockSteps), msPerStep(times[sub], (i+1)*blockSteps))
-	}
-	n := blocks * blockSteps
-	res.StockStepMs, res.SubspaceStepMs = msPerStep(times[stock], n), msPerStep(times[sub], n)
-	res.StepTimeRatio = res.SubspaceStepMs / res.StockStepMs
-	res.BlockRatioMin, res.BlockRatioMedian, res.BlockRatioMax = spread(ratios)
-
-	fs, err := stock.opt.StepFLOPs()
-	if err != nil {
-		return res, err
-	}
-	fp, err := sub.opt.StepFLOPs()
-	if err != nil {
-		return res, err
-	}
-	ff, err := frozen.opt.StepFLOPs()
-	if err != nil {
-		return res, err
-	}
-	res.StockGradientFLOPs, res.SubspaceGradFLOPs = fs.Gradient, fp.Gradient
-	res.StockOps, res.SubspaceOps = fs.StepOps(), fp.StepOps()
-	res.ProjectorOpsPerStep = res.SubspaceOps - res.StockOps
-	res.StockScalarOps, res.SubspaceScalarOps = fs.Ops.Scalar, fp.Ops.Scalar
-	// The projected layers' share: total gradient FLOPs less the other layers' (the frozen run).
-	res.ProjectedGradRatio = 1 // nothing projected (the automatic rank may leave every layer out)
-	if fs.Gradient > ff.Gradient {
-		res.ProjectedGradRatio = float64(fp.Gradient-ff.Gradient) / float64(fs.Gradient-ff.Gradient)
-	}
-	report, err := sub.opt.Report(sub.store)
-	if err != nil {
-		return res, err
-	}
-	gatedPerStep := 0.0 // nothing projected: the projector keeps no step count
-	if report.Steps > 0 {
-		gatedPerStep = float64(fp.Gated(report)) / float64(report.Steps)
-	}
-	res.StepFLOPsRatio = (float64(fp.Step()) + gatedPerStep) / float64(fs.Step())
-	res.AnalyticFLOPsRatio = analyticRatio(c)
-	res.StockStateBytes, res.SubspaceStateBytes = stateBytes(stock.store, c), stateBytes(sub.store, c)
-	res.StateBytesRatio = 1
-	if res.StockStateBytes > 0 {
-		res.StateBytesRatio = float64(res.SubspaceStateBytes) / float64(res.StockStateBytes)
-	}
-	for _, e := range sub.opt.Plan() {
-		if e.Route != hooks.RouteFull {
-			res.ProjectedVariables++
-		}
-		if e.Route == hooks.RouteDirect {
-			res.DirectPathVariables++
-		}
-	}
-	return res, nil
-}
-
-// spread returns the smallest, median and largest of values (not empty).
-func spread(values []float64) (lo, median, hi float64) {
-	sorted := slices.Sorted(slices.Values(values))
-	n := len(sorted)
-	median = sorted[n/2]
-	if n%2 == 0 {
-		median = (sorted[n/2-1] + sorted[n/2]) / 2
-	}
-	return sorted[0], median, sorted[n-1]
-}
-
-func msPerStep(d time.Duration, steps int) float64 {
-	return float64(d.Microseconds()) / 1000 / float64(steps)
-}
 
 func main() {
 	flagConfig := flag.String("config", "all", "benchmark: all, mnist (784-256-10, first layer at rank 8), wide (1024-wide, 4 hidden layers, all projected)")
@@ -429,7 +162,18 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: unknown -config %q (use all, mnist or wide)\n", *flagConfig)
 		os.Exit(1)
 	}
-	fmt.Printf("backend: %s (%s)\nmachine: %s\nfeed: %s\n\n", results[0].Backend, backends.Resolve(backends.Config(*flagBackend)),
+	printTable(results, *flagBackend)
+	if *flagJSON != "" {
+		if err := writeJSON(*flagJSON, results); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// printTable prints the results as a markdown table, after the backend, machine and feed.
+func printTable(results []Result, backendFlag string) {
+	fmt.Printf("backend: %s (%s)\nmachine: %s\nfeed: %s\n\n", results[0].Backend, backends.Resolve(backends.Config(backendFlag)),
 		backends.Machine(), results[0].Feed)
 	fmt.Println("| config | stock ms/step | subspace ms/step | step time ratio (blocks: min–max) | projected layers' gradient FLOPs ratio | step FLOPs ratio (analytic bound) | optimizer state of projected vars | ops per step: stock → subspace (scalar) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
@@ -439,16 +183,20 @@ func main() {
 			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
 			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep, r.StockScalarOps, r.SubspaceScalarOps)
 	}
-	if *flagJSON != "" {
-		f, err := os.Create(*flagJSON)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		defer f.Close()
-		enc := json.NewEncoder(f)
-		for _, r := range results {
-			_ = enc.Encode(r)
+}
+
+// writeJSON writes the results to path, one JSON object a line.
+func writeJSON(path string, results []Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	for _, r := range results {
+		if err := enc.Encode(r); err != nil {
+			f.Close()
+			return err
 		}
 	}
+	return f.Close()
 }
