@@ -22,6 +22,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/gomlx/compute"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
 	"github.com/gradsub/gradsub/internal/figures"
@@ -62,10 +63,9 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
-	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "tiedlm": quality.TiedAttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet(), "lmwide": quality.WideAttentionLM()}
-	if *wideBatch > 0 {
-		byName["wide"] = quality.WideMLPAt(*wideBatch)
-	}
+	byName := tasksByName(*wideBatch)
+	sw := sweep{backend: backend, seeds: *seeds, steps: *steps, variants: strings.Split(*variants, ","),
+		rates: rates, ranks: ranks, trace: *trace, flags: projectorFlags{*scale, *project, *complement, *complementScale}}
 	var results []quality.Result
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
@@ -76,66 +76,117 @@ func main() {
 		if *project != "" {
 			task.Project = *project
 		}
-		n := task.Seeds
-		if *seeds > 0 {
-			n = *seeds
-		}
-		for ri, r := range ranks {
-			if r > 0 {
-				task.Rank = r
-			}
-			for _, variant := range strings.Split(*variants, ",") {
-				if why, skip := task.Skip[variant]; skip {
-					fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
-					continue
-				}
-				if ri > 0 && (variant == quality.Stock || variant == quality.Default) {
-					continue // the rank does not change them: they train once a task
-				}
-				for _, lr := range rates {
-					atRate := task
-					if lr > 0 {
-						atRate.LR = lr
-					}
-					for seed := range int64(n) {
-						o := quality.Options{Steps: *steps}
-						o.Config = projectorOptions(variant, projectorFlags{*scale, *project, *complement, *complementScale})
-						var losses []string
-						if *trace > 0 {
-							o.Trace = func(step int, loss float64) {
-								if step%*trace == 0 {
-									losses = append(losses, fmt.Sprintf("%.2f", loss))
-								}
-							}
-						}
-						r, err := quality.Run(backend, atRate, variant, seed+1, o)
-						if err != nil {
-							fmt.Fprintln(os.Stderr, err)
-							os.Exit(1)
-						}
-						fmt.Fprintf(os.Stderr, "%-14s %-9s lr %-7g seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
-							r.Task, r.Variant, r.LR, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
-						if len(losses) > 0 {
-							fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", *trace, strings.Join(losses, " "))
-						}
-						results = append(results, r)
-					}
-				}
-			}
-		}
-	}
-	summaries := quality.Summarize(results)
-	printTable(summaries, func(s quality.Summary) string { return s.Task + "\x00" + fmt.Sprint(s.LR) })
-	if len(ranks) > 1 {
-		if err := writeFrontiers(summaries, *outDir); err != nil {
+		rs, err := sw.task(task)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		results = append(results, rs...)
 	}
-	if len(rates) > 1 {
+	if err := report(results, len(ranks) > 1, len(rates) > 1, *outDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// tasksByName are the tasks -tasks names; the wide MLP at wideBatch rows a step (0: its own).
+func tasksByName(wideBatch int) map[string]quality.Task {
+	byName := map[string]quality.Task{"lm": quality.AttentionLM(), "tiedlm": quality.TiedAttentionLM(), "mlp": quality.MLPClassifier(), "conv": quality.ConvNet(), "wide": quality.WideMLP(), "resmlp": quality.ResidualMLP(), "convwide": quality.WideConvNet(), "lmwide": quality.WideAttentionLM()}
+	if wideBatch > 0 {
+		byName["wide"] = quality.WideMLPAt(wideBatch)
+	}
+	return byName
+}
+
+// report prints the results' table by task and rate, writes the frontiers (several ranks) and
+// prints each variant at its best rate (several rates).
+func report(results []quality.Result, ranks, rates bool, outDir string) error {
+	summaries := quality.Summarize(results)
+	printTable(summaries, func(s quality.Summary) string { return s.Task + "\x00" + fmt.Sprint(s.LR) })
+	if ranks {
+		if err := writeFrontiers(summaries, outDir); err != nil {
+			return err
+		}
+	}
+	if rates {
 		fmt.Println("\neach variant at its best learning rate (loss / stock: against stock at its own best)")
 		printTable(quality.AtBestRate(summaries), func(s quality.Summary) string { return s.Task })
 	}
+	return nil
+}
+
+// sweep is what every task runs: its variants at each rank and learning rate, over its seeds.
+type sweep struct {
+	backend  compute.Backend
+	seeds    int // 0: each task's own
+	steps    int // 0: each task's own
+	variants []string
+	rates    []float64 // 0: the task's own
+	ranks    []int     // 0: the task's own
+	trace    int       // print the training loss every this many steps (0: none)
+	flags    projectorFlags
+}
+
+// task runs the sweep on one task; stock and the one option train once (the rank does not
+// change them).
+func (sw sweep) task(task quality.Task) ([]quality.Result, error) {
+	n := task.Seeds
+	if sw.seeds > 0 {
+		n = sw.seeds
+	}
+	var results []quality.Result
+	for ri, r := range sw.ranks {
+		if r > 0 {
+			task.Rank = r
+		}
+		for _, variant := range sw.variants {
+			if why, skip := task.Skip[variant]; skip {
+				fmt.Fprintf(os.Stderr, "%-14s %-9s not run: %s\n", task.Name, variant, why)
+				continue
+			}
+			if ri > 0 && (variant == quality.Stock || variant == quality.Default) {
+				continue
+			}
+			for _, lr := range sw.rates {
+				atRate := task
+				if lr > 0 {
+					atRate.LR = lr
+				}
+				for seed := range int64(n) {
+					res, err := sw.run(atRate, variant, seed+1)
+					if err != nil {
+						return nil, err
+					}
+					results = append(results, res)
+				}
+			}
+		}
+	}
+	return results, nil
+}
+
+// run trains one variant on one seed, and prints its result (and its training loss with -trace).
+func (sw sweep) run(task quality.Task, variant string, seed int64) (quality.Result, error) {
+	o := quality.Options{Steps: sw.steps}
+	o.Config = projectorOptions(variant, sw.flags)
+	var losses []string
+	if sw.trace > 0 {
+		o.Trace = func(step int, loss float64) {
+			if step%sw.trace == 0 {
+				losses = append(losses, fmt.Sprintf("%.2f", loss))
+			}
+		}
+	}
+	r, err := quality.Run(sw.backend, task, variant, seed, o)
+	if err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, "%-14s %-9s lr %-7g seed %d: eval loss %.3f, accuracy %.3f, %.1f ms/step %s\n",
+		r.Task, r.Variant, r.LR, r.Seed, r.EvalLoss, r.Accuracy, r.StepMs, r.Notes)
+	if len(losses) > 0 {
+		fmt.Fprintf(os.Stderr, "  training loss every %d steps: %s\n", sw.trace, strings.Join(losses, " "))
+	}
+	return r, nil
 }
 
 // projectorFlags are the flags that change the projector variants' options.
