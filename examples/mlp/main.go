@@ -76,32 +76,9 @@ func main() {
 }
 
 func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFlag, dataDir, outDir string, verbose bool) error {
-	modes := []hooks.Mode{hooks.Matrix, hooks.Temporal}
-	if modeFlag != "all" {
-		mode, err := hooks.ParseMode(modeFlag)
-		if err != nil {
-			return fmt.Errorf("-mode: %w (or all)", err)
-		}
-		modes = []hooks.Mode{mode}
-	}
-	if seeds < 1 {
-		return fmt.Errorf("-seeds %d: need at least 1 seed", seeds)
-	}
-	var setups []Setup
-	for _, s := range Setups {
-		if setupFlag == "all" || setupFlag == s.Name {
-			setups = append(setups, s)
-		}
-	}
-	if len(setups) == 0 {
-		return fmt.Errorf("-setup %q: unknown setup (use all, seed or trained)", setupFlag)
-	}
-	var names []string
-	for _, d := range Datasets {
-		names = append(names, d.Name)
-	}
-	if datasetFlag != "all" && !slices.Contains(names, datasetFlag) {
-		return fmt.Errorf("-dataset %q: unknown dataset (use all, %s)", datasetFlag, strings.Join(names, ", "))
+	modes, setups, err := parseSelection(datasetFlag, setupFlag, modeFlag, seeds)
+	if err != nil {
+		return err
 	}
 	config := backends.Config(backendFlag)
 	backend, err := backends.New(config)
@@ -152,6 +129,38 @@ func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFl
 		return writeJSON(jsonPath, rows)
 	}
 	return nil
+}
+
+// parseSelection reads -dataset, -setup, -mode and -seeds: the modes and setups to run.
+func parseSelection(datasetFlag, setupFlag, modeFlag string, seeds int) ([]hooks.Mode, []Setup, error) {
+	modes := []hooks.Mode{hooks.Matrix, hooks.Temporal}
+	if modeFlag != "all" {
+		mode, err := hooks.ParseMode(modeFlag)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-mode: %w (or all)", err)
+		}
+		modes = []hooks.Mode{mode}
+	}
+	if seeds < 1 {
+		return nil, nil, fmt.Errorf("-seeds %d: need at least 1 seed", seeds)
+	}
+	var setups []Setup
+	for _, s := range Setups {
+		if setupFlag == "all" || setupFlag == s.Name {
+			setups = append(setups, s)
+		}
+	}
+	if len(setups) == 0 {
+		return nil, nil, fmt.Errorf("-setup %q: unknown setup (use all, seed or trained)", setupFlag)
+	}
+	var names []string
+	for _, d := range Datasets {
+		names = append(names, d.Name)
+	}
+	if datasetFlag != "all" && !slices.Contains(names, datasetFlag) {
+		return nil, nil, fmt.Errorf("-dataset %q: unknown dataset (use all, %s)", datasetFlag, strings.Join(names, ", "))
+	}
+	return modes, setups, nil
 }
 
 // PrintTable prints the write-up's columns, plus explained variance and refreshes.
