@@ -173,6 +173,12 @@ func cost(backend compute.Backend, rank, blocks, blockSteps int) error {
 		fmt.Fprintf(os.Stderr, "block %d of %d: stock %.1f ms/step, subspace %.1f ms/step\n", i+1, blocks,
 			float64(stock.time.Microseconds())/1e3/n, float64(sub.time.Microseconds())/1e3/n)
 	}
+	return printCost(backend, rank, blocks, blockSteps, stock, sub)
+}
+
+// printCost prints the kernels' gradient FLOPs, the step's FLOPs and time of stock and sub
+// against the analytic bound of the direct path at rank.
+func printCost(backend compute.Backend, rank, blocks, blockSteps int, stock, sub *variant) error {
 	fs, err := stock.opt.StepFLOPs()
 	if err != nil {
 		return err
