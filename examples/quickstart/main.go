@@ -114,21 +114,9 @@ func run(backend compute.Backend, store *model.Store, o Options) error {
 	if err != nil {
 		return err
 	}
-	var ckpt *checkpoint.Handler
-	if o.Checkpoint != "" {
-		// A process killed while saving leaves the newest checkpoint truncated, and GoMLX would
-		// fail on it: set such files aside so that the newest readable one loads.
-		aside, err := hooks.SetAsideUnreadableCheckpoints(o.Checkpoint)
-		if err != nil {
-			return err
-		}
-		for _, name := range aside {
-			fmt.Fprintf(os.Stderr, "checkpoint %s is unreadable (a save was interrupted): set aside, resuming from the one before\n", name)
-		}
-		// A resumed checkpoint restores its params; those given with -set win (GoMLX's idiom).
-		if ckpt, err = checkpoint.Build(store).Dir(o.Checkpoint).ExcludeParams(paramsSet...).Keep(2).Done(); err != nil {
-			return err
-		}
+	ckpt, err := openCheckpoint(store, o.Checkpoint, paramsSet)
+	if err != nil {
+		return err
 	}
 	trainDS, evalDS, err := digits(backend, model.GetParamOr(store.RootScope(), "batch_size", 32))
 	if err != nil {
@@ -169,4 +157,23 @@ func run(backend compute.Backend, store *model.Store, o Options) error {
 		fmt.Println(report)
 	}
 	return nil
+}
+
+// openCheckpoint opens the checkpoint directory dir ("": none), resuming from its newest readable
+// checkpoint; the params given with -set (paramsSet) win over the ones it restores.
+func openCheckpoint(store *model.Store, dir string, paramsSet []string) (*checkpoint.Handler, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	// A process killed while saving leaves the newest checkpoint truncated, and GoMLX would
+	// fail on it: set such files aside so that the newest readable one loads.
+	aside, err := hooks.SetAsideUnreadableCheckpoints(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range aside {
+		fmt.Fprintf(os.Stderr, "checkpoint %s is unreadable (a save was interrupted): set aside, resuming from the one before\n", name)
+	}
+	// A resumed checkpoint restores its params; those given with -set win (GoMLX's idiom).
+	return checkpoint.Build(store).Dir(dir).ExcludeParams(paramsSet...).Keep(2).Done()
 }
