@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"os"
 
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/figures"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -41,41 +42,8 @@ func Controller(path string, fig figures.Controller) error {
 		if err := addLine(loss, smooth(s.Loss, 10), c, s.Name); err != nil {
 			return err
 		}
-		var checks, refreshes, ranks plotter.XYs
-		warmUpDone := false
-		for _, h := range s.History {
-			if h.Checked {
-				checks = append(checks, plotter.XY{X: float64(h.Step), Y: h.Residual})
-				warmUpDone = true
-			}
-			if h.Learned && warmUpDone {
-				refreshes = append(refreshes, plotter.XY{X: float64(h.Step), Y: h.Residual})
-			}
-			ranks = append(ranks, plotter.XY{X: float64(h.Step), Y: h.MeanRank})
-		}
-		if len(checks) > 0 {
-			line, points, err := plotter.NewLinePoints(checks)
-			if err != nil {
-				return err
-			}
-			line.Color, points.Color, points.Shape = c, c, draw.CircleGlyph{}
-			resid.Add(line, points)
-		}
-		if len(refreshes) > 0 {
-			marks, err := plotter.NewScatter(refreshes)
-			if err != nil {
-				return err
-			}
-			marks.Color, marks.Shape, marks.Radius = c, draw.CrossGlyph{}, vg.Points(5)
-			resid.Add(marks)
-			if i == 0 {
-				resid.Legend.Add("refresh (×)", marks)
-			}
-		}
-		if len(ranks) > 0 {
-			if err := addLine(rank, ranks, c, ""); err != nil {
-				return err
-			}
+		if err := addHistory(resid, rank, s.History, c, i == 0); err != nil {
+			return err
 		}
 	}
 	if threshold > 0 && threshold < 1 {
@@ -92,23 +60,7 @@ func Controller(path string, fig figures.Controller) error {
 	}
 	rank.Y.Max = max(rank.Y.Max*1.2, 1)
 
-	const width, height = 8 * vg.Inch, 9 * vg.Inch
-	img := vgimg.New(width, height)
-	canvases := plot.Align([][]*plot.Plot{{loss}, {resid}, {rank}},
-		draw.Tiles{Rows: 3, Cols: 1, PadY: vg.Points(6), PadX: vg.Points(4), PadTop: vg.Points(4), PadBottom: vg.Points(4)},
-		draw.New(img))
-	loss.Draw(canvases[0][0])
-	resid.Draw(canvases[1][0])
-	rank.Draw(canvases[2][0])
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return f.Close()
+	return writeStacked(path, loss, resid, rank)
 }
 
 func addLine(p *plot.Plot, xy plotter.XYs, c color.Color, name string) error {
@@ -201,4 +153,65 @@ func Frontier(path string, fig figures.Frontier) error {
 		p.Add(l)
 	}
 	return p.Save(7*vg.Inch, 5*vg.Inch, path)
+}
+
+// addHistory draws a series' controller history: its residual at checks (circles, joined),
+// its refreshes after warm-up (crosses; in the legend once, with first) and its mean rank.
+func addHistory(resid, rank *plot.Plot, history []hooks.Sample, c color.Color, first bool) error {
+	var checks, refreshes, ranks plotter.XYs
+	warmUpDone := false
+	for _, h := range history {
+		if h.Checked {
+			checks = append(checks, plotter.XY{X: float64(h.Step), Y: h.Residual})
+			warmUpDone = true
+		}
+		if h.Learned && warmUpDone {
+			refreshes = append(refreshes, plotter.XY{X: float64(h.Step), Y: h.Residual})
+		}
+		ranks = append(ranks, plotter.XY{X: float64(h.Step), Y: h.MeanRank})
+	}
+	if len(checks) > 0 {
+		line, points, err := plotter.NewLinePoints(checks)
+		if err != nil {
+			return err
+		}
+		line.Color, points.Color, points.Shape = c, c, draw.CircleGlyph{}
+		resid.Add(line, points)
+	}
+	if len(refreshes) > 0 {
+		marks, err := plotter.NewScatter(refreshes)
+		if err != nil {
+			return err
+		}
+		marks.Color, marks.Shape, marks.Radius = c, draw.CrossGlyph{}, vg.Points(5)
+		resid.Add(marks)
+		if first {
+			resid.Legend.Add("refresh (×)", marks)
+		}
+	}
+	if len(ranks) > 0 {
+		return addLine(rank, ranks, c, "")
+	}
+	return nil
+}
+
+// writeStacked draws the three panels one above the other and writes them as a PNG to path.
+func writeStacked(path string, loss, resid, rank *plot.Plot) error {
+	const width, height = 8 * vg.Inch, 9 * vg.Inch
+	img := vgimg.New(width, height)
+	canvases := plot.Align([][]*plot.Plot{{loss}, {resid}, {rank}},
+		draw.Tiles{Rows: 3, Cols: 1, PadY: vg.Points(6), PadX: vg.Points(4), PadTop: vg.Points(4), PadBottom: vg.Points(4)},
+		draw.New(img))
+	loss.Draw(canvases[0][0])
+	resid.Draw(canvases[1][0])
+	rank.Draw(canvases[2][0])
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return f.Close()
 }
