@@ -81,31 +81,7 @@ func (r *Reference) Refresh(store *model.Store, step int, gradients func() (map[
 		if step != 0 {
 			return nil
 		}
-		rng := rand.New(rand.NewPCG(uint64(store.NumVariables()), 7))
-		for v := range store.IterVariables() {
-			if !r.projected(v) {
-				continue
-			}
-			m, n, left := r.view(v)
-			rows := n
-			if left {
-				rows = m
-			}
-			a := mat.NewDense(rows, r.Rank, nil)
-			for i := range rows {
-				for j := range r.Rank {
-					a.Set(i, j, rng.NormFloat64())
-				}
-			}
-			var svd mat.SVD
-			svd.Factorize(a, mat.SVDThin)
-			var u mat.Dense
-			svd.UTo(&u)
-			if err := r.setBasis(store, v, &u, rows); err != nil {
-				return err
-			}
-		}
-		return nil
+		return r.setRandomBases(store)
 	}
 	if step%r.RefreshEvery != 0 {
 		return nil
@@ -122,31 +98,65 @@ func (r *Reference) Refresh(store *model.Store, step int, gradients func() (map[
 		if !ok {
 			return fmt.Errorf("quality: no gradient for %s", v.Path())
 		}
-		m, n, left := r.view(v)
-		flat := tensors.MustCopyFlatData[float32](grad)
-		g := mat.NewDense(m, n, nil)
-		for i := range m {
-			for j := range n {
-				g.Set(i, j, float64(flat[i*n+j]))
-			}
-		}
-		var svd mat.SVD
-		if !svd.Factorize(g, mat.SVDThin) {
-			return fmt.Errorf("quality: the SVD of %s's gradient did not converge", v.Path())
-		}
-		var q mat.Dense
-		rows := m
-		if left {
-			svd.UTo(&q)
-		} else {
-			svd.VTo(&q)
-			rows = n
-		}
-		if err := r.setBasis(store, v, &q, rows); err != nil {
+		if err := r.setSVDBasis(store, v, grad); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// setRandomBases gives every projected variable a random orthonormal basis (the random variant).
+func (r *Reference) setRandomBases(store *model.Store) error {
+	rng := rand.New(rand.NewPCG(uint64(store.NumVariables()), 7))
+	for v := range store.IterVariables() {
+		if !r.projected(v) {
+			continue
+		}
+		m, n, left := r.view(v)
+		rows := n
+		if left {
+			rows = m
+		}
+		a := mat.NewDense(rows, r.Rank, nil)
+		for i := range rows {
+			for j := range r.Rank {
+				a.Set(i, j, rng.NormFloat64())
+			}
+		}
+		var svd mat.SVD
+		svd.Factorize(a, mat.SVDThin)
+		var u mat.Dense
+		svd.UTo(&u)
+		if err := r.setBasis(store, v, &u, rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setSVDBasis sets v's basis to the top singular vectors of its gradient grad, on its side.
+func (r *Reference) setSVDBasis(store *model.Store, v *model.Variable, grad *tensors.Tensor) error {
+	m, n, left := r.view(v)
+	flat := tensors.MustCopyFlatData[float32](grad)
+	g := mat.NewDense(m, n, nil)
+	for i := range m {
+		for j := range n {
+			g.Set(i, j, float64(flat[i*n+j]))
+		}
+	}
+	var svd mat.SVD
+	if !svd.Factorize(g, mat.SVDThin) {
+		return fmt.Errorf("quality: the SVD of %s's gradient did not converge", v.Path())
+	}
+	var q mat.Dense
+	rows := m
+	if left {
+		svd.UTo(&q)
+	} else {
+		svd.VTo(&q)
+		rows = n
+	}
+	return r.setBasis(store, v, &q, rows)
 }
 
 // setBasis stores the first Rank columns of q ([rows, ≥ Rank]) as v's basis.

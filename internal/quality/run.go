@@ -127,35 +127,52 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 		}
 	}
 	start := time.Now()
-	for step := range steps {
-		x, y := t.Batch(seed, step)
-		if ref != nil {
-			err := ref.Refresh(store, step, func() (map[string]*tensors.Tensor, error) {
-				gx, gy := t.Batch(seed, step)
-				return grads(gx, gy)
-			})
-			if err != nil {
-				return res, fmt.Errorf("%s/%s: GaLore refresh at step %d: %w", t.Name, variant, step, err)
-			}
-		}
-		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
-		if err != nil {
-			return res, fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
-		}
-		if o.Trace != nil {
-			o.Trace(step, float64(tensors.ToScalar[float32](metrics[0])))
-		}
-		if monitor != nil {
-			if err := monitor.Observe(); err != nil {
-				return res, fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
-			}
-		}
+	if err := trainSteps(trainer, t, variant, seed, steps, ref, grads, monitor, o.Trace); err != nil {
+		return res, err
 	}
 	res.StepMs = float64(time.Since(start).Microseconds()) / 1e3 / float64(steps)
 	res.EvalLoss, res.Accuracy, err = evaluate(backend, store, t, seed)
 	if err != nil {
 		return res, err
 	}
+	describe(&res, opt, store)
+	return res, nil
+}
+
+// trainSteps trains steps steps of the task's batches for seed; the reference GaLore (ref) first
+// refreshes its bases where due, from the same batch (grads: its full gradients); the Monitor,
+// if any, observes every step, and trace gets each step's training loss.
+func trainSteps(trainer *train.Trainer, t Task, variant string, seed int64, steps int, ref *Reference,
+	grads func(x, y *tensors.Tensor) (map[string]*tensors.Tensor, error), monitor *hooks.Monitor, trace func(step int, loss float64)) error {
+	for step := range steps {
+		x, y := t.Batch(seed, step)
+		if ref != nil {
+			err := ref.Refresh(trainer.Store(), step, func() (map[string]*tensors.Tensor, error) {
+				gx, gy := t.Batch(seed, step)
+				return grads(gx, gy)
+			})
+			if err != nil {
+				return fmt.Errorf("%s/%s: GaLore refresh at step %d: %w", t.Name, variant, step, err)
+			}
+		}
+		metrics, err := trainer.TrainStep(train.Batch{Inputs: []*tensors.Tensor{x}, Labels: []*tensors.Tensor{y}})
+		if err != nil {
+			return fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
+		}
+		if trace != nil {
+			trace(step, float64(tensors.ToScalar[float32](metrics[0])))
+		}
+		if monitor != nil {
+			if err := monitor.Observe(); err != nil {
+				return fmt.Errorf("%s/%s: step %d: %w", t.Name, variant, step, err)
+			}
+		}
+	}
+	return nil
+}
+
+// describe fills res's notes and projected variables from the optimizer after training.
+func describe(res *Result, opt optimizer.Interface, store *model.Store) {
 	switch opt := opt.(type) {
 	case *hooks.Optimizer:
 		if rep, err := opt.Report(store); err == nil {
@@ -178,7 +195,6 @@ func Run(backend compute.Backend, t Task, variant string, seed int64, o Options)
 			}
 		}
 	}
-	return res, nil
 }
 
 // evaluate returns the mean cross-entropy and the accuracy of the model on the eval set.
