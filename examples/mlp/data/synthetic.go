@@ -72,12 +72,50 @@ func Synthetic(seed int64, n, features int) *Dataset {
 		perClass = 1 // only two vertices exist on a 1-D "hypercube"
 	}
 	numClusters := 2 * perClass
+	centres := clusterCentres(rng, k, numClusters)
+	// Per-cluster mixing matrices and the redundant-feature matrix.
+	mix := make([][][]float64, numClusters)
+	for c := range mix {
+		mix[c] = uniformMatrix(rng, k, k)
+	}
+	redundant := uniformMatrix(rng, k, r)
 
-	// Cluster centres: hypercube vertices, encoded as bit masks (bit j set
-	// means +sep on informative feature j). Bit 0 is the class, so the two
-	// classes lie on opposite sides of the first informative direction; the
-	// remaining bits are drawn without replacement for each class, so the
-	// clusters of a class are distinct.
+	d := &Dataset{
+		Name:       "synthetic",
+		X:          make([][]float64, 0, n),
+		Y:          make([]int, 0, n),
+		NumClasses: 2,
+	}
+	z := make([]float64, k)
+	for c := range numClusters {
+		size := n / numClusters
+		if c < n%numClusters {
+			size++
+		}
+		for range size {
+			x := synthSample(rng, z, centres[c], mix[c], redundant, features)
+			y := c % 2
+			if rng.Float64() < synthFlipY {
+				y = rng.IntN(2)
+			}
+			d.X = append(d.X, x)
+			d.Y = append(d.Y, y)
+		}
+	}
+	// Shuffle the rows, then the columns.
+	rng.Shuffle(n, func(i, j int) {
+		d.X[i], d.X[j] = d.X[j], d.X[i]
+		d.Y[i], d.Y[j] = d.Y[j], d.Y[i]
+	})
+	shuffleColumns(rng, d, k, r, features)
+	return d
+}
+
+// clusterCentres are the clusters' centres: hypercube vertices of the k informative features,
+// encoded as bit masks (bit j set means +sep on informative feature j). Bit 0 is the class, so
+// the two classes lie on opposite sides of the first informative direction; the remaining bits
+// are drawn without replacement for each class, so the clusters of a class are distinct.
+func clusterCentres(rng *rand.Rand, k, numClusters int) [][]float64 {
 	vertices := make([]int, numClusters)
 	halves := [2][]int{rng.Perm(1 << (k - 1)), rng.Perm(1 << (k - 1))}
 	for c := range vertices {
@@ -94,74 +132,56 @@ func Synthetic(seed int64, n, features int) *Dataset {
 			}
 		}
 	}
-	// Per-cluster mixing matrices and the redundant-feature matrix.
-	uniformMatrix := func(rows, cols int) [][]float64 {
-		m := make([][]float64, rows)
-		for i := range m {
-			m[i] = make([]float64, cols)
-			for j := range m[i] {
-				m[i][j] = 2*rng.Float64() - 1
-			}
-		}
-		return m
-	}
-	mix := make([][][]float64, numClusters)
-	for c := range mix {
-		mix[c] = uniformMatrix(k, k)
-	}
-	redundant := uniformMatrix(k, r)
+	return centres
+}
 
-	d := &Dataset{
-		Name:       "synthetic",
-		X:          make([][]float64, 0, n),
-		Y:          make([]int, 0, n),
-		NumClasses: 2,
-	}
-	z := make([]float64, k)
-	for c := range numClusters {
-		size := n / numClusters
-		if c < n%numClusters {
-			size++
-		}
-		for range size {
-			x := make([]float64, features)
-			for j := range z {
-				z[j] = rng.NormFloat64()
-			}
-			// Informative block: z·A_c + centre_c.
-			for j := range k {
-				s := centres[c][j]
-				for i := range k {
-					s += z[i] * mix[c][i][j]
-				}
-				x[j] = s
-			}
-			// Redundant block: linear combinations of the informative block.
-			for j := range r {
-				s := 0.0
-				for i := range k {
-					s += x[i] * redundant[i][j]
-				}
-				x[k+j] = s
-			}
-			// Noise block.
-			for j := k + r; j < features; j++ {
-				x[j] = rng.NormFloat64()
-			}
-			y := c % 2
-			if rng.Float64() < synthFlipY {
-				y = rng.IntN(2)
-			}
-			d.X = append(d.X, x)
-			d.Y = append(d.Y, y)
+// uniformMatrix is a rows×cols matrix of values uniform in [-1, 1).
+func uniformMatrix(rng *rand.Rand, rows, cols int) [][]float64 {
+	m := make([][]float64, rows)
+	for i := range m {
+		m[i] = make([]float64, cols)
+		for j := range m[i] {
+			m[i][j] = 2*rng.Float64() - 1
 		}
 	}
+	return m
+}
 
-	// Shuffle the rows, then the columns.
-	rng.Shuffle(n, func(i, j int) {
-		d.X[i], d.X[j] = d.X[j], d.X[i]
-		d.Y[i], d.Y[j] = d.Y[j], d.Y[i]
-	})
+// synthSample draws one example of a cluster: the informative block z·A + centre (z, of the
+// informative features' length, is scratch), the redundant block as linear combinations of it,
+// and noise for the rest of the features.
+func synthSample(rng *rand.Rand, z, centre []float64, mix, redundant [][]float64, features int) []float64 {
+	k := len(z)
+	r := 0
+	if k > 0 && len(redundant) > 0 {
+		r = len(redundant[0])
+	}
+	x := make([]float64, features)
+	for j := range z {
+		z[j] = rng.NormFloat64()
+	}
+	for j := range k {
+		s := centre[j]
+		for i := range k {
+			s += z[i] * mix[i][j]
+		}
+		x[j] = s
+	}
+	for j := range r {
+		s := 0.0
+		for i := range k {
+			s += x[i] * redundant[i][j]
+		}
+		x[k+j] = s
+	}
+	for j := k + r; j < features; j++ {
+		x[j] = rng.NormFloat64()
+	}
+	return x
+}
+
+// shuffleColumns permutes d's features, informative, redundant (r) and noise, and names them.
+func shuffleColumns(rng *rand.Rand, d *Dataset, k, r, features int) {
 	names := make([]string, features)
 	for j := range features {
 		switch {
@@ -185,5 +205,4 @@ func Synthetic(seed int64, n, features int) *Dataset {
 			row[j] = tmp[p]
 		}
 	}
-	return d
 }
