@@ -87,25 +87,37 @@ func autoRank(m, n, rows int, complement bool) int {
 	if complement {
 		directions = ComplementOf
 	}
-	return autoRankWith(m, n, rows, complement, directions)
+	r, _, _ := autoRankWith(m, n, rows, complement, directions)
+	return r
 }
 
+// leftOut is why the automatic rank leaves a matrix out (0: it does not).
+type leftOut int
+
+const (
+	keptByAutoRank leftOut = iota
+	sideTooSmall           // the least rank would not shrink the matrix
+	liftCapped             // the lift alone would exceed AutoRankLiftShare of ∂W
+	workCapped             // the projector's work would exceed AutoRankWorkShare of ∂W
+)
+
 // autoRankWith is the automatic rank with or without the complement, whose number of directions
-// at a rank directions gives (for the cost cap).
-func autoRankWith(m, n, rows int, complement bool, directions func(side, r int) int) int {
+// at a rank directions gives (for the cost caps). Where it leaves the matrix out (0), why says
+// why and share is the rank it would have had. The rank is not lowered to fit: lower ranks cost
+// quality, so the matrix trains as stock.
+func autoRankWith(m, n, rows int, complement bool, directions func(side, r int) int) (rank int, why leftOut, share int) {
 	side := min(m, n)
-	share, least := autoShare(complement)
-	r := max(shareRank(side, share), least)
-	if r >= side {
-		return 0
+	s, least := autoShare(complement)
+	r := max(shareRank(side, s), least)
+	switch {
+	case r >= side:
+		return 0, sideTooSmall, r
+	case liftTooLarge(rows, r, directions(side, r)):
+		return 0, liftCapped, r
+	case rows > 0 && float64(projectorWork(m, n, rows, r, directions(side, r))) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n):
+		return 0, workCapped, r
 	}
-	if rows > 0 && float64(projectorWork(m, n, rows, r, directions(side, r))) > AutoRankWorkShare*float64(rows)*float64(m)*float64(n) {
-		return 0 // not lowered to fit: lower ranks cost quality; the matrix trains as stock
-	}
-	if liftTooLarge(rows, r, directions(side, r)) {
-		return 0
-	}
-	return r
+	return r, keptByAutoRank, r
 }
 
 // liftTooLarge says whether the lift of r + s directions would exceed AutoRankLiftShare of the
@@ -180,6 +192,12 @@ func (c *Config) rankOf(m, n, rows int) int {
 // with the complement on, PlainAutoRank's without it, and the cost cap at the configured number
 // of complement directions.
 func (c *Config) autoRank(m, n, rows int) int {
+	r, _, _ := c.autoRankWhy(m, n, rows)
+	return r
+}
+
+// autoRankWhy is autoRank with why it leaves a matrix out, and the rank it would have had.
+func (c *Config) autoRankWhy(m, n, rows int) (rank int, why leftOut, share int) {
 	return autoRankWith(m, n, rows, c.complementOf(min(m, n), 1) > 0, c.complementOf)
 }
 

@@ -199,14 +199,7 @@ func (o *Optimizer) chooseRank(pl planning, v *model.Variable, r matrixRoute) (r
 		rank = cfg.namedRank(min(m, n))
 	}
 	if rank == 0 {
-		if least := cfg.leastAutoRank(min(m, n)); min(m, n) <= least {
-			why = fmt.Sprintf("too small to pay: its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), least)
-		} else if k := cfg.autoRank(m, n, 0); k > 0 && liftTooLarge(rows, k, cfg.complementOf(min(m, n), k)) {
-			why = fmt.Sprintf("too few rows to pay: at %d rows per step, lifting the automatic rank's %d directions (%d + %d random) would cost more than %g of ∂W by itself (the batch-independent part of the projector's work): left out, as a lower rank costs quality (set Rank to project it anyway)",
-				rows, k+cfg.complementOf(min(m, n), k), k, cfg.complementOf(min(m, n), k), AutoRankLiftShare)
-		} else {
-			why = fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, cfg.autoRank(m, n, 0), AutoRankWorkShare)
-		}
+		why = autoRankLeftOutWhy(cfg, m, n, rows)
 		if b := pl.scope.Store().GetVariable(basisPath(pl.scope, v)); b != nil && b.Shape().Rank() == 2 {
 			// A checkpoint that projected it: say the basis is unused, and how to keep it.
 			why += fmt.Sprintf("; the store holds its basis at rank %d (from a checkpoint), unused now: resume with Rank(%d) to go on projecting it", b.Shape().Dim(1), b.Shape().Dim(1))
@@ -220,6 +213,20 @@ func (o *Optimizer) chooseRank(pl planning, v *model.Variable, r matrixRoute) (r
 		}
 	}
 	return rank, ""
+}
+
+// autoRankLeftOutWhy says, for the plan, why the automatic rank leaves a matrix out.
+func autoRankLeftOutWhy(cfg *Config, m, n, rows int) string {
+	_, why, k := cfg.autoRankWhy(m, n, rows)
+	switch why {
+	case sideTooSmall:
+		return fmt.Sprintf("too small to pay: its smaller side (%d) is ≤ %d, the automatic rank's least (fewer directions cost quality): a rank that keeps quality would not shrink it (set Rank to project it anyway)", min(m, n), cfg.leastAutoRank(min(m, n)))
+	case liftCapped:
+		s := cfg.complementOf(min(m, n), k)
+		return fmt.Sprintf("too few rows to pay: at %d rows per step, lifting the automatic rank's %d directions (%d + %d random) would cost more than %g of ∂W by itself (the batch-independent part of the projector's work): left out, as a lower rank costs quality (set Rank to project it anyway)",
+			rows, k+s, k, s, AutoRankLiftShare)
+	}
+	return fmt.Sprintf("too small to pay: at %d rows per step, the automatic rank (%d) would cost the projector more than %g of ∂W: left out, as a lower rank costs quality (set Rank to project it anyway)", rows, k, AutoRankWorkShare)
 }
 
 // fitRank says why a rank does not fit a matrix (then it keeps full updates), and for a rank

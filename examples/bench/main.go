@@ -14,7 +14,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks"
 	"github.com/gradsub/gradsub/internal/backends"
+	"github.com/gradsub/gradsub/internal/figures"
 )
 
 // Config is one benchmark: an MLP and which of its layers are projected.
@@ -164,7 +164,7 @@ func main() {
 	}
 	printTable(results, *flagBackend)
 	if *flagJSON != "" {
-		if err := writeJSON(*flagJSON, results); err != nil {
+		if err := figures.WriteJSONLines(*flagJSON, results); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -183,20 +183,4 @@ func printTable(results []Result, backendFlag string) {
 			r.StepFLOPsRatio, r.AnalyticFLOPsRatio, humanize.Bytes(r.StockStateBytes), humanize.Bytes(r.SubspaceStateBytes),
 			r.StateBytesRatio, r.StockOps, r.SubspaceOps, r.ProjectorOpsPerStep, r.StockScalarOps, r.SubspaceScalarOps)
 	}
-}
-
-// writeJSON writes the results to path, one JSON object a line.
-func writeJSON(path string, results []Result) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(f)
-	for _, r := range results {
-		if err := enc.Encode(r); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	return f.Close()
 }

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -126,7 +125,7 @@ func run(datasetFlag, setupFlag, modeFlag string, seeds int, jsonPath, backendFl
 		}
 	}
 	if jsonPath != "" {
-		return writeJSON(jsonPath, rows)
+		return figures.WriteJSONLines(jsonPath, rows)
 	}
 	return nil
 }
@@ -186,25 +185,6 @@ func PrintTable(w io.Writer, rows []Row) {
 // change is subspace/baseline − 1 in percent (negative: a cut), the original write-up's sign.
 func change(ratio float64) string {
 	return fmt.Sprintf("%+.1f%%", 100*(ratio-1))
-}
-
-func writeJSON(path string, rows []Row) error {
-	var out io.Writer = os.Stdout
-	if path != "-" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = f
-	}
-	enc := json.NewEncoder(out)
-	for _, r := range rows {
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // plotControllers writes, per setup, the data of a picture of the first seed's subspace run on

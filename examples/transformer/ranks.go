@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -70,7 +69,12 @@ func runRanks(o Options, ranks []int, corpusFlag string, maxBytes int, outDir, j
 			return nil, err
 		}
 	}
-	return byRank, writeJSONRows(jsonPath, allRows)
+	if jsonPath != "" {
+		if err := figures.WriteJSONLines(jsonPath, allRows); err != nil {
+			return nil, err
+		}
+	}
+	return byRank, nil
 }
 
 // loadRun creates the backend and loads the corpus, and says which on stderr.
@@ -141,25 +145,6 @@ func writeFrontier(outDir string, frontier figures.Frontier) error {
 	}
 	fmt.Fprintf(os.Stderr, "wrote frontier.png, .md and .json in %s\n", outDir)
 	return nil
-}
-
-// writeJSONRows writes the rows to path, one JSON object a line ("": nothing).
-func writeJSONRows(path string, rows []Row) error {
-	if path == "" {
-		return nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(f)
-	for _, r := range rows {
-		if err := enc.Encode(r); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	return f.Close()
 }
 
 // addToFrontier adds each non-stock row of one rank's run as a point: its eval loss and step

@@ -7,6 +7,7 @@ package figures
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -42,6 +43,33 @@ func Read(path string) (Controller, error) {
 		err = fmt.Errorf("%s holds no series to draw", path)
 	}
 	return c, err
+}
+
+// WriteJSONLines writes rows to path ("-": standard output), one JSON object a line: the
+// examples' -json output.
+func WriteJSONLines[T any](path string, rows []T) error {
+	var out io.Writer = os.Stdout
+	var f *os.File
+	if path != "-" {
+		var err error
+		if f, err = os.Create(path); err != nil {
+			return err
+		}
+		out = f
+	}
+	enc := json.NewEncoder(out)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return err
+		}
+	}
+	if f != nil {
+		return f.Close()
+	}
+	return nil
 }
 
 func writeJSON(path string, v any) error {
