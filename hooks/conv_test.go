@@ -2,7 +2,6 @@ package hooks
 
 import (
 	"fmt"
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
 )

@@ -6,8 +6,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/gradsub/gradsub/hooks/internal/direct"
-
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -20,6 +18,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/stretchr/testify/require"
 )
 

@@ -2,12 +2,12 @@ package hooks
 
 import (
 	"fmt"
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"slices"
 
 	"github.com/gomlx/compute/support/humanize"
 
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )

@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"hash/fnv"
 	"math"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )

@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/gradsub/gradsub/hooks/internal/direct"
-
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -15,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/nn"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/projector"
 	"github.com/stretchr/testify/require"
 )

@@ -2,13 +2,13 @@ package hooks
 
 import (
 	"fmt"
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/compute/support/humanize"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/projector"
 )
 

@@ -2,13 +2,13 @@ package hooks
 
 import (
 	"fmt"
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"path"
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/projector"
 )
 

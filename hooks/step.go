@@ -2,13 +2,13 @@ package hooks
 
 import (
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"math/rand/v2"
 	"slices"
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/direct"
 )
 
 // This rule's state: entries of the schema (state.go).
