@@ -224,14 +224,14 @@ func (c *Config) WeightDecay(decay float64) *Config { c.weightDecay = decay; ret
 // about √(r/d) of the distance it would move it unprojected, as it normalises r·n coordinates
 // instead of d·n. Scale(0) is automatic: √(d/r) per matrix, a step of the unprojected length
 // (APOLLO's scaling). It is the same as raising those matrices' learning rate, so compare it with
-// a learning-rate sweep (docs/quality.md): it helps where the learning rate was low for the
+// a learning-rate sweep (docs/rank.md): it helps where the learning rate was low for the
 // projected run and hurts where it was already right. The automatic scale applies to the matrix
 // subspace only.
 func (c *Config) Scale(alpha float64) *Config { c.scale = alpha; return c }
 
 // Complement sets how many random directions outside its basis each projected matrix also steps
 // along, fresh every step (matrix mode): a state-free step for what the basis misses, so that
-// low ranks keep quality (projector.ComplementDirections; docs/quality.md). Their coefficient
+// low ranks keep quality (projector.ComplementDirections; docs/complement.md). Their coefficient
 // rides in the basis's own product (rows·s·(m+n) more multiply-adds) and their step in the lift
 // (s·m·n); they keep no optimizer state and no basis. Their step follows the base optimizer's
 // on the basis (projector.ComplementStep): normalised after Adam, AdamW and RMSProp, in

@@ -22,5 +22,5 @@
 // state at any time; DefaultParams registers every option as a param for -set.
 //
 // The method, its measurements and the code's map are in the repository's docs/: tracking.md,
-// complement.md, controller.md, conv.md, quality.md, benchmarks.md, architecture.md.
+// rank.md, complement.md, controller.md, conv.md, quality.md, benchmarks.md, architecture.md.
 package hooks

@@ -28,7 +28,7 @@ type FLOPs struct {
 	// Ops counts the executed ops (every live node but parameters and constants) of an ordinary
 	// step, by the same split: what a step costs in kernel launches and small-op overhead,
 	// which FLOPs do not show. Scalar counts those of them whose output is a single value: pure
-	// dispatch (about 0.6 µs each on the Go backend, docs/benchmarks.md).
+	// dispatch (about 0.6 µs each on the Go backend, docs/log/2026-12-benchmarks.md).
 	Ops struct{ Forward, Gradient, Optimizer, Scalar int }
 }
 

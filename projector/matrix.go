@@ -87,7 +87,7 @@ func gaussianSketch(n, r int) [][]float64 {
 // The transposed operand becomes the product's rows; a small number of rows that is not a
 // multiple of ProductTile is padded with zero rows (and the result sliced back): the Go
 // backend's kernels work in tiles of 4 rows and a remainder made such products 4 to 30 times
-// slower (rank 10 against rank 8 or 12; see docs/benchmarks.md).
+// slower (rank 10 against rank 8 or 12; see docs/log/2026-12-benchmarks.md).
 func TransposedTimes(a, b *Node) *Node {
 	if b.Rank() == 1 {
 		return DotProduct(b, a)
@@ -119,7 +119,7 @@ func TimesTransposed(a, b *Node) *Node { return DotGeneral(a, []int{1}, nil, b, 
 // TimesSmallTransposed is a·bᵀ for a matrix a [m, k] and a small matrix b [n, k] (n a rank or a
 // few sketch columns), with b transposed explicitly (n·k values): a product contracting both
 // operands on their last axis sends the Go backend to its slow "transposed" kernel when n is
-// small (1.1 ms of a 3.8 ms 784-256-10 step for a lift; see docs/benchmarks.md).
+// small (1.1 ms of a 3.8 ms 784-256-10 step for a lift; see docs/log/2026-12-benchmarks.md).
 func TimesSmallTransposed(a, b *Node) *Node { return DotProduct(a, Transpose(b, 0, 1)) }
 
 // DirectCoefficients computes the projected gradient of W ([m, n]) in a product y = x·W without

@@ -223,7 +223,7 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 	// non-finite entries (p − p is 0 exactly for the finite ones) are cleared so that the zero
 	// rate holds. A select by the per-matrix verdict itself, [g, 1, 1] against [g, rows, r],
 	// takes the Go backend's general broadcasting loop: 2.3 ms at [12, 256, 48], against 0.15
-	// ms for these ops (docs/benchmarks.md).
+	// ms for these ops (docs/log/2026-12-benchmarks.md).
 	finite := ConvertDType(IsFinite(perMatrixSum(p)), dt) // [g, 1, 1]: 1 or 0
 	p = Where(Equal(Sub(p, p), upstream.ZeroOf(p)), p, upstream.ZeroOf(p))
 	rate = Mul(ConvertDType(rate, dt), finite)
@@ -245,7 +245,7 @@ func TrackBasis(q, power, rate *Node, maxRate float64) *Node {
 // products a step (six steps at the fast tracking rate); the rest are r×r products.
 //
 // The Gram is taken as Xᵀ·(Xᵀ)ᵀ on the transposed stack [g, r, rows], which the Go backend
-// runs 3–10 times faster than XᵀX on [g, rows, r] (docs/benchmarks.md); the last product, X·T,
+// runs 3–10 times faster than XᵀX on [g, rows, r] (docs/log/2026-12-benchmarks.md); the last product, X·T,
 // contracts x's last axis and needs no transpose (T·Xᵀ and a transpose back took 1.4–1.7 ms
 // at [12, 256, 48], X·T 0.9–1.1 ms).
 func NewtonSchulz(x *Node, lower float64) *Node {
@@ -312,7 +312,7 @@ func NewtonSchulzSteps(maxRate float64) int {
 // coordinates are uncorrelated), the part outside it (1 − Σⱼ Rᵢⱼ²) the old coordinates' mean.
 // Without that part a new axis's moment shrank to its share of the old span, while its
 // gradient did not, and Adam's steps along it grew: loss spikes at high learning rates
-// (docs/quality.md). The moment stays non-negative, an isotropic one stays as it is, and R = I
+// (docs/log/2026-12-quality.md). The moment stays non-negative, an isotropic one stays as it is, and R = I
 // leaves it unchanged.
 func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 	if squared {

@@ -104,7 +104,7 @@ func MLPClassifier() Task { return tanhMLP("MLP classifier", mlpHidden, digitsBa
 // WideMLP is a 64-512-512-10 tanh MLP on the digits at batch 128, its two hidden matrices at
 // rank 32 (width/16): wider layers and batches than the suite's MLP. Its eval loss varies
 // fivefold across seeds (0.03–0.17): three seeds put matrix mode 16% above the reference, ten
-// put it 3% above (docs/quality.md), so the suite runs ten.
+// put it 3% above (docs/log/2026-12-quality.md), so the suite runs ten.
 func WideMLP() Task { return WideMLPAt(wideBatch) }
 
 // WideMLPAt is the wide MLP at another batch (at 2,048 rows per step the automatic rank projects
@@ -168,7 +168,7 @@ func ConvNet() Task {
 // of 32, 128 and 128 channels (the last with stride 2), global average pooling and a linear
 // head. Its kernels as [kh·kw·in, out] matrices are [9, 32], [288, 128] and [1152, 128]; the
 // last two are projected at rank 32 (the share's floor) by matrix mode. The one option leaves
-// them out: at 32 they cost 1.9× stock's eval loss (docs/quality.md).
+// them out: at 32 they cost 1.9× stock's eval loss (docs/log/2026-12-quality.md).
 func WideConvNet() Task {
 	t := digitsTask("wide conv net", true, wideConvBatch, func(scope *model.Scope, inputs []*Node) []*Node {
 		h := inputs[0]

@@ -113,7 +113,7 @@ func AttentionLM() Task {
 
 // TiedAttentionLM is the attention LM with its head tied to its token table, at GoMLX's default
 // (He) initialisation: the held-out model on which the published method (GaLore, in PyTorch and
-// here) lost 2.05× stock's eval loss at rank 8 and 1.04× at rank 32 (docs/quality.md). The
+// here) lost 2.05× stock's eval loss at rank 8 and 1.04× at rank 32 (docs/rank.md). The
 // block's six matrices are projected at rank 8; the table (read by a Gather and the head) is
 // left out by the default selection, as the reference leaves it.
 func TiedAttentionLM() Task {

@@ -54,7 +54,7 @@ func TestMatrixModeIsNoWorseThanTheReference(t *testing.T) {
 				require.Less(t, loss[Matrix], task.MatrixWithin*loss[Stock], "matrix mode at rank %d lost more than its bound against stock", task.Rank)
 			}
 			require.Less(t, loss[Stock], loss[GaLore]*1.5, "sanity: stock trains")
-			// The one option alone keeps stock's quality (docs/quality.md): it projects only at
+			// The one option alone keeps stock's quality (docs/log/2026-12-quality.md): it projects only at
 			// a rank that measured within 5% of stock, and leaves out what that would not pay.
 			require.Less(t, loss[Default], 1.05*loss[Stock], "the one option (hooks.Subspace(adam).Done()) lost more than 5% of stock's eval loss")
 		})
@@ -79,7 +79,7 @@ func TestAdaptiveRankActsInTheSuite(t *testing.T) {
 	}
 }
 
-// TestOneOptionProjectsTheResidualMLP: the residual MLP outside the suite (docs/quality.md) is a
+// TestOneOptionProjectsTheResidualMLP: the residual MLP outside the suite (docs/log/2026-12-quality.md) is a
 // model where the one option projects, so its figures measure the default plan: the four block
 // matrices at rank 16, the token table and the head left out.
 func TestOneOptionProjectsTheResidualMLP(t *testing.T) {
@@ -115,7 +115,7 @@ func TestOneOptionProjectsTheWideAttentionLM(t *testing.T) {
 
 // TestOneOptionLeavesTheWideConvNetsKernelsOut: the wide conv net's 128-channel kernels, which
 // the one option projected at 32 for 1.9× stock's eval loss, are left out by the automatic rank:
-// nothing of that model is projected (docs/quality.md).
+// nothing of that model is projected (docs/log/2026-12-quality.md).
 func TestOneOptionLeavesTheWideConvNetsKernelsOut(t *testing.T) {
 	backend := testBackend(t)
 	res, err := Run(backend, WideConvNet(), Default, 1, Options{Steps: 1})
@@ -129,7 +129,7 @@ func TestOneOptionLeavesTheWideConvNetsKernelsOut(t *testing.T) {
 
 // TestScaleGivesBackTheStepAtALowLearningRate: at the residual MLP's learning rate (1e-3, low
 // for it), the one option lags stock because Adam's projected steps are √(r/d) as long; Scale(0)
-// gives back their length and with it stock's loss (docs/quality.md, "The learning rate, not
+// gives back their length and with it stock's loss (docs/log/2026-12-quality.md, "The learning rate, not
 // the rank"). 150 steps, seed 1: stock 1.10, the one option 2.20, with Scale(0) 1.04.
 func TestScaleGivesBackTheStepAtALowLearningRate(t *testing.T) {
 	if testing.Short() {

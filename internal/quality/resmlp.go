@@ -53,7 +53,7 @@ func tokenSums(rng *rand.Rand, n int) (x, y *tensors.Tensor) {
 // matrices at rank 16, the rank the one option gives them (its least). It is not in the suite: at its
 // learning rate, low for it, the method itself (the reference as much as the projector) costs
 // 1.8× stock's eval loss, which the suite's 5% bound on the one option would fail; at each
-// variant's best rate the gap closes (docs/quality.md, "The learning rate, not the rank").
+// variant's best rate the gap closes (docs/log/2026-12-quality.md, "The learning rate, not the rank").
 func ResidualMLP() Task {
 	return Task{
 		Name:    "residual MLP",

@@ -37,7 +37,7 @@
 //     for row counts that are not a multiple of 4 and for few output columns, and its Where runs a
 //     general loop for a condition that broadcasts: projector's TimesSmallTransposed,
 //     TransposedTimes, SketchColumns, directCoefficients and DirectTrackingProducts lay products
-//     out for them, and TrackBasis zeroes a rate instead of selecting (docs/benchmarks.md).
+//     out for them, and TrackBasis zeroes a rate instead of selecting (docs/log/2026-12-benchmarks.md).
 package upstream
 
 import (
