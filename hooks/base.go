@@ -98,8 +98,18 @@ func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.s
 // the coefficient steps back into the projected weights.
 func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision) {
 	g := st.g
+	pol := st.cfg.policy
+	curvatureOn := pol.CheckEvery > 0 && pol.CurvatureFactor > 0
+	var history *gradientHistory // read before this step records its own
+	if curvatureOn || st.cfg.scaleAdaptation > 0 && st.cfg.mode == Matrix {
+		history = st.loadGradientHistory(hs)
+	}
 	base := st.newBaseAdapter(hs)
 	base.update(trainables, grads)
+	var factors map[handler]*Node // the step-length rule's (it needs the base optimizer's state)
+	if lengths := st.stepLength(history); lengths != nil {
+		factors = lengths.factors(hs, check.ok)
+	}
 
 	lr := base.learningRate()
 	steps := make(map[handler]*Node, len(hs))
@@ -114,6 +124,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		stepOK[h] = allFinite(step)
 		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
 		steps[h] = step
+		if f, ok := factors[h]; ok {
+			h.(*matrixVar).trackedFactor = f
+			steps[h] = Mul(step, ConvertDType(f, step.DType())) // the curvature rule measures along the step taken
+		}
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		if w, warming := h.(warmingUp); warming {
 			projected := Add(before, h.lift(step))
@@ -135,8 +149,11 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			guard.guarded[v] = true
 		}
 	}
-	if pol := st.cfg.policy; pol.CheckEvery > 0 && pol.CurvatureFactor > 0 {
-		st.curvature(hs, steps, d.learnNow) // only its rule reads it
+	if curvatureOn {
+		st.curvature(hs, steps, history, d.learnNow) // only its rule reads it
+	}
+	if history != nil {
+		history.record() // before the rotation, which carries it into the next basis
 	}
 	st.rotateStates(hs, stepOK)
 }

@@ -28,6 +28,9 @@ func TestCheckpointResumesExactly(t *testing.T) {
 				// margin gave none in the resumed half).
 				policy := DefaultPolicy()
 				policy.DriftMargin = 0
+				// And a curvature rule that fires at small jumps: with the step-length rule the
+				// toy's residual falls steadily, and refreshes must still come.
+				policy.CurvatureFactor = 1.5
 				return Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).
 					Rank(3).WarmUp(6).Policy(policy).CheckEvery(4).ResidualThreshold(0.05).Done()
 			}

@@ -116,6 +116,7 @@ type Config struct {
 	scale             float64 // the lifted step's multiplier; 0: automatic (ScaleOf)
 	complement        int     // random complement directions per matrix and step; AutoComplement: automatic; 0: none
 	complementScale   float64 // their step against the tracked directions' (ComplementScale)
+	scaleAdaptation   float64 // the step-length rule's rate (ScaleAdaptation); 0: off
 	selectFn          func(v *model.Variable) bool
 	selectDesc        string
 	explicit          bool // variables chosen by the user: impossible ones are errors, not skipped
@@ -134,6 +135,7 @@ func Subspace(base optimizer.Interface) *Config {
 		scale:           1,
 		complement:      AutoComplement,
 		complementScale: DefaultComplementScale,
+		scaleAdaptation: DefaultScaleAdaptation,
 		warmUp:          DefaultWarmUp,
 		policy:          DefaultPolicy(),
 		selectFn:        DefaultSelection,
@@ -228,6 +230,16 @@ func (c *Config) WeightDecay(decay float64) *Config { c.weightDecay = decay; ret
 // projected run and hurts where it was already right. The automatic scale applies to the matrix
 // subspace only.
 func (c *Config) Scale(alpha float64) *Config { c.scale = alpha; return c }
+
+// ScaleAdaptation sets the rate of the step-length rule (matrix mode, after a base optimizer that
+// normalises its steps: Adam, AdamW, RMSProp). Such a step moves a matrix projected at rank r of
+// d rows about √(r/d) as far as an unprojected one, which costs where the learning rate is low
+// for the model. The rule multiplies each matrix's tracked step by a factor between 1 and
+// √(d/r): it grows by rate·cos while successive coefficient gradients point the same way (the
+// step is too short to turn them) and shrinks while they oppose (docs/rank.md). The complement's
+// step keeps its own length (ComplementScale). 0 turns the rule off: the published method's
+// fixed scale. The factor multiplies Scale's. Temporal mode ignores it.
+func (c *Config) ScaleAdaptation(rate float64) *Config { c.scaleAdaptation = rate; return c }
 
 // Complement sets how many random directions outside its basis each projected matrix also steps
 // along, fresh every step (matrix mode): a state-free step for what the basis misses, so that

@@ -14,7 +14,6 @@ var (
 	svComparable     = stateVar{"curvature_comparable", dtypes.Int32, "curvature rule: the next step can measure κ"}
 	svCurvaturePeak  = stateVar{"curvature_peak", dtypes.InvalidDType, "curvature rule: the largest jump since the last check"}
 	svLastCheckPeak  = stateVar{"last_check_curvature_peak", dtypes.InvalidDType, "curvature rule: the peak at the last check"}
-	svPrevGrad       = stateVar{"coefficients_prev_grad", dtypes.InvalidDType, "curvature rule: the last coefficient gradient"}
 	svPrevStep       = stateVar{"coefficients_prev_step", dtypes.InvalidDType, "curvature rule: the last coefficient step"}
 )
 
@@ -23,7 +22,7 @@ var (
 // orthonormal it is the curvature of the loss along the previous weight step. It is measured
 // only when both steps used the same bases; its smoothed magnitude and the largest jump since
 // the last check (|κ| over that magnitude, after CurvatureWarmUp measurements) are state.
-func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *Node) {
+func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *gradientHistory, learnNow *Node) {
 	g := st.g
 	ldt := st.loss.DType()
 	num, den := ScalarZero(g, ldt), ScalarZero(g, ldt)
@@ -31,11 +30,9 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, learnNow *
 	for _, h := range hs {
 		v := h.variable()
 		coef, grad := h.coefficients()
-		prevGrad := st.perVariable(v, svPrevGrad, coef.Shape())
 		prevStep := st.perVariable(v, svPrevStep, coef.Shape())
-		num = Add(num, ConvertDType(ReduceAllSum(Mul(Sub(grad, prevGrad.NodeValue(g)), prevStep.NodeValue(g))), ldt))
+		num = Add(num, ConvertDType(ReduceAllSum(Mul(Sub(grad, history.previous(h)), prevStep.NodeValue(g))), ldt))
 		den = Add(den, ConvertDType(ReduceAllSum(Square(prevStep.NodeValue(g))), ldt))
-		prevGrad.SetNodeValue(grad)
 		prevStep.SetNodeValue(steps[h])
 		if w, warming := h.(warmingUp); warming {
 			projecting = LogicalAnd(projecting, w.useProjection())

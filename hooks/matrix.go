@@ -50,6 +50,8 @@ type matrixVar struct {
 	coef     *model.Variable
 	valid    *model.Variable
 	residVar *model.Variable
+	// trackedFactor multiplies the tracked directions' step (the step-length rule); nil: 1.
+	trackedFactor *Node
 
 	oldBasis *Node           // Q: the basis of this step's coefficients
 	stepCoef *Node           // the coefficient gradient in Q
@@ -211,9 +213,20 @@ func (h *matrixVar) lift(step *Node) *Node {
 			axis = 1
 		}
 		basis = Concatenate([]*Node{basis, ConvertDType(h.compDirs, basis.DType())}, 1)
-		step = Concatenate([]*Node{step, compStep}, axis)
+		step = Concatenate([]*Node{h.lengthened(step), compStep}, axis)
+	} else {
+		step = h.lengthened(step)
 	}
 	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
+}
+
+// lengthened is the tracked directions' step times the step-length rule's factor: the
+// complement's step was sized against the step before it (ComplementScale).
+func (h *matrixVar) lengthened(step *Node) *Node {
+	if h.trackedFactor == nil {
+		return step
+	}
+	return Mul(step, ConvertDType(h.trackedFactor, step.DType()))
 }
 
 // BasisTolerance is the largest |QᵀQ − I| entry a stored basis may have: tracking keeps bases

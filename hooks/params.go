@@ -19,6 +19,7 @@ const (
 	ParamScale             = "subspace_scale"            // the lifted step's multiplier (1; 0: automatic, √(side/rank))
 	ParamComplement        = "subspace_complement"       // random complement directions per matrix (-1: automatic; 0: none)
 	ParamComplementScale   = "subspace_complement_scale" // their step against the tracked directions'
+	ParamScaleAdaptation   = "subspace_scale_adaptation" // the step-length rule's rate (0: off)
 	ParamMode              = "subspace_mode"
 	ParamMinRank           = "subspace_min_rank"
 	ParamMaxRank           = "subspace_max_rank"
@@ -76,7 +77,7 @@ func (c *Config) paramFields() []paramField {
 	return []paramField{
 		{ParamRank, &c.rank}, {ParamVarianceThreshold, &c.varianceThreshold}, {ParamWarmUp, &c.warmUp},
 		{ParamWeightDecay, &c.weightDecay}, {ParamScale, &c.scale}, {ParamEnabled, &c.enabled},
-		{ParamComplement, &c.complement}, {ParamComplementScale, &c.complementScale},
+		{ParamComplement, &c.complement}, {ParamComplementScale, &c.complementScale}, {ParamScaleAdaptation, &c.scaleAdaptation},
 		{ParamCheckEvery, &p.CheckEvery}, {ParamResidualThreshold, &p.ResidualThreshold}, {ParamDriftMargin, &p.DriftMargin},
 		{ParamLossPatience, &p.LossPatience}, {ParamCurvatureFactor, &p.CurvatureFactor}, {ParamFullUpdateEvery, &p.FullUpdateEvery},
 		{ParamTrackingRate, &p.TrackingRate}, {ParamFastTrackingRate, &p.FastTrackingRate}, {ParamTrackingFraction, &p.TrackingFraction},

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"math"
 	"path"
 	"slices"
 	"strings"
@@ -68,6 +69,9 @@ type VariableReport struct {
 	// HighChecks and LowChecks are the rank rule's streaks: consecutive checks with the residual
 	// above Policy.GrowAbove, below Policy.ShrinkBelow (adaptive rank only).
 	HighChecks, LowChecks int
+	// StepScale is the step-length rule's factor on the tracked directions' step (ScaleAdaptation),
+	// between 1 and √(side/rank); 1 where the rule is off or keeps the step as it is.
+	StepScale float64
 }
 
 // variable returns the report of the projected variable at path.
@@ -131,6 +135,9 @@ func (r Report) String() string {
 		state := "warming up"
 		if v.Valid {
 			state = fmt.Sprintf("rank %d/%d, explained variance %.3f, residual %.3f", v.Rank, v.MaxRank, v.ExplainedVariance, v.Residual)
+			if v.StepScale != 1 {
+				state += fmt.Sprintf(", step ×%.2f", v.StepScale)
+			}
 		}
 		fmt.Fprintf(&b, "  %-32s %-14s %s: %s\n", v.Path, v.Shape, v.Kind, state)
 	}
@@ -281,6 +288,10 @@ func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) Va
 		// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
 		// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
 		vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
+	}
+	vr.StepScale = 1
+	if logScale := sr.optional(svStepLogScale.ofVariable(root, e.Variable)); logScale != nil {
+		vr.StepScale = math.Exp(asFloat(logScale))
 	}
 	if e.Route != RouteTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
 		vr.HighChecks = int(asInt(at(svHighChecks)))

@@ -38,7 +38,7 @@ var stateSchema = []stateVar{
 	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
 	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,
 	svBasis, svCoefficients, svValid, svResidual, svFreshResidual, svHighChecks, svLowChecks,
-	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots, svComplementLen,
+	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots, svComplementLen, svStepLogScale,
 }
 
 // of is the path of a scalar entry under the state scope root.

@@ -87,6 +87,8 @@ var stateOwners = map[string][]string{
 	"temporal basis":    {"temporal.go"},
 	"temporal learning": {"temporal.go"},
 	"complement":        {"matrix.go"},
+	"step-length rule":  {"steplength.go"},
+	"gradient history":  {"steplength.go"},
 }
 
 // stateReaders are the host-side files that read the state from the store (the Report, the

@@ -30,6 +30,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hooks.Subspace: Complement applies to the matrix subspace: use Mode(hooks.Matrix), or drop it")
 	case math.IsNaN(c.complementScale) || math.IsInf(c.complementScale, 0) || c.complementScale < 0:
 		return fmt.Errorf("hooks.Subspace: ComplementScale(%g) must be a finite number ≥ 0 (the complement directions' step against the tracked directions' average; default %g)", c.complementScale, DefaultComplementScale)
+	case !(c.scaleAdaptation >= 0 && c.scaleAdaptation <= 10):
+		return fmt.Errorf("hooks.Subspace: ScaleAdaptation(%g) is outside [0, 10] (the step-length rule's rate per step, default %g; 0 turns it off)", c.scaleAdaptation, DefaultScaleAdaptation)
 	case math.IsNaN(c.scale) || math.IsInf(c.scale, 0) || c.scale < 0:
 		return fmt.Errorf("hooks.Subspace: Scale(%g) must be a finite number ≥ 0 (1: GaLore's scale 1, the default; 0: automatic, √(side/rank) per matrix)", c.scale)
 	case c.scale == 0 && c.mode == Temporal:

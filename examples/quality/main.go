@@ -39,6 +39,7 @@ func main() {
 	scale := flag.Float64("scale", 1, "the projector variants' step scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
 	complement := flag.Int("complement", hooks.AutoComplement, "the projector variants' random complement directions per matrix (hooks.Config.Complement; -1: automatic, 0: none, the published method's step)")
 	complementScale := flag.Float64("complement-scale", hooks.DefaultComplementScale, "their step against the tracked directions' (hooks.Config.ComplementScale)")
+	adaptation := flag.Float64("scale-adaptation", hooks.DefaultScaleAdaptation, "the step-length rule's rate of matrix and default (hooks.Config.ScaleAdaptation; 0: off)")
 	trace := flag.Int("trace", 0, "print each run's training loss every this many steps (0: none)")
 	rank := flag.Int("rank", 0, "rank of every projected variant (0: each task's own, width/8)")
 	ranksFlag := flag.String("ranks", "", "a comma-separated list of ranks to run in turn instead of -rank (stock trains once a task), then draw each task's frontier of eval loss against step time (frontier-<task>.png and .md in -out)")
@@ -65,7 +66,7 @@ func main() {
 	fmt.Fprintf(os.Stderr, "machine: %s\n", backends.Machine())
 	byName := tasksByName(*wideBatch)
 	sw := sweep{backend: backend, seeds: *seeds, steps: *steps, variants: strings.Split(*variants, ","),
-		rates: rates, ranks: ranks, trace: *trace, flags: projectorFlags{*scale, *project, *complement, *complementScale}}
+		rates: rates, ranks: ranks, trace: *trace, flags: projectorFlags{*scale, *project, *complement, *complementScale, *adaptation}}
 	var results []quality.Result
 	for _, name := range strings.Split(*tasks, ",") {
 		task, ok := byName[name]
@@ -195,15 +196,17 @@ type projectorFlags struct {
 	project         string
 	complement      int
 	complementScale float64
+	adaptation      float64
 }
 
 // projectorOptions are the flags' changes to a projector variant's options (nil: none): the step
-// scale, the complement (of the variants that have one: plain is the step without it), and the
+// scale, the complement and the step-length rule (of the variants that have them: plain is the
+// step without them), and the
 // variables matrix mode projects (the one option, default, keeps its own choice).
 func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hooks.Config {
 	chosen := variant == quality.Matrix || variant == quality.Plain // variants whose variables -project picks
 	withComplement := variant == quality.Matrix || variant == quality.Default
-	if f.scale == 1 && (!withComplement || f.complement == hooks.AutoComplement && f.complementScale == hooks.DefaultComplementScale) &&
+	if f.scale == 1 && (!withComplement || f.complement == hooks.AutoComplement && f.complementScale == hooks.DefaultComplementScale && f.adaptation == hooks.DefaultScaleAdaptation) &&
 		(f.project == "" || !chosen) {
 		return nil
 	}
@@ -212,7 +215,7 @@ func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hoo
 			c = c.Scale(f.scale)
 		}
 		if withComplement {
-			c = c.Complement(f.complement).ComplementScale(f.complementScale)
+			c = c.Complement(f.complement).ComplementScale(f.complementScale).ScaleAdaptation(f.adaptation)
 		}
 		if f.project != "" && chosen {
 			c = c.Matching(f.project)

@@ -76,6 +76,9 @@ type Options struct {
 	// nil keeps the defaults.
 	Complement      *int
 	ComplementScale *float64
+	// ScaleAdaptation is matrix mode's step-length rule's rate (hooks.Config.ScaleAdaptation; 0:
+	// off); nil keeps the default.
+	ScaleAdaptation *float64
 	Seed            int64
 	Variants        []string
 	Quiet           bool
@@ -115,6 +118,7 @@ func main() {
 		scale    = flag.Float64("scale", 1, "the projected step's scale (hooks.Config.Scale; 0: automatic, √(side/rank))")
 		compl    = flag.Int("complement", hooks.AutoComplement, "matrix mode's random complement directions per matrix (hooks.Config.Complement; -1: automatic, 0: none, the published method's step)")
 		complSc  = flag.Float64("complement-scale", hooks.DefaultComplementScale, "their step against the tracked directions' (hooks.Config.ComplementScale)")
+		adapt    = flag.Float64("scale-adaptation", hooks.DefaultScaleAdaptation, "matrix mode's step-length rule's rate (hooks.Config.ScaleAdaptation; 0: off, the published method's fixed scale)")
 		sgdLR    = flag.Float64("sgd-lr", 0.3, "SGD learning rate")
 		corpus   = flag.String("corpus", "", "comma-separated text files or directories (default: $(go env GOROOT)/src, .go files)")
 		maxBytes = flag.Int("max-bytes", 8<<20, "read at most this many corpus bytes")
@@ -128,7 +132,7 @@ func main() {
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
-		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
+		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, ScaleAdaptation: adapt, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
 	if *widths != "" {
 		widthList, err := parseWidths(*widths)

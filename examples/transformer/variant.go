@@ -66,8 +66,8 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		return nil, nil // not the projector's: newReference
 	case plainMatrixVariant:
 		plain := o
-		off := 0
-		plain.Complement = &off
+		off, still := 0, 0.0
+		plain.Complement, plain.ScaleAdaptation = &off, &still
 		return newOptimizer("subspace-matrix", plain)
 	case "adamw":
 		return hooks.Subspace(adamw).Enabled(false).Done(), nil
@@ -95,6 +95,9 @@ func newOptimizer(variant string, o Options) (*hooks.Optimizer, error) {
 		}
 		if o.ComplementScale != nil {
 			cfg = cfg.ComplementScale(*o.ComplementScale)
+		}
+		if o.ScaleAdaptation != nil && mode == hooks.Matrix {
+			cfg = cfg.ScaleAdaptation(*o.ScaleAdaptation)
 		}
 		if o.TrackingRate > 0 {
 			cfg = cfg.TrackingRate(o.TrackingRate, max(o.TrackingRate, hooks.DefaultFastTrackingRate))

@@ -22,7 +22,7 @@ const (
 	GaLore   = "galore"   // the reference: full gradient, exact SVD every 200 steps, projection
 	Random   = "random"   // the reference with a fixed random orthonormal basis
 	Matrix   = "matrix"   // the projector, matrix mode, default options (the complement on)
-	Plain    = "plain"    // the projector, matrix mode without the complement (Complement(0)): the published method's step, tracked
+	Plain    = "plain"    // the projector, matrix mode without the complement or the step-length rule (Complement(0), ScaleAdaptation(0)): the published method's step, tracked
 	Temporal = "temporal" // the projector, temporal mode, default options
 	Default  = "default"  // the projector with no option at all: matrix mode at its automatic rank
 )
@@ -71,7 +71,7 @@ func NewOptimizer(t Task, variant string, o Options) (optimizer.Interface, error
 	case Matrix: // default options but the rank: the default selection picks the variables
 		cfg = hooks.Subspace(adam).Rank(t.Rank)
 	case Plain:
-		cfg = hooks.Subspace(adam).Rank(t.Rank).Complement(0)
+		cfg = hooks.Subspace(adam).Rank(t.Rank).Complement(0).ScaleAdaptation(0)
 	case Default: // one option: the wrapper, as a user adds it
 		cfg = hooks.Subspace(adam)
 	case Temporal: // the temporal basis is learned from the warm-up's gradients: at least rank of them

@@ -1,0 +1,123 @@
+package hooks
+
+import (
+	"math"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// DefaultScaleAdaptation is ScaleAdaptation's default rate: the log of a matrix's step factor
+// moves by at most this a step. Measured on the quality suite, the residual MLP and the
+// transformer (docs/rank.md).
+const DefaultScaleAdaptation = 0.2
+
+// This rule's state: entries of the schema (state.go).
+var (
+	svStepLogScale = stateVar{"step_log_scale", dtypes.Float32, "step-length rule: the log of the factor on the tracked directions' step"}
+	svPrevGrad     = stateVar{"coefficients_prev_grad", dtypes.InvalidDType, "gradient history: the last coefficient gradient, in this step's basis"}
+)
+
+// gradientHistory is the last step's coefficient gradient of each projected variable, rotated
+// into this step's basis with the optimizer's moments (it is named as the coefficients' state).
+// Two rules read it: the curvature rule (κ along the last step) and the step-length rule (do
+// successive gradients agree).
+type gradientHistory struct {
+	st   *stepState
+	vars map[handler]*model.Variable
+	prev map[handler]*Node
+}
+
+// loadGradientHistory reads the history of every handler, before this step records its own.
+func (st *stepState) loadGradientHistory(hs []handler) *gradientHistory {
+	gh := &gradientHistory{st: st, vars: map[handler]*model.Variable{}, prev: map[handler]*Node{}}
+	for _, h := range hs {
+		coef, _ := h.coefficients()
+		v := st.perVariable(h.variable(), svPrevGrad, coef.Shape())
+		gh.vars[h], gh.prev[h] = v, v.NodeValue(st.g)
+	}
+	return gh
+}
+
+// previous is h's last coefficient gradient (zero before its first step).
+func (gh *gradientHistory) previous(h handler) *Node { return gh.prev[h] }
+
+// record stores this step's coefficient gradients for the next step.
+func (gh *gradientHistory) record() {
+	for h, v := range gh.vars {
+		_, grad := h.coefficients()
+		v.SetNodeValue(grad)
+	}
+}
+
+// stepLengthRule sets the factor on each projected matrix's tracked step (ScaleAdaptation): after
+// a base optimizer that normalises its steps, a projected step moves a matrix at rank r of d rows
+// about √(r/d) as far as an unprojected one. Where the learning rate is low for the model the
+// step is then too short to turn the gradient: successive coefficient gradients keep pointing the
+// same way (their cosine is positive), and the factor grows, up to √(d/r); where they oppose,
+// the step overshoots and the factor shrinks, down to 1. It is a hypergradient rule on the log
+// of the factor (Baydin et al. 2018), one scalar per matrix.
+type stepLengthRule struct {
+	st      *stepState
+	history *gradientHistory
+}
+
+// stepLength is the rule for this step, or nil where it is off.
+func (st *stepState) stepLength(history *gradientHistory) *stepLengthRule {
+	if st.cfg.scaleAdaptation <= 0 || history == nil {
+		return nil
+	}
+	return &stepLengthRule{st: st, history: history}
+}
+
+// factors advances the factor of each matrix in hs by this step's agreement and returns the
+// factors (a matrix after a base optimizer that does not normalise its steps has none: its step is
+// not shortened). ok is the guard's verdict: a skipped step leaves the factors as they were. The
+// per-matrix work is three sums; the rest runs once, on vectors over the matrices.
+func (r *stepLengthRule) factors(hs []handler, ok *Node) map[handler]*Node {
+	g := r.st.g
+	f32 := func(n *Node) *Node { return ConvertDType(n, dtypes.Float32) }
+	var (
+		ms                 []*matrixVar
+		dots, grads, prevs []*Node
+		lasts              []*Node
+		maxLogs            []float32
+		logVars            []*model.Variable
+	)
+	for _, h := range hs {
+		m, isMatrix := h.(*matrixVar)
+		if !isMatrix || !upstream.NormalisesSteps(r.st.coefficientState(h)) {
+			continue
+		}
+		_, grad := h.coefficients()
+		prev := r.history.previous(h)
+		logVar := r.st.perVariable(m.v, svStepLogScale, shapes.Make(dtypes.Float32))
+		ms, logVars = append(ms, m), append(logVars, logVar)
+		dots = append(dots, f32(ReduceAllSum(Mul(grad, prev))))
+		grads = append(grads, f32(ReduceAllSum(Square(grad))))
+		prevs = append(prevs, f32(ReduceAllSum(Square(prev))))
+		lasts = append(lasts, logVar.NodeValue(g))
+		maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	dot, norms := Stack(dots, 0), Sqrt(Mul(Stack(grads, 0), Stack(prevs, 0)))
+	positive := GreaterThan(norms, ZerosLike(norms))
+	cos := Where(positive, Div(dot, Where(positive, norms, OnesLike(norms))), ZerosLike(norms))
+	cos = Where(IsFinite(cos), cos, ZerosLike(cos))
+	last := Stack(lasts, 0)
+	last = Where(IsFinite(last), last, ZerosLike(last)) // a damaged checkpoint restarts at 1
+	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.scaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
+	next = Where(ok, next, last)
+	factor := Exp(next)
+	out := make(map[handler]*Node, len(ms))
+	for i, m := range ms {
+		logVars[i].SetNodeValue(Reshape(Slice(next, AxisElem(i))))
+		out[m] = Reshape(Slice(factor, AxisElem(i)))
+	}
+	return out
+}
