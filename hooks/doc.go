@@ -12,8 +12,10 @@
 // updates, and a model where nothing pays trains with its base optimizer alone. Where a weight W
 // feeds one product y = x·W, the projected gradient Qᵀ·∂W = (x·Q)ᵀ·∂y is computed directly and
 // back-propagation skips ∂W; the base optimizer runs on that coefficient and its step is lifted
-// back as Q·step. Q tracks the gradients every step; a drift controller (Policy) refreshes it
-// when the residual grows, the loss stalls or the curvature jumps. Everything runs in one compiled
+// back as Q·step, lengthened while successive gradients agree (ScaleAdaptation: a projected
+// Adam step is shorter than a full one). Q tracks the gradients every step; a drift controller
+// (Policy) refreshes it when the residual grows, the loss stalls or the curvature jumps.
+// Everything runs in one compiled
 // step graph, and the state lives in GoMLX variables under the "subspace" scope, so checkpoints
 // carry it. Mode(Temporal) is the original write-up's subspace of recent gradients instead.
 //
