@@ -15,9 +15,8 @@
 // back as Q·step, lengthened while successive gradients agree (ScaleAdaptation: a projected
 // Adam step is shorter than a full one). Q tracks the gradients every step; a drift controller
 // (Policy) refreshes it when the residual grows, the loss stalls or the curvature jumps.
-// Everything runs in one compiled
-// step graph, and the state lives in GoMLX variables under the "subspace" scope, so checkpoints
-// carry it. Mode(Temporal) is the original write-up's subspace of recent gradients instead.
+// Everything runs in one compiled step graph, and the state lives in GoMLX variables under the
+// "subspace" scope, so checkpoints carry it. Mode(Temporal) is the original write-up's subspace of recent gradients instead.
 //
 // After the first step, Optimizer.PlanString says what happens to each variable, why, and the
 // price; Optimizer.NewMonitor logs refreshes and feeds a progress bar; Optimizer.Report gives the
