@@ -98,17 +98,23 @@ func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.s
 // the coefficient steps back into the projected weights.
 func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision) {
 	g := st.g
-	pol := st.cfg.policy
-	curvatureOn := pol.CheckEvery > 0 && pol.CurvatureFactor > 0
-	var history *gradientHistory // read before this step records its own
-	if curvatureOn || st.cfg.scaleAdaptation > 0 && st.cfg.mode == Matrix {
-		history = st.loadGradientHistory(hs)
-	}
 	base := st.newBaseAdapter(hs)
 	base.update(trainables, grads)
-	var factors map[handler]*Node // the step-length rule's (it needs the base optimizer's state)
-	if lengths := st.stepLength(history); lengths != nil {
-		factors = lengths.factors(hs, check.ok)
+	// The last coefficient gradients, for the rules that read them: the curvature rule (every
+	// handler) and the step-length rule (its matrices, found from the base optimizer's state).
+	pol := st.cfg.policy
+	curvatureOn := pol.CheckEvery > 0 && pol.CurvatureFactor > 0
+	lengths := st.stepLength(hs)
+	var history *gradientHistory
+	switch {
+	case curvatureOn:
+		history = st.loadGradientHistory(hs)
+	case lengths != nil:
+		history = st.loadGradientHistory(lengths.matrices)
+	}
+	var factors map[handler]*Node
+	if lengths != nil {
+		factors = lengths.factors(history)
 	}
 
 	lr := base.learningRate()

@@ -61,63 +61,67 @@ func (gh *gradientHistory) record() {
 // the step overshoots and the factor shrinks, down to 1. It is a hypergradient rule on the log
 // of the factor (Baydin et al. 2018), one scalar per matrix.
 type stepLengthRule struct {
-	st      *stepState
-	history *gradientHistory
+	st       *stepState
+	matrices []handler // the matrices whose base optimizer normalises its steps
 }
 
-// stepLength is the rule for this step, or nil where it is off.
-func (st *stepState) stepLength(history *gradientHistory) *stepLengthRule {
-	if st.cfg.scaleAdaptation <= 0 || history == nil {
+// stepLength is the rule for this step, or nil where it is off or has no matrix to lengthen (a
+// base optimizer that does not normalise its steps does not shorten them). It reads the base
+// optimizer's state, so it is made after the base optimizer's update is built.
+func (st *stepState) stepLength(hs []handler) *stepLengthRule {
+	if st.cfg.scaleAdaptation <= 0 || st.cfg.mode != Matrix {
 		return nil
 	}
-	return &stepLengthRule{st: st, history: history}
+	r := &stepLengthRule{st: st}
+	for _, h := range hs {
+		if _, isMatrix := h.(*matrixVar); isMatrix && upstream.NormalisesSteps(st.coefficientState(h)) {
+			r.matrices = append(r.matrices, h)
+		}
+	}
+	if len(r.matrices) == 0 {
+		return nil
+	}
+	return r
 }
 
-// factors advances the factor of each matrix in hs by this step's agreement and returns the
-// factors (a matrix after a base optimizer that does not normalise its steps has none: its step is
-// not shortened). ok is the guard's verdict: a skipped step leaves the factors as they were. The
-// per-matrix work is three sums; the rest runs once, on vectors over the matrices.
-func (r *stepLengthRule) factors(hs []handler, ok *Node) map[handler]*Node {
+// factors advances the factor of each of the rule's matrices by this step's agreement between
+// its coefficient gradient and the last one (history), and returns the factors. A step the guard
+// skips leaves them as they were (stepGuard.restoreUnless). The per-matrix work is three sums;
+// the rest runs once, on vectors over the matrices.
+func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	g := r.st.g
 	f32 := func(n *Node) *Node { return ConvertDType(n, dtypes.Float32) }
 	var (
-		ms                 []*matrixVar
-		dots, grads, prevs []*Node
-		lasts              []*Node
-		maxLogs            []float32
-		logVars            []*model.Variable
+		dots, grads, prevs, lasts []*Node
+		maxLogs                   []float32
+		logVars                   []*model.Variable
 	)
-	for _, h := range hs {
-		m, isMatrix := h.(*matrixVar)
-		if !isMatrix || !upstream.NormalisesSteps(r.st.coefficientState(h)) {
-			continue
-		}
+	for _, h := range r.matrices {
+		m := h.(*matrixVar)
 		_, grad := h.coefficients()
-		prev := r.history.previous(h)
+		prev := history.previous(h)
 		logVar := r.st.perVariable(m.v, svStepLogScale, shapes.Make(dtypes.Float32))
-		ms, logVars = append(ms, m), append(logVars, logVar)
+		logVars = append(logVars, logVar)
 		dots = append(dots, f32(ReduceAllSum(Mul(grad, prev))))
 		grads = append(grads, f32(ReduceAllSum(Square(grad))))
 		prevs = append(prevs, f32(ReduceAllSum(Square(prev))))
 		lasts = append(lasts, logVar.NodeValue(g))
 		maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
 	}
-	if len(ms) == 0 {
-		return nil
-	}
 	dot, norms := Stack(dots, 0), Sqrt(Mul(Stack(grads, 0), Stack(prevs, 0)))
 	positive := GreaterThan(norms, ZerosLike(norms))
 	cos := Where(positive, Div(dot, Where(positive, norms, OnesLike(norms))), ZerosLike(norms))
 	cos = Where(IsFinite(cos), cos, ZerosLike(cos))
+	// A damaged checkpoint's value restarts at 1 for this step's factor already (repairStatistics
+	// mends the stored one only at the step's end).
 	last := Stack(lasts, 0)
-	last = Where(IsFinite(last), last, ZerosLike(last)) // a damaged checkpoint restarts at 1
+	last = Where(IsFinite(last), last, ZerosLike(last))
 	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.scaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
-	next = Where(ok, next, last)
 	factor := Exp(next)
-	out := make(map[handler]*Node, len(ms))
-	for i, m := range ms {
+	out := make(map[handler]*Node, len(r.matrices))
+	for i, h := range r.matrices {
 		logVars[i].SetNodeValue(Reshape(Slice(next, AxisElem(i))))
-		out[m] = Reshape(Slice(factor, AxisElem(i)))
+		out[h] = Reshape(Slice(factor, AxisElem(i)))
 	}
 	return out
 }

@@ -204,9 +204,9 @@ type projectorFlags struct {
 // step without them), and the
 // variables matrix mode projects (the one option, default, keeps its own choice).
 func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hooks.Config {
-	chosen := variant == quality.Matrix || variant == quality.Plain // variants whose variables -project picks
-	withComplement := variant == quality.Matrix || variant == quality.Default
-	if f.scale == 1 && (!withComplement || f.complement == hooks.AutoComplement && f.complementScale == hooks.DefaultComplementScale && f.adaptation == hooks.DefaultScaleAdaptation) &&
+	chosen := variant == quality.Matrix || variant == quality.Plain        // variants whose variables -project picks
+	defaultStep := variant == quality.Matrix || variant == quality.Default // the step with the complement and the step-length rule
+	if f.scale == 1 && (!defaultStep || f.complement == hooks.AutoComplement && f.complementScale == hooks.DefaultComplementScale && f.adaptation == hooks.DefaultScaleAdaptation) &&
 		(f.project == "" || !chosen) {
 		return nil
 	}
@@ -214,7 +214,7 @@ func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hoo
 		if f.scale != 1 {
 			c = c.Scale(f.scale)
 		}
-		if withComplement {
+		if defaultStep {
 			c = c.Complement(f.complement).ComplementScale(f.complementScale).ScaleAdaptation(f.adaptation)
 		}
 		if f.project != "" && chosen {

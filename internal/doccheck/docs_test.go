@@ -67,6 +67,7 @@ var (
 	linkPattern    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 	headingPattern = regexp.MustCompile(`(?m)^#+ (.+)$`)
 	testPattern    = regexp.MustCompile("`((?:Test|Fuzz|Example)[A-Za-z0-9_]+)`")
+	testFuncs      = regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Example)\w+)\(`)
 )
 
 // anchor is GitHub's slug of a heading: lower case, letters, digits, '-' and '_' kept, spaces as
@@ -129,7 +130,7 @@ func TestCitedTestsExist(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			for _, m := range regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Example)\w+)\(`).FindAllStringSubmatch(string(b), -1) {
+			for _, m := range testFuncs.FindAllStringSubmatch(string(b), -1) {
 				defined[m[1]] = true
 			}
 		}
