@@ -201,8 +201,8 @@ type projectorFlags struct {
 
 // projectorOptions are the flags' changes to a projector variant's options (nil: none): the step
 // scale, the complement and the step-length rule (of the variants that have them: plain is the
-// step without them), and the
-// variables matrix mode projects (the one option, default, keeps its own choice).
+// step without them), and the variables matrix mode projects (the one option, default, keeps its
+// own choice).
 func projectorOptions(variant string, f projectorFlags) func(*hooks.Config) *hooks.Config {
 	chosen := variant == quality.Matrix || variant == quality.Plain        // variants whose variables -project picks
 	defaultStep := variant == quality.Matrix || variant == quality.Default // the step with the complement and the step-length rule
