@@ -25,18 +25,31 @@ var (
 func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *gradientHistory, learnNow *Node) {
 	g := st.g
 	ldt := st.loss.DType()
-	num, den := ScalarZero(g, ldt), ScalarZero(g, ldt)
 	projecting := Const(g, true)
+	var changes, prevSteps []*Node // per handler: c_t − c_{t−1} and s_{t−1}
 	for _, h := range hs {
-		v := h.variable()
 		coef, grad := h.coefficients()
-		prevStep := st.perVariable(v, svPrevStep, coef.Shape())
-		num = Add(num, ConvertDType(ReduceAllSum(Mul(Sub(grad, history.previous(h)), prevStep.NodeValue(g))), ldt))
-		den = Add(den, ConvertDType(ReduceAllSum(Square(prevStep.NodeValue(g))), ldt))
+		prevStep := st.perVariable(h.variable(), svPrevStep, coef.Shape())
+		changes = append(changes, Sub(grad, history.previous(h)))
+		prevSteps = append(prevSteps, prevStep.NodeValue(g))
 		prevStep.SetNodeValue(steps[h])
 		if w, warming := h.(warmingUp); warming {
 			projecting = LogicalAnd(projecting, w.useProjection())
 		}
+	}
+	// The sums run once per group of joinable coefficients (joinGroups), not per variable.
+	var num, den *Node
+	for _, group := range joinGroups(prevSteps, batchedFiniteLimit) {
+		s := flat(joined(prevSteps, group))
+		n, d := ConvertDType(DotProduct(flat(joined(changes, group)), s), ldt), ConvertDType(DotProduct(s, s), ldt)
+		if num == nil {
+			num, den = n, d
+		} else {
+			num, den = Add(num, n), Add(den, d)
+		}
+	}
+	if num == nil { // no projected variable
+		num, den = ScalarZero(g, ldt), ScalarZero(g, ldt)
 	}
 	comparableVar := st.scalar(svComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))

@@ -154,12 +154,17 @@ func gatedTrips(ranges []projector.GatedRange, i int) (trips int, ok bool) {
 func productFLOPs(n *Node, consumed map[*Node]bool) int64 {
 	switch n.Type() {
 	case NodeTypeDotGeneral:
-		lhs := n.Inputs()[0]
-		if n.IsScalar() && lhs == n.Inputs()[1] {
+		lhs, rhs := n.Inputs()[0], n.Inputs()[1]
+		if n.IsScalar() && lhs == rhs {
 			return 0 // a vector's sum of squares (the finite check): a reduction, not a product
 		}
+		axes := upstream.DotGeneralAxes(n)
+		if len(axes["lhsContractingAxes"])+len(axes["lhsBatchAxes"]) == lhs.Rank() &&
+			len(axes["rhsContractingAxes"])+len(axes["rhsBatchAxes"]) == rhs.Rank() {
+			return 0 // no free axis: inner products (the rules' sums), reductions, not products
+		}
 		contracted := int64(1)
-		for _, axis := range upstream.DotGeneralAxes(n)["lhsContractingAxes"] {
+		for _, axis := range axes["lhsContractingAxes"] {
 			if axis < lhs.Rank() {
 				contracted *= int64(lhs.Shape().Dim(axis))
 			}

@@ -55,10 +55,7 @@ func (st *stepState) checkStep(grads []*Node, hs []handler, smoothedLoss *Node) 
 
 // finiteStep says whether the step's loss and gradients are finite.
 func (st *stepState) finiteStep(grads []*Node, hs []handler) *Node {
-	ok := IsFinite(st.loss)
-	for _, grad := range grads {
-		ok = LogicalAnd(ok, allFinite(grad))
-	}
+	checked := append([]*Node(nil), grads...)
 	// On the direct path the gradient reaching the optimizer is (x·Q)ᵀ·∂y, checked instead of ∂y
 	// (a pass over a full activation gradient, some 3% of a transformer step): a NaN or Inf in
 	// ∂y reaches it (NaN·0 is NaN), a huge value overflows its sum of squares, and a non-finite
@@ -66,11 +63,11 @@ func (st *stepState) finiteStep(grads []*Node, hs []handler) *Node {
 	for _, h := range hs {
 		if m, direct := h.(*matrixVar); direct {
 			if c := m.directCoefficients(); c != nil {
-				ok = LogicalAnd(ok, allFinite(c))
+				checked = append(checked, c)
 			}
 		}
 	}
-	return ok
+	return LogicalAnd(IsFinite(st.loss), allFiniteBatched(st.g, checked))
 }
 
 // explosionRule judges a finite (ok) step's loss against its smoothed value before the step (the

@@ -57,11 +57,11 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 		for _, h := range group {
 			bases, powers, sketches = append(bases, h.oldBasis), append(powers, h.products.Power), append(sketches, h.products.Sketch)
 		}
-		basis := Stack(bases, 0)
-		next := projector.TrackBasis(basis, Stack(powers, 0), rate, maxRate)
-		resid := projector.SketchResidual(basis, Stack(sketches, 0))
+		basis := stacked(bases)
+		next := unstacked(projector.TrackBasis(basis, stacked(powers), rate, maxRate))
+		resid := projector.SketchResidual(basis, stacked(sketches))
 		for i, h := range group {
-			h.tracked(Squeeze(projector.SliceAlong(next, 0, i, i+1), 0), Reshape(Slice(resid, AxisElem(i))))
+			h.tracked(next[i], Reshape(Slice(resid, AxisElem(i))))
 		}
 	}
 }

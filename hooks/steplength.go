@@ -86,29 +86,42 @@ func (st *stepState) stepLength(hs []handler) *stepLengthRule {
 
 // factors advances the factor of each of the rule's matrices by this step's agreement between
 // its coefficient gradient and the last one (history), and returns the factors. A step the guard
-// skips leaves them as they were (stepGuard.restoreUnless). The per-matrix work is three sums;
-// the rest runs once, on vectors over the matrices.
+// skips leaves them as they were (stepGuard.restoreUnless). The sums run once per shape of
+// coefficients (rowDots), the rest once, on vectors over the matrices.
 func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	g := r.st.g
 	f32 := func(n *Node) *Node { return ConvertDType(n, dtypes.Float32) }
-	var (
-		dots, grads, prevs, lasts []*Node
-		maxLogs                   []float32
-		logVars                   []*model.Variable
-	)
-	for _, h := range r.matrices {
-		m := h.(*matrixVar)
-		_, grad := h.coefficients()
-		prev := history.previous(h)
-		logVar := r.st.perVariable(m.v, svStepLogScale, shapes.Make(dtypes.Float32))
-		logVars = append(logVars, logVar)
-		dots = append(dots, f32(ReduceAllSum(Mul(grad, prev))))
-		grads = append(grads, f32(ReduceAllSum(Square(grad))))
-		prevs = append(prevs, f32(ReduceAllSum(Square(prev))))
-		lasts = append(lasts, logVar.NodeValue(g))
-		maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
+	grads, prevs := make([]*Node, len(r.matrices)), make([]*Node, len(r.matrices))
+	for i, h := range r.matrices {
+		_, grads[i] = h.coefficients()
+		prevs[i] = history.previous(h)
 	}
-	dot, norms := Stack(dots, 0), Sqrt(Mul(Stack(grads, 0), Stack(prevs, 0)))
+	var (
+		order                  []handler // the matrices in the order of the vectors below
+		dots, gradSqs, prevSqs []*Node
+		lasts                  []*Node
+		maxLogs                []float32
+		logVars                []*model.Variable
+	)
+	for _, group := range sameShapeGroups(grads) {
+		gr, pr := rowsOf(grads, group), rowsOf(prevs, group)
+		dots, gradSqs, prevSqs = append(dots, f32(rowDots(gr, pr))), append(gradSqs, f32(rowDots(gr, gr))), append(prevSqs, f32(rowDots(pr, pr)))
+		for _, i := range group {
+			m := r.matrices[i].(*matrixVar)
+			order = append(order, m)
+			logVar := r.st.perVariable(m.v, svStepLogScale, shapes.Make(dtypes.Float32))
+			logVars = append(logVars, logVar)
+			lasts = append(lasts, logVar.NodeValue(g))
+			maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
+		}
+	}
+	joinAll := func(xs []*Node) *Node {
+		if len(xs) == 1 {
+			return xs[0]
+		}
+		return Concatenate(xs, 0)
+	}
+	dot, norms := joinAll(dots), Sqrt(Mul(joinAll(gradSqs), joinAll(prevSqs)))
 	positive := GreaterThan(norms, ZerosLike(norms))
 	cos := Where(positive, Div(dot, Where(positive, norms, OnesLike(norms))), ZerosLike(norms))
 	cos = Where(IsFinite(cos), cos, ZerosLike(cos))
@@ -117,11 +130,11 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	last := Stack(lasts, 0)
 	last = Where(IsFinite(last), last, ZerosLike(last))
 	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.scaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
-	factor := Exp(next)
-	out := make(map[handler]*Node, len(r.matrices))
-	for i, h := range r.matrices {
-		logVars[i].SetNodeValue(Reshape(Slice(next, AxisElem(i))))
-		out[h] = Reshape(Slice(factor, AxisElem(i)))
+	out := make(map[handler]*Node, len(order))
+	for i, h := range order {
+		nextLog := Reshape(Slice(next, AxisElem(i)))
+		logVars[i].SetNodeValue(nextLog)
+		out[h] = Exp(nextLog)
 	}
 	return out
 }

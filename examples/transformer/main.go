@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/gradsub/gradsub/hooks"
@@ -127,8 +128,17 @@ func main() {
 		jsonPath = flag.String("json", "", "also write the rows as JSON lines to this file")
 		backendF = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		quiet    = flag.Bool("q", false, "no progress bars")
+		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	)
 	flag.Parse()
+	if *profile != "" {
+		stop, err := startCPUProfile(*profile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "transformer:", err)
+			os.Exit(2)
+		}
+		defer stop()
+	}
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
@@ -142,7 +152,7 @@ func main() {
 		}
 		if err := runScaling(o, widthList, *corpus, *maxBytes, *out, *backendF); err != nil {
 			fmt.Fprintln(os.Stderr, "transformer:", err)
-			os.Exit(1)
+			exit(1)
 		}
 		return
 	}
@@ -153,8 +163,34 @@ func main() {
 	}
 	if err := run(o, rankList, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
 		fmt.Fprintln(os.Stderr, "transformer:", err)
-		os.Exit(1)
+		exit(1)
 	}
+}
+
+// stopProfile ends the CPU profile, if one runs, before an exit (os.Exit skips deferred calls).
+var stopProfile = func() {}
+
+func exit(code int) {
+	stopProfile()
+	os.Exit(code)
+}
+
+// startCPUProfile profiles the run into path; the returned function ends it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile %s: %w", path, err)
+	}
+	stopProfile = func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		stopProfile = func() {}
+	}
+	return stopProfile, nil
 }
 
 // rankDependent says whether a variant's run depends on the rank (the stock ones train once).
