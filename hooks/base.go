@@ -118,10 +118,10 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	}
 
 	lr := base.learningRate()
-	steps := make(map[handler]*Node, len(hs))
+	taken := make(map[handler]*Node, len(hs))  // the base optimizer's coefficient steps, guarded
+	steps := make(map[handler]*Node, len(hs))  // and lengthened: the steps the weights take
 	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
 	for _, h := range hs {
-		v := h.variable()
 		step := base.step(h)
 		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
 		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
@@ -129,11 +129,15 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		// skips is zeroed by the same select (one coefficient-sized op, not two).
 		stepOK[h] = allFinite(step)
 		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
-		steps[h] = step
+		taken[h], steps[h] = step, step
 		if f, ok := factors[h]; ok {
 			h.(*matrixVar).trackedFactor = f
 			steps[h] = Mul(step, ConvertDType(f, step.DType())) // the curvature rule measures along the step taken
 		}
+	}
+	st.complementSteps(hs, taken)
+	for _, h := range hs {
+		v, step := h.variable(), taken[h]
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		if w, warming := h.(warmingUp); warming {
 			projected := Add(before, h.lift(step))

@@ -3,7 +3,10 @@ package hooks
 import (
 	"math"
 
+	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/internal/upstream"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // The complement's and the lifted step's sizes, from the configuration ([Config.Complement],
@@ -45,4 +48,50 @@ func (c Config) ScaleOf(sideRows, rank int) float64 {
 		return math.Sqrt(float64(sideRows) / float64(rank))
 	}
 	return c.scale
+}
+
+// complementSteps sizes the complement's step of every projected matrix that has one, for its
+// lift (matrixVar.compStep), from the base optimizer's guarded coefficient steps (taken): as
+// the base optimizer steps (projector.ComplementStep), lengthening by at most 1% a step
+// (projector.LimitGrowth), and records each one's length. Matrices whose complement
+// coefficients, steps and base optimizer's kind agree are sized together
+// (projector.ComplementSteps): a few ops a group instead of some thirty a matrix.
+func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
+	type groupKey struct {
+		shapes     string
+		normalized bool
+	}
+	groups := map[groupKey][]*matrixVar{}
+	var order []groupKey
+	for _, h := range hs {
+		m, ok := h.(*matrixVar)
+		if !ok || m.compCoef == nil {
+			continue
+		}
+		step := m.scaled(taken[h])
+		key := groupKey{m.compCoef.Shape().String() + step.Shape().String() + m.stepCoef.Shape().String(), upstream.NormalisesSteps(st.coefficientState(m))}
+		if _, seen := groups[key]; !seen {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], m)
+	}
+	for _, key := range order {
+		group := groups[key]
+		var comps, coefs, steps, lasts []*Node
+		var scales []float64
+		for _, m := range group {
+			comps, coefs, steps = append(comps, m.compCoef), append(coefs, m.stepCoef), append(steps, m.scaledStep)
+			scales = append(scales, st.cfg.complementFactor(m.side.Rows(m.m, m.n), m.rank, m.compDirs.Shape().Dim(1)))
+			lasts = append(lasts, m.compLen.NodeValue(st.g))
+		}
+		last := Stack(lasts, 0)
+		// A damaged checkpoint's negative or non-finite length restarts the limit instead of
+		// locking it.
+		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))
+		compSteps, lengths := projector.ComplementSteps(comps, coefs, steps, scales, key.normalized, last)
+		for i, m := range group {
+			m.compStep = compSteps[i]
+			m.compLen.SetNodeValue(ConvertDType(Reshape(Slice(lengths, AxisElem(i))), m.compLen.DType()))
+		}
+	}
 }

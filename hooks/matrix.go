@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/hooks/internal/direct"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
@@ -58,8 +59,11 @@ type matrixVar struct {
 	compDirs *Node           // Ω: this step's random complement directions ([side rows, s]; nil: none)
 	compCoef *Node           // the coefficient gradient in Ω
 	compLen  *model.Variable // the last complement step's length (its growth limit)
-	products projector.TrackingProducts
-	rotation *Node // R = Q_nextᵀ·Q, set by tracked
+	compStep *Node           // this step's complement step, sized with its group's (stepState.complementSteps)
+
+	scaledFrom, scaledStep *Node // the base optimizer's coefficient step, and it times Config.Scale
+	products               projector.TrackingProducts
+	rotation               *Node // R = Q_nextᵀ·Q, set by tracked
 }
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
@@ -194,30 +198,35 @@ func (h *matrixVar) directCoefficients() *Node {
 // matrix subspace takes no rotating full update (Policy.FullUpdateEvery): its basis follows any
 // direction whose energy grows, at the tracking rate, and the complement reaches the rest.
 func (h *matrixVar) lift(step *Node) *Node {
-	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
-		step = MulScalar(step, scale)
-	}
+	step = h.scaled(step)
 	basis := h.oldBasis
 	if h.compCoef != nil {
-		sideRows, dirs := h.side.Rows(h.m, h.n), h.compDirs.Shape().Dim(1)
-		compStep := projector.ComplementStep(h.compCoef, h.stepCoef, step, h.st.cfg.complementFactor(sideRows, h.rank, dirs), upstream.NormalisesSteps(h.st.coefficientState(h)))
-		// The step may lengthen by at most 1% a step (projector.LimitGrowth). A damaged
-		// checkpoint's negative or non-finite length restarts the limit instead of locking it.
-		last := h.compLen.NodeValue(h.st.g)
-		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))
-		var length *Node
-		compStep, length = projector.LimitGrowth(compStep, last)
-		h.compLen.SetNodeValue(ConvertDType(length, last.DType()))
+		if h.compStep == nil {
+			exceptions.Panicf("hooks: internal error: %s lifted before its complement's step was sized (stepState.complementSteps)", h.v.Path())
+		}
 		axis := 0 // Left: steps are rows [r, n]
 		if h.side == projector.Right {
 			axis = 1
 		}
 		basis = Concatenate([]*Node{basis, ConvertDType(h.compDirs, basis.DType())}, 1)
-		step = Concatenate([]*Node{h.lengthened(step), compStep}, axis)
+		step = Concatenate([]*Node{h.lengthened(step), h.compStep}, axis)
 	} else {
 		step = h.lengthened(step)
 	}
 	return ConvertDType(h.toW(projector.LiftMatrix(basis, step, h.side)), h.v.DType())
+}
+
+// scaled is the coefficient step times the configured scale (Config.Scale), built once per step
+// (the complement's step is sized from it too).
+func (h *matrixVar) scaled(step *Node) *Node {
+	if step == h.scaledFrom {
+		return h.scaledStep
+	}
+	h.scaledFrom, h.scaledStep = step, step
+	if scale := h.st.cfg.ScaleOf(h.side.Rows(h.m, h.n), h.rank); scale != 1 {
+		h.scaledStep = MulScalar(step, scale)
+	}
+	return h.scaledStep
 }
 
 // lengthened is the tracked directions' step times the step-length rule's factor: the

@@ -98,3 +98,58 @@ func ComplementStep(compCoef, coef, baseStep *Node, scale float64, normalized bo
 	d = Where(ok, d, upstream.ZeroOf(d))
 	return Mul(d, factor)
 }
+
+// ComplementSteps is ComplementStep followed by LimitGrowth for a group of k matrices, with the
+// per-matrix scalars computed as vectors over the group and the steps as one joined tensor: a
+// few ops a group instead of some thirty a matrix. compCoefs, coefs and baseSteps each hold
+// tensors of one shape; scales are the matrices' ComplementStep scales and lasts ([k]) their
+// last lengths (LimitGrowth's last). It returns each matrix's limited step and the lengths to
+// remember ([k], in lasts' dtype). The step's length is taken as |factor|·‖D‖, the length of
+// factor·D without a pass over it.
+func ComplementSteps(compCoefs, coefs, baseSteps []*Node, scales []float64, normalized bool, lasts *Node) (steps []*Node, lengths *Node) {
+	k, dt := len(compCoefs), baseSteps[0].DType()
+	g := lasts.Graph()
+	rows := func(xs []*Node) *Node { // [k, size] in the base step's dtype
+		x := xs[0]
+		if k > 1 {
+			x = Concatenate(xs, 0)
+		}
+		return Reshape(ConvertDType(x, dt), k, xs[0].Shape().Size())
+	}
+	sumSquares := func(x *Node) *Node { return DotGeneral(x, []int{1}, []int{0}, x, []int{1}, []int{0}) }
+	rms := func(sq *Node, size int) *Node { return Sqrt(DivScalar(sq, float64(size))) }
+	d := rows(compCoefs)
+	dSquares := sumSquares(d)
+	gain := rms(sumSquares(rows(baseSteps)), baseSteps[0].Shape().Size())
+	if normalized {
+		gain = Div(gain, SafeDivisor(rms(dSquares, compCoefs[0].Shape().Size())))
+	} else {
+		gain = Div(gain, SafeDivisor(rms(sumSquares(rows(coefs)), coefs[0].Shape().Size())))
+	}
+	negScales := make([]float64, k)
+	for i, s := range scales {
+		negScales[i] = -s
+	}
+	factor := Mul(gain, ConstAsDType(g, dt, negScales))
+	ok := IsFinite(Mul(factor, ReduceSum(d, 1)))
+	factor = Where(ok, factor, upstream.ZeroOf(factor))
+	n := Where(ok, Mul(Abs(factor), Sqrt(dSquares)), upstream.ZeroOf(factor))
+
+	last := ConvertDType(lasts, dt)
+	bound := MulScalar(last, ComplementGrowth)
+	over := LogicalAnd(GreaterThan(last, upstream.ZeroOf(last)), GreaterThan(n, bound))
+	limit := Where(over, Div(bound, SafeDivisor(n)), upstream.OneOf(n))
+	lengths = ConvertDType(Where(GreaterThan(n, upstream.ZeroOf(n)), Mul(n, limit), last), lasts.DType())
+
+	joined := Mul(Where(ok, d, upstream.ZeroOf(d)), Reshape(Mul(factor, limit), k, 1))
+	shape := compCoefs[0].Shape().Dimensions
+	steps = make([]*Node, k)
+	for i := range steps {
+		row := joined
+		if k > 1 {
+			row = Slice(joined, AxisRange(i, i+1))
+		}
+		steps[i] = Reshape(row, shape...)
+	}
+	return steps, lengths
+}

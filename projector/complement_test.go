@@ -136,3 +136,41 @@ func TestLimitGrowthLetsTheStepLengthenByOnePercent(t *testing.T) {
 	require.Zero(t, got[7], "a skipped step stays zero")
 	require.InDelta(t, 2, got[8], 1e-6, "and keeps the last length: skipping does not lift the limit")
 }
+
+// TestComplementStepsIsTheStepOfEachMatrix: the batched form gives each matrix of a group
+// LimitGrowth(ComplementStep(…)), with its own scale and last length, including a member whose
+// gradient is not finite (a zero step, the last length kept), one whose base step was skipped
+// and one whose step is held to 1.01 × its last length.
+func TestComplementStepsIsTheStepOfEachMatrix(t *testing.T) {
+	inf := float32(math.Inf(1))
+	ds := [][][]float32{{{3, -4}, {0, 1}}, {{1, 2}, {inf, 0}}, {{-1, 0.5}, {2, 2}}, {{0.3, 0.1}, {-0.2, 0.4}}}
+	coefs := [][][]float32{{{1, -2, 3}, {0, 1, -1}}, {{2, 0, 1}, {1, 1, 1}}, {{0, 1, 0}, {3, -1, 2}}, {{1, 1, 1}, {1, 1, 1}}}
+	steps := [][][]float32{{{0.01, -0.02, 0.03}, {0, 0.01, -0.01}}, {{0.1, 0, 0}, {0, 0, 0.1}}, {{0, 0, 0}, {0, 0, 0}}, {{0.2, 0.1, 0}, {0, -0.1, 0.3}}}
+	lasts := []float32{0, 1, 2, 0.05}
+	scales := []float64{2, 1, 3, 4}
+	for _, normalized := range []bool{true, false} {
+		outs, err := ExecOnceN(testBackend(t), func(ds, coefs, steps, lasts *Node) []*Node {
+			var dl, cl, sl []*Node
+			for i := range 4 {
+				dl = append(dl, Squeeze(Slice(ds, AxisElem(i)), 0))
+				cl = append(cl, Squeeze(Slice(coefs, AxisElem(i)), 0))
+				sl = append(sl, Squeeze(Slice(steps, AxisElem(i)), 0))
+			}
+			batched, lengths := ComplementSteps(dl, cl, sl, scales, normalized, lasts)
+			var wantLengths []*Node
+			errs := []*Node{}
+			for i := range 4 {
+				want, length := LimitGrowth(ComplementStep(dl[i], cl[i], sl[i], scales[i], normalized), Reshape(Slice(lasts, AxisElem(i))))
+				errs = append(errs, maxAbs(Sub(batched[i], want)))
+				wantLengths = append(wantLengths, length)
+			}
+			return []*Node{Stack(errs, 0), lengths, Stack(wantLengths, 0), maxAbs(Stack(batched, 0))}
+		}, ds, coefs, steps, lasts)
+		require.NoError(t, err)
+		for i, e := range outs[0].Value().([]float32) {
+			require.Less(t, e, float32(1e-6), "normalised %v: matrix %d's step", normalized, i)
+		}
+		require.InDeltaSlice(t, outs[2].Value(), outs[1].Value(), 1e-6, "normalised %v: the lengths", normalized)
+		require.Positive(t, outs[3].Value().(float32), "the steps are not all zero")
+	}
+}
