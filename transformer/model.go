@@ -24,6 +24,10 @@ type Config struct {
 	Heads  int // attention heads; Width must be a multiple
 	MLP    int // feed-forward hidden width
 	SeqLen int // context length in tokens
+	// UnfusedAttention computes attention from its parts instead of GoMLX's fused op (its
+	// default where the backend has one): on the Go backend's AVX2 kernels the fused op is the
+	// slower (docs/benchmarks.md).
+	UnfusedAttention bool
 }
 
 // DefaultConfig is small enough for a 2-core CPU: width 256, 2 blocks of 4 heads, MLP 1024,
@@ -66,7 +70,7 @@ func (c Config) Logits(scope *model.Scope, tokens *Node) *Node {
 		// Pre-LN attention with a causal mask.
 		h := norm.LayerNorm(block.In("attention_norm"), x, -1).Done()
 		h = attention.SelfAttention(block.In("attention"), h, c.Heads, c.Width/c.Heads).
-			WithCausalMask(true).Done()
+			WithCausalMask(true).WithFusion(!c.UnfusedAttention).Done()
 		x = Add(x, h)
 		// Pre-LN feed-forward.
 		h = norm.LayerNorm(block.In("ffn_norm"), x, -1).Done()

@@ -128,6 +128,7 @@ func main() {
 		jsonPath = flag.String("json", "", "also write the rows as JSON lines to this file")
 		backendF = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		quiet    = flag.Bool("q", false, "no progress bars")
+		unfused  = flag.Bool("unfused-attention", false, "compute attention from its parts, not GoMLX's fused op (on the Go backend's AVX2 kernels the fused op is the slower)")
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	)
 	flag.Parse()
@@ -140,7 +141,7 @@ func main() {
 		defer stop()
 	}
 	o := Options{
-		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq},
+		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq, UnfusedAttention: *unfused},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
 		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, ScaleAdaptation: adapt, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
