@@ -1,11 +1,14 @@
 package hooks
 
 import (
+	"strings"
+
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/internal/upstream"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // baseAdapter runs the wrapped GoMLX optimizer for the projected variables, on their
@@ -184,8 +187,99 @@ func (st *stepState) clipStep(before, updated *Node) *Node {
 // rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
 // into its next basis (handler.rotateState).
 func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
+	rotated := map[*trackedBatch]bool{}
 	for _, h := range hs {
+		if m, ok := h.(*matrixVar); ok && m.batch != nil {
+			if !rotated[m.batch] {
+				rotated[m.batch] = true
+				st.rotateBatchStates(m.batch, stepOK)
+			}
+			continue
+		}
 		h.rotateState(st.coefficientState(h), stepOK[h])
+	}
+}
+
+// rotateBatchStates is matrixVar.rotateState for a group tracked as one stack: the members
+// whose coefficients have one shape rotate each kind of coefficient state (the base optimizer's
+// moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
+func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK map[handler]*Node) {
+	byShape := map[string][]int{}
+	var order []string
+	for i, m := range b.members {
+		coef, _ := m.coefficients()
+		key := coef.Shape().String() + m.side.String()
+		if _, seen := byShape[key]; !seen {
+			order = append(order, key)
+		}
+		byShape[key] = append(byShape[key], i)
+	}
+	for _, key := range order {
+		idx := byShape[key]
+		rotation := b.rotation
+		if len(idx) < len(b.members) {
+			at := make([][]int32, len(idx)) // [k', 1]: one index into axis 0 each
+			for j, i := range idx {
+				at[j] = []int32{int32(i)}
+			}
+			rotation = Gather(b.rotation, Const(st.g, at), true) // this shape's members' rotations
+		}
+		members := make([]*matrixVar, len(idx))
+		for j, i := range idx {
+			members[j] = b.members[i]
+		}
+		st.rotateStack(members, rotation, stepOK)
+	}
+}
+
+// rotateStack rotates the coefficient state of members, whose coefficients have one shape, by
+// their rotations ([k, r, r]).
+func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK map[handler]*Node) {
+	g, k := st.g, len(members)
+	// Each member's state by its kind: the name after its coefficient variable's.
+	kinds := map[string][]*model.Variable{}
+	var order []string
+	for i, m := range members {
+		coef, _ := m.coefficients()
+		for _, sv := range st.coefficientState(m) {
+			kind := strings.TrimPrefix(sv.Name(), coef.Name())
+			if i == 0 {
+				order = append(order, kind)
+			}
+			kinds[kind] = append(kinds[kind], sv)
+		}
+	}
+	aligned := k > 1
+	for _, vars := range kinds {
+		aligned = aligned && len(vars) == k
+	}
+	if !aligned { // alone, or members with other optimizer state: one by one
+		for i, m := range members {
+			m.rotation = Reshape(Slice(rotation, AxisElem(i)), m.rank, m.rank)
+			m.rotateState(st.coefficientState(m), stepOK[m])
+		}
+		return
+	}
+	oks := make([]*Node, k)
+	for i, m := range members {
+		oks[i] = stepOK[m]
+	}
+	ok := Stack(oks, 0)
+	side := members[0].side
+	for _, kind := range order {
+		vars := kinds[kind]
+		values := make([]*Node, k)
+		for i, sv := range vars {
+			values[i] = sv.NodeValue(g)
+		}
+		value := stacked(values)
+		rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), side, upstream.IsSecondMoment(vars[0]))
+		// As rotateState: after a non-finite step, or holding a non-finite value, a member's
+		// state restarts from zero.
+		keep := LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2)))
+		for i, part := range unstacked(Where(keep, rotated, upstream.ZeroOf(rotated))) {
+			vars[i].SetNodeValue(part)
+		}
 	}
 }
 

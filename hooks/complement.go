@@ -70,6 +70,9 @@ func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
 		}
 		step := m.scaled(taken[h])
 		key := groupKey{m.compCoef.Shape().String() + step.Shape().String() + m.stepCoef.Shape().String(), upstream.NormalisesSteps(st.coefficientState(m))}
+		if trackEachAlone {
+			key.shapes = m.v.Path()
+		}
 		if _, seen := groups[key]; !seen {
 			order = append(order, key)
 		}

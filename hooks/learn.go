@@ -11,6 +11,11 @@ var (
 	svFastUntil = stateVar{"fast_tracking_until", dtypes.Int64, "tracking: the last step of the current burst of fast tracking"}
 )
 
+// trackEachAlone turns the batching of same-shaped matrices off (tracking, the rotation of their
+// state, the complement's sizing): for the tests that compare the batched step with the step of
+// each matrix alone.
+var trackEachAlone = false
+
 // trackingBatch collects the tracked (matrix) bases of a step by shape, to move each group in
 // one batch of products: a few stacked products cost less than many small ones, most of all on
 // an accelerator (one kernel launch each).
@@ -48,9 +53,10 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	maxRate := st.cfg.policy.FastTrackingRate
 	for _, key := range batch.keys {
 		group := batch.groups[key]
-		if len(group) == 1 {
-			h := group[0]
-			h.tracked(projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate), projector.SketchResidual(h.oldBasis, h.products.Sketch))
+		if len(group) == 1 || trackEachAlone {
+			for _, h := range group {
+				h.tracked(projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate), projector.SketchResidual(h.oldBasis, h.products.Sketch))
+			}
 			continue
 		}
 		var bases, powers, sketches []*Node
@@ -58,11 +64,8 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 			bases, powers, sketches = append(bases, h.oldBasis), append(powers, h.products.Power), append(sketches, h.products.Sketch)
 		}
 		basis := stacked(bases)
-		next := unstacked(projector.TrackBasis(basis, stacked(powers), rate, maxRate))
-		resid := projector.SketchResidual(basis, stacked(sketches))
-		for i, h := range group {
-			h.tracked(next[i], Reshape(Slice(resid, AxisElem(i))))
-		}
+		next := projector.TrackBasis(basis, stacked(powers), rate, maxRate)
+		st.trackedGroup(group, next, projector.Rotations(next, basis), projector.SketchResidual(basis, stacked(sketches)))
 	}
 }
 
@@ -78,4 +81,30 @@ func (st *stepState) trackingRate(learnNow *Node) *Node {
 	fastUntil.SetNodeValue(until)
 	fast := LessOrEqual(st.t, until)
 	return Where(fast, Scalar(g, dtypes.Float32, pol.FastTrackingRate), Scalar(g, dtypes.Float32, pol.TrackingRate))
+}
+
+// trackedBatch is a group of matrices tracked as one stack: their state rotates as one stack too
+// (stepState.rotateGroupState).
+type trackedBatch struct {
+	members  []*matrixVar
+	rotation *Node // [k, r, r]: each member's R = Q_nextᵀ·Q
+}
+
+// trackedGroup is matrixVar.tracked for a group tracked as one stack (next [k, rows, r]), with
+// each member's sketch residual (resid [k]) smoothed as one vector.
+func (st *stepState) trackedGroup(group []*matrixVar, next, rotation, resid *Node) {
+	g := st.g
+	batch := &trackedBatch{members: group, rotation: rotation}
+	olds, valids := make([]*Node, len(group)), make([]*Node, len(group))
+	for i, h := range group {
+		olds[i], valids[i] = h.residVar.NodeValue(g), h.valid.NodeValue(g)
+	}
+	smoothed := smoothResidual(Stack(olds, 0), Stack(valids, 0), resid)
+	nexts := unstacked(next)
+	for i, h := range group {
+		h.batch = batch
+		h.basis.SetNodeValue(nexts[i])
+		h.residVar.SetNodeValue(Reshape(Slice(smoothed, AxisElem(i))))
+		h.valid.SetNodeValue(Const(g, int32(1)))
+	}
 }

@@ -63,7 +63,8 @@ type matrixVar struct {
 
 	scaledFrom, scaledStep *Node // the base optimizer's coefficient step, and it times Config.Scale
 	products               projector.TrackingProducts
-	rotation               *Node // R = Q_nextᵀ·Q, set by tracked
+	rotation               *Node         // R = Q_nextᵀ·Q, set by tracked (nil where batch holds it)
+	batch                  *trackedBatch // the group tracked as one stack with it (nil: tracked alone)
 }
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
@@ -256,15 +257,19 @@ func (h *matrixVar) tracked(next, resid *Node) {
 	g := h.st.g
 	h.basis.SetNodeValue(next)
 	h.rotation = projector.TransposedTimes(next, h.oldBasis)
-	old := h.residVar.NodeValue(g)
-	// The smoothing restarts from this step's residual for a new basis, and where the stored one
-	// is outside [0, 1] (a damaged checkpoint; NaN included): an EMA would carry it for good.
-	inRange := LogicalAnd(GreaterOrEqual(old, upstream.ZeroOf(old)), LessOrEqual(old, upstream.OneOf(old)))
-	first := LogicalOr(LessOrEqual(h.valid.NodeValue(g), Const(g, int32(0))), LogicalNot(inRange))
-	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
-	resid = projector.AtMostOne(resid) // the average of two shares ≤ 1 can round to 1 + ulp
-	h.residVar.SetNodeValue(resid)
+	h.residVar.SetNodeValue(smoothResidual(h.residVar.NodeValue(g), h.valid.NodeValue(g), resid))
 	h.valid.SetNodeValue(Const(g, int32(1)))
+}
+
+// smoothResidual is the next smoothed sketch residual from the stored one (old), the variable's
+// validity flag and this step's residual: scalars, or vectors over a group. The smoothing
+// restarts from this step's residual for a new basis, and where the stored one is outside
+// [0, 1] (a damaged checkpoint; NaN included): an EMA would carry it for good.
+func smoothResidual(old, valid, resid *Node) *Node {
+	inRange := LogicalAnd(GreaterOrEqual(old, upstream.ZeroOf(old)), LessOrEqual(old, upstream.OneOf(old)))
+	first := LogicalOr(LessOrEqual(valid, upstream.ZeroOf(valid)), LogicalNot(inRange))
+	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
+	return projector.AtMostOne(resid) // the average of two shares ≤ 1 can round to 1 + ulp
 }
 
 // rotateState maps this variable's coefficient-shaped state (the base optimizer's moments, the

@@ -304,6 +304,31 @@ func NewtonSchulzSteps(maxRate float64) int {
 	return len(NewtonSchulzSchedule(1 / (1 + max(maxRate, 0))))
 }
 
+// Rotations is R = Q_nextᵀ·Q_old for each basis of two stacks [g, rows, r]: [g, r, r], in one
+// product (RotateCoefficientsStack's rotation).
+func Rotations(next, old *Node) *Node { return transposedTimesStack(next, old) }
+
+// RotateCoefficientsStack is RotateCoefficients for a stack of g matrices' state ([g, r, n]
+// Left, [g, m, r] Right) and their rotations ([g, r, r]), in a few ops for the stack.
+func RotateCoefficientsStack(c, rotation *Node, side Side, squared bool) *Node {
+	rotate := func(r *Node) *Node {
+		if side == Left {
+			return timesStack(r, c) // R·c
+		}
+		return DotGeneral(c, []int{2}, []int{0}, r, []int{2}, []int{0}) // c·Rᵀ
+	}
+	if !squared {
+		return rotate(rotation)
+	}
+	sq := Square(rotation)
+	inSpan := ReduceSum(sq, 2) // [g, r_new]
+	outside := Max(OneMinus(inSpan), upstream.ZeroOf(inSpan))
+	if side == Left {
+		return Add(rotate(sq), Mul(ExpandAxes(outside, 2), ReduceAndKeep(c, ReduceMean, 1)))
+	}
+	return Add(rotate(sq), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 2)))
+}
+
 // RotateCoefficients maps coefficient-shaped state from an old basis to a new one: with
 // R = Q_newᵀ·Q_old, c ← R·c (Left, c [r, n]) or c ← c·Rᵀ (Right, c [m, r]). For a first moment
 // (an average of coefficients) this is exact: the lifted moment is projected on the new

@@ -230,3 +230,35 @@ func TestNewtonSchulzSteps(t *testing.T) {
 	}
 	require.Less(t, maxErr, 1e-12, "RandomOrthonormal is orthonormal")
 }
+
+// TestRotateCoefficientsStackIsEachMatrixsRotation: the stacked form rotates each matrix's state
+// as RotateCoefficients does, on both sides, for first and second moments, and Rotations is
+// each pair's Q_nextᵀ·Q_old.
+func TestRotateCoefficientsStackIsEachMatrixsRotation(t *testing.T) {
+	oldA, newA, a := turningBasis(4)
+	oldB, newB, b := turningBasis(5)
+	outs, err := ExecOnceN(testBackend(t), func(oldA, newA, a, oldB, newB, b *Node) []*Node {
+		rots := Rotations(Stack([]*Node{newA, newB}, 0), Stack([]*Node{oldA, oldB}, 0))
+		single := []*Node{TransposedTimes(newA, oldA), TransposedTimes(newB, oldB)}
+		var errs []*Node
+		for i := range 2 {
+			errs = append(errs, RelativeLength(Sub(Squeeze(Slice(rots, AxisElem(i)), 0), single[i]), single[i]))
+		}
+		for _, squared := range []bool{false, true} {
+			cs := []*Node{Abs(a), Abs(b)}
+			left := RotateCoefficientsStack(Stack(cs, 0), rots, Left, squared)
+			right := RotateCoefficientsStack(Stack([]*Node{Transpose(cs[0], 0, 1), Transpose(cs[1], 0, 1)}, 0), rots, Right, squared)
+			for i := range 2 {
+				want := RotateCoefficients(cs[i], single[i], Left, squared)
+				errs = append(errs, RelativeLength(Sub(Squeeze(Slice(left, AxisElem(i)), 0), want), want))
+				wantRight := RotateCoefficients(Transpose(cs[i], 0, 1), single[i], Right, squared)
+				errs = append(errs, RelativeLength(Sub(Squeeze(Slice(right, AxisElem(i)), 0), wantRight), wantRight))
+			}
+		}
+		return errs
+	}, oldA, newA, a, oldB, newB, b)
+	require.NoError(t, err)
+	for i, o := range outs {
+		require.Less(t, o.Value().(float32), float32(1e-6), "check %d", i)
+	}
+}
