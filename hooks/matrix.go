@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"hash/fnv"
 	"math"
 
@@ -54,12 +55,14 @@ type matrixVar struct {
 	// trackedFactor multiplies the tracked directions' step (the step-length rule); nil: 1.
 	trackedFactor *Node
 
-	oldBasis *Node           // Q: the basis of this step's coefficients
-	stepCoef *Node           // the coefficient gradient in Q
-	compDirs *Node           // Ω: this step's random complement directions ([side rows, s]; nil: none)
-	compCoef *Node           // the coefficient gradient in Ω
-	compLen  *model.Variable // the last complement step's length (its growth limit)
-	compStep *Node           // this step's complement step, sized with its group's (stepState.complementSteps)
+	oldBasis  *Node           // Q: the basis of this step's coefficients
+	stepCoef  *Node           // the coefficient gradient in Q
+	compDirs  *Node           // Ω: this step's random complement directions ([side rows, s]; nil: none)
+	compCoef  *Node           // the coefficient gradient in Ω
+	compLen   *model.Variable // the last complement step's length (its growth limit)
+	compCount int             // s, the complement's directions (0: none)
+	pathHash  uint64          // seeds the start basis and the complement's draws
+	compStep  *Node           // this step's complement step, sized with its group's (stepState.complementSteps)
 
 	scaledFrom, scaledStep *Node // the base optimizer's coefficient step, and it times Config.Scale
 	products               projector.TrackingProducts
@@ -81,25 +84,95 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 		valid:    st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
 		residVar: st.perVariable(v, svResidual, shapes.Make(dtype)),
 	}
-	// A variable that has not stepped yet (or whose rank just changed) starts from a fixed
-	// random orthonormal basis, seeded by its path: runs and resumed runs start alike.
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
-	start := ConstAsDType(st.g, dtype, projector.RandomOrthonormal(basisRows, rank, hash.Sum64()))
-	// A stored basis that is not orthonormal — a non-finite value or a damaged or hand-edited
-	// checkpoint — is replaced by the start too: steps that use it would all be skipped or
-	// scaled wrongly, and tracking only keeps an orthonormal basis orthonormal. The test costs
-	// an r×r Gram (NaN fails it).
-	stored := h.basis.NodeValue(st.g)
-	gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(stored, stored), DiagonalWithValue(ScalarOne(st.g, dtype), rank))))
-	hasBasis := LogicalAnd(GreaterThan(h.valid.NodeValue(st.g), Const(st.g, int32(0))), LessThan(gramErr, Scalar(st.g, dtype, BasisTolerance)))
-	h.oldBasis = Where(hasBasis, stored, start)
+	h.pathHash = hash.Sum64()
 	if s := st.cfg.complementOf(basisRows, rank); s > 0 && st.cfg.mode == Matrix {
-		seed := projector.ComplementSeed(st.t, hash.Sum64()^complementSeedSalt)
-		h.compDirs = projector.ComplementDirections(seed, h.oldBasis, s)
+		h.compCount = s
 		h.compLen = st.perVariable(v, svComplementLen, shapes.Make(dtype))
 	}
 	return h
+}
+
+// startBasis is the fixed random orthonormal basis a variable starts from (and restarts from),
+// seeded by its path: runs and resumed runs start alike.
+func (h *matrixVar) startBasis() [][]float64 {
+	return projector.RandomOrthonormal(h.side.Rows(h.m, h.n), h.rank, h.pathHash)
+}
+
+// complementNoise is this step's draw for the complement's directions (ComplementNoise), from
+// the variable's path and the step number.
+func (h *matrixVar) complementNoise() *Node {
+	seed := projector.ComplementSeed(h.st.t, h.pathHash^complementSeedSalt)
+	return projector.ComplementNoise(seed, shapes.Make(stateDType(h.v), h.side.Rows(h.m, h.n), h.compCount))
+}
+
+// prepareBases sets each matrix's basis for this step (oldBasis) and draws its complement's
+// directions (compDirs), for the matrices of one basis shape at once (a stack): a variable that
+// has not stepped yet (or whose rank just changed) starts from its start basis, and so does a
+// stored basis that is not orthonormal — a non-finite value or a damaged or hand-edited
+// checkpoint: steps that use it would all be skipped or scaled wrongly, and tracking only keeps
+// an orthonormal basis orthonormal. The test costs an r×r Gram (NaN fails it).
+func (st *stepState) prepareBases(ms []*matrixVar) {
+	g := st.g
+	groups := map[string][]*matrixVar{}
+	var order []string
+	for _, h := range ms {
+		key := h.basis.Shape().String() + fmt.Sprint(h.compCount)
+		if trackEachAlone {
+			key = h.v.Path()
+		}
+		if _, seen := groups[key]; !seen {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], h)
+	}
+	for _, key := range order {
+		group := groups[key]
+		k, h0 := len(group), group[0]
+		dtype, rank := h0.basis.DType(), h0.rank
+		stored, valid, start, eye := make([]*Node, k), make([]*Node, k), make([][][]float64, k), make([][][]float64, k)
+		for i, h := range group {
+			stored[i], valid[i], start[i] = h.basis.NodeValue(g), h.valid.NodeValue(g), h.startBasis()
+			eye[i] = identity(rank)
+		}
+		if k == 1 {
+			q := stored[0]
+			gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(q, q), DiagonalWithValue(ScalarOne(g, dtype), rank))))
+			hasBasis := LogicalAnd(GreaterThan(valid[0], Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+			h0.oldBasis = Where(hasBasis, q, ConstAsDType(g, dtype, start[0]))
+			if h0.compCount > 0 {
+				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, h0.complementNoise())
+			}
+			continue
+		}
+		q := stacked(stored)
+		gramErr := ReduceMax(Abs(Sub(projector.Rotations(q, q), ConstAsDType(g, dtype, eye))), 1, 2) // [k]
+		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+		old := Where(hasBasis, q, ConstAsDType(g, dtype, start))
+		for i, part := range unstacked(old) {
+			group[i].oldBasis = part
+		}
+		if h0.compCount > 0 {
+			noise := make([]*Node, k)
+			for i, h := range group {
+				noise[i] = h.complementNoise()
+			}
+			for i, dirs := range unstacked(projector.ComplementFromNoise(old, stacked(noise))) {
+				group[i].compDirs = dirs
+			}
+		}
+	}
+}
+
+// identity is the r×r identity matrix.
+func identity(r int) [][]float64 {
+	eye := make([][]float64, r)
+	for i := range eye {
+		eye[i] = make([]float64, r)
+		eye[i][i] = 1
+	}
+	return eye
 }
 
 // complementSeedSalt sets the complement's random stream apart from the start basis's, which
@@ -121,13 +194,13 @@ func (h *matrixVar) sketchRows(cols int) *Node {
 // weight alone such as a regularizer. That gradient needs no batch: its projection is added to
 // the coefficients (Qᵀ·G and Ωᵀ·G, at about 2(r+s)·mn multiply-adds). The bases track the
 // product's gradient only: a regularizer's, λ·W or λ·sign(W), has no low-rank structure to follow.
-func newMatrixDirect(st *stepState, v *model.Variable, p *direct.Product, dy, readerGrad *Node, side projector.Side, rank int) *matrixVar {
-	h := newMatrixDirectProduct(st, v, p, dy, side, rank)
+func newMatrixDirect(st *stepState, h *matrixVar, p *direct.Product, dy, readerGrad *Node) *matrixVar {
+	newMatrixDirectProduct(st, h, p, dy)
 	if readerGrad != nil {
-		g2 := ConvertDType(p.FromW(readerGrad), stateDType(v))
-		h.stepCoef = Add(h.stepCoef, projector.ProjectMatrix(g2, h.oldBasis, side))
+		g2 := ConvertDType(p.FromW(readerGrad), stateDType(h.v))
+		h.stepCoef = Add(h.stepCoef, projector.ProjectMatrix(g2, h.oldBasis, h.side))
 		if h.compCoef != nil {
-			h.compCoef = Add(h.compCoef, projector.ProjectMatrix(g2, ConvertDType(h.compDirs, g2.DType()), side))
+			h.compCoef = Add(h.compCoef, projector.ProjectMatrix(g2, ConvertDType(h.compDirs, g2.DType()), h.side))
 		}
 	}
 	return h
@@ -135,17 +208,16 @@ func newMatrixDirect(st *stepState, v *model.Variable, p *direct.Product, dy, re
 
 // newMatrixDirectProduct is the direct path's coefficients and tracking products from the
 // product's x and ∂y.
-func newMatrixDirectProduct(st *stepState, v *model.Variable, p *direct.Product, dy *Node, side projector.Side, rank int) *matrixVar {
-	h := newMatrixVar(st, v, p.M, p.N, rank, side)
+func newMatrixDirectProduct(st *stepState, h *matrixVar, p *direct.Product, dy *Node) {
 	h.p, h.toW = p, p.ToW
-	sdt := stateDType(v)
+	sdt := stateDType(h.v)
 	if p.Conv != nil {
 		x, dyc := p.X, ConvertDType(dy, sdt)
 		if x.DType() != sdt {
 			x = ConvertDType(x, sdt)
 		}
 		h.stepCoef, h.compCoef, h.products = direct.ConvDirectStep(p.Conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction, MinTrackingRows)
-		return h
+		return
 	}
 	x2 := p.XRows(p.X)
 	dy2 := p.DyRows(ConvertDType(dy, sdt))
@@ -155,18 +227,16 @@ func newMatrixDirectProduct(st *stepState, v *model.Variable, p *direct.Product,
 	rows := x2.Shape().Dim(0)
 	trackRows := max(int(math.Ceil(st.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
 	h.stepCoef, h.compCoef, h.products = projector.DirectStepWithComplement(x2, dy2, h.oldBasis, h.compDirs, h.sketchRows(h.otherSide()), h.side, trackRows)
-	return h
 }
 
 // newMatrixPostHoc builds the post-hoc path from the full gradient, seen as a matrix by view.
-func newMatrixPostHoc(st *stepState, v *model.Variable, grad *Node, side projector.Side, rank int, view *direct.View) *matrixVar {
-	h := newMatrixVar(st, v, view.M, view.N, rank, side)
+func newMatrixPostHoc(h *matrixVar, grad *Node, view *direct.View) *matrixVar {
 	h.toW = view.ToW
-	grad2 := ConvertDType(view.FromW(grad), stateDType(v))
+	grad2 := ConvertDType(view.FromW(grad), stateDType(h.v))
 	h.stepCoef = projector.ProjectMatrix(grad2, h.oldBasis, h.side)
 	h.products = projector.FullTrackingProducts(grad2, h.stepCoef, h.sketch(h.otherSide()), h.side)
 	if h.compDirs != nil {
-		h.compCoef = projector.ProjectMatrix(grad2, h.compDirs, side)
+		h.compCoef = projector.ProjectMatrix(grad2, h.compDirs, h.side)
 	}
 	return h
 }

@@ -122,10 +122,25 @@ func gradientsToCheck(grads []*Node, products []*direct.Product) []*Node {
 // order changes when a checkpoint loads, and the rotation of full updates and the order of sums
 // over variables must not.
 func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []PlanEntry, products []*direct.Product) []handler {
+	// The matrices' state first, then their bases for this step, prepared together (a stack per
+	// basis shape), then their products.
+	matrices := make([]*matrixVar, len(trainables))
+	var prepared []*matrixVar
+	for i, v := range trainables {
+		switch e := plan[i]; e.Route {
+		case RouteDirect:
+			matrices[i] = newMatrixVar(st, v, products[i].M, products[i].N, e.Rank, e.Side)
+		case RoutePostHoc:
+			matrices[i] = newMatrixVar(st, v, e.view.M, e.view.N, e.Rank, e.Side)
+		default:
+			continue
+		}
+		prepared = append(prepared, matrices[i])
+	}
+	st.prepareBases(prepared)
 	var hs []handler
 	for i, v := range trainables {
-		e := plan[i]
-		switch e.Route {
+		switch plan[i].Route {
 		case RouteTemporal:
 			hs = append(hs, newTemporal(st, v, grads[i]))
 		case RouteDirect:
@@ -133,9 +148,9 @@ func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []
 			if readerGrads != nil {
 				readerGrad = readerGrads[i]
 			}
-			hs = append(hs, newMatrixDirect(st, v, products[i], grads[i], readerGrad, e.Side, e.Rank))
+			hs = append(hs, newMatrixDirect(st, matrices[i], products[i], grads[i], readerGrad))
 		case RoutePostHoc:
-			hs = append(hs, newMatrixPostHoc(st, v, grads[i], e.Side, e.Rank, e.view))
+			hs = append(hs, newMatrixPostHoc(matrices[i], grads[i], plan[i].view))
 		}
 	}
 	slices.SortFunc(hs, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })

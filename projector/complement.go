@@ -44,8 +44,19 @@ func ComplementSeed(t *Node, seed uint64) *Node {
 func ComplementDirections(rngState, basis *Node, s int) *Node {
 	dims := append([]int(nil), basis.Shape().Dimensions...)
 	dims[len(dims)-1] = s
-	_, noise := RandomUniform(rngState, shapes.Make(basis.DType(), dims...))
-	noise = AddScalar(noise, -0.5)
+	return ComplementFromNoise(basis, ComplementNoise(rngState, shapes.Make(basis.DType(), dims...)))
+}
+
+// ComplementNoise is ComplementDirections' draw: uniform noise in [−½, ½) of the given shape.
+func ComplementNoise(rngState *Node, shape shapes.Shape) *Node {
+	_, noise := RandomUniform(rngState, shape)
+	return AddScalar(noise, -0.5)
+}
+
+// ComplementFromNoise is ComplementDirections from its draw (ComplementNoise): noise ([rows, s],
+// or a stack [g, rows, s] for a stack of bases) with its part in each basis's span removed, each
+// column scaled to unit length.
+func ComplementFromNoise(basis, noise *Node) *Node {
 	q, unstack := stacked(basis)
 	n, _ := stacked(noise)
 	outside := Sub(n, timesStack(q, transposedTimesStack(q, n)))
