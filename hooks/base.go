@@ -133,9 +133,11 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		stepOK[h] = allFinite(step)
 		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
 		taken[h], steps[h] = step, step
-		if f, ok := factors[h]; ok {
-			h.(*matrixVar).trackedFactor = f
-			steps[h] = Mul(step, ConvertDType(f, step.DType())) // the curvature rule measures along the step taken
+		if m, ok := h.(*matrixVar); ok {
+			// The curvature rule measures along the tracked directions' step as the weight takes
+			// it: scaled (Config.Scale) and lengthened (the step-length rule), as lift builds it.
+			m.trackedFactor = factors[h]
+			steps[h] = m.lengthened(m.scaled(step))
 		}
 	}
 	st.complementSteps(hs, taken)

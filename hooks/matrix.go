@@ -64,10 +64,11 @@ type matrixVar struct {
 	pathHash  uint64          // seeds the start basis and the complement's draws
 	compStep  *Node           // this step's complement step, sized with its group's (stepState.complementSteps)
 
-	scaledFrom, scaledStep *Node // the base optimizer's coefficient step, and it times Config.Scale
-	products               projector.TrackingProducts
-	rotation               *Node         // R = Q_nextᵀ·Q, set by tracked (nil where batch holds it)
-	batch                  *trackedBatch // the group tracked as one stack with it (nil: tracked alone)
+	scaledFrom, scaledStep         *Node // the base optimizer's coefficient step, and it times Config.Scale
+	lengthenedFrom, lengthenedStep *Node // a step, and it times the step-length rule's factor
+	products                       projector.TrackingProducts
+	rotation                       *Node         // R = Q_nextᵀ·Q, set by tracked (nil where batch holds it)
+	batch                          *trackedBatch // the group tracked as one stack with it (nil: tracked alone)
 }
 
 func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side projector.Side) *matrixVar {
@@ -306,7 +307,10 @@ func (h *matrixVar) lengthened(step *Node) *Node {
 	if h.trackedFactor == nil {
 		return step
 	}
-	return Mul(step, ConvertDType(h.trackedFactor, step.DType()))
+	if step != h.lengthenedFrom { // built once a step: the curvature rule reads it too
+		h.lengthenedFrom, h.lengthenedStep = step, Mul(step, ConvertDType(h.trackedFactor, step.DType()))
+	}
+	return h.lengthenedStep
 }
 
 // BasisTolerance is the largest |QᵀQ − I| entry a stored basis may have: tracking keeps bases
