@@ -1,8 +1,9 @@
 // Command quickstart is a GoMLX training program as GoMLX users write them — compute.MustNew,
 // params with -set, train.NewLoop with a progress bar, checkpoints that resume — with the
 // projector added by one option: the optimizer it already used, wrapped. It trains a
-// 64-256-256-10 MLP on the digits images (testdata/digits.csv.gz) and prints held-out accuracy
-// and what the projector did.
+// 64-256-256-10 MLP on the digits images (testdata/digits.csv.gz), 256 images a step, and prints
+// held-out accuracy and what the projector did: at the automatic rank it projects the 256×256
+// layer (its gradient products 0.65 of stock's) and says why it leaves the others out.
 //
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/quickstart
 //	GOTOOLCHAIN=auto GOEXPERIMENT=simd go run ./examples/quickstart -set "subspace_enabled=false"   # stock Adam
@@ -63,9 +64,10 @@ func newStore() *model.Store {
 	store.SetParams(hooks.DefaultParams())
 	store.SetParams(map[string]any{
 		optimizer.ParamLearningRate: 3e-3,
-		hooks.ParamRank:             16, // this program's choice: a quarter of the 64 inputs
-		"batch_size":                32,
-		"hidden":                    256,
+		// 256 rows a step: where the one option projects the 256×256 layer (at 32 nothing pays,
+		// and the plan says so per weight).
+		"batch_size": 256,
+		"hidden":     256,
 	})
 	return store
 }
@@ -118,7 +120,7 @@ func run(backend compute.Backend, store *model.Store, o Options) error {
 	if err != nil {
 		return err
 	}
-	trainDS, evalDS, err := digits(backend, model.GetParamOr(store.RootScope(), "batch_size", 32))
+	trainDS, evalDS, err := digits(backend, model.GetParamOr(store.RootScope(), "batch_size", 256))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
+	"github.com/gradsub/gradsub/hooks"
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,6 +33,13 @@ func TestQuickstart(t *testing.T) {
 	require.Contains(t, strings.Join(names, " "), "step-00000090")
 
 	require.ErrorContains(t, run(backend, newStore(), Options{Settings: "subspace_rank=six", Steps: 10, Quiet: true}), "subspace_rank")
+
+	// The one option as the program sets it up: the 256×256 layer projected, the 64×256 one left
+	// out (it would not pay at 256 rows a step).
+	plain := newStore()
+	require.NoError(t, run(backend, plain, Options{Steps: 5, Quiet: true}))
+	require.NotNil(t, plain.GetVariable("/"+hooks.StateScope+"/hidden_1/dense/weights_basis"), "the 256×256 layer is projected")
+	require.Nil(t, plain.GetVariable("/"+hooks.StateScope+"/hidden_0/dense/weights_basis"), "the 64×256 layer is left out")
 
 	// -set wins over the checkpoint's params on resume: another mode is seen (and refused, with
 	// the option named), not silently replaced by the checkpoint's.
