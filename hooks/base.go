@@ -100,7 +100,6 @@ func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.s
 // applyBase runs the base optimizer once over every trainable variable (baseAdapter), then lifts
 // the coefficient steps back into the projected weights.
 func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision) {
-	g := st.g
 	base := st.newBaseAdapter(hs)
 	base.update(trainables, grads)
 	// The last coefficient gradients, for the rules that read them: the curvature rule (every
@@ -120,10 +119,23 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		factors = lengths.factors(history)
 	}
 
-	lr := base.learningRate()
-	taken := make(map[handler]*Node, len(hs))  // the base optimizer's coefficient steps, guarded
-	steps := make(map[handler]*Node, len(hs))  // and lengthened: the steps the weights take
-	stepOK := make(map[handler]*Node, len(hs)) // the coefficient step is finite
+	taken, steps, stepOK := st.guardedSteps(base, hs, factors, check)
+	st.complementSteps(hs, taken)
+	st.liftAll(hs, taken, base.learningRate(), guard, check)
+	if curvatureOn {
+		st.curvature(hs, steps, history, d.learnNow) // only its rule reads it
+	}
+	if history != nil {
+		history.record() // before the rotation, which carries it into the next basis
+	}
+	st.rotateStates(hs, stepOK)
+}
+
+// guardedSteps reads the base optimizer's coefficient step of each handler, checked and guarded
+// (taken), and the step the tracked directions take, scaled and lengthened (steps, which the
+// curvature rule measures along); stepOK says which were finite.
+func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[handler]*Node, check stepCheck) (taken, steps, stepOK map[handler]*Node) {
+	taken, steps, stepOK = make(map[handler]*Node, len(hs)), make(map[handler]*Node, len(hs)), make(map[handler]*Node, len(hs))
 	for _, h := range hs {
 		step := base.step(h)
 		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
@@ -134,13 +146,17 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
 		taken[h], steps[h] = step, step
 		if m, ok := h.(*matrixVar); ok {
-			// The curvature rule measures along the tracked directions' step as the weight takes
-			// it: scaled (Config.Scale) and lengthened (the step-length rule), as lift builds it.
+			// As lift builds it: scaled (Config.Scale) and lengthened (the step-length rule).
 			m.trackedFactor = factors[h]
 			steps[h] = m.lengthened(m.scaled(step))
 		}
 	}
-	st.complementSteps(hs, taken)
+	return taken, steps, stepOK
+}
+
+// liftAll moves each projected weight by its lifted coefficient step (taken), with GoMLX's
+// weight decay at the base optimizer's learning rate lr (nil: none found) and clip.
+func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, guard *stepGuard, check stepCheck) {
 	for _, h := range hs {
 		v, step := h.variable(), taken[h]
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
@@ -149,28 +165,21 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
-			v.SetNodeValue(Where(w.useProjection(), st.clipStep(before, projected), v.NodeValue(g)))
-		} else {
-			// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
-			// small coefficient step and the decay scalar: a bad step leaves W as it was without
-			// a full-size select (each full-size op is a pass over the weight).
-			lifted := h.lift(step)
-			projected := Add(before, lifted)
-			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
-				decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
-				projected = Add(Mul(before, Where(check.ok, decay, upstream.OneOf(decay))), lifted)
-			}
-			v.SetNodeValue(st.clipStep(before, projected))
-			guard.guarded[v] = true
+			v.SetNodeValue(Where(w.useProjection(), st.clipStep(before, projected), v.NodeValue(st.g)))
+			continue
 		}
+		// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
+		// small coefficient step and the decay scalar: a bad step leaves W as it was without a
+		// full-size select (each full-size op is a pass over the weight).
+		lifted := h.lift(step)
+		projected := Add(before, lifted)
+		if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
+			decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
+			projected = Add(Mul(before, Where(check.ok, decay, upstream.OneOf(decay))), lifted)
+		}
+		v.SetNodeValue(st.clipStep(before, projected))
+		guard.guarded[v] = true
 	}
-	if curvatureOn {
-		st.curvature(hs, steps, history, d.learnNow) // only its rule reads it
-	}
-	if history != nil {
-		history.record() // before the rotation, which carries it into the next basis
-	}
-	st.rotateStates(hs, stepOK)
 }
 
 // clipStep applies GoMLX's clip_step_by_value (optimizer.ParamClipStepByValue) to a projected

@@ -1,0 +1,94 @@
+package hooks
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/projector"
+)
+
+// A step's bases: each projected matrix's stored basis, checked, or its start basis, and its
+// complement's directions, prepared for all matrices before their products (a stack per basis
+// shape).
+
+// startBasis is the fixed random orthonormal basis a variable starts from (and restarts from),
+// seeded by its path: runs and resumed runs start alike.
+func (h *matrixVar) startBasis() [][]float64 {
+	return projector.RandomOrthonormal(h.side.Rows(h.m, h.n), h.rank, h.pathHash)
+}
+
+// complementNoise is this step's draw for the complement's directions (ComplementNoise), from
+// the variable's path and the step number.
+func (h *matrixVar) complementNoise() *Node {
+	seed := projector.ComplementSeed(h.st.t, h.pathHash^complementSeedSalt)
+	return projector.ComplementNoise(seed, shapes.Make(stateDType(h.v), h.side.Rows(h.m, h.n), h.compCount))
+}
+
+// prepareBases sets each matrix's basis for this step (oldBasis) and draws its complement's
+// directions (compDirs), for the matrices of one basis shape at once (a stack): a variable that
+// has not stepped yet (or whose rank just changed) starts from its start basis, and so does a
+// stored basis that is not orthonormal — a non-finite value or a damaged or hand-edited
+// checkpoint: steps that use it would all be skipped or scaled wrongly, and tracking only keeps
+// an orthonormal basis orthonormal. The test costs an r×r Gram (NaN fails it).
+func (st *stepState) prepareBases(ms []*matrixVar) {
+	g := st.g
+	groups := map[string][]*matrixVar{}
+	var order []string
+	for _, h := range ms {
+		key := h.basis.Shape().String() + fmt.Sprint(h.compCount)
+		if trackEachAlone {
+			key = h.v.Path()
+		}
+		if _, seen := groups[key]; !seen {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], h)
+	}
+	for _, key := range order {
+		group := groups[key]
+		k, h0 := len(group), group[0]
+		dtype, rank := h0.basis.DType(), h0.rank
+		stored, valid, start, eye := make([]*Node, k), make([]*Node, k), make([][][]float64, k), make([][][]float64, k)
+		for i, h := range group {
+			stored[i], valid[i], start[i] = h.basis.NodeValue(g), h.valid.NodeValue(g), h.startBasis()
+			eye[i] = identity(rank)
+		}
+		if k == 1 {
+			q := stored[0]
+			gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(q, q), DiagonalWithValue(ScalarOne(g, dtype), rank))))
+			hasBasis := LogicalAnd(GreaterThan(valid[0], Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+			h0.oldBasis = Where(hasBasis, q, ConstAsDType(g, dtype, start[0]))
+			if h0.compCount > 0 {
+				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, h0.complementNoise())
+			}
+			continue
+		}
+		q := stacked(stored)
+		gramErr := ReduceMax(Abs(Sub(projector.Rotations(q, q), ConstAsDType(g, dtype, eye))), 1, 2) // [k]
+		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+		old := Where(hasBasis, q, ConstAsDType(g, dtype, start))
+		for i, part := range unstacked(old) {
+			group[i].oldBasis = part
+		}
+		if h0.compCount > 0 {
+			noise := make([]*Node, k)
+			for i, h := range group {
+				noise[i] = h.complementNoise()
+			}
+			for i, dirs := range unstacked(projector.ComplementFromNoise(old, stacked(noise))) {
+				group[i].compDirs = dirs
+			}
+		}
+	}
+}
+
+// identity is the r×r identity matrix.
+func identity(r int) [][]float64 {
+	eye := make([][]float64, r)
+	for i := range eye {
+		eye[i] = make([]float64, r)
+		eye[i][i] = 1
+	}
+	return eye
+}

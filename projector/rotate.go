@@ -1,0 +1,58 @@
+package projector
+
+import (
+	. "github.com/gomlx/gomlx/core/graph"
+
+	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// Rotations is R = Q_nextᵀ·Q_old for each basis of two stacks [g, rows, r]: [g, r, r], in one
+// product (RotateCoefficientsStack's rotation).
+func Rotations(next, old *Node) *Node { return transposedTimesStack(next, old) }
+
+// RotateCoefficientsStack is RotateCoefficients for a stack of g matrices' state ([g, r, n]
+// Left, [g, m, r] Right) and their rotations ([g, r, r]), in a few ops for the stack.
+func RotateCoefficientsStack(c, rotation *Node, side Side, squared bool) *Node {
+	rotate := func(r *Node) *Node {
+		if side == Left {
+			return timesStack(r, c) // R·c
+		}
+		return DotGeneral(c, []int{2}, []int{0}, r, []int{2}, []int{0}) // c·Rᵀ
+	}
+	if !squared {
+		return rotate(rotation)
+	}
+	sq := Square(rotation)
+	inSpan := ReduceSum(sq, 2) // [g, r_new]
+	outside := Max(OneMinus(inSpan), upstream.ZeroOf(inSpan))
+	if side == Left {
+		return Add(rotate(sq), Mul(ExpandAxes(outside, 2), ReduceAndKeep(c, ReduceMean, 1)))
+	}
+	return Add(rotate(sq), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 2)))
+}
+
+// RotateCoefficients maps coefficient-shaped state from an old basis to a new one: with
+// R = Q_newᵀ·Q_old, c ← R·c (Left, c [r, n]) or c ← c·Rᵀ (Right, c [m, r]). For a first moment
+// (an average of coefficients) this is exact: the lifted moment is projected on the new
+// subspace. squared rotates a second moment (an average of squared coefficients): the part of
+// each new axis inside the old span takes R∘R of the old moments (exact where the old
+// coordinates are uncorrelated), the part outside it (1 − Σⱼ Rᵢⱼ²) the old coordinates' mean.
+// Without that part a new axis's moment shrank to its share of the old span, while its
+// gradient did not, and Adam's steps along it grew: loss spikes at high learning rates
+// (docs/log/2026-12-quality.md). The moment stays non-negative, an isotropic one stays as it is, and R = I
+// leaves it unchanged.
+func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
+	if squared {
+		sq := Square(rotation)
+		inSpan := ReduceSum(sq, 1) // [r_new]: each new axis's share inside the old span
+		outside := Max(OneMinus(inSpan), upstream.ZeroOf(inSpan))
+		if side == Left {
+			return Add(DotProduct(sq, c), Mul(ExpandAxes(outside, 1), ReduceAndKeep(c, ReduceMean, 0)))
+		}
+		return Add(TimesTransposed(c, sq), Mul(ExpandAxes(outside, 0), ReduceAndKeep(c, ReduceMean, 1)))
+	}
+	if side == Left {
+		return DotProduct(rotation, c)
+	}
+	return TimesTransposed(c, rotation)
+}
