@@ -138,34 +138,34 @@ func main() {
 			fmt.Fprintln(os.Stderr, "transformer:", err)
 			os.Exit(2)
 		}
-		defer stop()
+		defer stop() // and exit stops it before an error's exit
 	}
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq, UnfusedAttention: *unfused},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
 		EvalEvery: max(1, *steps/10), EvalBatches: 8, WarmUp: *warmUp, CheckEvery: *check, MaxRank: *maxRank, TrackingRate: *tracking, Scale: scale, Complement: compl, ComplementScale: complSc, ScaleAdaptation: adapt, Seed: 1, Variants: strings.Split(*variants, ","), Quiet: *quiet,
 	}
-	if *widths != "" {
-		widthList, err := parseWidths(*widths)
+	if code, err := runAll(o, *widths, *ranks, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
+		fmt.Fprintln(os.Stderr, "transformer:", err)
+		exit(code)
+	}
+}
+
+// runAll runs the comparison the flags ask for: across widths (-widths), or across ranks at the
+// model's width. It returns the exit code of its error: 2 for bad flags, 1 for a failed run.
+func runAll(o Options, widths, ranks, corpus string, maxBytes int, out, jsonPath, backendF string) (int, error) {
+	if widths != "" {
+		widthList, err := parseWidths(widths)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "transformer:", err)
-			os.Exit(2)
+			return 2, err
 		}
-		if err := runScaling(o, widthList, *corpus, *maxBytes, *out, *backendF); err != nil {
-			fmt.Fprintln(os.Stderr, "transformer:", err)
-			exit(1)
-		}
-		return
+		return 1, runScaling(o, widthList, corpus, maxBytes, out, backendF)
 	}
-	rankList, err := figures.ParseRanks(*ranks, *rank, 0)
+	rankList, err := figures.ParseRanks(ranks, o.Rank, 0)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "transformer:", err)
-		os.Exit(2)
+		return 2, err
 	}
-	if err := run(o, rankList, *corpus, *maxBytes, *out, *jsonPath, *backendF); err != nil {
-		fmt.Fprintln(os.Stderr, "transformer:", err)
-		exit(1)
-	}
+	return 1, run(o, rankList, corpus, maxBytes, out, jsonPath, backendF)
 }
 
 // stopProfile ends the CPU profile, if one runs, before an exit (os.Exit skips deferred calls).
