@@ -72,75 +72,9 @@ func FuzzStepState(f *testing.F) {
 		if len(data) > 0 {
 			mode = int(data[0] % 2)
 		}
-		if stateFuzz[mode] == nil {
-			s := &stateFuzzRun{}
-			cfg := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(3).CheckEvery(2)
-			if mode == 1 {
-				cfg = cfg.Mode(Temporal)
-			}
-			s.opt = cfg.Done()
-			s.run = newRun(t, s.opt)
-			for range 5 { // past warm-up: every state variable exists
-				s.run.step(t)
-			}
-			s.saved = map[string]*tensors.Tensor{}
-			for v := range s.run.store.IterVariables() {
-				clone, err := v.MustValue().LocalClone()
-				require.NoError(t, err)
-				s.saved[v.Path()] = clone
-				if strings.HasPrefix(v.Path(), "/subspace/") || strings.HasPrefix(v.Path(), "/AdamOptimizer/subspace/") {
-					s.fuzzed = append(s.fuzzed, v.Path())
-				}
-			}
-			stateFuzz[mode] = s
-		}
-		s := stateFuzz[mode]
+		s := stateFuzzRunOf(t, mode)
 		r := s.run
-		word := 0
-		next := func() []byte { // the next 8 bytes of the input, cycling; zeros for an empty input
-			var b [8]byte
-			for i := range b {
-				if len(data) > 0 {
-					b[i] = data[(word*8+i)%len(data)]
-				}
-			}
-			word++
-			return b[:]
-		}
-		for _, path := range slices.Sorted(maps.Keys(s.saved)) { // in a fixed order: an input is one case
-			value := s.saved[path]
-			v := r.store.GetVariable(path)
-			if !slices.Contains(s.fuzzed, path) {
-				clone, err := value.LocalClone()
-				require.NoError(t, err)
-				require.NoError(t, v.SetValue(clone))
-				continue
-			}
-			n := value.Shape().Size()
-			switch v.DType() {
-			case dtypes.Float32:
-				xs := make([]float32, n)
-				kept := tensors.MustCopyFlatData[float32](value)
-				for i := range xs {
-					xs[i] = math.Float32frombits(binary.LittleEndian.Uint32(next()))
-					// The base optimizer's moments make the step: a finite but absurd one (a first
-					// moment of 1e30) makes an absurd step, as it would for stock Adam, which no
-					// check can tell from a real one. They get damage that can be told: non-finite
-					// or negative values, or values of a plausible size.
-					x := float64(xs[i])
-					if strings.HasPrefix(path, "/AdamOptimizer/") && !math.IsNaN(x) && !math.IsInf(x, 0) && x >= 0 && x > 1 {
-						xs[i] = kept[i]
-					}
-				}
-				require.NoError(t, v.SetValue(tensors.FromFlatDataAndDimensions(xs, value.Shape().Dimensions...)))
-			case dtypes.Int32:
-				require.NoError(t, v.SetValue(tensors.FromScalar(int32(binary.LittleEndian.Uint32(next())))))
-			case dtypes.Int64:
-				require.NoError(t, v.SetValue(tensors.FromScalar(int64(binary.LittleEndian.Uint64(next())))))
-			default:
-				t.Fatalf("state variable %s has dtype %s: teach the fuzzer to fill it", path, v.DType())
-			}
-		}
+		s.load(t, data)
 		skipped := func() int64 { return r.store.GetVariable("/subspace/skipped_steps").MustValue().Value().(int64) }
 		skippedBefore := skipped()
 		for range ExplodePatience + 1 {
@@ -170,4 +104,87 @@ func FuzzStepState(f *testing.F) {
 			require.True(t, v.Residual >= 0 && v.Residual <= 1, "residual %g", v.Residual)
 		}
 	})
+}
+
+// stateFuzzRunOf is the fuzzer's run of a mode (0 matrix, 1 temporal), trained past warm-up once
+// (every state variable exists) and its store saved.
+func stateFuzzRunOf(t *testing.T, mode int) *stateFuzzRun {
+	if stateFuzz[mode] != nil {
+		return stateFuzz[mode]
+	}
+	s := &stateFuzzRun{}
+	cfg := Subspace(optimizer.Adam().LearningRate(0.01).Done()).Rank(3).WarmUp(3).CheckEvery(2)
+	if mode == 1 {
+		cfg = cfg.Mode(Temporal)
+	}
+	s.opt = cfg.Done()
+	s.run = newRun(t, s.opt)
+	for range 5 {
+		s.run.step(t)
+	}
+	s.saved = map[string]*tensors.Tensor{}
+	for v := range s.run.store.IterVariables() {
+		clone, err := v.MustValue().LocalClone()
+		require.NoError(t, err)
+		s.saved[v.Path()] = clone
+		if strings.HasPrefix(v.Path(), "/subspace/") || strings.HasPrefix(v.Path(), "/AdamOptimizer/subspace/") {
+			s.fuzzed = append(s.fuzzed, v.Path())
+		}
+	}
+	stateFuzz[mode] = s
+	return s
+}
+
+// load restores the saved store, with the input's bytes written bit for bit, cycling over it,
+// into every state variable (zeros for an empty input).
+func (s *stateFuzzRun) load(t *testing.T, data []byte) {
+	word := 0
+	next := func() []byte { // the next 8 bytes of the input, cycling
+		var b [8]byte
+		for i := range b {
+			if len(data) > 0 {
+				b[i] = data[(word*8+i)%len(data)]
+			}
+		}
+		word++
+		return b[:]
+	}
+	for _, path := range slices.Sorted(maps.Keys(s.saved)) { // in a fixed order: an input is one case
+		value := s.saved[path]
+		v := s.run.store.GetVariable(path)
+		if !slices.Contains(s.fuzzed, path) {
+			clone, err := value.LocalClone()
+			require.NoError(t, err)
+			require.NoError(t, v.SetValue(clone))
+			continue
+		}
+		switch v.DType() {
+		case dtypes.Float32:
+			require.NoError(t, v.SetValue(fuzzedFloats(path, value, next)))
+		case dtypes.Int32:
+			require.NoError(t, v.SetValue(tensors.FromScalar(int32(binary.LittleEndian.Uint32(next())))))
+		case dtypes.Int64:
+			require.NoError(t, v.SetValue(tensors.FromScalar(int64(binary.LittleEndian.Uint64(next())))))
+		default:
+			t.Fatalf("state variable %s has dtype %s: teach the fuzzer to fill it", path, v.DType())
+		}
+	}
+}
+
+// fuzzedFloats is value's shape filled from next's bytes. The base optimizer's moments make the
+// step: a finite but absurd one (a first moment of 1e30) makes an absurd step, as it would for
+// stock Adam, which no check can tell from a real one. They get damage that can be told:
+// non-finite or negative values, or values of a plausible size (above 1: kept as they were).
+func fuzzedFloats(path string, value *tensors.Tensor, next func() []byte) *tensors.Tensor {
+	n := value.Shape().Size()
+	xs := make([]float32, n)
+	kept := tensors.MustCopyFlatData[float32](value)
+	for i := range xs {
+		xs[i] = math.Float32frombits(binary.LittleEndian.Uint32(next()))
+		x := float64(xs[i])
+		if strings.HasPrefix(path, "/AdamOptimizer/") && !math.IsNaN(x) && !math.IsInf(x, 0) && x >= 0 && x > 1 {
+			xs[i] = kept[i]
+		}
+	}
+	return tensors.FromFlatDataAndDimensions(xs, value.Shape().Dimensions...)
 }

@@ -143,86 +143,120 @@ func stepFLOPs(t *testing.T, m layersModel, opt *Optimizer) int64 {
 	return f.Step()
 }
 
+// planDecision is what a model's plan must say of a variable: its route, and a phrase of its reason.
+type planDecision struct {
+	path  string
+	route Route
+	why   string
+}
+
+// gomlxLayerDecisions: per model of gomlxLayerModels, what its plan says under the one option
+// (auto) and under Rank(8).
+var gomlxLayerDecisions = map[string]struct{ auto, rank8 []planDecision }{
+	"dense with L1 and L2": {
+		auto: []planDecision{
+			{"/hidden0/dense/weights", RouteFull, "too small to pay: at 512 rows per step"},
+			{"/hidden1/dense/weights", RouteDirect, "its regularizer's gradient (through Mul, Abs, no batch) projected on its own"},
+			{"/hidden1/dense/biases", RouteFull, "a vector"},
+			{"/output/dense/weights", RouteFull, "the output head"},
+		},
+		rank8: []planDecision{
+			{"/hidden0/dense/weights", RouteDirect, "its regularizer's gradient"},
+			{"/hidden1/dense/weights", RouteDirect, "its regularizer's gradient"},
+		},
+	},
+	"CNN with layer norm": {
+		auto: []planDecision{
+			{"/conv2/conv/weights", RouteFull, "too small to pay"},
+			{"/norm1/layer_normalization/gain", RouteFull, "a normalization gain or offset"},
+			{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
+		},
+		rank8: []planDecision{
+			{"/conv1/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient (through Mul, no batch) projected on its own"},
+			{"/conv2/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient"},
+			{"/norm1/layer_normalization/gain", RouteFull, "a normalization gain or offset (read only elementwise"},
+			{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
+		},
+	},
+	"KAN": {
+		auto: []planDecision{
+			{"/kan/bspline_kan_hidden_0/bspline_control_points", RouteFull, "would add"},
+			{"/kan/bspline_kan_hidden_0/w_splines", RouteFull, "a gain or offset (read only elementwise, by Mul)"},
+		},
+		rank8: []planDecision{
+			{"/kan/bspline_kan_hidden_0/bspline_control_points", RoutePostHoc, "full gradient projected"},
+		},
+	},
+	"attention with unequal key and value sizes": {
+		rank8: []planDecision{
+			{"/attention/MultiHeadAttention/value/dense/weights", RouteDirect, "∂W never built"},
+			{"/norm/layer_normalization/gain", RouteFull, "a vector"},
+		},
+	},
+	"bag of words": {
+		auto: []planDecision{
+			{"/tokens/embeddings", RouteFull, "an embedding table"},
+		},
+		rank8: []planDecision{
+			{"/tokens/embeddings", RouteFull, "an embedding table"},
+			{"/hidden/dense/weights", RouteDirect, "∂W never built"},
+		},
+	},
+}
+
+// checkPlanDecisions checks opt's plan against decisions, and that every variable left out says
+// what it is.
+func checkPlanDecisions(t *testing.T, opt *Optimizer, decisions []planDecision) {
+	t.Helper()
+	plan := map[string]PlanEntry{}
+	for _, e := range opt.Plan() {
+		plan[e.Variable] = e
+		if e.Shape.Rank() < 2 {
+			require.Contains(t, e.Why, "a vector", opt.PlanString())
+		}
+		require.NotContains(t, e.Why, "not selected (", "every left-out variable says what it is")
+	}
+	for _, d := range decisions {
+		e, ok := plan[d.path]
+		require.True(t, ok, "%s in the plan:\n%s", d.path, opt.PlanString())
+		require.Equal(t, d.route, e.Route, "%s:\n%s", d.path, opt.PlanString())
+		require.Contains(t, e.Why, d.why, "%s:\n%s", d.path, opt.PlanString())
+	}
+}
+
+// checkPlanPrice: the plan's price is an estimate from the shapes: the counted step, less the
+// projector's estimated products, plus the ∂W they replace, is stock's step (stockFLOPs); the
+// plan says when it makes the step cost more.
+func checkPlanPrice(t *testing.T, forced *Optimizer, stockFLOPs int64) {
+	t.Helper()
+	var work, replaced int64
+	for _, e := range forced.Plan() {
+		work += e.ProjectorFLOPs
+		replaced += e.ReplacedFLOPs
+		if e.Route == RouteDirect || e.Route == RoutePostHoc {
+			// (not always less: at rank 8 a 27×16 kernel's basis and coefficients outweigh
+			// Adam's moments of it)
+			require.Positive(t, e.StockStateBytes, e.Variable)
+			require.Positive(t, e.StateBytes, e.Variable)
+		}
+	}
+	f, err := forced.StepFLOPs()
+	require.NoError(t, err)
+	estimate := f.Step() - work + replaced
+	t.Logf("stock's step %s; counted under Rank(8) %s; its estimate of stock's %s", HumanFLOPs(stockFLOPs), HumanFLOPs(f.Step()), HumanFLOPs(estimate))
+	require.InEpsilon(t, stockFLOPs, estimate, 0.1, "the plan's price within 10%% of the counted step")
+	if f.Step() > stockFLOPs {
+		require.Contains(t, forced.PlanString(), "this plan makes a step cost more than stock's")
+	} else {
+		require.NotContains(t, forced.PlanString(), "this plan makes a step cost more than stock's")
+	}
+}
+
 // TestGoMLXLayers: on each model the one option's step costs no more FLOPs than stock's, and
 // each variable's decision names what it is: a vector, a normalization gain, an embedding table,
 // the output head, too small to pay; regularized weights keep the direct path.
 func TestGoMLXLayers(t *testing.T) {
 	adam := func() optimizer.Interface { return optimizer.Adam().Done() }
-	// want: per model, a variable path pattern and what its plan line must say, under the one
-	// option and under Rank(8).
-	type decision struct {
-		path  string
-		route Route
-		why   string
-	}
-	want := map[string]struct{ auto, rank8 []decision }{
-		"dense with L1 and L2": {
-			auto: []decision{
-				{"/hidden0/dense/weights", RouteFull, "too small to pay: at 512 rows per step"},
-				{"/hidden1/dense/weights", RouteDirect, "its regularizer's gradient (through Mul, Abs, no batch) projected on its own"},
-				{"/hidden1/dense/biases", RouteFull, "a vector"},
-				{"/output/dense/weights", RouteFull, "the output head"},
-			},
-			rank8: []decision{
-				{"/hidden0/dense/weights", RouteDirect, "its regularizer's gradient"},
-				{"/hidden1/dense/weights", RouteDirect, "its regularizer's gradient"},
-			},
-		},
-		"CNN with layer norm": {
-			auto: []decision{
-				{"/conv2/conv/weights", RouteFull, "too small to pay"},
-				{"/norm1/layer_normalization/gain", RouteFull, "a normalization gain or offset"},
-				{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
-			},
-			rank8: []decision{
-				{"/conv1/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient (through Mul, no batch) projected on its own"},
-				{"/conv2/conv/weights", RouteDirect, "∂K never built; its regularizer's gradient"},
-				{"/norm1/layer_normalization/gain", RouteFull, "a normalization gain or offset (read only elementwise"},
-				{"/norm2/layer_normalization/offset", RouteFull, "a normalization gain or offset"},
-			},
-		},
-		"KAN": {
-			auto: []decision{
-				{"/kan/bspline_kan_hidden_0/bspline_control_points", RouteFull, "would add"},
-				{"/kan/bspline_kan_hidden_0/w_splines", RouteFull, "a gain or offset (read only elementwise, by Mul)"},
-			},
-			rank8: []decision{
-				{"/kan/bspline_kan_hidden_0/bspline_control_points", RoutePostHoc, "full gradient projected"},
-			},
-		},
-		"attention with unequal key and value sizes": {
-			rank8: []decision{
-				{"/attention/MultiHeadAttention/value/dense/weights", RouteDirect, "∂W never built"},
-				{"/norm/layer_normalization/gain", RouteFull, "a vector"},
-			},
-		},
-		"bag of words": {
-			auto: []decision{
-				{"/tokens/embeddings", RouteFull, "an embedding table"},
-			},
-			rank8: []decision{
-				{"/tokens/embeddings", RouteFull, "an embedding table"},
-				{"/hidden/dense/weights", RouteDirect, "∂W never built"},
-			},
-		},
-	}
-	check := func(t *testing.T, opt *Optimizer, decisions []decision) {
-		t.Helper()
-		plan := map[string]PlanEntry{}
-		for _, e := range opt.Plan() {
-			plan[e.Variable] = e
-			if e.Shape.Rank() < 2 {
-				require.Contains(t, e.Why, "a vector", opt.PlanString())
-			}
-			require.NotContains(t, e.Why, "not selected (", "every left-out variable says what it is")
-		}
-		for _, d := range decisions {
-			e, ok := plan[d.path]
-			require.True(t, ok, "%s in the plan:\n%s", d.path, opt.PlanString())
-			require.Equal(t, d.route, e.Route, "%s:\n%s", d.path, opt.PlanString())
-			require.Contains(t, e.Why, d.why, "%s:\n%s", d.path, opt.PlanString())
-		}
-	}
 	for _, m := range gomlxLayerModels() {
 		t.Run(strings.ReplaceAll(m.name, " ", "_"), func(t *testing.T) {
 			stock := Subspace(adam()).Enabled(false).Done()
@@ -231,35 +265,13 @@ func TestGoMLXLayers(t *testing.T) {
 			oneFLOPs := stepFLOPs(t, m, one)
 			t.Logf("one option: %.3f of stock's step FLOPs\n%s", float64(oneFLOPs)/float64(stockFLOPs), one.PlanString())
 			require.LessOrEqual(t, oneFLOPs, stockFLOPs, "the one option never costs more than stock:\n%s", one.PlanString())
-			check(t, one, want[m.name].auto)
+			checkPlanDecisions(t, one, gomlxLayerDecisions[m.name].auto)
 
 			forced := Subspace(adam()).Rank(8).Done()
 			trainLayersModel(t, m, forced, 3)
 			t.Logf("Rank(8):\n%s", forced.PlanString())
-			check(t, forced, want[m.name].rank8)
-			// The plan's price is an estimate from the shapes: the counted step, less the
-			// projector's estimated products, plus the ∂W they replace, is stock's step.
-			var work, replaced int64
-			for _, e := range forced.Plan() {
-				work += e.ProjectorFLOPs
-				replaced += e.ReplacedFLOPs
-				if e.Route == RouteDirect || e.Route == RoutePostHoc {
-					// (not always less: at rank 8 a 27×16 kernel's basis and coefficients outweigh
-					// Adam's moments of it)
-					require.Positive(t, e.StockStateBytes, e.Variable)
-					require.Positive(t, e.StateBytes, e.Variable)
-				}
-			}
-			f, err := forced.StepFLOPs()
-			require.NoError(t, err)
-			estimate := f.Step() - work + replaced
-			t.Logf("stock's step %s; counted under Rank(8) %s; its estimate of stock's %s", HumanFLOPs(stockFLOPs), HumanFLOPs(f.Step()), HumanFLOPs(estimate))
-			require.InEpsilon(t, stockFLOPs, estimate, 0.1, "the plan's price within 10%% of the counted step")
-			if f.Step() > stockFLOPs {
-				require.Contains(t, forced.PlanString(), "this plan makes a step cost more than stock's")
-			} else {
-				require.NotContains(t, forced.PlanString(), "this plan makes a step cost more than stock's")
-			}
+			checkPlanDecisions(t, forced, gomlxLayerDecisions[m.name].rank8)
+			checkPlanPrice(t, forced, stockFLOPs)
 		})
 	}
 }
