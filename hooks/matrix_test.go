@@ -123,47 +123,9 @@ func (r *run) nextStepLength(t *testing.T, path string) float64 {
 // contracts over the rank and the complement's directions.
 func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	const rank = 3
-	weightProducts := func(opt *Optimizer) (contractions []int) {
-		g, _ := opt.StepGraph()
-		opt.mu.Lock()
-		roots := opt.roots
-		opt.mu.Unlock()
-		live := Live(g, roots)
-		consumed := map[*Node]bool{}
-		for _, n := range g.Nodes() {
-			if live[n] {
-				for _, in := range n.Inputs() {
-					consumed[in] = true
-				}
-			}
-		}
-		for _, n := range g.Nodes() {
-			switch n.Type() {
-			case NodeTypeIf, NodeTypeWhile, NodeTypeCall:
-				t.Fatalf("the step graph holds control flow: %s", n)
-			}
-			if !live[n] {
-				continue
-			}
-			switch n.Type() {
-			case NodeTypeDotGeneral:
-				// W's shape, or its transpose (GoMLX's decomposed VJP may build ∂Wᵀ).
-				if dims := n.Shape().Dimensions; n.Rank() == 2 && (dims[0] == 12 && dims[1] == 16 || dims[0] == 16 && dims[1] == 12) {
-					contractions = append(contractions, int(productFLOPs(n, consumed)/(2*12*16)))
-				}
-			case NodeTypeFusedDenseVJP:
-				for _, split := range splitsOf(n, consumed) {
-					if split.Shape().Equal(n.Inputs()[1].Shape()) && n.Inputs()[1].Shape().Dim(0) == 12 {
-						contractions = append(contractions, n.Inputs()[0].Shape().Dim(0))
-					}
-				}
-			}
-		}
-		return
-	}
 	stock := Subspace(optimizer.Adam().Done()).Enabled(false).Done()
 	newRun(t, stock).step(t)
-	require.Equal(t, []int{64}, weightProducts(stock), "stock back-propagation builds ∂W = xᵀ·∂y over the batch of 64")
+	require.Equal(t, []int{64}, weightProducts(t, stock), "stock back-propagation builds ∂W = xᵀ·∂y over the batch of 64")
 
 	// Two complement directions: the coefficient's product has 3 + 2 rows (padded to 8, not 12:
 	// a coefficient as tall as W's side would have W's shape too).
@@ -177,7 +139,7 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	require.Positive(t, report.Checks)
 	require.Equal(t, 1, opt.Builds(), "one graph for every kind of step")
 	require.Equal(t, RouteDirect, opt.Plan()[0].Route)
-	require.Equal(t, []int{rank + 2}, weightProducts(opt), "only the lift (contracting over the rank and the complement) may have W's shape")
+	require.Equal(t, []int{rank + 2}, weightProducts(t, opt), "only the lift (contracting over the rank and the complement) may have W's shape")
 
 	f, err := opt.StepFLOPs()
 	require.NoError(t, err)
@@ -208,24 +170,66 @@ func TestDirectPathBuildsNoWeightGradient(t *testing.T) {
 	require.Zero(t, f.PerLearn, "nothing is gated")
 }
 
-// TestDirectCoefficientsForEachProduct: for each kind of product GoMLX's layers build, the
-// projected gradient computed from ∂y equals the projection of the full gradient ∂W.
-func TestDirectCoefficientsForEachProduct(t *testing.T) {
-	const b, s, m, h, k, r = 5, 3, 6, 2, 4, 2
+// weightProducts lists the live products of the toy's first weight's shape ([12, 16] or its
+// transpose) in opt's step graph, by the length they contract over, and fails on control flow.
+func weightProducts(t *testing.T, opt *Optimizer) (contractions []int) {
+	t.Helper()
+	g, _ := opt.StepGraph()
+	opt.mu.Lock()
+	roots := opt.roots
+	opt.mu.Unlock()
+	live := Live(g, roots)
+	consumed := map[*Node]bool{}
+	for _, n := range g.Nodes() {
+		if live[n] {
+			for _, in := range n.Inputs() {
+				consumed[in] = true
+			}
+		}
+	}
+	for _, n := range g.Nodes() {
+		switch n.Type() {
+		case NodeTypeIf, NodeTypeWhile, NodeTypeCall:
+			t.Fatalf("the step graph holds control flow: %s", n)
+		}
+		if !live[n] {
+			continue
+		}
+		switch n.Type() {
+		case NodeTypeDotGeneral:
+			// W's shape, or its transpose (GoMLX's decomposed VJP may build ∂Wᵀ).
+			if dims := n.Shape().Dimensions; n.Rank() == 2 && (dims[0] == 12 && dims[1] == 16 || dims[0] == 16 && dims[1] == 12) {
+				contractions = append(contractions, int(productFLOPs(n, consumed)/(2*12*16)))
+			}
+		case NodeTypeFusedDenseVJP:
+			for _, split := range splitsOf(n, consumed) {
+				if split.Shape().Equal(n.Inputs()[1].Shape()) && n.Inputs()[1].Shape().Dim(0) == 12 {
+					contractions = append(contractions, n.Inputs()[0].Shape().Dim(0))
+				}
+			}
+		}
+	}
+	return
+}
+
+// productCase is a kind of product GoMLX's layers build with a weight.
+type productCase struct {
+	name  string
+	x, w  *tensors.Tensor
+	bias  bool
+	build func(x, w, bias *Node) *Node
+	kind  string
+	// decomposed is the kind where the backend has no fused Dense (XLA, or GOMLX_FUSION=0):
+	// GoMLX builds the layer from primitives, a rank-3 weight reshaped to a matrix first.
+	decomposed string
+	wIsLHS     bool
+}
+
+// productCases are the products TestDirectCoefficientsForEachProduct checks, on random inputs
+// ([b, m] or [b, s, m]) and weights (m×n, or m×h×k with n = h·k).
+func productCases(randTensor func(dims ...int) *tensors.Tensor, b, s, m, h, k int) []productCase {
 	n := h * k
-	rng := rand.New(rand.NewPCG(4, 4))
-	randTensor := func(dims ...int) *tensors.Tensor { return randomTensorOf[float32](rng, dims...) }
-	cases := []struct {
-		name  string
-		x, w  *tensors.Tensor
-		bias  bool
-		build func(x, w, bias *Node) *Node
-		kind  string
-		// decomposed is the kind where the backend has no fused Dense (XLA, or GOMLX_FUSION=0):
-		// GoMLX builds the layer from primitives, a rank-3 weight reshaped to a matrix first.
-		decomposed string
-		wIsLHS     bool
-	}{
+	return []productCase{
 		{name: "dense", x: randTensor(b, m), w: randTensor(m, n), bias: true, kind: "FusedDense", decomposed: "DotGeneral",
 			build: func(x, w, bias *Node) *Node { return nn.Dense(x, w, bias, compute.DenseLayoutInputOutputs) }},
 		{name: "dense, batch axes, rank-3 weight", x: randTensor(b, s, m), w: randTensor(m, h, k), kind: "FusedDense", decomposed: "Reshape→DotGeneral",
@@ -241,6 +245,16 @@ func TestDirectCoefficientsForEachProduct(t *testing.T) {
 		{name: "dot general, contracting the weight's last axis", x: randTensor(b, m), w: randTensor(n, m), kind: "DotGeneral",
 			build: func(x, w, _ *Node) *Node { return Dot(x, w).General([]int{1}, nil, []int{1}, nil) }},
 	}
+}
+
+// TestDirectCoefficientsForEachProduct: for each kind of product GoMLX's layers build, the
+// projected gradient computed from ∂y equals the projection of the full gradient ∂W.
+func TestDirectCoefficientsForEachProduct(t *testing.T) {
+	const b, s, m, h, k, r = 5, 3, 6, 2, 4, 2
+	n := h * k
+	rng := rand.New(rand.NewPCG(4, 4))
+	randTensor := func(dims ...int) *tensors.Tensor { return randomTensorOf[float32](rng, dims...) }
+	cases := productCases(randTensor, b, s, m, h, k)
 	for _, tc := range cases {
 		for _, side := range []projector.Side{projector.Left, projector.Right} {
 			t.Run(tc.name+"/"+side.String(), func(t *testing.T) {
