@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestConfigurationErrors: an impossible option is an error from Validate that names it, and the
+// same error from the first training step, not a crash.
 func TestConfigurationErrors(t *testing.T) {
 	adam := optimizer.Adam().Done()
 	for _, tc := range []struct {
@@ -58,7 +60,13 @@ func TestConfigurationErrors(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		}
 	}
-	// A selection that matches nothing names the trainable variables.
+}
+
+// TestSelectionErrors: a selection that matches nothing names the trainable variables; a
+// selected variable too small for the rank, or not a matrix, says so; left to the default
+// selection, such a variable is left out with its reason in the plan.
+func TestSelectionErrors(t *testing.T) {
+	adam := optimizer.Adam().Done()
 	r := newRun(t, Subspace(adam).Variables("/no/such/var").Done())
 	_, err := r.trainer.TrainStep(r.batch())
 	require.ErrorContains(t, err, "matches none of the 4 trainable variables")
