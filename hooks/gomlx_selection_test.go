@@ -41,44 +41,12 @@ func TestRegularizedWeightTakesTheDirectPath(t *testing.T) {
 		{"convolution", "/conv_1/conv/weights", convNet, images},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			firstUpdate := func(accumulate bool, l2 float64) ([]float64, PlanEntry) {
-				opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(0.1).Done()).
-					Rank(3).Complement(4).Matching(regexp.QuoteMeta(tc.path) + "$").Done()
-				store := model.NewStore()
-				store.SetParam(model.ParamInitialSeed, int64(7))
-				if l2 > 0 {
-					store.SetParam(regularizer.ParamL2, l2)
-				}
-				trainer := train.NewTrainer(testBackend(t), store, tc.fn, loss.MeanSquaredError, opt, nil, nil)
-				if accumulate {
-					require.NoError(t, trainer.AccumulateGradients(2))
-				}
-				_, err := trainer.EvalStep(tc.batch()) // creates and initialises the weights
-				require.NoError(t, err)
-				value := func() []float64 { return tensors.MustCopyFlatData[float64](store.GetVariable(tc.path).MustValue()) }
-				before := value()
-				for range map[bool]int{false: 1, true: 2}[accumulate] { // the same batch twice: its gradient
-					_, err := trainer.TrainStep(tc.batch())
-					require.NoError(t, err)
-				}
-				after := value()
-				for i := range after {
-					after[i] -= before[i]
-				}
-				for _, e := range opt.Plan() {
-					if e.Variable == tc.path {
-						return after, e
-					}
-				}
-				t.Fatalf("%s not in the plan", tc.path)
-				return nil, PlanEntry{}
-			}
-			direct, e := firstUpdate(false, l2)
+			direct, e := firstUpdate(t, tc.fn, tc.batch, tc.path, false, l2)
 			require.Equal(t, RouteDirect, e.Route, e.Why)
 			require.Contains(t, e.Why, "its regularizer's gradient (through Mul, no batch) projected on its own")
-			postHoc, e := firstUpdate(true, l2)
+			postHoc, e := firstUpdate(t, tc.fn, tc.batch, tc.path, true, l2)
 			require.Equal(t, RoutePostHoc, e.Route, e.Why)
-			unregularized, _ := firstUpdate(false, 0)
+			unregularized, _ := firstUpdate(t, tc.fn, tc.batch, tc.path, false, 0)
 			var norm, diff, regPart float64
 			for i := range direct {
 				norm += postHoc[i] * postHoc[i]
@@ -89,6 +57,43 @@ func TestRegularizedWeightTakesTheDirectPath(t *testing.T) {
 			require.LessOrEqual(t, math.Sqrt(diff), 1e-9*math.Sqrt(norm), "direct = post-hoc projection of loss + regularizer gradients")
 		})
 	}
+}
+
+// firstUpdate is the change of the variable at path in its first update under SGD at rank 3
+// with 4 complement directions (the plan's entry for it with it): one step, or two of the same
+// batch accumulated (the post-hoc path), with the L2 regularizer l2 (0: none).
+func firstUpdate(t *testing.T, fn func(scope *model.Scope, x *Node) *Node, batch func() train.Batch, path string, accumulate bool, l2 float64) ([]float64, PlanEntry) {
+	t.Helper()
+	opt := Subspace(optimizer.StochasticGradientDescent().WithDecay(false).WithLearningRate(0.1).Done()).
+		Rank(3).Complement(4).Matching(regexp.QuoteMeta(path) + "$").Done()
+	store := model.NewStore()
+	store.SetParam(model.ParamInitialSeed, int64(7))
+	if l2 > 0 {
+		store.SetParam(regularizer.ParamL2, l2)
+	}
+	trainer := train.NewTrainer(testBackend(t), store, fn, loss.MeanSquaredError, opt, nil, nil)
+	if accumulate {
+		require.NoError(t, trainer.AccumulateGradients(2))
+	}
+	_, err := trainer.EvalStep(batch()) // creates and initialises the weights
+	require.NoError(t, err)
+	value := func() []float64 { return tensors.MustCopyFlatData[float64](store.GetVariable(path).MustValue()) }
+	before := value()
+	for range map[bool]int{false: 1, true: 2}[accumulate] { // the same batch twice: its gradient
+		_, err := trainer.TrainStep(batch())
+		require.NoError(t, err)
+	}
+	after := value()
+	for i := range after {
+		after[i] -= before[i]
+	}
+	for _, e := range opt.Plan() {
+		if e.Variable == path {
+			return after, e
+		}
+	}
+	t.Fatalf("%s not in the plan", path)
+	return nil, PlanEntry{}
 }
 
 // toFloat64 converts a float32 tensor to float64.
