@@ -30,35 +30,40 @@ func TestComplementStepsOutsideTheBasis(t *testing.T) {
 	}
 }
 
-func testComplementStepsOutsideTheBasis(t *testing.T, base func() optimizer.Interface, rank, m, n, s int) {
-	firstStep := func(cfg *Config) *mat.Dense {
-		r := newRun(t, cfg.Done())
-		r.float64 = true
-		_, err := r.trainer.EvalStep(r.batch()) // creates and initialises the weights
-		require.NoError(t, err)
-		before := r.value(t, firstLayer)
-		r.step(t)
-		after := r.value(t, firstLayer)
-		delta := mat.NewDense(m, n, nil)
-		for i := range m {
-			for j := range n {
-				delta.Set(i, j, after[i*n+j]-before[i*n+j])
-			}
+// firstLayerStep is the toy's first weight's change ([m, n]) in the first step with cfg, in
+// float64.
+func firstLayerStep(t *testing.T, cfg *Config, m, n int) *mat.Dense {
+	t.Helper()
+	r := newRun(t, cfg.Done())
+	r.float64 = true
+	_, err := r.trainer.EvalStep(r.batch()) // creates and initialises the weights
+	require.NoError(t, err)
+	before := r.value(t, firstLayer)
+	r.step(t)
+	after := r.value(t, firstLayer)
+	delta := mat.NewDense(m, n, nil)
+	for i := range m {
+		for j := range n {
+			delta.Set(i, j, after[i*n+j]-before[i*n+j])
 		}
-		return delta
 	}
-	cfg := func() *Config { return Subspace(base()).Rank(rank).WarmUp(2) }
-	plain := firstStep(cfg().Complement(0))
-	withComplement := firstStep(cfg().Complement(s))
-	doubled := firstStep(cfg().Complement(s).ComplementScale(2 * DefaultComplementScale))
+	return delta
+}
 
+// startBasisOf is the start basis of the variable at path ([m, rank]): the basis of its first step.
+func startBasisOf(path string, m, rank int) *mat.Dense {
 	hash := fnv.New64a()
-	hash.Write([]byte(firstLayer))
+	hash.Write([]byte(path))
 	q := mat.NewDense(m, rank, nil)
 	for i, row := range projector.RandomOrthonormal(m, rank, hash.Sum64()) {
 		q.SetRow(i, row)
 	}
-	split := func(delta *mat.Dense) (inside, outside *mat.Dense) {
+	return q
+}
+
+// spanSplitter splits a matrix into its part in span(q) and the rest.
+func spanSplitter(q *mat.Dense) func(delta *mat.Dense) (inside, outside *mat.Dense) {
+	return func(delta *mat.Dense) (inside, outside *mat.Dense) {
 		var coef mat.Dense
 		coef.Mul(q.T(), delta)
 		inside = new(mat.Dense)
@@ -67,6 +72,15 @@ func testComplementStepsOutsideTheBasis(t *testing.T, base func() optimizer.Inte
 		outside.Sub(delta, inside)
 		return inside, outside
 	}
+}
+
+func testComplementStepsOutsideTheBasis(t *testing.T, base func() optimizer.Interface, rank, m, n, s int) {
+	cfg := func() *Config { return Subspace(base()).Rank(rank).WarmUp(2) }
+	plain := firstLayerStep(t, cfg().Complement(0), m, n)
+	withComplement := firstLayerStep(t, cfg().Complement(s), m, n)
+	doubled := firstLayerStep(t, cfg().Complement(s).ComplementScale(2*DefaultComplementScale), m, n)
+
+	split := spanSplitter(startBasisOf(firstLayer, m, rank))
 	norm := func(a mat.Matrix) float64 { return mat.Norm(a, 2) }
 	distance := func(a, b mat.Matrix) float64 {
 		var d mat.Dense

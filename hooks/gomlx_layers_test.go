@@ -105,16 +105,19 @@ func gomlxLayerModels() []layersModel {
 				h := activation.Relu(layers.DenseWithBias(scope.In("hidden"), ReduceMean(e, 1), 64))
 				return layers.DenseWithBias(scope.In("output"), h, 1)
 			},
-			batch: func() train.Batch {
-				rng := rand.New(rand.NewPCG(3, 2))
-				ids := make([]int32, 128*24)
-				for i := range ids {
-					ids[i] = int32(rng.IntN(1000))
-				}
-				return train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(ids, 128, 24)}, Labels: []*tensors.Tensor{randomFloats(rng, 128, 1)}}
-			},
+			batch: tokenBatch,
 		},
 	}
+}
+
+// tokenBatch is 128 rows of 24 token ids in [0, 1000), with a float label each.
+func tokenBatch() train.Batch {
+	rng := rand.New(rand.NewPCG(3, 2))
+	ids := make([]int32, 128*24)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(1000))
+	}
+	return train.Batch{Inputs: []*tensors.Tensor{tensors.FromFlatDataAndDimensions(ids, 128, 24)}, Labels: []*tensors.Tensor{randomFloats(rng, 128, 1)}}
 }
 
 // trainLayersModel trains m for steps with opt and returns the store.
