@@ -178,8 +178,21 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 	require.LessOrEqual(t, report.Refreshes, report.Checks/3, "few refreshes: the controller is not refreshing blindly")
 	require.Equal(t, 1, onOpt.Builds(), "refreshes do not recompile")
 	// Each action is logged with the signal and the threshold that caused it.
-	var refreshLines, fullLines int
-	firstAfter := int64(-1)
+	refreshLines, fullLines, firstAfter := refreshLog(t, logs, switchStep)
+	require.Equal(t, int(report.Refreshes), refreshLines)
+	require.Zero(t, fullLines, "matrix mode takes no full updates: its basis tracks")
+	require.Positive(t, firstAfter, "a refresh after the move")
+	// The basis follows the move by tracking alone; the controller adds a burst of fast tracking
+	// within a few checks.
+	require.LessOrEqual(t, firstAfter, int64(switchStep+4*DefaultCheckEvery), "the controller reacts within four checks")
+}
+
+// refreshLog reads a Monitor's log: each refresh must name its signal and threshold; it counts
+// the refreshes and the full updates, and gives the first refresh after step switchStep (-1:
+// none).
+func refreshLog(t *testing.T, logs []string, switchStep int64) (refreshLines, fullLines int, firstAfter int64) {
+	t.Helper()
+	firstAfter = -1
 	for _, line := range logs {
 		if strings.Contains(line, "basis learned (") && !strings.Contains(line, "warm-up") {
 			switch {
@@ -204,12 +217,7 @@ func TestControllerFollowsAMovingSubspace(t *testing.T) {
 			fullLines++
 		}
 	}
-	require.Equal(t, int(report.Refreshes), refreshLines)
-	require.Zero(t, fullLines, "matrix mode takes no full updates: its basis tracks")
-	require.Positive(t, firstAfter, "a refresh after the move")
-	// The basis follows the move by tracking alone; the controller adds a burst of fast tracking
-	// within a few checks.
-	require.LessOrEqual(t, firstAfter, int64(switchStep+4*DefaultCheckEvery), "the controller reacts within four checks")
+	return refreshLines, fullLines, firstAfter
 }
 
 // TestCurvatureSignal: on the quadratic loss a/2·‖W‖² the gradient is a·W, so the curvature
@@ -254,6 +262,29 @@ func TestCurvatureSignal(t *testing.T) {
 	}
 }
 
+// splitBySpan is the length of the update after − before ([rows, cols]) inside span(Q) (q:
+// [rows, rank], row-major) and outside it, column by column.
+func splitBySpan(q, before, after []float64, rows, cols, rank int) (inside, outside float64) {
+	for j := range cols {
+		c := make([]float64, rank)
+		for i := range rows {
+			for k := range rank {
+				c[k] += q[i*rank+k] * (after[i*cols+j] - before[i*cols+j])
+			}
+		}
+		for i := range rows {
+			var in float64
+			for k := range rank {
+				in += q[i*rank+k] * c[k]
+			}
+			d := after[i*cols+j] - before[i*cols+j]
+			inside += in * in
+			outside += (d - in) * (d - in)
+		}
+	}
+	return math.Sqrt(inside), math.Sqrt(outside)
+}
+
 // TestFullUpdateRotation (temporal mode): at a check that is its turn, a projected variable's
 // update leaves its subspace by at most the length of the projected step; at other steps it
 // stays inside. Matrix mode ignores the rule: its update always lies in the step's basis.
@@ -272,31 +303,13 @@ func TestFullUpdateRotation(t *testing.T) {
 			q := r.value(t, "/subspace/hidden/dense/weights_basis") // the basis this step uses
 			r.step(t)
 			after := r.value(t, firstLayer)
-			// Split Δw into its part in span(Q) and the rest; Q is [p, rank] (temporal) or
-			// [12, rank] (matrix, Q on W's left side: ΔW's columns in span(Q)).
+			// Q is [p, rank] (temporal) or [12, rank] (matrix, Q on W's left side: ΔW's columns
+			// in span(Q)).
 			rows, cols := p, 1
 			if mode == Matrix {
 				rows, cols = 12, 16
 			}
-			var inside, outside float64
-			for j := range cols {
-				c := make([]float64, rank)
-				for i := range rows {
-					for k := range rank {
-						c[k] += q[i*rank+k] * (after[i*cols+j] - before[i*cols+j])
-					}
-				}
-				for i := range rows {
-					var in float64
-					for k := range rank {
-						in += q[i*rank+k] * c[k]
-					}
-					d := after[i*cols+j] - before[i*cols+j]
-					inside += in * in
-					outside += (d - in) * (d - in)
-				}
-			}
-			inside, outside = math.Sqrt(inside), math.Sqrt(outside)
+			inside, outside := splitBySpan(q, before, after, rows, cols, rank)
 			// Temporal mode projects both layers; checks (every 2 steps) give them turns in path
 			// order, the output layer first: the first layer's turns are at every other check.
 			if mode == Temporal && (step-4)%4 == 0 {
