@@ -288,7 +288,7 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK ma
 		// As rotateState: after a non-finite step, or holding a non-finite value, a member's
 		// state restarts from zero.
 		keep := LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2)))
-		for i, part := range unstacked(Where(keep, rotated, upstream.ZeroOf(rotated))) {
+		for i, part := range unstacked(projector.KeepRows(rotated, keep)) {
 			vars[i].SetNodeValue(part)
 		}
 	}

@@ -67,7 +67,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 		q := stacked(stored)
 		gramErr := ReduceMax(Abs(Sub(projector.Rotations(q, q), ConstAsDType(g, dtype, eye))), 1, 2) // [k]
 		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
-		old := Where(hasBasis, q, ConstAsDType(g, dtype, start))
+		old := projector.ChooseRows(hasBasis, q, ConstAsDType(g, dtype, start))
 		for i, part := range unstacked(old) {
 			group[i].oldBasis = part
 		}

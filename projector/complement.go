@@ -152,15 +152,12 @@ func ComplementSteps(compCoefs, coefs, baseSteps []*Node, scales []float64, norm
 	limit := Where(over, Div(bound, SafeDivisor(n)), upstream.OneOf(n))
 	lengths = ConvertDType(Where(GreaterThan(n, upstream.ZeroOf(n)), Mul(n, limit), last), lasts.DType())
 
-	joined := Mul(Where(ok, d, upstream.ZeroOf(d)), Reshape(Mul(factor, limit), k, 1))
+	// factor is 0 where not ok; a non-finite D's NaN·0 is zeroed after.
+	joined := ZeroNonFinite(Mul(d, Reshape(Mul(factor, limit), k, 1)))
 	shape := compCoefs[0].Shape().Dimensions
 	steps = make([]*Node, k)
 	for i := range steps {
-		row := joined
-		if k > 1 {
-			row = Slice(joined, AxisRange(i, i+1))
-		}
-		steps[i] = Reshape(row, shape...)
+		steps[i] = Reshape(SliceAlong(joined, 0, i, i+1), shape...)
 	}
 	return steps, lengths
 }

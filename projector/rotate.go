@@ -56,3 +56,32 @@ func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 	}
 	return TimesTransposed(c, rotation)
 }
+
+// KeepRows is x ([k, …]) with its rows where keep ([k], bool) is false set to zero, NaN and Inf
+// included, as arithmetic: x times keep's 0/1 column, then every non-finite entry zeroed (a kept
+// row's too). A Where whose condition has a lower rank than its operands, or is broadcast to
+// theirs, takes the Go backend's generic path (about 40 ns an element, against 5 for a column
+// multiply and a same-shaped Where, which take its vector kernels).
+func KeepRows(x, keep *Node) *Node {
+	return ZeroNonFinite(Mul(x, rowColumn(ConvertDType(keep, x.DType()), x.Rank())))
+}
+
+// ChooseRows is onTrue's rows where choose ([k], bool) holds and onFalse's elsewhere (both [k,
+// …]; onFalse finite), as KeepRows does it.
+func ChooseRows(choose, onTrue, onFalse *Node) *Node {
+	m := rowColumn(ConvertDType(choose, onTrue.DType()), onTrue.Rank())
+	return Add(ZeroNonFinite(Mul(onTrue, m)), Mul(onFalse, OneMinus(m)))
+}
+
+// ZeroNonFinite is x with its NaN and ±Inf entries zeroed.
+func ZeroNonFinite(x *Node) *Node { return Where(IsFinite(x), x, upstream.ZeroOf(x)) }
+
+// rowColumn reshapes v ([k]) to [k, 1, …, 1] of the given rank, to scale rows.
+func rowColumn(v *Node, rank int) *Node {
+	dims := make([]int, rank)
+	for i := range dims {
+		dims[i] = 1
+	}
+	dims[0] = v.Shape().Dim(0)
+	return Reshape(v, dims...)
+}

@@ -262,3 +262,21 @@ func TestRotateCoefficientsStackIsEachMatrixsRotation(t *testing.T) {
 		require.Less(t, o.Value().(float32), float32(1e-6), "check %d", i)
 	}
 }
+
+// TestKeepRowsZeroesWhatItDropsNaNIncluded: KeepRows keeps the rows it is told to, exactly, and
+// zeroes the others even where they hold NaN or Inf; ChooseRows takes the other operand's rows
+// there.
+func TestKeepRowsZeroesWhatItDropsNaNIncluded(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	x := [][][]float32{{{1, -2}, {3, 4}}, {{nan, 1}, {2, inf}}, {{0.5, 0.25}, {-1, 8}}}
+	outs, err := ExecOnceN(testBackend(t), func(x *Node) []*Node {
+		g := x.Graph()
+		keep := Const(g, []bool{true, false, true})
+		other := OnesLike(x)
+		return []*Node{KeepRows(x, keep), ChooseRows(keep, x, other), ChooseRows(Const(g, []bool{false, false, true}), x, other)}
+	}, x)
+	require.NoError(t, err)
+	require.Equal(t, [][][]float32{{{1, -2}, {3, 4}}, {{0, 0}, {0, 0}}, {{0.5, 0.25}, {-1, 8}}}, outs[0].Value())
+	require.Equal(t, [][][]float32{{{1, -2}, {3, 4}}, {{1, 1}, {1, 1}}, {{0.5, 0.25}, {-1, 8}}}, outs[1].Value())
+	require.Equal(t, [][][]float32{{{1, 1}, {1, 1}}, {{1, 1}, {1, 1}}, {{0.5, 0.25}, {-1, 8}}}, outs[2].Value())
+}
