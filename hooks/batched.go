@@ -29,19 +29,26 @@ func joinKey(x *Node) string {
 // graph is the same build after build); alone are scalars, and tensors over limit elements where
 // limit > 0.
 func joinGroups(xs []*Node, limit int) [][]int {
+	return groupBy(len(xs), func(i int) string {
+		if x := xs[i]; x.Rank() > 0 && (limit <= 0 || x.Shape().Size() <= limit) {
+			return joinKey(x)
+		}
+		return "" // alone
+	})
+}
+
+// groupBy splits the indices 0…n−1 into groups of equal key, in first-seen order (the graph is
+// the same build after build); an index whose key is "" is a group alone.
+func groupBy(n int, key func(i int) string) [][]int {
 	var groups [][]int
 	index := map[string]int{}
-	for i, x := range xs {
-		if x.Rank() == 0 || (limit > 0 && x.Shape().Size() > limit) {
-			groups = append(groups, []int{i})
-			continue
-		}
-		key := joinKey(x)
-		if j, ok := index[key]; ok {
+	for i := range n {
+		k := key(i)
+		if j, ok := index[k]; ok && k != "" {
 			groups[j] = append(groups[j], i)
 			continue
 		}
-		index[key] = len(groups)
+		index[k] = len(groups)
 		groups = append(groups, []int{i})
 	}
 	return groups
@@ -109,18 +116,7 @@ func flat(x *Node) *Node {
 
 // sameShapeGroups splits xs into groups of one shape, in first-seen order.
 func sameShapeGroups(xs []*Node) [][]int {
-	var groups [][]int
-	index := map[string]int{}
-	for i, x := range xs {
-		key := x.Shape().String()
-		if j, ok := index[key]; ok {
-			groups[j] = append(groups[j], i)
-			continue
-		}
-		index[key] = len(groups)
-		groups = append(groups, []int{i})
-	}
-	return groups
+	return groupBy(len(xs), func(i int) string { return xs[i].Shape().String() })
 }
 
 // rowsOf joins same-shaped tensors into the rows of one matrix, [len(group), size], in Float32

@@ -11,7 +11,6 @@ import (
 	"github.com/gomlx/gomlx/ml/layers"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gomlx/gomlx/ml/model/checkpoint"
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/loss"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
@@ -153,28 +152,8 @@ func testStackedGroupsStepAsEachMatrixAlone(t *testing.T, widths []int) {
 // TestCheckpointResumesStackedGroupsExactly: TestCheckpointResumesExactly on a model whose
 // matrices are stacked by shape.
 func TestCheckpointResumesStackedGroupsExactly(t *testing.T) {
-	const total, stop = 40, 20
-	whole := deepRun(t, model.NewStore(), deepOptimizer())
-	var want []float64
-	for range total {
-		want = append(want, whole.step(t))
-	}
-	dir := t.TempDir()
-	first := deepRun(t, model.NewStore(), deepOptimizer())
-	for i := range stop {
-		require.Equal(t, want[i], first.step(t))
-	}
-	saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
-	require.NoError(t, err)
-	require.NoError(t, saver.Save())
-	store := model.NewStore()
-	_, err = checkpoint.Build(store).Dir(dir).Immediate().Done()
-	require.NoError(t, err)
-	opt := deepOptimizer()
-	resumed := deepRun(t, store, opt)
-	for i := stop; i < total; i++ {
-		require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
-	}
+	newRun := func(store *model.Store, opt *Optimizer) *run { return deepRun(t, store, opt) }
+	store, opt := requireResumesExactly(t, newRun, deepOptimizer, 40, 20)
 	report, err := opt.Report(store)
 	require.NoError(t, err)
 	require.Positive(t, report.Refreshes, "the resumed half must include refreshes")

@@ -34,31 +34,12 @@ func TestCheckpointResumesExactly(t *testing.T) {
 				return Subspace(optimizer.Adam().LearningRate(0.01).Done()).Mode(mode).
 					Rank(3).WarmUp(6).Policy(policy).CheckEvery(4).ResidualThreshold(0.05).Done()
 			}
-			const total, stop = 40, 20
-			whole := newRun(t, newOpt())
-			var want []float64
-			for range total {
-				want = append(want, whole.step(t))
+			const total = 40
+			newRunOf := func(store *model.Store, opt *Optimizer) *run {
+				store.SetParam(model.ParamInitialSeed, int64(7))
+				return &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
 			}
-
-			dir := t.TempDir()
-			first := newRun(t, newOpt())
-			for i := range stop {
-				require.Equal(t, want[i], first.step(t))
-			}
-			saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
-			require.NoError(t, err)
-			require.NoError(t, saver.Save())
-
-			// A new process: a fresh store loading the checkpoint, a new trainer and optimizer.
-			store := model.NewStore()
-			_, err = checkpoint.Build(store).Dir(dir).Immediate().Done()
-			require.NoError(t, err)
-			opt := newOpt()
-			resumed := &run{store: store, trainer: train.NewTrainer(testBackend(t), store, mlp, loss.MeanSquaredError, opt, nil, nil)}
-			for i := stop; i < total; i++ {
-				require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
-			}
+			store, opt := requireResumesExactly(t, newRunOf, newOpt, total, 20)
 			report, err := opt.Report(store)
 			require.NoError(t, err)
 			require.Equal(t, int64(total), report.Steps)
@@ -71,6 +52,35 @@ func TestCheckpointResumesExactly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requireResumesExactly trains total steps in one run, and stop steps in another that is saved
+// to a checkpoint and resumed in a fresh store (a new process: a new trainer and optimizer)
+// for the rest: every step's loss must be the same. It returns the resumed store and optimizer.
+func requireResumesExactly(t *testing.T, newRun func(*model.Store, *Optimizer) *run, newOpt func() *Optimizer, total, stop int) (*model.Store, *Optimizer) {
+	t.Helper()
+	whole := newRun(model.NewStore(), newOpt())
+	var want []float64
+	for range total {
+		want = append(want, whole.step(t))
+	}
+	dir := t.TempDir()
+	first := newRun(model.NewStore(), newOpt())
+	for i := range stop {
+		require.Equal(t, want[i], first.step(t))
+	}
+	saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
+	require.NoError(t, err)
+	require.NoError(t, saver.Save())
+	store := model.NewStore()
+	_, err = checkpoint.Build(store).Dir(dir).Immediate().Done()
+	require.NoError(t, err)
+	opt := newOpt()
+	resumed := newRun(store, opt)
+	for i := stop; i < total; i++ {
+		require.Equal(t, want[i], resumed.step(t), "step %d differs after resuming", i+1)
+	}
+	return store, opt
 }
 
 // TestResumeWithAnotherRankSaysSo: a checkpoint's bases at rank 3 resumed with Rank(5) used to be
