@@ -215,18 +215,10 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 // whose coefficients have one shape rotate each kind of coefficient state (the base optimizer's
 // moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
 func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK map[handler]*Node) {
-	byShape := map[string][]int{}
-	var order []string
-	for i, m := range b.members {
-		coef, _ := m.coefficients()
-		key := coef.Shape().String() + m.side.String()
-		if _, seen := byShape[key]; !seen {
-			order = append(order, key)
-		}
-		byShape[key] = append(byShape[key], i)
-	}
-	for _, key := range order {
-		idx := byShape[key]
+	for _, idx := range groupBy(len(b.members), func(i int) string {
+		coef, _ := b.members[i].coefficients()
+		return coef.Shape().String() + b.members[i].side.String()
+	}) {
 		rotation := b.rotation
 		if len(idx) < len(b.members) {
 			at := make([][]int32, len(idx)) // [k', 1]: one index into axis 0 each

@@ -21,8 +21,16 @@ func (h *matrixVar) startBasis() [][]float64 {
 // complementNoise is this step's draw for the complement's directions (ComplementNoise), from
 // the variable's path and the step number.
 func (h *matrixVar) complementNoise() *Node {
-	seed := projector.ComplementSeed(h.st.t, h.pathHash^complementSeedSalt)
+	seed := projector.ComplementSeedAt(h.st.seedStep(), h.pathHash^complementSeedSalt)
 	return projector.ComplementNoise(seed, shapes.Make(stateDType(h.v), h.side.Rows(h.m, h.n), h.compCount))
+}
+
+// seedStep is this step's number as the complement's seeds read it, made once a step.
+func (st *stepState) seedStep() *Node {
+	if st.seedStepNode == nil {
+		st.seedStepNode = projector.SeedStep(st.t)
+	}
+	return st.seedStepNode
 }
 
 // prepareBases sets each matrix's basis for this step (oldBasis) and draws its complement's
@@ -33,20 +41,7 @@ func (h *matrixVar) complementNoise() *Node {
 // an orthonormal basis orthonormal. The test costs an r×r Gram (NaN fails it).
 func (st *stepState) prepareBases(ms []*matrixVar) {
 	g := st.g
-	groups := map[string][]*matrixVar{}
-	var order []string
-	for _, h := range ms {
-		key := h.basis.Shape().String() + fmt.Sprint(h.compCount)
-		if trackEachAlone {
-			key = h.v.Path()
-		}
-		if _, seen := groups[key]; !seen {
-			order = append(order, key)
-		}
-		groups[key] = append(groups[key], h)
-	}
-	for _, key := range order {
-		group := groups[key]
+	for _, group := range matrixGroups(ms, func(h *matrixVar) string { return h.basis.Shape().String() + fmt.Sprint(h.compCount) }) {
 		k, h0 := len(group), group[0]
 		dtype, rank := h0.basis.DType(), h0.rank
 		stored, valid, start, eye := make([]*Node, k), make([]*Node, k), make([][][]float64, k), make([][][]float64, k)

@@ -14,9 +14,9 @@ import (
 // GoMLX's Stack adds an op per operand (a reshape each); a Concatenate along the leading axis
 // adds one for all.
 
-// batchedFiniteLimit bounds the tensors the finiteness check joins: a small tensor costs more to
-// dispatch than to read, a large one is read once on its own rather than copied into a join.
-const batchedFiniteLimit = 1 << 16
+// joinLimit bounds the tensors a reduction joins: a small tensor costs more to dispatch than to
+// read, a large one is read once on its own rather than copied into a join.
+const joinLimit = 1 << 16
 
 // joinKey groups tensors that Concatenate can join along axis 0: same dtype and rank, same
 // dimensions after the first.
@@ -54,6 +54,24 @@ func groupBy(n int, key func(i int) string) [][]int {
 	return groups
 }
 
+// matrixGroups splits matrices into the groups their key puts together (the step stacks each
+// group's work), in first-seen order; with trackEachAlone (tests) each matrix is alone.
+func matrixGroups(ms []*matrixVar, key func(m *matrixVar) string) [][]*matrixVar {
+	groups := groupBy(len(ms), func(i int) string {
+		if trackEachAlone {
+			return ""
+		}
+		return key(ms[i])
+	})
+	out := make([][]*matrixVar, len(groups))
+	for g, idx := range groups {
+		for _, i := range idx {
+			out[g] = append(out[g], ms[i])
+		}
+	}
+	return out
+}
+
 // joined is the concatenation of xs[i] for i in group along axis 0 (xs[i] itself when alone).
 func joined(xs []*Node, group []int) *Node {
 	if len(group) == 1 {
@@ -73,7 +91,7 @@ func joined(xs []*Node, group []int) *Node {
 // second moment of such a value is already near +Inf).
 func allFiniteBatched(g *Graph, xs []*Node) *Node {
 	var ok *Node
-	for _, group := range joinGroups(xs, batchedFiniteLimit) {
+	for _, group := range joinGroups(xs, joinLimit) {
 		if finite := allFinite(joined(xs, group)); ok == nil {
 			ok = finite
 		} else {

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"math"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -57,29 +58,18 @@ func (c Config) ScaleOf(sideRows, rank int) float64 {
 // coefficients, steps and base optimizer's kind agree are sized together
 // (projector.ComplementSteps): a few ops a group instead of some thirty a matrix.
 func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
-	type groupKey struct {
-		shapes     string
-		normalized bool
-	}
-	groups := map[groupKey][]*matrixVar{}
-	var order []groupKey
+	var ms []*matrixVar
+	normalized := map[*matrixVar]bool{}
 	for _, h := range hs {
-		m, ok := h.(*matrixVar)
-		if !ok || m.compCoef == nil {
-			continue
+		if m, ok := h.(*matrixVar); ok && m.compCoef != nil {
+			m.scaled(taken[h])
+			normalized[m] = upstream.NormalisesSteps(st.coefficientState(m))
+			ms = append(ms, m)
 		}
-		step := m.scaled(taken[h])
-		key := groupKey{m.compCoef.Shape().String() + step.Shape().String() + m.stepCoef.Shape().String(), upstream.NormalisesSteps(st.coefficientState(m))}
-		if trackEachAlone {
-			key.shapes = m.v.Path()
-		}
-		if _, seen := groups[key]; !seen {
-			order = append(order, key)
-		}
-		groups[key] = append(groups[key], m)
 	}
-	for _, key := range order {
-		group := groups[key]
+	for _, group := range matrixGroups(ms, func(m *matrixVar) string {
+		return fmt.Sprint(m.compCoef.Shape(), m.scaledStep.Shape(), m.stepCoef.Shape(), normalized[m])
+	}) {
 		var comps, coefs, steps, lasts []*Node
 		var scales []float64
 		for _, m := range group {
@@ -91,7 +81,7 @@ func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
 		// A damaged checkpoint's negative or non-finite length restarts the limit instead of
 		// locking it.
 		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))
-		compSteps, lengths := projector.ComplementSteps(comps, coefs, steps, scales, key.normalized, last)
+		compSteps, lengths := projector.ComplementSteps(comps, coefs, steps, scales, normalized[group[0]], last)
 		for i, m := range group {
 			m.compStep = compSteps[i]
 			m.compLen.SetNodeValue(ConvertDType(Reshape(Slice(lengths, AxisElem(i))), m.compLen.DType()))

@@ -39,7 +39,7 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	}
 	// The sums run once per group of joinable coefficients (joinGroups), not per variable.
 	var num, den *Node
-	for _, group := range joinGroups(prevSteps, batchedFiniteLimit) {
+	for _, group := range joinGroups(prevSteps, joinLimit) {
 		s := flat(joined(prevSteps, group))
 		n, d := ConvertDType(DotProduct(flat(joined(changes, group)), s), ldt), ConvertDType(DotProduct(s, s), ldt)
 		if num == nil {

@@ -173,6 +173,8 @@ type stepState struct {
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t == 1
+
+	seedStepNode *Node // t as the complement's seeds read it (seedStep)
 }
 
 func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {

@@ -30,9 +30,15 @@ import (
 // the variable (seed, e.g. a hash of its path) and the step number t (a scalar integer node), so
 // that every step draws new directions, a resumed run draws the same ones as an uninterrupted
 // run, and no state is stored.
-func ComplementSeed(t *Node, seed uint64) *Node {
-	g := t.Graph()
-	step := Reshape(ConvertDType(t, dtypes.Uint64), 1)
+func ComplementSeed(t *Node, seed uint64) *Node { return ComplementSeedAt(SeedStep(t), seed) }
+
+// SeedStep is the step number t as ComplementSeedAt reads it ([1] uint64): made once a step and
+// shared by every variable's seed.
+func SeedStep(t *Node) *Node { return Reshape(ConvertDType(t, dtypes.Uint64), 1) }
+
+// ComplementSeedAt is ComplementSeed from the step as SeedStep makes it.
+func ComplementSeedAt(step *Node, seed uint64) *Node {
+	g := step.Graph()
 	return Concatenate([]*Node{Const(g, []uint64{seed}), step, Const(g, []uint64{0x9e3779b97f4a7c15})}, 0)
 }
 
@@ -94,20 +100,12 @@ func LimitGrowth(step, last *Node) (limited, length *Node) {
 //     base optimizer's gain on the coefficient applied to the complement's gradient.
 //
 // It is zero where D is zero or not finite, and where the base step is zero (a skipped step).
+//
+// It is ComplementSteps for one matrix, with no growth limit (a last length of 0).
 func ComplementStep(compCoef, coef, baseStep *Node, scale float64, normalized bool) *Node {
-	rmsOf := func(x *Node) *Node { return Sqrt(ReduceAllMean(Square(x))) }
-	d := ConvertDType(compCoef, baseStep.DType())
-	gain := rmsOf(baseStep)
-	if normalized {
-		gain = Div(gain, SafeDivisor(rmsOf(d)))
-	} else {
-		gain = Div(gain, SafeDivisor(rmsOf(ConvertDType(coef, baseStep.DType()))))
-	}
-	factor := MulScalar(gain, -scale)
-	ok := IsFinite(Mul(factor, ReduceAllSum(d)))
-	factor = Where(ok, factor, upstream.ZeroOf(factor))
-	d = Where(ok, d, upstream.ZeroOf(d))
-	return Mul(d, factor)
+	noLimit := Zeros(baseStep.Graph(), shapes.Make(baseStep.DType(), 1))
+	steps, _ := ComplementSteps([]*Node{compCoef}, []*Node{coef}, []*Node{baseStep}, []float64{scale}, normalized, noLimit)
+	return steps[0]
 }
 
 // ComplementSteps is ComplementStep followed by LimitGrowth for a group of k matrices, with the

@@ -132,14 +132,11 @@ func main() {
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	)
 	flag.Parse()
-	if *profile != "" {
-		stop, err := startCPUProfile(*profile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "transformer:", err)
-			os.Exit(2)
-		}
-		defer stop() // and exit stops it before an error's exit
+	if err := startCPUProfile(*profile); err != nil {
+		fmt.Fprintln(os.Stderr, "transformer:", err)
+		os.Exit(2)
 	}
+	defer stopProfile()
 	o := Options{
 		Model: transformer.Config{Vocab: 256, Width: *width, Depth: *depth, Heads: *heads, MLP: *mlp, SeqLen: *seq, UnfusedAttention: *unfused},
 		Steps: *steps, Batch: *batch, Rank: *rank, LR: *lr, SGDLR: *sgdLR, WeightDecay: 0.01,
@@ -176,22 +173,25 @@ func exit(code int) {
 	os.Exit(code)
 }
 
-// startCPUProfile profiles the run into path; the returned function ends it.
-func startCPUProfile(path string) (func(), error) {
+// startCPUProfile profiles the run into path ("": none) until stopProfile.
+func startCPUProfile(path string) error {
+	if path == "" {
+		return nil
+	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("-cpuprofile: %w", err)
+		return fmt.Errorf("-cpuprofile: %w", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("-cpuprofile %s: %w", path, err)
+		return fmt.Errorf("-cpuprofile %s: %w", path, err)
 	}
 	stopProfile = func() {
 		pprof.StopCPUProfile()
 		f.Close()
 		stopProfile = func() {}
 	}
-	return stopProfile, nil
+	return nil
 }
 
 // rankDependent says whether a variant's run depends on the rank (the stock ones train once).
