@@ -212,7 +212,7 @@ func wantParseError(t *testing.T, err error, file string, line, column int, frag
 	}
 }
 
-func TestMalformedInput(t *testing.T) {
+func TestMalformedBreastCancer(t *testing.T) {
 	for _, tc := range []struct {
 		name, content string
 		line, column  int
@@ -238,6 +238,9 @@ func TestMalformedInput(t *testing.T) {
 			t.Fatalf("err = %v, want a sample-count mismatch", err)
 		}
 	})
+}
+
+func TestMalformedDigits(t *testing.T) {
 	t.Run("bad pixel in gzipped digits", func(t *testing.T) {
 		dir := t.TempDir()
 		good := strings.Repeat("0,", 64) + "3\n"
@@ -254,6 +257,9 @@ func TestMalformedInput(t *testing.T) {
 			t.Fatalf("err = %v, want an error naming the file and gzip", err)
 		}
 	})
+}
+
+func TestMalformedDiabetes(t *testing.T) {
 	t.Run("bad diabetes target", func(t *testing.T) {
 		dir := t.TempDir()
 		writeGzip(t, filepath.Join(dir, DiabetesDataFile), strings.Repeat("1 2 3 4 5 6 7 8 9 10\n", 3))

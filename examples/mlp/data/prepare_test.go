@@ -1,6 +1,7 @@
 package data
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"slices"
@@ -27,28 +28,9 @@ func TestStratifiedSplit(t *testing.T) {
 		if len(train.X)+len(test.X) != len(d.X) {
 			t.Fatalf("frac %v: %d + %d rows, want %d", frac, len(train.X), len(test.X), len(d.X))
 		}
-		for i, j := range testIdx {
-			if !slices.Equal(test.X[i], d.X[j]) || test.Y[i] != d.Y[j] {
-				t.Fatalf("frac %v: test row %d does not match dataset row %d", frac, i, j)
-			}
-		}
-		for i, j := range trainIdx {
-			if !slices.Equal(train.X[i], d.X[j]) || train.Y[i] != d.Y[j] {
-				t.Fatalf("frac %v: train row %d does not match dataset row %d", frac, i, j)
-			}
-		}
-		// Class ratios preserved to within one sample.
-		testCounts := test.ClassCounts()
-		trainCounts := train.ClassCounts()
-		for c := range counts {
-			ideal := frac * float64(counts[c])
-			if math.Abs(float64(testCounts[c])-ideal) > 1 {
-				t.Errorf("frac %v class %d: %d test samples, ideal %.1f", frac, c, testCounts[c], ideal)
-			}
-			if trainCounts[c]+testCounts[c] != counts[c] {
-				t.Errorf("frac %v class %d: %d + %d != %d", frac, c, trainCounts[c], testCounts[c], counts[c])
-			}
-		}
+		requireRowsOf(t, d, test, testIdx, fmt.Sprintf("frac %v: test", frac))
+		requireRowsOf(t, d, train, trainIdx, fmt.Sprintf("frac %v: train", frac))
+		checkClassRatios(t, counts, train, test, frac)
 		if train.Name != "breast_cancer/train" || test.Name != "breast_cancer/test" || test.NumClasses != 2 || len(test.FeatureNames) != 30 {
 			t.Errorf("metadata not carried over: %q %q %d %d", train.Name, test.Name, test.NumClasses, len(test.FeatureNames))
 		}
@@ -230,5 +212,31 @@ func TestSyntheticLearnable(t *testing.T) {
 	}
 	if mean := sum / float64(len(seeds)); mean < 0.83 || mean > 0.96 {
 		t.Errorf("mean logistic regression accuracy %.3f, want roughly 0.85-0.95", mean)
+	}
+}
+
+// requireRowsOf fails unless split's rows are d's rows at idx, in order.
+func requireRowsOf(t *testing.T, d, split *Dataset, idx []int, what string) {
+	t.Helper()
+	for i, j := range idx {
+		if !slices.Equal(split.X[i], d.X[j]) || split.Y[i] != d.Y[j] {
+			t.Fatalf("%s row %d does not match dataset row %d", what, i, j)
+		}
+	}
+}
+
+// checkClassRatios checks that a split keeps each class's share to within one sample and loses
+// none (counts: the whole dataset's class counts).
+func checkClassRatios(t *testing.T, counts []int, train, test *Dataset, frac float64) {
+	t.Helper()
+	testCounts, trainCounts := test.ClassCounts(), train.ClassCounts()
+	for c := range counts {
+		ideal := frac * float64(counts[c])
+		if math.Abs(float64(testCounts[c])-ideal) > 1 {
+			t.Errorf("frac %v class %d: %d test samples, ideal %.1f", frac, c, testCounts[c], ideal)
+		}
+		if trainCounts[c]+testCounts[c] != counts[c] {
+			t.Errorf("frac %v class %d: %d + %d != %d", frac, c, trainCounts[c], testCounts[c], counts[c])
+		}
 	}
 }
