@@ -6,15 +6,10 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
 )
-
-// gradientOptimizer is what the wrapper needs of its base: GoMLX's optimizers implement it (it is
-// train.OptimizeWithGradients, used for gradient accumulation).
-type gradientOptimizer interface {
-	UpdateGraphWithGradients(scope *model.Scope, grads []*Node, lossDType dtypes.DType)
-}
 
 // Optimizer is the gradient-subspace optimizer; it implements optimizer.Interface.
 type Optimizer struct {
@@ -148,7 +143,7 @@ func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, 
 	}
 	g := grads[0].Graph()
 	if !o.cfg.enabled {
-		o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(scope, grads, lossDType)
+		o.cfg.base.(train.OptimizeWithGradients).UpdateGraphWithGradients(scope, grads, lossDType)
 		o.record(g, GraphMarks{}, nil, "", nil)
 		return
 	}

@@ -12,16 +12,6 @@ import (
 	"github.com/gradsub/gradsub/projector"
 )
 
-// Route is how a variable's gradient reaches the base optimizer.
-type Route string
-
-const (
-	RouteTemporal Route = "temporal" // flattened gradient projected on a learned temporal basis
-	RouteDirect   Route = "direct"   // matrix subspace, projected gradient computed from ∂y; no ∂W
-	RoutePostHoc  Route = "post-hoc" // matrix subspace, full gradient computed then projected
-	RouteFull     Route = "full"     // not projected
-)
-
 // PlanEntry is the projector's decision for one trainable variable.
 type PlanEntry struct {
 	Variable string
@@ -179,31 +169,4 @@ func matrixWork(m, n, rows, r, s int, p *direct.Product) int64 {
 		work += mn * (rr + ss)
 	}
 	return work
-}
-
-// priceState sets the projected entries' optimizer state (PlanEntry.StateBytes and
-// StockStateBytes) from the state the step built: the base optimizer keeps, for the
-// coefficients, the moments it would keep for the weight.
-func (st *stepState) priceState(plan []PlanEntry, hs []handler) {
-	byPath := map[string]handler{}
-	for _, h := range hs {
-		byPath[h.variable().Path()] = h
-	}
-	for i := range plan {
-		e := &plan[i]
-		h, ok := byPath[e.Variable].(*matrixVar)
-		if !ok {
-			continue
-		}
-		state := st.coefficientState(h)
-		moments := 0
-		for _, sv := range state {
-			if !strings.HasSuffix(sv.Name(), svPrevGrad.name) && !strings.HasSuffix(sv.Name(), svPrevStep.name) {
-				moments++ // the curvature signal's history is the projector's, not the base's
-			}
-		}
-		coefBytes := int64(h.coef.Shape().Memory())
-		e.StockStateBytes = int64(moments) * int64(h.v.Shape().Memory())
-		e.StateBytes = int64(h.basis.Shape().Memory()) + coefBytes*int64(1+len(state))
-	}
 }

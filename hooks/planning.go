@@ -9,6 +9,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/hooks/internal/direct"
+	"github.com/gradsub/gradsub/hooks/internal/step"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -275,7 +276,7 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable, configure
 	basis := scope.Store().GetVariable(basisPath(scope, v))
 	if basis != nil && basis.Shape().Rank() == 2 {
 		stored := basis.Shape().Dim(1)
-		if stored != configured && !o.cfg.policy.adaptive(o.cfg.rank) {
+		if stored != configured && !o.cfg.policy.Adaptive(o.cfg.rank) {
 			what := fmt.Sprintf("Rank(%d) is configured", configured)
 			if o.cfg.rank == 0 {
 				what = fmt.Sprintf("the automatic rank is %d", configured)
@@ -291,7 +292,7 @@ func (o *Optimizer) currentRank(scope *model.Scope, v *model.Variable, configure
 
 // basisPath is where a matrix-projected variable's basis lives.
 func basisPath(scope *model.Scope, v *model.Variable) string {
-	return svBasis.ofVariable(path.Join(scope.Scope(), StateScope), v.Path())
+	return step.SvBasis.OfVariable(path.Join(scope.Scope(), StateScope), v.Path())
 }
 
 // checkProjectable explains why a selected variable cannot be projected, if it cannot.

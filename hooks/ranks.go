@@ -11,6 +11,8 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
+	"github.com/gradsub/gradsub/hooks/internal/step"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -35,7 +37,7 @@ func (c RankChange) String() string {
 // next step recompiles once. A Monitor with a trainer calls it after every observation.
 func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	pol := o.cfg.policy
-	if o.cfg.mode != Matrix || !pol.adaptive(o.cfg.rank) || pol.CheckEvery == 0 {
+	if o.cfg.mode != Matrix || !pol.Adaptive(o.cfg.rank) || pol.CheckEvery == 0 {
 		return nil, nil
 	}
 	store := trainer.Store()
@@ -78,10 +80,10 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		return nil, nil
 	}
 	// Learn the bases at their new ranks on the next step, and count the change.
-	if err := addToScalar(store, svLearnNext.of(root), 1, true); err != nil {
+	if err := addToScalar(store, step.SvLearnNext.Of(root), 1, true); err != nil {
 		return changes, err
 	}
-	if err := addToScalar(store, svRankChanges.of(root), int64(len(changes)), false); err != nil {
+	if err := addToScalar(store, step.SvRankChanges.Of(root), int64(len(changes)), false); err != nil {
 		return changes, err
 	}
 	trainer.ResetComputationGraphs()
@@ -94,8 +96,8 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 	scope, name := model.SplitPath(e.Variable)
 	stateScope := path.Join(root, scope)
-	basis := store.GetVariable(svBasis.ofVariable(root, e.Variable))
-	coef := store.GetVariable(svCoefficients.ofVariable(root, e.Variable))
+	basis := store.GetVariable(step.SvBasis.OfVariable(root, e.Variable))
+	coef := store.GetVariable(step.SvCoefficients.OfVariable(root, e.Variable))
 	if basis == nil || coef == nil {
 		return fmt.Errorf("its basis or coefficients are missing from the store")
 	}
@@ -126,8 +128,8 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 			return err
 		}
 	}
-	for _, counter := range []stateVar{svHighChecks, svLowChecks} {
-		if v := store.GetVariable(counter.ofVariable(root, e.Variable)); v != nil {
+	for _, counter := range []rules.StateVar{step.SvHighChecks, step.SvLowChecks} {
+		if v := store.GetVariable(counter.OfVariable(root, e.Variable)); v != nil {
 			if err := v.SetValue(tensors.FromScalar(int32(0))); err != nil {
 				return err
 			}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
+	"github.com/gradsub/gradsub/hooks/internal/step"
 )
 
 // Report is what the projector did so far, read from its state variables.
@@ -163,13 +165,13 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		// (at the root scope's state, where a trainer's optimizer keeps them); the per-variable
 		// lines need the plan of a first step.
 		root = path.Join("/", StateScope)
-		if store.GetVariable(svStep.of(root)) == nil {
+		if store.GetVariable(step.SvStep.Of(root)) == nil {
 			return r, nil
 		}
 	}
 	sr := &stateReader{store: store}
 	sr.counters(&r, root)
-	var lastFull any = sr.optional(svLastFullTurn.of(root))
+	var lastFull any = sr.optional(step.SvLastFullTurn.Of(root))
 	for _, e := range plan {
 		if e.Route != RouteFull {
 			r.Variables = append(r.Variables, o.variableReport(sr, root, e))
@@ -244,33 +246,33 @@ func asFloat(x any) float64 {
 
 // counters fills r's run-wide counters and signals from the state under root.
 func (sr *stateReader) counters(r *Report, root string) {
-	r.Steps = asInt(sr.read(svStep.of(root)))
-	r.SVDs = asInt(sr.read(svLearnings.of(root)))
-	r.Refreshes = asInt(sr.read(svRefreshes.of(root)))
-	r.RefreshesResidual = asInt(sr.read(svByResidual.of(root)))
-	r.RefreshesLoss = asInt(sr.read(svByLoss.of(root)))
-	r.RefreshesCurvature = asInt(sr.optional(svByCurvature.of(root)))
-	r.Checks = asInt(sr.read(svChecks.of(root)))
-	r.FullUpdates = asInt(sr.optional(svFullUpdates.of(root)))
-	r.RankChanges = asInt(sr.optional(svRankChanges.of(root)))
-	r.Curvature = asFloat(sr.optional(svCurvature.of(root)))
-	r.CurvatureEMA = asFloat(sr.optional(svCurvatureEMA.of(root)))
-	r.CurvaturePeak = asFloat(sr.optional(svLastCheckPeak.of(root)))
-	r.SkippedSteps = asInt(sr.read(svSkippedSteps.of(root)))
-	r.LossRestarts = asInt(sr.optional(svLossRestarts.of(root)))         // absent from checkpoints before 2026-12-02
-	r.DivergenceHeld = asInt(sr.optional(svDivergenceHold.of(root))) > 0 // absent before 2026-12-06
-	r.BasesKept = asInt(sr.optional(svBasesKept.of(root)))               // temporal mode
-	r.LastCheckResidual = asFloat(sr.read(svLastResidual.of(root)))
-	r.LossEMA = asFloat(sr.read(svLossEMA.of(root)))
-	r.PlateauChecks = int(asInt(sr.read(svPlateauChecks.of(root))))
-	r.LastSVDStep = asInt(sr.read(svLastLearnStep.of(root)))
-	r.LastSVDCause = Cause(asInt(sr.read(svLastLearnCause.of(root))))
+	r.Steps = asInt(sr.read(step.SvStep.Of(root)))
+	r.SVDs = asInt(sr.read(step.SvLearnings.Of(root)))
+	r.Refreshes = asInt(sr.read(step.SvRefreshes.Of(root)))
+	r.RefreshesResidual = asInt(sr.read(step.SvByResidual.Of(root)))
+	r.RefreshesLoss = asInt(sr.read(step.SvByLoss.Of(root)))
+	r.RefreshesCurvature = asInt(sr.optional(step.SvByCurvature.Of(root)))
+	r.Checks = asInt(sr.read(step.SvChecks.Of(root)))
+	r.FullUpdates = asInt(sr.optional(step.SvFullUpdates.Of(root)))
+	r.RankChanges = asInt(sr.optional(step.SvRankChanges.Of(root)))
+	r.Curvature = asFloat(sr.optional(step.SvCurvature.Of(root)))
+	r.CurvatureEMA = asFloat(sr.optional(step.SvCurvatureEMA.Of(root)))
+	r.CurvaturePeak = asFloat(sr.optional(step.SvLastCheckPeak.Of(root)))
+	r.SkippedSteps = asInt(sr.read(step.SvSkippedSteps.Of(root)))
+	r.LossRestarts = asInt(sr.optional(step.SvLossRestarts.Of(root)))         // absent from checkpoints before 2026-12-02
+	r.DivergenceHeld = asInt(sr.optional(step.SvDivergenceHold.Of(root))) > 0 // absent before 2026-12-06
+	r.BasesKept = asInt(sr.optional(step.SvBasesKept.Of(root)))               // temporal mode
+	r.LastCheckResidual = asFloat(sr.read(step.SvLastResidual.Of(root)))
+	r.LossEMA = asFloat(sr.read(step.SvLossEMA.Of(root)))
+	r.PlateauChecks = int(asInt(sr.read(step.SvPlateauChecks.Of(root))))
+	r.LastSVDStep = asInt(sr.read(step.SvLastLearnStep.Of(root)))
+	r.LastSVDCause = Cause(asInt(sr.read(step.SvLastLearnCause.Of(root))))
 	r.LearnRuns = r.SVDs
 }
 
 // variableReport is a projected variable's line of the Report, from its plan entry and state.
 func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) VariableReport {
-	at := func(s stateVar) any { return sr.read(s.ofVariable(root, e.Variable)) }
+	at := func(s rules.StateVar) any { return sr.read(s.OfVariable(root, e.Variable)) }
 	vr := VariableReport{
 		Path:     e.Variable,
 		Shape:    fmt.Sprint(e.Shape.Dimensions),
@@ -278,24 +280,24 @@ func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) Va
 		Side:     e.Side.String(),
 		MaxRank:  e.Rank,
 		Rank:     e.Rank,
-		Residual: asFloat(at(svResidual)),
-		Valid:    asInt(at(svValid)) > 0,
+		Residual: asFloat(at(step.SvResidual)),
+		Valid:    asInt(at(step.SvValid)) > 0,
 	}
 	if e.Route == RouteTemporal {
-		vr.Rank = int(asInt(at(svRank)))
-		vr.ExplainedVariance = asFloat(at(svExplained)) // of the snapshots of its SVD
+		vr.Rank = int(asInt(at(step.SvRank)))
+		vr.ExplainedVariance = asFloat(at(step.SvExplained)) // of the snapshots of its SVD
 	} else {
 		// Matrix mode: the share of the gradient's energy in the basis, from the smoothed
 		// sketch residual r (‖g − QQᵀg‖² = (1 − share)·‖g‖²).
 		vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
 	}
 	vr.StepScale = 1
-	if logScale := sr.optional(svStepLogScale.ofVariable(root, e.Variable)); logScale != nil {
+	if logScale := sr.optional(step.SvStepLogScale.OfVariable(root, e.Variable)); logScale != nil {
 		vr.StepScale = math.Exp(asFloat(logScale))
 	}
-	if e.Route != RouteTemporal && o.cfg.policy.adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
-		vr.HighChecks = int(asInt(at(svHighChecks)))
-		vr.LowChecks = int(asInt(at(svLowChecks)))
+	if e.Route != RouteTemporal && o.cfg.policy.Adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {
+		vr.HighChecks = int(asInt(at(step.SvHighChecks)))
+		vr.LowChecks = int(asInt(at(step.SvLowChecks)))
 	}
 	return vr
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -56,10 +57,10 @@ func (c *Config) Validate() error {
 	if err := c.policy.Validate(c.rank); err != nil { // rank 0 (automatic): any bound makes it adaptive
 		return fmt.Errorf("hooks.Subspace: %v", err)
 	}
-	if c.mode == Temporal && c.policy.adaptive(c.rank) {
+	if c.mode == Temporal && c.policy.Adaptive(c.rank) {
 		return fmt.Errorf("hooks.Subspace: adaptive rank (RankBounds) applies to the matrix subspace; the temporal subspace adapts its rank with VarianceThreshold")
 	}
-	if _, ok := c.base.(gradientOptimizer); c.enabled && !ok {
+	if _, ok := c.base.(train.OptimizeWithGradients); c.enabled && !ok {
 		return fmt.Errorf("hooks.Subspace: base optimizer %T does not implement UpdateGraphWithGradients "+
 			"(train.OptimizeWithGradients), which the projector needs to feed it projected coefficients; "+
 			"GoMLX's SGD, Adam, AdamW and RMSProp implement it", c.base)

@@ -1,18 +1,19 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svLearnNext   = stateVar{"learn_next", dtypes.Int32, "rank rule: learn the bases at their new ranks next step"}
-	svRankChanges = stateVar{"rank_changes", dtypes.Int64, "rank rule: variables whose rank changed (kept on the host)"}
-	svHighChecks  = stateVar{"high_checks", counterDType, "rank rule: checks in a row above GrowAbove"}
-	svLowChecks   = stateVar{"low_checks", counterDType, "rank rule: checks in a row below ShrinkBelow"}
+	SvLearnNext   = rules.NewStateVar("learn_next", dtypes.Int32, "rank rule: learn the bases at their new ranks next step")
+	SvRankChanges = rules.NewStateVar("rank_changes", dtypes.Int64, "rank rule: variables whose rank changed (kept on the host)")
+	SvHighChecks  = rules.NewStateVar("high_checks", counterDType, "rank rule: checks in a row above GrowAbove")
+	SvLowChecks   = rules.NewStateVar("low_checks", counterDType, "rank rule: checks in a row below ShrinkBelow")
 )
 
 // The rank rule's part of the step graph: each variable's streaks of checks above GrowAbove and
@@ -25,7 +26,7 @@ func (st *stepState) rankChangeAsksToLearn() *Node {
 	if !st.adaptive() {
 		return nil
 	}
-	return GreaterThan(st.scalar(svLearnNext).NodeValue(st.g), Const(st.g, int32(0)))
+	return GreaterThan(st.scalar(SvLearnNext).NodeValue(st.g), Const(st.g, int32(0)))
 }
 
 // rankChangeLearned clears the request once the bases are learned (learnNow).
@@ -33,7 +34,7 @@ func (st *stepState) rankChangeLearned(learnNow *Node) {
 	if !st.adaptive() {
 		return
 	}
-	v := st.scalar(svLearnNext)
+	v := st.scalar(SvLearnNext)
 	v.SetNodeValue(Where(learnNow, Const(st.g, int32(0)), v.NodeValue(st.g)))
 }
 
@@ -42,12 +43,12 @@ func (st *stepState) rankChangeLearned(learnNow *Node) {
 func (st *stepState) advanceRankStreaks(h handler, learnNow *Node, check stepCheck) {
 	g := st.g
 	v := h.variable()
-	highVar := st.perVariable(v, svHighChecks, shapes.Make(counterDType))
-	lowVar := st.perVariable(v, svLowChecks, shapes.Make(counterDType))
-	high, low := st.cfg.policy.rankStreaks(LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
+	highVar := st.perVariable(v, SvHighChecks, shapes.Make(counterDType))
+	lowVar := st.perVariable(v, SvLowChecks, shapes.Make(counterDType))
+	high, low := rankStreaks(st.cfg.Policy, LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
 	highVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(high), high))
 	lowVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(low), low))
 }
 
 // keepRankChangeCount creates the count of rank changes, which the host keeps (AdaptRanks).
-func (st *stepState) keepRankChangeCount() { st.scalar(svRankChanges) }
+func (st *stepState) keepRankChangeCount() { st.scalar(SvRankChanges) }

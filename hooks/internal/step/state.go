@@ -1,8 +1,7 @@
-package hooks
+package step
 
 import (
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
@@ -11,63 +10,39 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/model/initializer"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
-// stateVar is one entry of the projector's state schema: a non-trainable, zero-initialised
-// variable under the state scope. The step graph creates it and Report, the Monitor and the
-// rank rule read it through the same entry, so a rename is one edit (and a typo a compile
-// error). Names are stored in checkpoints: changing one loses that value on resume.
-//
-// Each rule declares its entries in its own file, and its rule string names it as their owner
-// ("owner: what it holds"): only the owner's files use them in the step graph; other rules
-// take its results as values (TestStateVariablesHaveOwnersAndStayWithThem). Scalars live in the
-// state scope ("/subspace/step"), per-variable entries under the variable's own scope in it
-// ("/subspace/dense_0/weights_basis").
-type stateVar struct {
-	name  string       // scalars: the name in the state scope; per variable: the suffix after "<variable>_"
-	dtype dtypes.DType // InvalidDType: a float, of the loss's dtype (scalars) or the variable's state dtype
-	rule  string       // the rule or phase that owns it
-}
-
-// stateSchema lists every entry, scalars first (TestStateSchemaCoversTheStore checks the store
+// Schema lists every entry of the projector's state, scalars first (TestStateSchemaCoversTheStore checks the store
 // against it).
-var stateSchema = []stateVar{
-	svStep, svSkippedSteps, svExplodeStreak, svLossRestarts, svDivergenceHold, svGuardBuild, svLossEMA, svBestLossEMA, svPlateauChecks, svFreshPending,
-	svCurvature, svCurvatureEMA, svCurvatureCount, svComparable, svCurvaturePeak, svLastCheckPeak,
-	svLearnNext, svRankChanges, svFastUntil, svRefreshes, svByResidual, svByLoss, svByCurvature,
-	svChecks, svFullUpdates, svLastFullTurn, svLearnings, svLastLearnStep, svLastLearnCause, svLastResidual, svBasesKept,
-	svBasis, svCoefficients, svValid, svResidual, svFreshResidual, svHighChecks, svLowChecks,
-	svPrevGrad, svPrevStep, svExplained, svRank, svSnapshots, svComplementLen, svStepLogScale,
-}
-
-// of is the path of a scalar entry under the state scope root.
-func (s stateVar) of(root string) string { return path.Join(root, s.name) }
-
-// ofVariable is the path of a per-variable entry for the variable at variablePath.
-func (s stateVar) ofVariable(root, variablePath string) string {
-	scope, name := model.SplitPath(variablePath)
-	return path.Join(root, scope, name+"_"+s.name)
+var Schema = []rules.StateVar{
+	SvStep, SvSkippedSteps, SvExplodeStreak, SvLossRestarts, SvDivergenceHold, SvGuardBuild, SvLossEMA, SvBestLossEMA, SvPlateauChecks, SvFreshPending,
+	SvCurvature, SvCurvatureEMA, SvCurvatureCount, SvComparable, SvCurvaturePeak, SvLastCheckPeak,
+	SvLearnNext, SvRankChanges, SvFastUntil, SvRefreshes, SvByResidual, SvByLoss, SvByCurvature,
+	SvChecks, SvFullUpdates, SvLastFullTurn, SvLearnings, SvLastLearnStep, SvLastLearnCause, SvLastResidual, SvBasesKept,
+	SvBasis, SvCoefficients, SvValid, SvResidual, SvFreshResidual, SvHighChecks, SvLowChecks,
+	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale,
 }
 
 // scalar returns the scalar state variable s of the state scope, as a float of the loss's dtype
 // where s has none of its own.
-func (st *stepState) scalar(s stateVar) *model.Variable {
-	dtype := s.dtype
+func (st *stepState) scalar(s rules.StateVar) *model.Variable {
+	dtype := s.DType
 	if dtype == dtypes.InvalidDType {
 		dtype = st.loss.DType()
 	}
-	return st.root.WithInitializer(initializer.Zero).VariableWithShape(s.name, shapes.Make(dtype)).SetTrainable(false)
+	return st.root.WithInitializer(initializer.Zero).VariableWithShape(s.Name, shapes.Make(dtype)).SetTrainable(false)
 }
 
 // perVariable returns the state variable s of the projected variable v, with the given shape
 // (its dtype: s's, or the given shape's for float entries). Checkpoints don't keep the
 // Trainable flag, so it is set again each time.
-func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Shape) *model.Variable {
-	if s.dtype != dtypes.InvalidDType {
-		shape = shapes.Make(s.dtype, shape.Dimensions...)
+func (st *stepState) perVariable(v *model.Variable, s rules.StateVar, shape shapes.Shape) *model.Variable {
+	if s.DType != dtypes.InvalidDType {
+		shape = shapes.Make(s.DType, shape.Dimensions...)
 	}
-	full := s.ofVariable(st.root.Scope(), v.Path())
+	full := s.OfVariable(st.root.Scope(), v.Path())
 	// A resumed store may hold the state of another configuration: say which options differ
 	// instead of GoMLX's shape error. A dtype or a number of axes that no option gives is damage
 	// (a checkpoint edited or written by something else), and is said to be.
@@ -90,9 +65,9 @@ func (st *stepState) perVariable(v *model.Variable, s stateVar, shape shapes.Sha
 // configuration changes, read from the state's shapes: only temporal mode keeps snapshots; a
 // temporal basis is [elements, Rank] and its snapshots [WarmUp, elements]; a matrix basis is
 // [the side's length, Rank] (another matrix Rank is caught before, with its own message).
-func (st *stepState) optionThatDiffers(v *model.Variable, s stateVar, old, want shapes.Shape) string {
-	storedTemporal := st.scope.Store().GetVariable(svSnapshots.ofVariable(st.root.Scope(), v.Path())) != nil
-	temporal := st.cfg.mode == Temporal
+func (st *stepState) optionThatDiffers(v *model.Variable, s rules.StateVar, old, want shapes.Shape) string {
+	storedTemporal := st.scope.Store().GetVariable(SvSnapshots.OfVariable(st.root.Scope(), v.Path())) != nil
+	temporal := st.cfg.Mode == rules.Temporal
 	differs := func(axis int) bool {
 		return old.Rank() == want.Rank() && old.Rank() > axis && old.Dim(axis) != want.Dim(axis)
 	}
@@ -101,18 +76,18 @@ func (st *stepState) optionThatDiffers(v *model.Variable, s stateVar, old, want 
 		return "its Mode differs (the checkpoint trained this variable in matrix mode, this configuration in Mode(hooks.Temporal))"
 	case !temporal && storedTemporal:
 		return "its Mode differs (the checkpoint trained this variable in Mode(hooks.Temporal), this configuration in matrix mode)"
-	case temporal && s == svSnapshots && differs(0):
+	case temporal && s == SvSnapshots && differs(0):
 		return fmt.Sprintf("its WarmUp differs (the checkpoint's is %d, this configuration's %d)", old.Dim(0), want.Dim(0))
-	case temporal && s == svBasis && differs(1) && !differs(0):
+	case temporal && s == SvBasis && differs(1) && !differs(0):
 		return fmt.Sprintf("its temporal Rank differs (the checkpoint's is %d, this configuration's %d)", old.Dim(1), want.Dim(1))
-	case !temporal && s == svBasis && differs(0) && !differs(1):
+	case !temporal && s == SvBasis && differs(0) && !differs(1):
 		return fmt.Sprintf("its Side differs (the checkpoint's basis has %d rows, this configuration's side has %d)", old.Dim(0), want.Dim(0))
 	}
 	return "its Mode, Rank, Side or WarmUp differ from the checkpoint's"
 }
 
 // bump increments the int64 counter s where cond holds and returns its new value.
-func (st *stepState) bump(s stateVar, cond *Node) *Node {
+func (st *stepState) bump(s rules.StateVar, cond *Node) *Node {
 	c := st.scalar(s)
 	old := c.NodeValue(st.g)
 	c.SetNodeValue(Where(cond, AddScalar(old, 1), old))

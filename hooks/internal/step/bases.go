@@ -1,10 +1,11 @@
-package hooks
+package step
 
 import (
 	"fmt"
 
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -52,7 +53,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 		if k == 1 {
 			q := stored[0]
 			gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(q, q), DiagonalWithValue(ScalarOne(g, dtype), rank))))
-			hasBasis := LogicalAnd(GreaterThan(valid[0], Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+			hasBasis := LogicalAnd(GreaterThan(valid[0], Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
 			h0.oldBasis = Where(hasBasis, q, ConstAsDType(g, dtype, start[0]))
 			if h0.compCount > 0 {
 				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, h0.complementNoise())
@@ -61,7 +62,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 		}
 		q := stacked(stored)
 		gramErr := ReduceMax(Abs(Sub(projector.Rotations(q, q), ConstAsDType(g, dtype, eye))), 1, 2) // [k]
-		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, BasisTolerance)))
+		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
 		old := projector.ChooseRows(hasBasis, q, ConstAsDType(g, dtype, start))
 		for i, part := range unstacked(old) {
 			group[i].oldBasis = part

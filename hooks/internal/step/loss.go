@@ -1,17 +1,18 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svLossEMA       = stateVar{"loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss"}
-	svBestLossEMA   = stateVar{"best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh"}
-	svPlateauChecks = stateVar{"plateau_checks", dtypes.Int32, "loss rule: consecutive checks without progress"}
+	SvLossEMA       = rules.NewStateVar("loss_ema", dtypes.InvalidDType, "loss rule: smoothed loss")
+	SvBestLossEMA   = rules.NewStateVar("best_loss_ema", dtypes.InvalidDType, "loss rule: best smoothed loss since the last refresh")
+	SvPlateauChecks = rules.NewStateVar("plateau_checks", dtypes.Int32, "loss rule: consecutive checks without progress")
 )
 
 // lossRule smooths the loss and watches its progress (Policy.LossPatience): its state is the
@@ -32,7 +33,7 @@ type lossSignal struct {
 }
 
 func (st *stepState) loadLossRule() lossRule {
-	return lossRule{st: st, ema: st.scalar(svLossEMA), best: st.scalar(svBestLossEMA), plateau: st.scalar(svPlateauChecks)}
+	return lossRule{st: st, ema: st.scalar(SvLossEMA), best: st.scalar(SvBestLossEMA), plateau: st.scalar(SvPlateauChecks)}
 }
 
 // smoothed is the smoothed loss before this step.
@@ -44,13 +45,13 @@ func (r lossRule) measure(check stepCheck) lossSignal {
 	st, g := r.st, r.st.g
 	ema := r.ema.NodeValue(g)
 	isFirst := LogicalOr(LogicalOr(Equal(st.t, Const(g, int64(1))), check.reseed), LogicalNot(IsFinite(ema)))
-	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, LossEMADecay), MulScalar(st.loss, 1-LossEMADecay)))
+	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, rules.LossEMADecay), MulScalar(st.loss, 1-rules.LossEMADecay)))
 	newEMA = Where(check.ok, newEMA, ema)
 	if st.noLoss {
 		newEMA = ema
 	}
 	s := lossSignal{ema: newEMA, best: r.best.NodeValue(g)}
-	s.improved = LessThan(newEMA, MulScalar(s.best, 1-LossMinImprovement))
+	s.improved = LessThan(newEMA, MulScalar(s.best, 1-rules.LossMinImprovement))
 	s.plateau = Max(r.plateau.NodeValue(g), Const(g, int32(0)))
 	s.plateauAfterCheck = Where(s.improved, upstream.ZeroOf(s.plateau), AddScalar(s.plateau, 1))
 	return s

@@ -1,10 +1,11 @@
-package hooks
+package step
 
 import (
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/internal/upstream"
@@ -81,7 +82,7 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 		}
 		baseGrads = append(baseGrads, grad)
 	}
-	st.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
+	st.cfg.Base.(train.OptimizeWithGradients).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
 }
 
 // step is the coefficient step the base optimizer took for h (its coefficient variable started
@@ -104,7 +105,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	base.update(trainables, grads)
 	// The last coefficient gradients, for the rules that read them: the curvature rule (every
 	// handler) and the step-length rule (its matrices, found from the base optimizer's state).
-	pol := st.cfg.policy
+	pol := st.cfg.Policy
 	curvatureOn := pol.CheckEvery > 0 && pol.CurvatureFactor > 0
 	lengths := st.stepLength(hs)
 	var history *gradientHistory
@@ -162,7 +163,7 @@ func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, gu
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		if w, warming := h.(warmingUp); warming {
 			projected := Add(before, h.lift(step))
-			if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
+			if wd := st.cfg.WeightDecay; wd > 0 && lr != nil {
 				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
 			}
 			v.SetNodeValue(Where(w.useProjection(), st.clipStep(before, projected), v.NodeValue(st.g)))
@@ -173,7 +174,7 @@ func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, gu
 		// full-size select (each full-size op is a pass over the weight).
 		lifted := h.lift(step)
 		projected := Add(before, lifted)
-		if wd := st.cfg.weightDecay; wd > 0 && lr != nil {
+		if wd := st.cfg.WeightDecay; wd > 0 && lr != nil {
 			decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
 			projected = Add(Mul(before, Where(check.ok, decay, upstream.OneOf(decay))), lifted)
 		}

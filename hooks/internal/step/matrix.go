@@ -1,4 +1,4 @@
-package hooks
+package step
 
 import (
 	"hash/fnv"
@@ -10,17 +10,18 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/hooks/internal/direct"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svBasis         = stateVar{"basis", dtypes.InvalidDType, "basis: the orthonormal basis"}
-	svCoefficients  = stateVar{"coefficients", dtypes.InvalidDType, "base step: the variable the base optimizer updates (zero between steps)"}
-	svValid         = stateVar{"valid", dtypes.Int32, "basis: a basis was learned"}
-	svResidual      = stateVar{"residual", dtypes.InvalidDType, "basis: the (matrix: smoothed) relative residual of the gradient against it, the residual rule's signal"}
-	svComplementLen = stateVar{"complement_step_length", dtypes.InvalidDType, "complement: the length of the last complement step (its growth limit)"}
+	SvBasis         = rules.NewStateVar("basis", dtypes.InvalidDType, "basis: the orthonormal basis")
+	SvCoefficients  = rules.NewStateVar("coefficients", dtypes.InvalidDType, "base step: the variable the base optimizer updates (zero between steps)")
+	SvValid         = rules.NewStateVar("valid", dtypes.Int32, "basis: a basis was learned")
+	SvResidual      = rules.NewStateVar("residual", dtypes.InvalidDType, "basis: the (matrix: smoothed) relative residual of the gradient against it, the residual rule's signal")
+	SvComplementLen = rules.NewStateVar("complement_step_length", dtypes.InvalidDType, "complement: the length of the last complement step (its growth limit)")
 )
 
 // matrixVar trains a weight W ([m, n] as a matrix) in a matrix subspace: the base optimizer sees
@@ -79,17 +80,17 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	}
 	h := &matrixVar{
 		st: st, v: v, side: side, m: m, n: n, rank: rank,
-		basis:    st.perVariable(v, svBasis, shapes.Make(dtype, basisRows, rank)),
-		coef:     st.perVariable(v, svCoefficients, coefShape),
-		valid:    st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
-		residVar: st.perVariable(v, svResidual, shapes.Make(dtype)),
+		basis:    st.perVariable(v, SvBasis, shapes.Make(dtype, basisRows, rank)),
+		coef:     st.perVariable(v, SvCoefficients, coefShape),
+		valid:    st.perVariable(v, SvValid, shapes.Make(dtypes.Int32)),
+		residVar: st.perVariable(v, SvResidual, shapes.Make(dtype)),
 	}
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
 	h.pathHash = hash.Sum64()
-	if s := st.cfg.complementOf(basisRows, rank); s > 0 && st.cfg.mode == Matrix {
+	if s := st.cfg.ComplementOf(basisRows, rank); s > 0 && st.cfg.Mode == rules.Matrix {
 		h.compCount = s
-		h.compLen = st.perVariable(v, svComplementLen, shapes.Make(dtype))
+		h.compLen = st.perVariable(v, SvComplementLen, shapes.Make(dtype))
 	}
 	return h
 }
@@ -135,7 +136,7 @@ func newMatrixDirectProduct(st *stepState, h *matrixVar, p *direct.Product, dy *
 		if x.DType() != sdt {
 			x = ConvertDType(x, sdt)
 		}
-		h.stepCoef, h.compCoef, h.products = direct.ConvDirectStep(p.Conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.policy.TrackingFraction, MinTrackingRows)
+		h.stepCoef, h.compCoef, h.products = direct.ConvDirectStep(p.Conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.Policy.TrackingFraction, rules.MinTrackingRows)
 		return
 	}
 	x2 := p.XRows(p.X)
@@ -144,7 +145,7 @@ func newMatrixDirectProduct(st *stepState, h *matrixVar, p *direct.Product, dy *
 		x2 = ConvertDType(x2, sdt)
 	}
 	rows := x2.Shape().Dim(0)
-	trackRows := max(int(math.Ceil(st.cfg.policy.TrackingFraction*float64(rows))), MinTrackingRows)
+	trackRows := max(int(math.Ceil(st.cfg.Policy.TrackingFraction*float64(rows))), rules.MinTrackingRows)
 	h.stepCoef, h.compCoef, h.products = projector.DirectStepWithComplement(x2, dy2, h.oldBasis, h.compDirs, h.sketchRows(h.otherSide()), h.side, trackRows)
 }
 
@@ -231,18 +232,6 @@ func (h *matrixVar) lengthened(step *Node) *Node {
 	return h.lengthenedStep
 }
 
-// BasisTolerance is the largest |QᵀQ − I| entry a stored basis may have: tracking keeps bases
-// orthonormal to about 1e-6 (float32); one further off was damaged and restarts.
-const BasisTolerance = 1e-2
-
-// MinTrackingRows is the fewest rows of a batch the bases are tracked from
-// (Policy.TrackingFraction applies above it): fewer make a noisy estimate of the covariance.
-const MinTrackingRows = 64
-
-// ResidualEMADecay smooths a matrix variable's sketch residual over steps (≈ a 10-step window):
-// a sketch of a few columns is noisy, and the drift rules read the residual at checks.
-const ResidualEMADecay = 0.9
-
 // tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
 // the rotation into it and the smoothed residual (the Report derives the explained share from it).
 func (h *matrixVar) tracked(next, resid *Node) {
@@ -260,7 +249,7 @@ func (h *matrixVar) tracked(next, resid *Node) {
 func smoothResidual(old, valid, resid *Node) *Node {
 	inRange := LogicalAnd(GreaterOrEqual(old, upstream.ZeroOf(old)), LessOrEqual(old, upstream.OneOf(old)))
 	first := LogicalOr(LessOrEqual(valid, upstream.ZeroOf(valid)), LogicalNot(inRange))
-	resid = Where(first, resid, Add(MulScalar(old, ResidualEMADecay), MulScalar(resid, 1-ResidualEMADecay)))
+	resid = Where(first, resid, Add(MulScalar(old, rules.ResidualEMADecay), MulScalar(resid, 1-rules.ResidualEMADecay)))
 	return projector.AtMostOne(resid) // the average of two shares ≤ 1 can round to 1 + ulp
 }
 

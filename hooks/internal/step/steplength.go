@@ -1,4 +1,4 @@
-package hooks
+package step
 
 import (
 	"math"
@@ -7,18 +7,14 @@ import (
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
-// DefaultScaleAdaptation is ScaleAdaptation's default rate: the log of a matrix's step factor
-// moves by at most this a step. Measured on the quality suite, the residual MLP and the
-// transformer (docs/rank.md).
-const DefaultScaleAdaptation = 0.2
-
 // This rule's state: entries of the schema (state.go).
 var (
-	svStepLogScale = stateVar{"step_log_scale", dtypes.Float32, "step-length rule: the log of the factor on the tracked directions' step"}
-	svPrevGrad     = stateVar{"coefficients_prev_grad", dtypes.InvalidDType, "gradient history: the last coefficient gradient, in this step's basis"}
+	SvStepLogScale = rules.NewStateVar("step_log_scale", dtypes.Float32, "step-length rule: the log of the factor on the tracked directions' step")
+	SvPrevGrad     = rules.NewStateVar("coefficients_prev_grad", dtypes.InvalidDType, "gradient history: the last coefficient gradient, in this step's basis")
 )
 
 // gradientHistory is the last step's coefficient gradient of each projected variable, rotated
@@ -36,7 +32,7 @@ func (st *stepState) loadGradientHistory(hs []handler) *gradientHistory {
 	gh := &gradientHistory{st: st, vars: map[handler]*model.Variable{}, prev: map[handler]*Node{}}
 	for _, h := range hs {
 		coef, _ := h.coefficients()
-		v := st.perVariable(h.variable(), svPrevGrad, coef.Shape())
+		v := st.perVariable(h.variable(), SvPrevGrad, coef.Shape())
 		gh.vars[h], gh.prev[h] = v, v.NodeValue(st.g)
 	}
 	return gh
@@ -69,7 +65,7 @@ type stepLengthRule struct {
 // base optimizer that does not normalise its steps does not shorten them). It reads the base
 // optimizer's state, so it is made after the base optimizer's update is built.
 func (st *stepState) stepLength(hs []handler) *stepLengthRule {
-	if st.cfg.scaleAdaptation <= 0 || st.cfg.mode != Matrix {
+	if st.cfg.ScaleAdaptation <= 0 || st.cfg.Mode != rules.Matrix {
 		return nil
 	}
 	r := &stepLengthRule{st: st}
@@ -109,7 +105,7 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 		for _, i := range group {
 			m := r.matrices[i].(*matrixVar)
 			order = append(order, m)
-			logVar := r.st.perVariable(m.v, svStepLogScale, shapes.Make(dtypes.Float32))
+			logVar := r.st.perVariable(m.v, SvStepLogScale, shapes.Make(dtypes.Float32))
 			logVars = append(logVars, logVar)
 			lasts = append(lasts, logVar.NodeValue(g))
 			maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
@@ -129,7 +125,7 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	// mends the stored one only at the step's end).
 	last := Stack(lasts, 0)
 	last = Where(IsFinite(last), last, ZerosLike(last))
-	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.scaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
+	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
 	out := make(map[handler]*Node, len(order))
 	for i, h := range order {
 		nextLog := Reshape(Slice(next, AxisElem(i)))

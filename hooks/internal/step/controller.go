@@ -1,61 +1,31 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svFreshPending = stateVar{"fresh_residual_pending", dtypes.Int32, "residual rule: the next check records the fresh residuals"}
-	svRefreshes    = stateVar{"refreshes", dtypes.Int64, "controller: refreshes, any cause"}
-	svByResidual   = stateVar{"refreshes_residual", dtypes.Int64, "controller: refreshes by the residual rule"}
-	svByLoss       = stateVar{"refreshes_loss", dtypes.Int64, "controller: refreshes by the loss rule"}
-	svByCurvature  = stateVar{"refreshes_curvature", dtypes.Int64, "controller: refreshes by the curvature rule"}
-	svChecks       = stateVar{"checks", dtypes.Int64, "controller: drift checks run"}
-	svFullUpdates  = stateVar{"full_updates", dtypes.Int64, "controller: checks that gave a variable a full update (temporal)"}
-	svLastFullTurn = stateVar{"last_full_update", dtypes.Int32, "controller: which variable (in path order) took the last full update"}
+	SvFreshPending = rules.NewStateVar("fresh_residual_pending", dtypes.Int32, "residual rule: the next check records the fresh residuals")
+	SvRefreshes    = rules.NewStateVar("refreshes", dtypes.Int64, "controller: refreshes, any cause")
+	SvByResidual   = rules.NewStateVar("refreshes_residual", dtypes.Int64, "controller: refreshes by the residual rule")
+	SvByLoss       = rules.NewStateVar("refreshes_loss", dtypes.Int64, "controller: refreshes by the loss rule")
+	SvByCurvature  = rules.NewStateVar("refreshes_curvature", dtypes.Int64, "controller: refreshes by the curvature rule")
+	SvChecks       = rules.NewStateVar("checks", dtypes.Int64, "controller: drift checks run")
+	SvFullUpdates  = rules.NewStateVar("full_updates", dtypes.Int64, "controller: checks that gave a variable a full update (temporal)")
+	SvLastFullTurn = rules.NewStateVar("last_full_update", dtypes.Int32, "controller: which variable (in path order) took the last full update")
 	// "svds" counts the steps that learned bases (temporal: an SVD; matrix: a start of fast
 	// tracking); the stored name is older than matrix mode and kept for checkpoints.
-	svLearnings      = stateVar{"svds", dtypes.Int64, "controller: bases learned, warm-up included"}
-	svLastLearnStep  = stateVar{"last_svd_step", dtypes.Int64, "controller: the step of the last learning"}
-	svLastLearnCause = stateVar{"last_svd_cause", dtypes.Int32, "controller: its Cause"}
-	svLastResidual   = stateVar{"last_check_residual", dtypes.InvalidDType, "controller: the largest residual at the last check"}
-	svFreshResidual  = stateVar{"fresh_residual", dtypes.InvalidDType, "residual rule: the residual at the basis's first check"}
+	SvLearnings      = rules.NewStateVar("svds", dtypes.Int64, "controller: bases learned, warm-up included")
+	SvLastLearnStep  = rules.NewStateVar("last_svd_step", dtypes.Int64, "controller: the step of the last learning")
+	SvLastLearnCause = rules.NewStateVar("last_svd_cause", dtypes.Int32, "controller: its Cause")
+	SvLastResidual   = rules.NewStateVar("last_check_residual", dtypes.InvalidDType, "controller: the largest residual at the last check")
+	SvFreshResidual  = rules.NewStateVar("fresh_residual", dtypes.InvalidDType, "residual rule: the residual at the basis's first check")
 )
-
-// Cause is why a basis was learned or refreshed, as stored in the "last_svd_cause" state
-// variable (svLastLearnCause).
-type Cause int32
-
-// Refresh causes.
-const (
-	CauseNone      Cause = 0
-	CauseWarmUp    Cause = 1 // a basis learned during (temporal: at the end of) warm-up
-	CauseResidual  Cause = 2 // a drift check found the residual above the threshold
-	CauseLoss      Cause = 3 // the smoothed loss stopped falling for LossPatience checks
-	CauseCurvature Cause = 4 // the curvature along a step jumped above CurvatureFactor times its smoothed magnitude
-	CauseRank      Cause = 5 // a variable's rank changed (the bases are re-learned at the new ranks)
-)
-
-// String returns a readable name of the cause.
-func (c Cause) String() string {
-	switch c {
-	case CauseWarmUp:
-		return "warm-up"
-	case CauseResidual:
-		return "residual above threshold"
-	case CauseLoss:
-		return "smoothed loss stopped falling"
-	case CauseCurvature:
-		return "curvature jumped"
-	case CauseRank:
-		return "rank changed"
-	}
-	return "none"
-}
 
 // The drift controller runs in the step graph, with no control flow, as Optax's
 // reduce_on_plateau runs in a jitted step: its state (controllerState) is loaded once, the step
@@ -78,18 +48,18 @@ type decision struct {
 	checks        *Node // drift checks run, this one included (int64)
 }
 
-func (st *stepState) checks() bool { return st.cfg.policy.CheckEvery > 0 }
+func (st *stepState) checks() bool { return st.cfg.Policy.CheckEvery > 0 }
 
 // adaptive says whether the rank rule runs.
 func (st *stepState) adaptive() bool {
-	return st.checks() && st.cfg.policy.adaptive(st.cfg.rank)
+	return st.checks() && st.cfg.Policy.Adaptive(st.cfg.Rank)
 }
 
 // loadController creates or loads the controller's state.
 func (st *stepState) loadController() controllerState {
 	var cs controllerState
 	if st.checks() {
-		cs.freshPending = st.scalar(svFreshPending)
+		cs.freshPending = st.scalar(SvFreshPending)
 	}
 	return cs
 }
@@ -108,7 +78,7 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 	s.drift = Scalar(g, ldt, -1)
 	for _, h := range hs {
 		resid := ConvertDType(h.residual(), ldt)
-		freshVar := st.perVariable(h.variable(), svFreshResidual, shapes.Make(ldt))
+		freshVar := st.perVariable(h.variable(), SvFreshResidual, shapes.Make(ldt))
 		fresh := freshVar.NodeValue(g)
 		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 		s.residual = Max(s.residual, resid)
@@ -140,11 +110,11 @@ func (st *stepState) decide(s driftSignals, check stepCheck) decision {
 	d := decision{driftDecision: driftDecision{refresh: off, byResidual: off, byLoss: off, byCurvature: off},
 		byRank: off, maxResidual: s.residual}
 	if st.checks() {
-		rules := st.cfg.policy
+		policy := st.cfg.Policy
 		if st.noLoss {
-			rules.LossPatience = 0 // no loss to watch
+			policy.LossPatience = 0 // no loss to watch
 		}
-		d.driftDecision = rules.decide(s)
+		d.driftDecision = decide(policy, s)
 	}
 	if asked := st.rankChangeAsksToLearn(); asked != nil { // a rank change (made on the host, AdaptRanks)
 		d.byRank = LogicalAnd(asked, check.ok)
@@ -164,24 +134,24 @@ func (st *stepState) advance(cs controllerState, loss lossRule, lossNow lossSign
 		cs.freshPending.SetNodeValue(Where(d.learnNow, Const(g, int32(1)), afterCheck))
 	}
 
-	cause := Where(st.learnAt, Const(g, int32(CauseWarmUp)),
-		Where(d.byResidual, Const(g, int32(CauseResidual)),
-			Where(d.byLoss, Const(g, int32(CauseLoss)),
-				Where(d.byCurvature, Const(g, int32(CauseCurvature)),
-					Where(d.byRank, Const(g, int32(CauseRank)), Const(g, int32(CauseNone)))))))
-	st.bump(svRefreshes, d.refresh)
-	st.bump(svByResidual, d.byResidual)
-	st.bump(svByLoss, d.byLoss)
-	if st.checks() && st.cfg.policy.CurvatureFactor > 0 {
-		st.bump(svByCurvature, d.byCurvature)
+	cause := Where(st.learnAt, Const(g, int32(rules.CauseWarmUp)),
+		Where(d.byResidual, Const(g, int32(rules.CauseResidual)),
+			Where(d.byLoss, Const(g, int32(rules.CauseLoss)),
+				Where(d.byCurvature, Const(g, int32(rules.CauseCurvature)),
+					Where(d.byRank, Const(g, int32(rules.CauseRank)), Const(g, int32(rules.CauseNone)))))))
+	st.bump(SvRefreshes, d.refresh)
+	st.bump(SvByResidual, d.byResidual)
+	st.bump(SvByLoss, d.byLoss)
+	if st.checks() && st.cfg.Policy.CurvatureFactor > 0 {
+		st.bump(SvByCurvature, d.byCurvature)
 	}
-	st.bump(svLearnings, d.learnNow)
-	d.checks = st.bump(svChecks, st.isCheck)
-	lastStep := st.scalar(svLastLearnStep)
+	st.bump(SvLearnings, d.learnNow)
+	d.checks = st.bump(SvChecks, st.isCheck)
+	lastStep := st.scalar(SvLastLearnStep)
 	lastStep.SetNodeValue(Where(d.learnNow, st.t, lastStep.NodeValue(g)))
-	lastCause := st.scalar(svLastLearnCause)
+	lastCause := st.scalar(SvLastLearnCause)
 	lastCause.SetNodeValue(Where(d.learnNow, cause, lastCause.NodeValue(g)))
-	lastResid := st.scalar(svLastResidual)
+	lastResid := st.scalar(SvLastResidual)
 	lastResid.SetNodeValue(Where(st.isCheck, d.maxResidual, lastResid.NodeValue(g)))
 }
 
@@ -209,7 +179,7 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 			st.advanceRankStreaks(h, d.learnNow, check)
 		}
 	}
-	if st.cfg.policy.FullUpdateEvery > 0 {
+	if st.cfg.Policy.FullUpdateEvery > 0 {
 		st.fullUpdateTurns(hs, d, check)
 	}
 	if adaptive {
@@ -229,13 +199,13 @@ func (st *stepState) fullUpdateTurns(hs []handler, d decision, check stepCheck) 
 			continue
 		}
 		temporal = true
-		turn := LogicalAnd(st.cfg.policy.fullUpdateTurn(st.isCheck, d.checks, i, len(hs)), check.ok)
+		turn := LogicalAnd(fullUpdateTurn(st.cfg.Policy, st.isCheck, d.checks, i, len(hs)), check.ok)
 		tv.fullTurn = turn
 		anyTurn, who = LogicalOr(anyTurn, turn), Where(turn, Const(g, int32(i)), who)
 	}
 	if temporal {
-		st.bump(svFullUpdates, anyTurn)
-		last := st.scalar(svLastFullTurn)
+		st.bump(SvFullUpdates, anyTurn)
+		last := st.scalar(SvLastFullTurn)
 		last.SetNodeValue(Where(anyTurn, who, last.NodeValue(g)))
 	}
 }

@@ -1,20 +1,21 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/projector"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svFastUntil = stateVar{"fast_tracking_until", dtypes.Int64, "tracking: the last step of the current burst of fast tracking"}
+	SvFastUntil = rules.NewStateVar("fast_tracking_until", dtypes.Int64, "tracking: the last step of the current burst of fast tracking")
 )
 
-// trackEachAlone turns the batching of same-shaped matrices off (tracking, the rotation of their
+// TrackEachAlone turns the batching of same-shaped matrices off (tracking, the rotation of their
 // state, the complement's sizing): for the tests that compare the batched step with the step of
 // each matrix alone.
-var trackEachAlone = false
+var TrackEachAlone = false
 
 // learnAll applies the step's learning: tracked (matrix) bases move at rate (scalar, at most
 // maxRate), those of one shape stacked into one batch of products, and each takes its next basis
@@ -32,7 +33,7 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	}
 	// Bases of one shape move in one batch of products: a few stacked products cost less than
 	// many small ones, most of all on an accelerator (one kernel launch each).
-	maxRate := st.cfg.policy.FastTrackingRate
+	maxRate := st.cfg.Policy.FastTrackingRate
 	for _, group := range matrixGroups(tracked, func(h *matrixVar) string {
 		return h.oldBasis.Shape().String() + h.products.Sketch.Shape().String()
 	}) {
@@ -56,9 +57,9 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 // otherwise. A refresh is a burst of fast tracking, not a branch: every step runs the same graph.
 func (st *stepState) trackingRate(learnNow *Node) *Node {
 	g := st.g
-	pol := st.cfg.policy
-	fastUntil := st.scalar(svFastUntil)
-	last := AddScalar(st.t, int64(st.cfg.warmUp-1)) // a burst lasts WarmUp steps at most
+	pol := st.cfg.Policy
+	fastUntil := st.scalar(SvFastUntil)
+	last := AddScalar(st.t, int64(st.cfg.WarmUp-1)) // a burst lasts WarmUp steps at most
 	until := Where(learnNow, last, Min(fastUntil.NodeValue(g), last))
 	fastUntil.SetNodeValue(until)
 	fast := LessOrEqual(st.t, until)

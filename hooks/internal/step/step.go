@@ -1,48 +1,54 @@
-package hooks
+package step
 
 import (
-	"github.com/gomlx/compute/dtypes"
 	"math/rand/v2"
 	"slices"
 	"strings"
 
+	"github.com/gomlx/compute/dtypes"
+
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/direct"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svStep = stateVar{"step", dtypes.Int64, "schedule: steps taken, skipped ones included"}
+	SvStep = rules.NewStateVar("step", dtypes.Int64, "schedule: steps taken, skipped ones included")
 )
 
-// buildStep builds one training step: the algorithm, phase by phase. With grads nil it
-// back-propagates from loss itself, taking the direct path where it can; otherwise grads are the
-// full gradients of trainables (gradient accumulation) and loss is a stand-in of its dtype.
-func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.Variable, loss *Node, grads []*Node, forwardMark int) {
-	given := grads != nil
-	// Plan: which variables are projected, on which path, side and rank.
-	plan, products := o.makePlan(scope, g, trainables, !given)
-	if !projectsAny(plan) {
-		// The automatic rank left every matrix out: the step is the base optimizer's, exactly
-		// (the guard's passes over every weight and moment cost up to half a step on a wide
-		// MLP, for a wrapper that projects nothing).
-		if given {
-			o.cfg.base.(gradientOptimizer).UpdateGraphWithGradients(scope, grads, loss.DType())
-		} else {
-			o.cfg.base.UpdateGraph(scope, g, loss)
-		}
-		o.record(g, GraphMarks{Forward: forwardMark, Gradient: len(g.Nodes())}, plan, "", loss)
-		return
-	}
+// Entry is the plan's decision for one trainable variable, as the step reads it.
+type Entry struct {
+	Route rules.Route
+	Rank  int
+	Side  projector.Side
+	View  *direct.View // post-hoc route: how the variable's gradient is seen as a matrix
+}
+
+// StatePrice is a projected matrix's optimizer state: the base optimizer's for the weight
+// unprojected (its moments of the weight's shape), and what the projection keeps instead (the
+// basis, the coefficients and the base optimizer's state of the coefficients), in bytes.
+type StatePrice struct{ Stock, Projected int64 }
+
+// Build builds the projector's part of one training step, phase by phase, for a plan that
+// projects at least one variable (plan[i] and products[i] are trainables[i]'s; products[i] is
+// nil off the direct route). With grads nil it back-propagates from loss itself, taking the
+// direct path where it can; otherwise grads are the full gradients of trainables (gradient
+// accumulation) and loss is a stand-in of its dtype. It returns the number of g's nodes when
+// the gradients and the projector's measurements were built (the rest is the update), and the
+// projected matrices' state prices by variable path.
+func Build(cfg *Settings, scope *model.Scope, g *Graph, trainables []*model.Variable, loss *Node, grads []*Node, plan []Entry, products []*direct.Product) (gradientMark int, prices map[string]StatePrice) {
 	// Gradients: to each variable, except on the direct path, where back-propagation stops at the
 	// product's output ∂y and the product's VJP skips ∂W (internal/direct/vjp.go).
+	given := grads != nil
 	var readerGrads []*Node // on the direct path: the gradient through the weight's other readers
 	if !given {
 		grads, readerGrads = backPropagate(g, loss, trainables, products)
 	}
 	guard := newStepGuard(scope, g)
-	st := o.newStepState(scope, g, loss, given)
+	st := newStepState(cfg, scope, g, loss, given)
 	// Project: each variable's coefficient gradient in its step's basis, and the products that
 	// move the basis (matrix.go, temporal.go).
 	hs := st.project(trainables, grads, readerGrads, plan, products)
@@ -55,25 +61,13 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	// Learn: the bases move (tracking) or are re-learned (temporal); then the rules that judge them.
 	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow))
 	st.afterLearning(hs, d, check)
-	gradientMark := len(g.Nodes())
+	gradientMark = len(g.Nodes())
 	// Base step and lift: the wrapped optimizer on the coefficients, lifted back (base.go).
 	st.applyBase(trainables, grads, hs, guard, check, d)
 	// Guard: a skipped step leaves every variable as it was, but the guard's own counters.
-	root := st.root.Scope()
-	guard.restoreUnless(check.ok, guardCounters(root)...)
+	guard.restoreUnless(check.ok, guardCounters(st.root.Scope())...)
 	st.repairStatistics()
-	st.priceState(plan, hs)
-	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, st.root.Scope(), loss)
-}
-
-// projectsAny says whether the plan projects any variable.
-func projectsAny(plan []PlanEntry) bool {
-	for _, e := range plan {
-		if e.Route != RouteFull {
-			return true
-		}
-	}
-	return false
+	return gradientMark, st.statePrices(hs)
 }
 
 // backPropagate builds the gradients of loss: with respect to each trainable's value, or, on
@@ -121,17 +115,17 @@ func gradientsToCheck(grads []*Node, products []*direct.Product) []*Node {
 // project builds each projected variable's handler, in the order of their paths: the store's
 // order changes when a checkpoint loads, and the rotation of full updates and the order of sums
 // over variables must not.
-func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []PlanEntry, products []*direct.Product) []handler {
+func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []*Node, plan []Entry, products []*direct.Product) []handler {
 	// The matrices' state first, then their bases for this step, prepared together (a stack per
 	// basis shape), then their products.
 	matrices := make([]*matrixVar, len(trainables))
 	var prepared []*matrixVar
 	for i, v := range trainables {
 		switch e := plan[i]; e.Route {
-		case RouteDirect:
+		case rules.RouteDirect:
 			matrices[i] = newMatrixVar(st, v, products[i].M, products[i].N, e.Rank, e.Side)
-		case RoutePostHoc:
-			matrices[i] = newMatrixVar(st, v, e.view.M, e.view.N, e.Rank, e.Side)
+		case rules.RoutePostHoc:
+			matrices[i] = newMatrixVar(st, v, e.View.M, e.View.N, e.Rank, e.Side)
 		default:
 			continue
 		}
@@ -141,16 +135,16 @@ func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []
 	var hs []handler
 	for i, v := range trainables {
 		switch plan[i].Route {
-		case RouteTemporal:
+		case rules.RouteTemporal:
 			hs = append(hs, newTemporal(st, v, grads[i]))
-		case RouteDirect:
+		case rules.RouteDirect:
 			var readerGrad *Node
 			if readerGrads != nil {
 				readerGrad = readerGrads[i]
 			}
 			hs = append(hs, newMatrixDirect(st, matrices[i], products[i], grads[i], readerGrad))
-		case RoutePostHoc:
-			hs = append(hs, newMatrixPostHoc(matrices[i], grads[i], plan[i].view))
+		case rules.RoutePostHoc:
+			hs = append(hs, newMatrixPostHoc(matrices[i], grads[i], plan[i].View))
 		}
 	}
 	slices.SortFunc(hs, func(a, b handler) int { return strings.Compare(a.variable().Path(), b.variable().Path()) })
@@ -161,7 +155,7 @@ func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []
 // lives, and the step's schedule, all set when it is made. What the phases decide is passed
 // along as their results (stepCheck, decision), not stored here.
 type stepState struct {
-	cfg   *Config // the optimizer's configuration, as of this build
+	cfg   *Settings // the optimizer's configuration, as of this build
 	scope *model.Scope
 	root  *model.Scope // the state scope
 	g     *Graph
@@ -177,22 +171,22 @@ type stepState struct {
 	seedStepNode *Node // t as the complement's seeds read it (seedStep)
 }
 
-func (o *Optimizer) newStepState(scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
-	root := scope.At(StateScope)
-	st := &stepState{cfg: &o.cfg, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss, build: rand.Int64()}
-	stepVar := st.scalar(svStep)
+func newStepState(cfg *Settings, scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
+	root := scope.At(rules.StateScope)
+	st := &stepState{cfg: cfg, scope: scope, root: root, g: g, loss: loss, noLoss: noLoss, build: rand.Int64()}
+	stepVar := st.scalar(SvStep)
 	// Counters are clamped where a damaged checkpoint could make them lock a rule (here: a
 	// negative step count would keep warm-up going).
 	st.t = AddScalar(Max(stepVar.NodeValue(g), Const(g, int64(0))), 1)
 	stepVar.SetNodeValue(st.t)
-	n0 := int64(st.cfg.warmUp)
+	n0 := int64(st.cfg.WarmUp)
 	st.warm = LessOrEqual(st.t, Const(g, n0))
-	if st.cfg.mode == Temporal {
+	if st.cfg.Mode == rules.Temporal {
 		st.learnAt = Equal(st.t, Const(g, n0))
 	} else {
 		st.learnAt = Equal(st.t, Const(g, int64(1))) // warm-up's fast tracking starts
 	}
-	if k := int64(st.cfg.policy.CheckEvery); k > 0 {
+	if k := int64(st.cfg.Policy.CheckEvery); k > 0 {
 		sinceWarm := Sub(st.t, Const(g, n0))
 		st.isCheck = LogicalAnd(GreaterThan(sinceWarm, Const(g, int64(0))),
 			Equal(ModScalar(sinceWarm, k), Const(g, int64(0))))

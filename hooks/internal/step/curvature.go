@@ -1,20 +1,21 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svCurvature      = stateVar{"curvature", dtypes.InvalidDType, "curvature rule: the last κ measured"}
-	svCurvatureEMA   = stateVar{"curvature_ema", dtypes.InvalidDType, "curvature rule: smoothed |κ|"}
-	svCurvatureCount = stateVar{"curvature_measurements", dtypes.Int64, "curvature rule: κ measured so far"}
-	svComparable     = stateVar{"curvature_comparable", dtypes.Int32, "curvature rule: the next step can measure κ"}
-	svCurvaturePeak  = stateVar{"curvature_peak", dtypes.InvalidDType, "curvature rule: the largest jump since the last check"}
-	svLastCheckPeak  = stateVar{"last_check_curvature_peak", dtypes.InvalidDType, "curvature rule: the peak at the last check"}
-	svPrevStep       = stateVar{"coefficients_prev_step", dtypes.InvalidDType, "curvature rule: the last coefficient step"}
+	SvCurvature      = rules.NewStateVar("curvature", dtypes.InvalidDType, "curvature rule: the last κ measured")
+	SvCurvatureEMA   = rules.NewStateVar("curvature_ema", dtypes.InvalidDType, "curvature rule: smoothed |κ|")
+	SvCurvatureCount = rules.NewStateVar("curvature_measurements", dtypes.Int64, "curvature rule: κ measured so far")
+	SvComparable     = rules.NewStateVar("curvature_comparable", dtypes.Int32, "curvature rule: the next step can measure κ")
+	SvCurvaturePeak  = rules.NewStateVar("curvature_peak", dtypes.InvalidDType, "curvature rule: the largest jump since the last check")
+	SvLastCheckPeak  = rules.NewStateVar("last_check_curvature_peak", dtypes.InvalidDType, "curvature rule: the peak at the last check")
+	SvPrevStep       = rules.NewStateVar("coefficients_prev_step", dtypes.InvalidDType, "curvature rule: the last coefficient step")
 )
 
 // curvature measures κ = ⟨c_t − c_{t−1}, s_{t−1}⟩ / ‖s_{t−1}‖² over every projected variable's
@@ -29,7 +30,7 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	var changes, prevSteps []*Node // per handler: c_t − c_{t−1} and s_{t−1}
 	for _, h := range hs {
 		coef, grad := h.coefficients()
-		prevStep := st.perVariable(h.variable(), svPrevStep, coef.Shape())
+		prevStep := st.perVariable(h.variable(), SvPrevStep, coef.Shape())
 		changes = append(changes, Sub(grad, history.previous(h)))
 		prevSteps = append(prevSteps, prevStep.NodeValue(g))
 		prevStep.SetNodeValue(steps[h])
@@ -51,7 +52,7 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	if num == nil { // no projected variable
 		num, den = ScalarZero(g, ldt), ScalarZero(g, ldt)
 	}
-	comparableVar := st.scalar(svComparable)
+	comparableVar := st.scalar(SvComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
 	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), GreaterThan(den, upstream.ZeroOf(den)))
 	measured = LogicalAnd(measured, projecting)
@@ -59,18 +60,18 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(learnNow)), dtypes.Int32))
 
 	kappa := Where(measured, Div(num, Where(measured, den, upstream.OneOf(den))), upstream.ZeroOf(den))
-	kappaVar := st.scalar(svCurvature)
+	kappaVar := st.scalar(SvCurvature)
 	kappaVar.SetNodeValue(Where(measured, kappa, kappaVar.NodeValue(g)))
-	emaVar := st.scalar(svCurvatureEMA)
-	countVar := st.scalar(svCurvatureCount)
-	peakVar := st.scalar(svCurvaturePeak)
+	emaVar := st.scalar(SvCurvatureEMA)
+	countVar := st.scalar(SvCurvatureCount)
+	peakVar := st.scalar(SvCurvaturePeak)
 	ema, count := emaVar.NodeValue(g), countVar.NodeValue(g)
 	mag := Abs(kappa)
-	seeded := GreaterOrEqual(count, Const(g, int64(CurvatureWarmUp)))
+	seeded := GreaterOrEqual(count, Const(g, int64(rules.CurvatureWarmUp)))
 	positive := GreaterThan(ema, upstream.ZeroOf(ema))
 	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, upstream.OneOf(ema))), upstream.ZeroOf(ema))
 	peakVar.SetNodeValue(Where(measured, Max(peakVar.NodeValue(g), ratio), peakVar.NodeValue(g)))
-	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, CurvatureEMADecay), MulScalar(mag, 1-CurvatureEMADecay)))
+	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, rules.CurvatureEMADecay), MulScalar(mag, 1-rules.CurvatureEMADecay)))
 	emaVar.SetNodeValue(Where(measured, newEMA, ema))
 	countVar.SetNodeValue(Where(measured, AddScalar(count, 1), count))
 }
@@ -79,11 +80,11 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 // the last check (nil where the rule is off). At a check it is recorded (the Report's
 // CurvaturePeak) and restarts from zero.
 func (st *stepState) curvaturePeakAtCheck() *Node {
-	if !st.checks() || st.cfg.policy.CurvatureFactor <= 0 {
+	if !st.checks() || st.cfg.Policy.CurvatureFactor <= 0 {
 		return nil
 	}
 	g := st.g
-	peakVar, lastPeak := st.scalar(svCurvaturePeak), st.scalar(svLastCheckPeak)
+	peakVar, lastPeak := st.scalar(SvCurvaturePeak), st.scalar(SvLastCheckPeak)
 	peak := peakVar.NodeValue(g)
 	lastPeak.SetNodeValue(Where(st.isCheck, peak, lastPeak.NodeValue(g)))
 	peakVar.SetNodeValue(Where(st.isCheck, upstream.ZeroOf(peak), peak))

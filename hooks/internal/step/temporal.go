@@ -1,20 +1,21 @@
-package hooks
+package step
 
 import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svBasesKept = stateVar{"bases_kept", dtypes.Int64, "temporal learning: attempts that met a zero or non-finite stack"}
-	svExplained = stateVar{"explained", dtypes.InvalidDType, "temporal basis: explained variance of its snapshots"}
-	svRank      = stateVar{"rank", dtypes.Int32, "temporal basis: its effective rank"}
-	svSnapshots = stateVar{"snapshots", dtypes.InvalidDType, "temporal basis: the ring buffer of recent gradients"}
+	SvBasesKept = rules.NewStateVar("bases_kept", dtypes.Int64, "temporal learning: attempts that met a zero or non-finite stack")
+	SvExplained = rules.NewStateVar("explained", dtypes.InvalidDType, "temporal basis: explained variance of its snapshots")
+	SvRank      = rules.NewStateVar("rank", dtypes.Int32, "temporal basis: its effective rank")
+	SvSnapshots = rules.NewStateVar("snapshots", dtypes.InvalidDType, "temporal basis: the ring buffer of recent gradients")
 )
 
 // temporalVar projects a variable's flattened gradient on a basis learned from a ring buffer of
@@ -47,22 +48,22 @@ func newTemporal(st *stepState, v *model.Variable, grad *Node) *temporalVar {
 	dtype := stateDType(v)
 	h := &temporalVar{
 		st: st, v: v,
-		basis:     st.perVariable(v, svBasis, shapes.Make(dtype, p, cfg.temporalRank())),
-		coef:      st.perVariable(v, svCoefficients, shapes.Make(dtype, cfg.temporalRank())),
-		explained: st.perVariable(v, svExplained, shapes.Make(dtype)),
-		rank:      st.perVariable(v, svRank, shapes.Make(dtypes.Int32)),
-		valid:     st.perVariable(v, svValid, shapes.Make(dtypes.Int32)),
-		residVar:  st.perVariable(v, svResidual, shapes.Make(dtype)),
+		basis:     st.perVariable(v, SvBasis, shapes.Make(dtype, p, cfg.TemporalRank)),
+		coef:      st.perVariable(v, SvCoefficients, shapes.Make(dtype, cfg.TemporalRank)),
+		explained: st.perVariable(v, SvExplained, shapes.Make(dtype)),
+		rank:      st.perVariable(v, SvRank, shapes.Make(dtypes.Int32)),
+		valid:     st.perVariable(v, SvValid, shapes.Make(dtypes.Int32)),
+		residVar:  st.perVariable(v, SvResidual, shapes.Make(dtype)),
 	}
-	snapshots := st.perVariable(v, svSnapshots, shapes.Make(dtype, cfg.warmUp, p))
+	snapshots := st.perVariable(v, SvSnapshots, shapes.Make(dtype, cfg.WarmUp, p))
 	// Record this step's gradient in the ring buffer (row (t−1) mod N0). A non-finite gradient is
 	// recorded as zeros: it must not reach the SVD.
 	flat := ConvertDType(Reshape(grad, p), dtype)
 	h.flat = Where(LogicalAll(IsFinite(flat)), flat, upstream.ZeroOf(flat))
-	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.warmUp)), dtypes.Int32)
+	row := ConvertDType(ModScalar(Sub(st.t, Const(g, int64(1))), int64(cfg.WarmUp)), dtypes.Int32)
 	h.recorded = DynamicUpdateSlice(snapshots.NodeValue(g), InsertAxes(h.flat, 0), []*Node{row, Const(g, int32(0))})
 	snapshots.SetNodeValue(h.recorded)
-	if cfg.policy.CheckEvery == 0 {
+	if cfg.Policy.CheckEvery == 0 {
 		h.resid = ScalarZero(g, dtype) // no checks read it
 		return h
 	}
@@ -83,7 +84,7 @@ func (h *temporalVar) startBasis() *Node {
 	if h.stored == nil {
 		g := h.st.g
 		stored := h.basis.NodeValue(g)
-		ok := LessThan(projector.OrthonormalityError(stored), Scalar(g, stored.DType(), BasisTolerance))
+		ok := LessThan(projector.OrthonormalityError(stored), Scalar(g, stored.DType(), rules.BasisTolerance))
 		h.stored = Where(ok, stored, upstream.ZeroOf(stored))
 		valid := h.valid.NodeValue(g)
 		h.learned = LogicalAnd(ok, GreaterThan(valid, upstream.ZeroOf(valid)))
@@ -123,7 +124,7 @@ func (h *temporalVar) coefficients() (*model.Variable, *Node) { return h.coef, h
 // step (Fira's norm-based scaling): −outside · ‖step‖ / max(‖outside‖, ‖inside‖).
 func (h *temporalVar) lift(step *Node) *Node {
 	fullTurn := h.fullTurn
-	if scale := h.st.cfg.scale; scale != 1 { // Validate: > 0 in temporal mode
+	if scale := h.st.cfg.Scale; scale != 1 { // Validate: > 0 in temporal mode
 		step = MulScalar(step, scale)
 	}
 	delta := projector.Lift(h.basis.NodeValue(h.st.g), step)
@@ -152,11 +153,11 @@ func (h *temporalVar) relearn(learnNow *Node) {
 		Rank:              h.rank.NodeValue(g),
 	}
 	t := projector.LearnTemporalWhen(learnNow, h.recorded,
-		projector.TemporalOptions{Rank: cfg.temporalRank(), VarianceThreshold: cfg.varianceThreshold}, previous)
+		projector.TemporalOptions{Rank: cfg.TemporalRank, VarianceThreshold: cfg.VarianceThreshold}, previous)
 	h.basis.SetNodeValue(t.Basis)
 	h.explained.SetNodeValue(t.ExplainedVariance)
 	h.rank.SetNodeValue(t.Rank)
-	h.st.bump(svBasesKept, LogicalAnd(learnNow, LogicalNot(t.Valid))) // a zero or non-finite stack: the old basis is kept
+	h.st.bump(SvBasesKept, LogicalAnd(learnNow, LogicalNot(t.Valid))) // a zero or non-finite stack: the old basis is kept
 	oldValid := ConvertDType(h.hasBasis(), dtypes.Int32)
 	newValid := Where(t.Valid, upstream.OneOf(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)

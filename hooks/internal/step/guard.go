@@ -1,4 +1,4 @@
-package hooks
+package step
 
 import (
 	"math"
@@ -7,16 +7,17 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
 var (
-	svSkippedSteps   = stateVar{"skipped_steps", dtypes.Int64, "guard: steps not applied"}
-	svExplodeStreak  = stateVar{"explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss"}
-	svLossRestarts   = stateVar{"loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)"}
-	svDivergenceHold = stateVar{"divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1), or on trial (-1)"}
-	svGuardBuild     = stateVar{"guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)"}
+	SvSkippedSteps   = rules.NewStateVar("skipped_steps", dtypes.Int64, "guard: steps not applied")
+	SvExplodeStreak  = rules.NewStateVar("explode_streak", dtypes.Int32, "guard: consecutive steps skipped for an exploding loss")
+	SvLossRestarts   = rules.NewStateVar("loss_restarts", dtypes.Int64, "guard: lasting loss shifts taken as a new level (the smoothed loss restarted)")
+	SvDivergenceHold = rules.NewStateVar("divergence_hold", dtypes.Int32, "guard: a loss that exploded in the first steps is held (1), or on trial (-1)")
+	SvGuardBuild     = rules.NewStateVar("guard_build", dtypes.Int64, "guard: the step graph that set the hold (a new build lifts it)")
 )
 
 // stepCheck is the guard's verdict on one step (scalar bools).
@@ -46,8 +47,8 @@ func (st *stepState) checkStep(grads []*Node, hs []handler, smoothedLoss *Node) 
 	ok := st.finiteStep(grads, hs)
 	skip, newLevel := st.explosionRule(ok, smoothedLoss)
 	check := stepCheck{ok: LogicalAnd(ok, LogicalNot(skip)), reseed: newLevel}
-	st.bump(svLossRestarts, newLevel) // said in the Report and by the Monitor: the guard let a new level in
-	skipped := st.scalar(svSkippedSteps)
+	st.bump(SvLossRestarts, newLevel) // said in the Report and by the Monitor: the guard let a new level in
+	skipped := st.scalar(SvSkippedSteps)
 	old := skipped.NodeValue(g)
 	skipped.SetNodeValue(Where(check.ok, old, AddScalar(old, 1)))
 	return check
@@ -77,8 +78,8 @@ func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 	g := st.g
 	hold := st.loadDivergenceHold()
 	exploded, early := Const(g, false), Const(g, false)
-	if factor := st.cfg.policy.ExplodeFactor; factor > 0 {
-		early = LessOrEqual(st.t, Const(g, int64(max(st.cfg.warmUp, DivergenceWindow))))
+	if factor := st.cfg.Policy.ExplodeFactor; factor > 0 {
+		early = LessOrEqual(st.t, Const(g, int64(max(st.cfg.WarmUp, rules.DivergenceWindow))))
 		bound := Where(LogicalOr(LogicalOr(early, hold.held), hold.onTrial), Scalar(g, ema.DType(), math.Sqrt(factor)), Scalar(g, ema.DType(), factor))
 		exploded = LogicalAnd(LogicalAnd(GreaterThan(st.t, Const(g, int64(1))), GreaterThan(ema, upstream.ZeroOf(ema))),
 			GreaterThan(st.loss, Mul(ema, bound)))
@@ -86,9 +87,9 @@ func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in
 	// a row (DivergenceHold while a divergence is held) the next one is taken and the smoothed
 	// loss restarts from it, so the guard cannot lock training for good (a task or data shift).
-	streakVar := st.scalar(svExplodeStreak)
+	streakVar := st.scalar(SvExplodeStreak)
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
-	patience := Where(hold.held, Const(g, int32(DivergenceHold)), Const(g, int32(ExplodePatience)))
+	patience := Where(hold.held, Const(g, int32(rules.DivergenceHold)), Const(g, int32(rules.ExplodePatience)))
 	newLevel = LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, patience))
 	st.advanceDivergenceHold(hold, ok, exploded, early, newLevel)
 	skip = LogicalAnd(exploded, LogicalNot(newLevel))
@@ -97,7 +98,7 @@ func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 }
 
 // divergenceHold is the guard's state of a run whose loss exploded in its first steps: held
-// (svDivergenceHold 1: the weights are held where the explosion left them), on trial (-1: an
+// (SvDivergenceHold 1: the weights are held where the explosion left them), on trial (-1: an
 // explosion was taken as a new level, and a second one is held) or neither (0). Both belong to
 // the graph that set them: a new build (another process resuming, a new configuration) starts
 // without them.
@@ -107,7 +108,7 @@ type divergenceHold struct {
 
 func (st *stepState) loadDivergenceHold() divergenceHold {
 	g := st.g
-	buildVar, holdVar := st.scalar(svGuardBuild), st.scalar(svDivergenceHold)
+	buildVar, holdVar := st.scalar(SvGuardBuild), st.scalar(SvDivergenceHold)
 	build := Const(g, st.build)
 	sameBuild := Equal(buildVar.NodeValue(g), build)
 	holdNow := holdVar.NodeValue(g)
@@ -134,14 +135,14 @@ func (st *stepState) advanceDivergenceHold(h divergenceHold, ok, exploded, early
 	g := st.g
 	earlyExplosion := LogicalAnd(LogicalAnd(ok, exploded), early)
 	startHold, trial := earlyExplosion, Const(g, false)
-	if !st.cfg.baseIsSGD() {
+	if !st.cfg.BaseIsSGD {
 		startHold = LogicalAnd(earlyExplosion, h.onTrial)
 		trial = LogicalAnd(newLevel, early)
 	}
 	hold := Where(LogicalAnd(ok, LogicalNot(exploded)), Const(g, int32(0)),
 		Where(LogicalOr(h.held, startHold), Const(g, int32(1)),
 			Where(LogicalOr(trial, h.onTrial), Const(g, int32(-1)), Const(g, int32(0)))))
-	st.scalar(svDivergenceHold).SetNodeValue(hold)
+	st.scalar(SvDivergenceHold).SetNodeValue(hold)
 }
 
 // allFinite says whether x holds no NaN or Inf and no value whose square overflows, from the sum
@@ -204,5 +205,5 @@ func (sg *stepGuard) restoreUnless(ok *Node, except ...string) {
 // guardCounters are the paths of the guard's own state under root: a skipped step keeps them
 // as this step set them, where every other variable is restored.
 func guardCounters(root string) []string {
-	return []string{svSkippedSteps.of(root), svExplodeStreak.of(root), svDivergenceHold.of(root), svGuardBuild.of(root)}
+	return []string{SvSkippedSteps.Of(root), SvExplodeStreak.Of(root), SvDivergenceHold.Of(root), SvGuardBuild.Of(root)}
 }

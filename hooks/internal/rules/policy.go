@@ -1,12 +1,8 @@
-package hooks
+package rules
 
 import (
 	"fmt"
 	"math"
-
-	"github.com/gomlx/compute/dtypes"
-	. "github.com/gomlx/gomlx/core/graph"
-	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Policy is the drift controller's rule book: when the bases are checked, what makes a check
@@ -143,16 +139,16 @@ func (p Policy) Validate(rank int) error {
 		return fmt.Errorf("Policy.MinRank %d / MaxRank %d: rank bounds cannot be negative (0 leaves the rank fixed)", p.MinRank, p.MaxRank)
 	case p.MaxRank > 0 && p.MinRank > p.MaxRank:
 		return fmt.Errorf("Policy.MinRank %d is above MaxRank %d", p.MinRank, p.MaxRank)
-	case p.adaptive(rank) && (p.GrowAbove <= p.ShrinkBelow || p.GrowAbove > 1 || p.ShrinkBelow < 0):
+	case p.Adaptive(rank) && (p.GrowAbove <= p.ShrinkBelow || p.GrowAbove > 1 || p.ShrinkBelow < 0):
 		return fmt.Errorf("Policy.GrowAbove %g and ShrinkBelow %g must satisfy 0 ≤ ShrinkBelow < GrowAbove ≤ 1 (e.g. 0.6 and 0.2)", p.GrowAbove, p.ShrinkBelow)
-	case p.adaptive(rank) && p.RankPatience < 1:
+	case p.Adaptive(rank) && p.RankPatience < 1:
 		return fmt.Errorf("Policy.RankPatience %d must be ≥ 1 when the rank adapts (MinRank %d, MaxRank %d)", p.RankPatience, p.MinRank, p.MaxRank)
 	}
 	return nil
 }
 
-// adaptive says whether the rank rule can change a rank configured at rank.
-func (p Policy) adaptive(rank int) bool {
+// Adaptive says whether the rank rule can change a rank configured at rank.
+func (p Policy) Adaptive(rank int) bool {
 	return p.MaxRank > rank || (p.MinRank > 0 && p.MinRank < rank)
 }
 
@@ -171,69 +167,3 @@ func (p Policy) NextRank(r, high, low, limit int) (int, string) {
 	}
 	return r, ""
 }
-
-// driftSignals are the inputs of the in-graph rules at one step (scalars).
-type driftSignals struct {
-	isCheck, ok   *Node
-	residual      *Node // largest relative residual of the control gradients (loss dtype)
-	drift         *Node // largest growth of a variable's residual since its basis's first check; −1 at that check
-	plateau       *Node // checks without the smoothed loss falling, this check included (int32)
-	curvaturePeak *Node // largest |κ| / smoothed |κ| since the last check (loss dtype)
-}
-
-// driftDecision is what the in-graph rules decided (scalar bools).
-type driftDecision struct {
-	refresh, byResidual, byLoss, byCurvature *Node
-}
-
-// decide applies the residual, loss and curvature rules. Only a check on a healthy step (ok) can
-// refresh; the causes are reported in that order of precedence.
-func (p Policy) decide(s driftSignals) driftDecision {
-	g := s.isCheck.Graph()
-	at := LogicalAnd(s.isCheck, s.ok)
-	off := Const(g, false)
-	d := driftDecision{byResidual: off, byLoss: off, byCurvature: off}
-	if p.ResidualThreshold < 1 {
-		dt := s.residual.DType()
-		d.byResidual = LogicalAnd(at, LogicalAnd(GreaterThan(s.residual, Scalar(g, dt, p.ResidualThreshold)),
-			GreaterThan(s.drift, Scalar(g, dt, p.DriftMargin))))
-	}
-	if p.LossPatience > 0 {
-		d.byLoss = LogicalAnd(at, GreaterOrEqual(s.plateau, Const(g, int32(p.LossPatience))))
-	}
-	if p.CurvatureFactor > 0 {
-		d.byCurvature = LogicalAnd(at, GreaterThan(s.curvaturePeak, Scalar(g, s.curvaturePeak.DType(), p.CurvatureFactor)))
-	}
-	d.refresh = LogicalOr(d.byResidual, LogicalOr(d.byLoss, d.byCurvature))
-	return d
-}
-
-// fullUpdateTurn says whether variable index (of n projected) takes a full update this step:
-// at every FullUpdateEvery-th check (checks counts this one), variables in turn.
-func (p Policy) fullUpdateTurn(isCheck, checks *Node, index, n int) *Node {
-	g := isCheck.Graph()
-	if p.FullUpdateEvery <= 0 {
-		return Const(g, false)
-	}
-	every := int64(p.FullUpdateEvery)
-	due := Equal(ModScalar(checks, every), Const(g, int64(0)))
-	turn := Equal(ModScalar(Div(checks, Const(g, every)), int64(n)), Const(g, int64(index)))
-	return LogicalAnd(isCheck, LogicalAnd(due, turn))
-}
-
-// rankStreaks updates a variable's counts of consecutive checks with its residual above
-// GrowAbove (high) and below ShrinkBelow (low); they are read by the host's rank rule.
-func (p Policy) rankStreaks(isCheck, residual, high, low *Node) (newHigh, newLow *Node) {
-	g := isCheck.Graph()
-	dt := residual.DType()
-	bump := func(count, cond *Node) *Node {
-		next := Where(cond, AddScalar(count, 1), upstream.ZeroOf(count))
-		return Where(isCheck, next, count)
-	}
-	newHigh = bump(high, GreaterThan(residual, Scalar(g, dt, p.GrowAbove)))
-	newLow = bump(low, LessThan(residual, Scalar(g, dt, p.ShrinkBelow)))
-	return
-}
-
-// counterDType is the dtype of the policy's streak counters.
-const counterDType = dtypes.Int32

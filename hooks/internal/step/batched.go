@@ -1,4 +1,4 @@
-package hooks
+package step
 
 import (
 	"fmt"
@@ -55,10 +55,10 @@ func groupBy(n int, key func(i int) string) [][]int {
 }
 
 // matrixGroups splits matrices into the groups their key puts together (the step stacks each
-// group's work), in first-seen order; with trackEachAlone (tests) each matrix is alone.
+// group's work), in first-seen order; with TrackEachAlone (tests) each matrix is alone.
 func matrixGroups(ms []*matrixVar, key func(m *matrixVar) string) [][]*matrixVar {
 	groups := groupBy(len(ms), func(i int) string {
-		if trackEachAlone {
+		if TrackEachAlone {
 			return ""
 		}
 		return key(ms[i])
