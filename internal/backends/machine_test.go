@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/cpu"
 )
 
 func TestCPUModel(t *testing.T) {
@@ -21,4 +22,7 @@ func TestCPUModel(t *testing.T) {
 	m := Machine()
 	require.True(t, strings.HasSuffix(m, runtime.GOOS+"/"+runtime.GOARCH), m)
 	require.Contains(t, m, " CPUs, ")
+	if cpu.X86.HasAVX2 {
+		require.Contains(t, m, "(AVX", "the vector width the Go backend's kernels use is named: %s", m)
+	}
 }
