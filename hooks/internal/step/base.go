@@ -159,6 +159,10 @@ func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[h
 // weight decay at the base optimizer's learning rate lr (nil: none found) and clip.
 func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, guard *stepGuard, check stepCheck) {
 	for _, h := range hs {
+		// A coefficient variable is stored as zero between steps (baseAdapter.step), skipped
+		// step or not: the guard need not restore it.
+		coef, _ := h.coefficients()
+		guard.guarded[coef] = true
 		v, step := h.variable(), taken[h]
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		if w, warming := h.(warmingUp); warming {
