@@ -128,7 +128,7 @@ func main() {
 		jsonPath = flag.String("json", "", "also write the rows as JSON lines to this file")
 		backendF = flag.String("backend", "", `backend: "go" (default), "xla:cpu", "xla:cuda"; default $GOMLX_BACKEND`)
 		quiet    = flag.Bool("q", false, "no progress bars")
-		unfused  = flag.Bool("unfused-attention", false, "compute attention from its parts, not GoMLX's fused op (on the Go backend's AVX2 kernels the fused op is the slower)")
+		unfused  = flag.Bool("unfused-attention", false, "compute attention from its parts, not GoMLX's fused op (on the Go backend's AVX2 kernels the fused op is the slower; losses differ by rounding: compare runs of one build)")
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	)
 	flag.Parse()
