@@ -4,7 +4,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gomlx/compute"
@@ -21,21 +20,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var (
-	backendOnce   sync.Once
-	sharedBackend compute.Backend
-)
-
-// testBackend returns the backend shared by the package's tests: $GOMLX_BACKEND (e.g.
-// xla:cuda), or the Go backend when it is unset.
+// testBackend is the backend the tests share (backends.Shared): $GOMLX_BACKEND, or the Go backend.
 func testBackend(t testing.TB) compute.Backend {
-	t.Helper()
-	backendOnce.Do(func() {
-		b, err := backends.New(backends.Config(""))
-		require.NoError(t, err)
-		sharedBackend = b
-	})
-	return sharedBackend
+	b, err := backends.Shared()
+	require.NoError(t, err)
+	return b
 }
 
 // toyProblem is a fixed regression batch: y = tanh(x·a) with a little noise.

@@ -3,7 +3,6 @@ package projector
 import (
 	"math"
 	"math/rand/v2"
-	"sync"
 	"testing"
 
 	"github.com/gomlx/compute"
@@ -14,20 +13,12 @@ import (
 	"gonum.org/v1/gonum/mat"
 )
 
-// testBackend is the backend shared by the package's tests: $GOMLX_BACKEND (e.g. xla:cuda), or
-// the Go backend when it is unset.
+// testBackend is the backend the tests share (backends.Shared): $GOMLX_BACKEND, or the Go backend.
 func testBackend(t testing.TB) compute.Backend {
-	t.Helper()
-	backendOnce.Do(func() { sharedBackend, sharedErr = backends.New(backends.Config("")) })
-	require.NoError(t, sharedErr)
-	return sharedBackend
+	b, err := backends.Shared()
+	require.NoError(t, err)
+	return b
 }
-
-var (
-	backendOnce   sync.Once
-	sharedBackend compute.Backend
-	sharedErr     error
-)
 
 // stackWithSpectrum returns an n×p float64 matrix U·diag(sigma)·Vᵀ with random orthonormal U, V.
 func stackWithSpectrum(rng *rand.Rand, n, p int, sigma []float64) *mat.Dense {

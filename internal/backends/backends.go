@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/gobackend"
@@ -69,4 +70,18 @@ func New(config string) (compute.Backend, error) {
 		return newXLA(config, options)
 	}
 	return nil, fmt.Errorf("unknown backend %q in %q: use \"go\" (the embedded pure-Go backend), or \"xla:cpu\" / \"xla:cuda\" (XLA through a PJRT plugin)", name, config)
+}
+
+var (
+	sharedOnce    sync.Once
+	sharedBackend compute.Backend
+	sharedErr     error
+)
+
+// Shared is one backend per process, of $GOMLX_BACKEND (Config("")) or the Go backend when it is
+// unset, made on the first call: what the packages' tests share (a backend holds compiled graphs
+// and, on a GPU, its device).
+func Shared() (compute.Backend, error) {
+	sharedOnce.Do(func() { sharedBackend, sharedErr = New(Config("")) })
+	return sharedBackend, sharedErr
 }

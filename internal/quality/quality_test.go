@@ -204,10 +204,9 @@ func TestRunReportsAMissingDatasetAsAnError(t *testing.T) {
 	require.ErrorContains(t, err, "no data/stock: data: cannot find testdata/")
 }
 
-// testBackend is the backend of the package's tests: $GOMLX_BACKEND, or the Go backend.
+// testBackend is the backend the tests share (backends.Shared): $GOMLX_BACKEND, or the Go backend.
 func testBackend(t *testing.T) compute.Backend {
-	t.Helper()
-	backend, err := backends.New(backends.Config(""))
+	b, err := backends.Shared()
 	require.NoError(t, err)
-	return backend
+	return b
 }
