@@ -258,7 +258,7 @@ func (m *Monitor) learningEvent(r Report) Event {
 		e.ExplainedVariance /= float64(learned)
 	}
 	// A variable that had no basis at the last observation is replaced at the next check
-	// whatever its residual's growth (controller.go): say so, not the growth rule.
+	// whatever its residual's growth (internal/step/controller.go): say so, not the growth rule.
 	var hadNone []string
 	for _, v := range m.last.Variables {
 		if !v.Valid {

@@ -52,7 +52,7 @@ func (o *Optimizer) makePlan(scope *model.Scope, g *Graph, trainables []*model.V
 			cfg.selectDesc, len(trainables), paths)
 	}
 	// The automatic rank leaves out what would lose quality or save nothing: where that is every
-	// matrix (a small model, or small batches), the step is the base optimizer's alone (step.go),
+	// matrix (a small model, or small batches), the step is the base optimizer's alone (build.go),
 	// and the plan and Report say so. A rank the user set that fits
 	// no matrix is an error.
 	if projected == 0 && (cfg.rank > 0 || cfg.explicit || cfg.mode != Matrix) {

@@ -178,7 +178,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 	}
 	if r.FullUpdates > 0 && lastFull != nil {
-		// Handlers run in path order (step.go): the stored index is into the sorted paths.
+		// Handlers run in path order (internal/step/step.go): the stored index is into the sorted paths.
 		paths := make([]string, len(r.Variables))
 		for i, v := range r.Variables {
 			paths[i] = v.Path

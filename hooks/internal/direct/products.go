@@ -58,7 +58,7 @@ func FindProduct(g *Graph, w *Node) (*Product, string) {
 	}
 	// Besides its product, a weight may be read by functions of itself alone (GoMLX's L1 and L2
 	// regularizers: Abs, Square, a sum): their gradient needs no batch, and the step adds its
-	// projection to the coefficient (matrix.go).
+	// projection to the coefficient (hooks/internal/step/matrix.go).
 	var c *Node
 	var readers []string
 	for _, n := range consumers {
