@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
-
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/direct"
