@@ -12,8 +12,8 @@ export GOTOOLCHAIN=auto GOEXPERIMENT=simd
 rm -rf "$dir" && mkdir -p "$dir/bin"
 flags=(-ldflags='-s -w')
 go build "${flags[@]}" -o "$dir/bin/transformer" ./examples/transformer
-for pkg in hooks projector transformer; do
-  go test -c "${flags[@]}" -o "$dir/bin/$pkg.test" "./$pkg"
+for pkg in hooks hooks/internal/step projector transformer; do
+  go test -c "${flags[@]}" -o "$dir/bin/${pkg##*/}.test" "./$pkg"
 done
 gzip -9 "$dir"/bin/*
 

@@ -120,6 +120,7 @@ fi
 step tests-hooks 60 "$bin/hooks.test" -test.v -test.run 'TestDirect|TestMatrix|TestBadSteps|TestCheckpoint|TestAdaptiveRank|TestTemporalUpdate|TestStepGraphCaptures'
 step tests-transformer 60 "$bin/transformer.test" -test.v -test.run 'TestEveryProjectionTakesTheDirectPath|TestModelLearnsBelowUnigramEntropy'
 step tests-projector 45 "$bin/projector.test" -test.v
+step tests-step 30 "$bin/step.test" -test.v # the step's rules and stacking helpers on the device
 
 # 4. What a user gets on the large model: the one option (-rank 0, the automatic rank: 192 on its
 # 1024-wide matrices at 4,096 rows a step), against AdamW.
