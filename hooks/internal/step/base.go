@@ -94,6 +94,15 @@ func (a *baseAdapter) step(h handler) *Node {
 	return step
 }
 
+// keepZeroed tells the guard that the coefficient variables need no restore: the adapter
+// stores them as zero between steps (step), whether the guard takes the step or not.
+func (a *baseAdapter) keepZeroed(guard *stepGuard) {
+	for h := range a.zero {
+		coef, _ := h.coefficients()
+		guard.guarded[coef] = true
+	}
+}
+
 // learningRate is the base optimizer's learning-rate node, or nil where it keeps none in GoMLX's
 // usual place.
 func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.scope, a.st.g) }
@@ -121,6 +130,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	}
 
 	taken, steps, stepOK := st.guardedSteps(base, hs, factors, check)
+	base.keepZeroed(guard)
 	st.complementSteps(hs, taken)
 	st.liftAll(hs, taken, base.learningRate(), guard, check)
 	if curvatureOn {
@@ -159,10 +169,6 @@ func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[h
 // weight decay at the base optimizer's learning rate lr (nil: none found) and clip.
 func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, guard *stepGuard, check stepCheck) {
 	for _, h := range hs {
-		// A coefficient variable is stored as zero between steps (baseAdapter.step), skipped
-		// step or not: the guard need not restore it.
-		coef, _ := h.coefficients()
-		guard.guarded[coef] = true
 		v, step := h.variable(), taken[h]
 		before := guard.before[v] // the weights are untouched until the base optimizer runs
 		if w, warming := h.(warmingUp); warming {
