@@ -155,7 +155,7 @@ func TestResumeWithOtherOptionsSaysWhich(t *testing.T) {
 }
 
 // TestDamagedStateIsNamedAsDamage: a state variable stored with a dtype or a number of axes that
-// no option gives (a basis as float64 in a float32 model, a residual as a vector) is named as
+// no option gives (a basis as float64 in a float32 model, the matrices' residuals as a matrix) is named as
 // damage, with the variable and both shapes, not blamed on the configuration.
 func TestDamagedStateIsNamedAsDamage(t *testing.T) {
 	for _, c := range []struct {
@@ -164,7 +164,7 @@ func TestDamagedStateIsNamedAsDamage(t *testing.T) {
 		found string
 	}{
 		{"/subspace/hidden/dense/weights_basis", tensors.FromShape(shapes.Make(dtypes.Float64, 12, 3)), "(Float64)[12, 3]"},
-		{"/subspace/hidden/dense/weights_residual", tensors.FromShape(shapes.Make(dtypes.Float32, 2)), "(Float32)[2]"},
+		{"/subspace/matrices_residual", tensors.FromShape(shapes.Make(dtypes.Float32, 2, 2)), "(Float32)[2, 2]"},
 	} {
 		opt := Subspace(optimizer.Adam().Done()).Rank(3).Done()
 		r := newRun(t, opt)

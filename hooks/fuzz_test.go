@@ -162,13 +162,22 @@ func (s *stateFuzzRun) load(t *testing.T, data []byte) {
 		case dtypes.Float32:
 			require.NoError(t, v.SetValue(fuzzedFloats(path, value, next)))
 		case dtypes.Int32:
-			require.NoError(t, v.SetValue(tensors.FromScalar(int32(binary.LittleEndian.Uint32(next())))))
+			require.NoError(t, v.SetValue(fuzzedInts(value, func() int32 { return int32(binary.LittleEndian.Uint32(next())) })))
 		case dtypes.Int64:
-			require.NoError(t, v.SetValue(tensors.FromScalar(int64(binary.LittleEndian.Uint64(next())))))
+			require.NoError(t, v.SetValue(fuzzedInts(value, func() int64 { return int64(binary.LittleEndian.Uint64(next())) })))
 		default:
 			t.Fatalf("state variable %s has dtype %s: teach the fuzzer to fill it", path, v.DType())
 		}
 	}
+}
+
+// fuzzedInts is value's shape (a counter, or matrix mode's vector of them) filled from next.
+func fuzzedInts[T int32 | int64](value *tensors.Tensor, next func() T) *tensors.Tensor {
+	xs := make([]T, value.Shape().Size())
+	for i := range xs {
+		xs[i] = next()
+	}
+	return tensors.FromFlatDataAndDimensions(xs, value.Shape().Dimensions...)
 }
 
 // fuzzedFloats is value's shape filled from next's bytes. The base optimizer's moments make the

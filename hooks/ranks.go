@@ -129,6 +129,12 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 		}
 	}
 	for _, counter := range []rules.StateVar{step.SvHighChecks, step.SvLowChecks} {
+		if done, err := step.ZeroMatrixEntry(store, root, counter, e.Variable); done || err != nil {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if v := store.GetVariable(counter.OfVariable(root, e.Variable)); v != nil {
 			if err := v.SetValue(tensors.FromScalar(int32(0))); err != nil {
 				return err

@@ -169,7 +169,7 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 			return r, nil
 		}
 	}
-	sr := &stateReader{store: store}
+	sr := &stateReader{store: store, matrixAt: matrixPositions(plan)}
 	sr.counters(&r, root)
 	var lastFull any = sr.optional(step.SvLastFullTurn.Of(root))
 	for _, e := range plan {
@@ -189,59 +189,6 @@ func (o *Optimizer) Report(store *model.Store) (Report, error) {
 		}
 	}
 	return r, sr.err
-}
-
-// stateReader reads the projector's state variables from a store; the first error (a missing
-// variable, an unreadable value) sticks, and later reads return nil.
-type stateReader struct {
-	store *model.Store
-	err   error
-}
-
-// read is the value of the variable at path p (nil, and an error, where it is missing).
-func (sr *stateReader) read(p string) any {
-	if sr.err != nil {
-		return nil
-	}
-	v := sr.store.GetVariable(p)
-	if v == nil {
-		sr.err = fmt.Errorf("hooks: state variable %s is missing from the store", p)
-		return nil
-	}
-	t, err := v.Value()
-	if err != nil {
-		sr.err = err
-		return nil
-	}
-	return t.Value()
-}
-
-// optional reads a signal's state that exists only where its rule is on (nil otherwise).
-func (sr *stateReader) optional(p string) any {
-	if v := sr.store.GetVariable(p); v != nil {
-		return sr.read(p)
-	}
-	return nil
-}
-
-func asInt(x any) int64 {
-	switch x := x.(type) {
-	case int64:
-		return x
-	case int32:
-		return int64(x)
-	}
-	return 0
-}
-
-func asFloat(x any) float64 {
-	switch x := x.(type) {
-	case float32:
-		return float64(x)
-	case float64:
-		return x
-	}
-	return 0
 }
 
 // counters fills r's run-wide counters and signals from the state under root.
@@ -272,7 +219,7 @@ func (sr *stateReader) counters(r *Report, root string) {
 
 // variableReport is a projected variable's line of the Report, from its plan entry and state.
 func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) VariableReport {
-	at := func(s rules.StateVar) any { return sr.read(s.OfVariable(root, e.Variable)) }
+	at := func(s rules.StateVar) any { return sr.perVariable(root, s, e.Variable, false) }
 	vr := VariableReport{
 		Path:     e.Variable,
 		Shape:    fmt.Sprint(e.Shape.Dimensions),
@@ -292,7 +239,7 @@ func (o *Optimizer) variableReport(sr *stateReader, root string, e PlanEntry) Va
 		vr.ExplainedVariance = max(0, 1-vr.Residual*vr.Residual)
 	}
 	vr.StepScale = 1
-	if logScale := sr.optional(step.SvStepLogScale.OfVariable(root, e.Variable)); logScale != nil {
+	if logScale := sr.perVariable(root, step.SvStepLogScale, e.Variable, true); logScale != nil {
 		vr.StepScale = math.Exp(asFloat(logScale))
 	}
 	if e.Route != RouteTemporal && o.cfg.policy.Adaptive(o.cfg.rank) && o.cfg.policy.CheckEvery > 0 {

@@ -280,11 +280,11 @@ func TestNonFiniteStateIsRepaired(t *testing.T) {
 	}
 	poison("/subspace/hidden/dense/weights_basis")
 	poison("/AdamOptimizer/subspace/hidden/dense/weights_coefficients_2nd_moment")
-	poison("/subspace/hidden/dense/weights_complement_step_length") // would lock the growth limit
+	poison("/subspace/matrices_complement_step_length") // the only matrix's: would lock the growth limit
 	for range 10 {
 		r.step(t)
 	}
-	length := r.value(t, "/subspace/hidden/dense/weights_complement_step_length")
+	length := r.value(t, "/subspace/matrices_complement_step_length")
 	require.Positive(t, length[0], "the complement's growth limit restarted from a finite length")
 	report, err := opt.Report(r.store)
 	require.NoError(t, err)

@@ -42,7 +42,7 @@ func TestStateSchemaCoversTheStore(t *testing.T) {
 				}
 				var entry *rules.StateVar
 				for i, s := range step.Schema {
-					if v.Path() == s.Of(root) {
+					if v.Path() == s.Of(root) || v.Path() == s.OfMatrices(root) {
 						entry = &step.Schema[i]
 					}
 					for _, p := range projected {

@@ -32,6 +32,13 @@ func (s StateVar) OfVariable(root, variablePath string) string {
 	return path.Join(root, scope, name+"_"+s.Name)
 }
 
+// MatricesPrefix starts the name of a per-matrix vector (OfMatrices).
+const MatricesPrefix = "matrices_"
+
+// OfMatrices is the path of a per-variable entry kept, in matrix mode, as one vector over the
+// projected matrices (step/vectors.go).
+func (s StateVar) OfMatrices(root string) string { return path.Join(root, MatricesPrefix+s.Name) }
+
 // NewStateVar is the schema entry of the named variable, of dtype (InvalidDType: a float of
 // the loss's or the variable's state dtype), owned by rule ("owner: what it holds").
 func NewStateVar(name string, dtype dtypes.DType, rule string) StateVar {

@@ -45,15 +45,16 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 	for _, group := range matrixGroups(ms, func(h *matrixVar) string { return h.basis.Shape().String() + fmt.Sprint(h.compCount) }) {
 		k, h0 := len(group), group[0]
 		dtype, rank := h0.basis.DType(), h0.rank
-		stored, valid, start, eye := make([]*Node, k), make([]*Node, k), make([][][]float64, k), make([][][]float64, k)
+		stored, start, eye := make([]*Node, k), make([][][]float64, k), make([][][]float64, k)
 		for i, h := range group {
-			stored[i], valid[i], start[i] = h.basis.NodeValue(g), h.valid.NodeValue(g), h.startBasis()
+			stored[i], start[i] = h.basis.NodeValue(g), h.startBasis()
 			eye[i] = identity(rank)
 		}
+		valid := st.matrices.read(st.matrices.valid, group) // [k]
 		if k == 1 {
 			q := stored[0]
 			gramErr := ReduceAllMax(Abs(Sub(projector.TransposedTimes(q, q), DiagonalWithValue(ScalarOne(g, dtype), rank))))
-			hasBasis := LogicalAnd(GreaterThan(valid[0], Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
+			hasBasis := LogicalAnd(GreaterThan(Reshape(valid), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
 			h0.oldBasis = Where(hasBasis, q, ConstAsDType(g, dtype, start[0]))
 			if h0.compCount > 0 {
 				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, h0.complementNoise())
@@ -62,7 +63,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 		}
 		q := stacked(stored)
 		gramErr := ReduceMax(Abs(Sub(projector.Rotations(q, q), ConstAsDType(g, dtype, eye))), 1, 2) // [k]
-		hasBasis := LogicalAnd(GreaterThan(Stack(valid, 0), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
+		hasBasis := LogicalAnd(GreaterThan(valid, Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
 		old := projector.ChooseRows(hasBasis, q, ConstAsDType(g, dtype, start))
 		for i, part := range unstacked(old) {
 			group[i].oldBasis = part

@@ -27,21 +27,24 @@ func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
 	for _, group := range matrixGroups(ms, func(m *matrixVar) string {
 		return fmt.Sprint(m.compCoef.Shape(), m.scaledStep.Shape(), m.stepCoef.Shape(), normalized[m])
 	}) {
-		var comps, coefs, steps, lasts []*Node
+		var comps, coefs, steps []*Node
 		var scales []float64
 		for _, m := range group {
 			comps, coefs, steps = append(comps, m.compCoef), append(coefs, m.stepCoef), append(steps, m.scaledStep)
 			scales = append(scales, st.cfg.ComplementFactor(m.side.Rows(m.m, m.n), m.rank, m.compDirs.Shape().Dim(1)))
-			lasts = append(lasts, m.compLen.NodeValue(st.g))
 		}
-		last := Stack(lasts, 0)
+		ms := st.matrices
+		last := ms.read(ms.compLen, group)
+		if dtype := group[0].stepCoef.DType(); last.DType() != dtype {
+			last = ConvertDType(last, dtype)
+		}
 		// A damaged checkpoint's negative or non-finite length restarts the limit instead of
 		// locking it.
 		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))
 		compSteps, lengths := projector.ComplementSteps(comps, coefs, steps, scales, normalized[group[0]], last)
 		for i, m := range group {
 			m.compStep = compSteps[i]
-			m.compLen.SetNodeValue(ConvertDType(Reshape(Slice(lengths, AxisElem(i))), m.compLen.DType()))
 		}
+		ms.write(ms.compLen, group, lengths)
 	}
 }

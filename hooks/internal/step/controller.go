@@ -76,6 +76,22 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 	}
 	pending := GreaterThan(cs.freshPending.NodeValue(g), Const(g, int32(0)))
 	s.drift = Scalar(g, ldt, -1)
+	if ms := st.matrices; ms != nil { // matrix mode: the rule runs on the vectors over the matrices
+		all := ms.all()
+		resid := ms.read(ms.residual, all)
+		if resid.DType() != ldt {
+			resid = ConvertDType(resid, ldt)
+		}
+		freshVar := ms.vector(SvFreshResidual, ldt)
+		fresh := ms.read(freshVar, all)
+		if fresh.DType() != ldt {
+			fresh = ConvertDType(fresh, ldt)
+		}
+		ms.write(freshVar, all, Where(LogicalAnd(st.isCheck, pending), resid, fresh))
+		s.residual = Max(s.residual, ReduceAllMax(resid))
+		s.drift = Max(s.drift, Where(pending, Scalar(g, ldt, -1), ReduceAllMax(Sub(resid, fresh))))
+		return st.withCurvature(s)
+	}
 	for _, h := range hs {
 		resid := ConvertDType(h.residual(), ldt)
 		freshVar := st.perVariable(h.variable(), SvFreshResidual, shapes.Make(ldt))
@@ -95,7 +111,11 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 		}
 		s.drift = Max(s.drift, drift)
 	}
-	// The curvature signal: the largest jump since the last check (see curvature).
+	return st.withCurvature(s)
+}
+
+// withCurvature adds the curvature signal: the largest jump since the last check (see curvature).
+func (st *stepState) withCurvature(s driftSignals) driftSignals {
 	if peak := st.curvaturePeakAtCheck(); peak != nil {
 		s.curvaturePeak = peak
 	}
@@ -175,9 +195,7 @@ func (st *stepState) afterLearning(hs []handler, d decision, check stepCheck) {
 	}
 	adaptive := st.adaptive()
 	if adaptive {
-		for _, h := range hs {
-			st.advanceRankStreaks(h, d.learnNow, check)
-		}
+		st.advanceRankStreaks(hs, d.learnNow, check)
 	}
 	if st.cfg.Policy.FullUpdateEvery > 0 {
 		st.fullUpdateTurns(hs, d, check)

@@ -34,12 +34,16 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 	// Bases of one shape move in one batch of products: a few stacked products cost less than
 	// many small ones, most of all on an accelerator (one kernel launch each).
 	maxRate := st.cfg.Policy.FastTrackingRate
+	var members []*matrixVar // in the order of resids
+	var resids []*Node       // each group's sketch residuals
 	for _, group := range matrixGroups(tracked, func(h *matrixVar) string {
 		return h.oldBasis.Shape().String() + h.products.Sketch.Shape().String()
 	}) {
+		members = append(members, group...)
 		if len(group) == 1 {
 			h := group[0]
-			h.tracked(projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate), projector.SketchResidual(h.oldBasis, h.products.Sketch))
+			h.tracked(projector.TrackBasis(h.oldBasis, h.products.Power, rate, maxRate))
+			resids = append(resids, Reshape(projector.SketchResidual(h.oldBasis, h.products.Sketch), 1))
 			continue
 		}
 		var bases, powers, sketches []*Node
@@ -48,8 +52,35 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 		}
 		basis := stacked(bases)
 		next := projector.TrackBasis(basis, stacked(powers), rate, maxRate)
-		st.trackedGroup(group, next, projector.Rotations(next, basis), projector.SketchResidual(basis, stacked(sketches)))
+		st.trackedGroup(group, next, projector.Rotations(next, basis))
+		resids = append(resids, projector.SketchResidual(basis, stacked(sketches)))
 	}
+	if len(members) > 0 {
+		st.trackedResiduals(members, resids)
+	}
+}
+
+// trackedResiduals smooths each tracked matrix's sketch residual (resids: its group's, in the
+// order of members) into its stored one, as one vector, and marks its basis learned.
+func (st *stepState) trackedResiduals(members []*matrixVar, resids []*Node) {
+	ms := st.matrices
+	dtype := ms.residual.DType()
+	for i, r := range resids {
+		if r.DType() != dtype {
+			resids[i] = ConvertDType(r, dtype)
+		}
+	}
+	resid := resids[0]
+	if len(resids) > 1 {
+		resid = Concatenate(resids, 0)
+	}
+	smoothed := smoothResidual(ms.read(ms.residual, members), ms.read(ms.valid, members), resid)
+	ms.write(ms.residual, members, smoothed)
+	ones := make([]int32, len(members))
+	for i := range ones {
+		ones[i] = 1
+	}
+	ms.write(ms.valid, members, Const(st.g, ones))
 }
 
 // trackingRate is the rate at which matrix bases move this step: Policy.FastTrackingRate for
@@ -73,21 +104,11 @@ type trackedBatch struct {
 	rotation *Node // [k, r, r]: each member's R = Q_nextᵀ·Q
 }
 
-// trackedGroup is matrixVar.tracked for a group tracked as one stack (next [k, rows, r]), with
-// each member's sketch residual (resid [k]) smoothed as one vector.
-func (st *stepState) trackedGroup(group []*matrixVar, next, rotation, resid *Node) {
-	g := st.g
+// trackedGroup is matrixVar.tracked for a group tracked as one stack (next [k, rows, r]).
+func (st *stepState) trackedGroup(group []*matrixVar, next, rotation *Node) {
 	batch := &trackedBatch{members: group, rotation: rotation}
-	olds, valids := make([]*Node, len(group)), make([]*Node, len(group))
-	for i, h := range group {
-		olds[i], valids[i] = h.residVar.NodeValue(g), h.valid.NodeValue(g)
-	}
-	smoothed := smoothResidual(Stack(olds, 0), Stack(valids, 0), resid)
-	nexts := unstacked(next)
-	for i, h := range group {
-		h.batch = batch
-		h.basis.SetNodeValue(nexts[i])
-		h.residVar.SetNodeValue(Reshape(Slice(smoothed, AxisElem(i))))
-		h.valid.SetNodeValue(Const(g, int32(1)))
+	for i, h := range unstacked(next) {
+		group[i].batch = batch
+		group[i].basis.SetNodeValue(h)
 	}
 }

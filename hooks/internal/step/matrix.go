@@ -41,28 +41,26 @@ var (
 // Before its first step a variable starts from a fixed random orthonormal basis: the first
 // step's power product is then a randomized range finder of ∂W.
 type matrixVar struct {
-	st       *stepState
-	v        *model.Variable
-	side     projector.Side
-	m, n     int // W as a matrix
-	rank     int
-	p        *direct.Product // nil on the post-hoc path
-	toW      func(*Node) *Node
-	basis    *model.Variable
-	coef     *model.Variable
-	valid    *model.Variable
-	residVar *model.Variable
+	st    *stepState
+	v     *model.Variable
+	side  projector.Side
+	m, n  int // W as a matrix
+	rank  int
+	p     *direct.Product // nil on the post-hoc path
+	toW   func(*Node) *Node
+	basis *model.Variable
+	coef  *model.Variable
+	at    int // its position in the per-matrix vectors (matrixScalars)
 	// trackedFactor multiplies the tracked directions' step (the step-length rule); nil: 1.
 	trackedFactor *Node
 
-	oldBasis  *Node           // Q: the basis of this step's coefficients
-	stepCoef  *Node           // the coefficient gradient in Q
-	compDirs  *Node           // Ω: this step's random complement directions ([side rows, s]; nil: none)
-	compCoef  *Node           // the coefficient gradient in Ω
-	compLen   *model.Variable // the last complement step's length (its growth limit)
-	compCount int             // s, the complement's directions (0: none)
-	pathHash  uint64          // seeds the start basis and the complement's draws
-	compStep  *Node           // this step's complement step, sized with its group's (stepState.complementSteps)
+	oldBasis  *Node  // Q: the basis of this step's coefficients
+	stepCoef  *Node  // the coefficient gradient in Q
+	compDirs  *Node  // Ω: this step's random complement directions ([side rows, s]; nil: none)
+	compCoef  *Node  // the coefficient gradient in Ω
+	compCount int    // s, the complement's directions (0: none)
+	pathHash  uint64 // seeds the start basis and the complement's draws
+	compStep  *Node  // this step's complement step, sized with its group's (stepState.complementSteps)
 
 	scaledFrom, scaledStep         *Node // the base optimizer's coefficient step, and it times Config.Scale
 	lengthenedFrom, lengthenedStep *Node // a step, and it times the step-length rule's factor
@@ -80,19 +78,35 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	}
 	h := &matrixVar{
 		st: st, v: v, side: side, m: m, n: n, rank: rank,
-		basis:    st.perVariable(v, SvBasis, shapes.Make(dtype, basisRows, rank)),
-		coef:     st.perVariable(v, SvCoefficients, coefShape),
-		valid:    st.perVariable(v, SvValid, shapes.Make(dtypes.Int32)),
-		residVar: st.perVariable(v, SvResidual, shapes.Make(dtype)),
+		basis: st.perVariable(v, SvBasis, shapes.Make(dtype, basisRows, rank)),
+		coef:  st.perVariable(v, SvCoefficients, coefShape),
 	}
 	hash := fnv.New64a()
 	hash.Write([]byte(v.Path()))
 	h.pathHash = hash.Sum64()
 	if s := st.cfg.ComplementOf(basisRows, rank); s > 0 && st.cfg.Mode == rules.Matrix {
 		h.compCount = s
-		h.compLen = st.perVariable(v, SvComplementLen, shapes.Make(dtype))
 	}
 	return h
+}
+
+// matrixState lines up the per-matrix vectors with this build's matrices (matrixScalars) and
+// makes the basis's and the complement's: each basis's validity and smoothed residual (floats
+// of the widest state dtype), and, where a matrix has a complement, its last step's length.
+func (st *stepState) matrixState(ms []*matrixVar) {
+	s := newMatrixScalars(st, ms)
+	dtype, complement := dtypes.Float32, false
+	for _, m := range ms {
+		if stateDType(m.v) == dtypes.Float64 {
+			dtype = dtypes.Float64
+		}
+		complement = complement || m.compCount > 0
+	}
+	s.valid, s.residual = s.vector(SvValid, dtype), s.vector(SvResidual, dtype)
+	if complement {
+		s.compLen = s.vector(SvComplementLen, dtype)
+	}
+	st.matrices = s
 }
 
 // complementSeedSalt sets the complement's random stream apart from the start basis's, which
@@ -169,8 +183,10 @@ func (h *matrixVar) otherSide() int {
 	return h.m
 }
 
-func (h *matrixVar) variable() *model.Variable              { return h.v }
-func (h *matrixVar) residual() *Node                        { return h.residVar.NodeValue(h.st.g) }
+func (h *matrixVar) variable() *model.Variable { return h.v }
+func (h *matrixVar) residual() *Node {
+	return Reshape(h.st.matrices.read(h.st.matrices.residual, []*matrixVar{h}))
+}
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
 // directCoefficients is the coefficient gradient computed outside back-propagation, on the
@@ -232,14 +248,11 @@ func (h *matrixVar) lengthened(step *Node) *Node {
 	return h.lengthenedStep
 }
 
-// tracked takes the next basis and this step's sketch residual (scalar): it stores the basis,
-// the rotation into it and the smoothed residual (the Report derives the explained share from it).
-func (h *matrixVar) tracked(next, resid *Node) {
-	g := h.st.g
+// tracked takes the next basis: it stores it and the rotation into it. (The sketch residual is
+// smoothed with all matrices', stepState.trackedResiduals.)
+func (h *matrixVar) tracked(next *Node) {
 	h.basis.SetNodeValue(next)
 	h.rotation = projector.TransposedTimes(next, h.oldBasis)
-	h.residVar.SetNodeValue(smoothResidual(h.residVar.NodeValue(g), h.valid.NodeValue(g), resid))
-	h.valid.SetNodeValue(Const(g, int32(1)))
 }
 
 // smoothResidual is the next smoothed sketch residual from the stored one (old), the variable's

@@ -38,16 +38,28 @@ func (st *stepState) rankChangeLearned(learnNow *Node) {
 	v.SetNodeValue(Where(learnNow, Const(st.g, int32(0)), v.NodeValue(st.g)))
 }
 
-// advanceRankStreaks counts h's checks in a row with its residual above GrowAbove and below
-// ShrinkBelow; the streaks restart after a basis is learned: the new basis is judged on its own.
-func (st *stepState) advanceRankStreaks(h handler, learnNow *Node, check stepCheck) {
+// advanceRankStreaks counts each variable's checks in a row with its residual above GrowAbove and
+// below ShrinkBelow; the streaks restart after a basis is learned: the new basis is judged on its
+// own. In matrix mode the streaks are vectors over the matrices.
+func (st *stepState) advanceRankStreaks(hs []handler, learnNow *Node, check stepCheck) {
 	g := st.g
-	v := h.variable()
-	highVar := st.perVariable(v, SvHighChecks, shapes.Make(counterDType))
-	lowVar := st.perVariable(v, SvLowChecks, shapes.Make(counterDType))
-	high, low := rankStreaks(st.cfg.Policy, LogicalAnd(st.isCheck, check.ok), h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
-	highVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(high), high))
-	lowVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(low), low))
+	counted := LogicalAnd(st.isCheck, check.ok)
+	if ms := st.matrices; ms != nil {
+		all := ms.all()
+		highVar, lowVar := ms.vector(SvHighChecks, counterDType), ms.vector(SvLowChecks, counterDType)
+		high, low := rankStreaks(st.cfg.Policy, counted, ms.read(ms.residual, all), ms.read(highVar, all), ms.read(lowVar, all))
+		ms.write(highVar, all, Where(learnNow, ZerosLike(high), high))
+		ms.write(lowVar, all, Where(learnNow, ZerosLike(low), low))
+		return
+	}
+	for _, h := range hs {
+		v := h.variable()
+		highVar := st.perVariable(v, SvHighChecks, shapes.Make(counterDType))
+		lowVar := st.perVariable(v, SvLowChecks, shapes.Make(counterDType))
+		high, low := rankStreaks(st.cfg.Policy, counted, h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
+		highVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(high), high))
+		lowVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(low), low))
+	}
 }
 
 // keepRankChangeCount creates the count of rank changes, which the host keeps (AdaptRanks).

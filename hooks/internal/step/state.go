@@ -22,7 +22,7 @@ var Schema = []rules.StateVar{
 	SvLearnNext, SvRankChanges, SvFastUntil, SvRefreshes, SvByResidual, SvByLoss, SvByCurvature,
 	SvChecks, SvFullUpdates, SvLastFullTurn, SvLearnings, SvLastLearnStep, SvLastLearnCause, SvLastResidual, SvBasesKept,
 	SvBasis, SvCoefficients, SvValid, SvResidual, SvFreshResidual, SvHighChecks, SvLowChecks,
-	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale,
+	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale, SvMatrices,
 }
 
 // scalar returns the scalar state variable s of the state scope, as a float of the loss's dtype
@@ -95,13 +95,16 @@ func (st *stepState) bump(s rules.StateVar, cond *Node) *Node {
 }
 
 // repairStatistics replaces a non-finite value of any float scalar of the state scope (smoothed
-// loss, residuals, curvature statistics) by zero, its initial value, as it is stored. Such a
-// value comes only from a damaged checkpoint; most of these statistics are EMAs, which would
-// carry it for good and switch their rule off silently.
+// loss, residuals, curvature statistics), and of matrix mode's per-matrix vectors of them, by
+// zero, its initial value, as it is stored. Such a value comes only from a damaged checkpoint;
+// most of these statistics are EMAs, which would carry it for good and switch their rule off
+// silently.
 func (st *stepState) repairStatistics() {
-	prefix := st.root.Scope() + "/"
+	root := st.root.Scope()
+	prefix := root + "/"
 	for v := range st.scope.Store().IterVariables() {
-		if !strings.HasPrefix(v.Path(), prefix) || !v.DType().IsFloat() || v.Shape().Size() != 1 || !v.InUseByGraph(st.g) {
+		if !strings.HasPrefix(v.Path(), prefix) || !v.DType().IsFloat() || !v.InUseByGraph(st.g) ||
+			(v.Shape().Size() != 1 && !isMatrixVector(root, v)) {
 			continue
 		}
 		x := v.NodeValue(st.g)

@@ -33,6 +33,7 @@ var stateOwners = map[string][]string{
 	"complement":        {"matrix.go"},
 	"step-length rule":  {"steplength.go"},
 	"gradient history":  {"steplength.go"},
+	"matrix scalars":    {"vectors.go"},
 }
 
 // stateReaders are the files of this package that read the state without building a rule's part

@@ -130,6 +130,9 @@ func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []
 		}
 		prepared = append(prepared, matrices[i])
 	}
+	if len(prepared) > 0 {
+		st.matrixState(prepared)
+	}
 	st.prepareBases(prepared)
 	var hs []handler
 	for i, v := range trainables {
@@ -167,7 +170,8 @@ type stepState struct {
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t == 1
 
-	seedStepNode *Node // t as the complement's seeds read it (seedStep)
+	seedStepNode *Node          // t as the complement's seeds read it (seedStep)
+	matrices     *matrixScalars // matrix mode's per-matrix scalar state (nil: no matrix projected)
 }
 
 func newStepState(cfg *Settings, scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {

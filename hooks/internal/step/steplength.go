@@ -4,7 +4,6 @@ import (
 	"math"
 
 	"github.com/gomlx/compute/dtypes"
-	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/rules"
@@ -93,11 +92,9 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 		prevs[i] = history.previous(h)
 	}
 	var (
-		order                  []handler // the matrices in the order of the vectors below
+		order                  []*matrixVar // the matrices in the order of the vectors below
 		dots, gradSqs, prevSqs []*Node
-		lasts                  []*Node
 		maxLogs                []float32
-		logVars                []*model.Variable
 	)
 	for _, group := range sameShapeGroups(grads) {
 		gr, pr := rowsOf(grads, group), rowsOf(prevs, group)
@@ -105,9 +102,6 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 		for _, i := range group {
 			m := r.matrices[i].(*matrixVar)
 			order = append(order, m)
-			logVar := r.st.perVariable(m.v, SvStepLogScale, shapes.Make(dtypes.Float32))
-			logVars = append(logVars, logVar)
-			lasts = append(lasts, logVar.NodeValue(g))
 			maxLogs = append(maxLogs, float32(math.Log(math.Sqrt(float64(m.side.Rows(m.m, m.n))/float64(m.rank)))))
 		}
 	}
@@ -123,14 +117,15 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	cos = Where(IsFinite(cos), cos, ZerosLike(cos))
 	// A damaged checkpoint's value restarts at 1 for this step's factor already (repairStatistics
 	// mends the stored one only at the step's end).
-	last := Stack(lasts, 0)
+	ms := r.st.matrices
+	logVec := ms.vector(SvStepLogScale, dtypes.Float32)
+	last := ms.read(logVec, order)
 	last = Where(IsFinite(last), last, ZerosLike(last))
 	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
+	ms.write(logVec, order, next)
 	out := make(map[handler]*Node, len(order))
 	for i, h := range order {
-		nextLog := Reshape(Slice(next, AxisElem(i)))
-		logVars[i].SetNodeValue(nextLog)
-		out[h] = Exp(nextLog)
+		out[h] = Exp(Reshape(Slice(next, AxisElem(i)))) // a scalar's Exp: a vector's may round otherwise
 	}
 	return out
 }

@@ -1,0 +1,329 @@
+package step
+
+import (
+	"hash/fnv"
+	"slices"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/model/initializer"
+	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
+)
+
+// Matrix mode keeps each projected matrix's scalar state (its basis's validity and residual, the
+// residual rule's fresh residual, the complement's last length, the step-length factor, the rank
+// rule's streaks) as one stored vector per entry over the matrices, in the order of their paths
+// ("/subspace/matrices_residual"): the rules read, write, guard and repair a vector, a few ops
+// an entry, where a scalar variable per matrix cost a stack, a slice, a restore and a repair
+// each (issue 28: ops are an accelerator's kernel launches). Temporal mode keeps per-variable
+// scalars.
+//
+// SvMatrices records which matrix each position holds. A build whose matrices differ (another
+// selection on resume) moves each matrix's values to its new position on the host; one that
+// finds a checkpoint written with per-variable scalars takes their values and deletes them.
+
+// This state's entry: of the schema (state.go).
+var (
+	SvMatrices = rules.NewStateVar("matrices", dtypes.Int64, "matrix scalars: the path hash of the matrix at each position of the per-matrix vectors")
+)
+
+// matrixScalars is this build's view of the vectors: the matrices' paths, in vector order.
+type matrixScalars struct {
+	st      *stepState
+	paths   []string
+	members []*matrixVar // in vector order
+
+	valid, residual *model.Variable // each basis's (matrix.go)
+	compLen         *model.Variable // the complement's last step lengths (matrix.go; nil: no complement)
+}
+
+// pathID is the identity SvMatrices stores for a matrix.
+func pathID(path string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(path))
+	return int64(h.Sum64())
+}
+
+// newMatrixScalars orders the matrices by path (each one's at), and lines up the stored vectors
+// with them.
+func newMatrixScalars(st *stepState, ms []*matrixVar) *matrixScalars {
+	sorted := slices.Clone(ms)
+	slices.SortFunc(sorted, func(a, b *matrixVar) int {
+		switch {
+		case a.v.Path() < b.v.Path():
+			return -1
+		case a.v.Path() > b.v.Path():
+			return 1
+		}
+		return 0
+	})
+	s := &matrixScalars{st: st}
+	for i, m := range sorted {
+		m.at = i
+		s.paths = append(s.paths, m.v.Path())
+	}
+	s.members = sorted
+	s.lineUp()
+	return s
+}
+
+// lineUp makes the stored vectors follow this build's matrices: where SvMatrices records
+// another order or set, each vector of the store moves its values to their matrices' new
+// positions (zero for a matrix new to it), on the host, before the graph reads them.
+func (s *matrixScalars) lineUp() {
+	store, root := s.st.scope.Store(), s.st.root.Scope()
+	ids := make([]int64, len(s.paths))
+	for i, p := range s.paths {
+		ids[i] = pathID(p)
+	}
+	idsPath := SvMatrices.Of(root)
+	stored := store.GetVariable(idsPath)
+	var old []int64
+	if stored != nil {
+		t, err := stored.Value()
+		if err == nil && t.DType() == dtypes.Int64 && t.Rank() == 1 {
+			old = tensors.MustCopyFlatData[int64](t)
+		}
+		if slices.Equal(old, ids) {
+			stored.SetTrainable(false) // checkpoints don't keep the flag
+			return
+		}
+		position := make(map[int64]int, len(old))
+		for i, id := range old {
+			position[id] = i
+		}
+		var vectors []*model.Variable // collected first: remap replaces variables in the store
+		for v := range store.IterVariables() {
+			if v.Path() != idsPath && isMatrixVector(root, v) {
+				vectors = append(vectors, v)
+			}
+		}
+		for _, v := range vectors {
+			s.remap(v, position, ids)
+		}
+		if err := store.DeleteVariable(idsPath); err != nil {
+			exceptions.Panicf("hooks.Subspace: lining up the per-matrix state: %v", err)
+		}
+	}
+	s.st.root.WithInitializer(initializer.Zero).VariableWithValue(SvMatrices.Name, ids).SetTrainable(false)
+}
+
+// isMatrixVector says whether v is one of the per-matrix vectors under root.
+func isMatrixVector(root string, v *model.Variable) bool {
+	scope, name := model.SplitPath(v.Path())
+	return scope == root && strings.HasPrefix(name, rules.MatricesPrefix) && v.Shape().Rank() == 1
+}
+
+// remap rewrites vector v, laid out by position (a matrix's id → its old index), for ids.
+func (s *matrixScalars) remap(v *model.Variable, position map[int64]int, ids []int64) {
+	t, err := v.Value()
+	if err != nil {
+		exceptions.Panicf("hooks.Subspace: reading %s to line it up with the matrices: %v", v.Path(), err)
+	}
+	old := vectorValues(t)
+	values := make([]float64, len(ids))
+	for i, id := range ids {
+		if j, ok := position[id]; ok && j < len(old) {
+			values[i] = old[j]
+		}
+	}
+	store := s.st.scope.Store()
+	dtype := v.DType()
+	if err := store.DeleteVariable(v.Path()); err != nil {
+		exceptions.Panicf("hooks.Subspace: lining up %s: %v", v.Path(), err)
+	}
+	scopePath, name := model.SplitPath(v.Path())
+	store.Scope(scopePath).VariableWithValue(name, vectorTensor(dtype, values)).SetTrainable(false)
+}
+
+// vector returns entry e's stored vector over the matrices, of dtype. Made anew, it takes the
+// values a checkpoint written with per-variable scalars holds for e (deleting them), else zeros.
+func (s *matrixScalars) vector(e rules.StateVar, dtype dtypes.DType) *model.Variable {
+	if e.DType != dtypes.InvalidDType {
+		dtype = e.DType
+	}
+	if dtype.IsHalfPrecision() {
+		dtype = dtypes.Float32 // holds a half-precision value exactly
+	}
+	store, root := s.st.scope.Store(), s.st.root.Scope()
+	full := e.OfMatrices(root)
+	scopePath, name := model.SplitPath(full)
+	if v := store.GetVariable(full); v != nil {
+		if !v.Shape().Equal(shapes.Make(dtype, len(s.paths))) {
+			exceptions.Panicf("hooks.Subspace: the store's %s is damaged (from a checkpoint): it is %s where the projector keeps %s. "+
+				"Delete the projector's state (Optimizer.Clear) to learn new bases, or restore the checkpoint", full, v.Shape(), shapes.Make(dtype, len(s.paths)))
+		}
+		return v.SetTrainable(false)
+	}
+	values, found := make([]float64, len(s.paths)), false
+	for i, p := range s.paths {
+		old := store.GetVariable(e.OfVariable(root, p))
+		if old == nil {
+			continue
+		}
+		if t, err := old.Value(); err == nil && t.Shape().Size() == 1 {
+			values[i], found = vectorValues(t)[0], true
+		}
+		if err := store.DeleteVariable(old.Path()); err != nil {
+			exceptions.Panicf("hooks.Subspace: moving %s into %s: %v", old.Path(), full, err)
+		}
+	}
+	if found {
+		return store.Scope(scopePath).VariableWithValue(name, vectorTensor(dtype, values)).SetTrainable(false)
+	}
+	return store.Scope(scopePath).WithInitializer(initializer.Zero).VariableWithShape(name, shapes.Make(dtype, len(s.paths))).SetTrainable(false)
+}
+
+// all is every matrix, in vector order.
+func (s *matrixScalars) all() []*matrixVar { return s.members }
+
+// read is v's values at the members' positions, in their order.
+func (s *matrixScalars) read(v *model.Variable, members []*matrixVar) *Node {
+	all := v.NodeValue(s.st.g)
+	if s.inOrder(members) {
+		return all
+	}
+	return Gather(all, s.indices(members), true)
+}
+
+// write sets v's values at the members' positions to values (a vector in their order).
+func (s *matrixScalars) write(v *model.Variable, members []*matrixVar, values *Node) {
+	g := s.st.g
+	if values.DType() != v.DType() {
+		values = ConvertDType(values, v.DType())
+	}
+	if s.inOrder(members) {
+		v.SetNodeValue(values)
+		return
+	}
+	k := len(s.paths)
+	if len(members) == k { // every matrix, in another order: one gather puts them in vector order
+		from := make([][]int32, k)
+		for j, m := range members {
+			from[m.at] = []int32{int32(j)}
+		}
+		v.SetNodeValue(Gather(values, Const(g, from)))
+		return
+	}
+	// One gather from the old values followed by the new: position i reads its new value where
+	// a member holds it, its old one elsewhere.
+	from := make([][]int32, k)
+	for i := range from {
+		from[i] = []int32{int32(i)}
+	}
+	for j, m := range members {
+		from[m.at] = []int32{int32(k + j)}
+	}
+	v.SetNodeValue(Gather(Concatenate([]*Node{v.NodeValue(g), values}, 0), Const(g, from)))
+}
+
+// inOrder says whether members are all the matrices, in vector order.
+func (s *matrixScalars) inOrder(members []*matrixVar) bool {
+	if len(members) != len(s.paths) {
+		return false
+	}
+	for i, m := range members {
+		if m.at != i {
+			return false
+		}
+	}
+	return true
+}
+
+// indices are the members' positions, as Gather takes them ([k, 1]).
+func (s *matrixScalars) indices(members []*matrixVar) *Node {
+	idx := make([][]int32, len(members))
+	for i, m := range members {
+		idx[i] = []int32{int32(m.at)}
+	}
+	return Const(s.st.g, idx)
+}
+
+// vectorValues is t's values as float64 (exact for the dtypes the vectors use).
+func vectorValues(t *tensors.Tensor) []float64 {
+	out := make([]float64, t.Shape().Size())
+	switch t.DType() {
+	case dtypes.Float32:
+		for i, x := range tensors.MustCopyFlatData[float32](t) {
+			out[i] = float64(x)
+		}
+	case dtypes.Float64:
+		copy(out, tensors.MustCopyFlatData[float64](t))
+	case dtypes.Int32:
+		for i, x := range tensors.MustCopyFlatData[int32](t) {
+			out[i] = float64(x)
+		}
+	case dtypes.Int64:
+		for i, x := range tensors.MustCopyFlatData[int64](t) {
+			out[i] = float64(x)
+		}
+	}
+	return out
+}
+
+// vectorTensor is values as a vector of dtype.
+func vectorTensor(dtype dtypes.DType, values []float64) *tensors.Tensor {
+	switch dtype {
+	case dtypes.Float32:
+		out := make([]float32, len(values))
+		for i, x := range values {
+			out[i] = float32(x)
+		}
+		return tensors.FromValue(out)
+	case dtypes.Int32:
+		out := make([]int32, len(values))
+		for i, x := range values {
+			out[i] = int32(x)
+		}
+		return tensors.FromValue(out)
+	case dtypes.Int64:
+		out := make([]int64, len(values))
+		for i, x := range values {
+			out[i] = int64(x)
+		}
+		return tensors.FromValue(out)
+	}
+	return tensors.FromValue(values)
+}
+
+// MatrixIndex is the position of the projected matrix at variablePath in the per-matrix vectors
+// of the store's state under root (false: the store keeps none for it), for the host's readers
+// (the Report, the rank rule's host part).
+func MatrixIndex(store *model.Store, root, variablePath string) (int, bool) {
+	v := store.GetVariable(SvMatrices.Of(root))
+	if v == nil {
+		return 0, false
+	}
+	t, err := v.Value()
+	if err != nil || t.DType() != dtypes.Int64 || t.Rank() != 1 {
+		return 0, false
+	}
+	i := slices.Index(tensors.MustCopyFlatData[int64](t), pathID(variablePath))
+	return i, i >= 0
+}
+
+// ZeroMatrixEntry sets the variable's element of entry e's per-matrix vector to zero, on the host
+// (the rank rule's host part restarts a resized matrix's streaks); false where the store keeps no
+// such vector.
+func ZeroMatrixEntry(store *model.Store, root string, e rules.StateVar, variablePath string) (bool, error) {
+	i, ok := MatrixIndex(store, root, variablePath)
+	v := store.GetVariable(e.OfMatrices(root))
+	if !ok || v == nil {
+		return false, nil
+	}
+	t, err := v.Value()
+	if err != nil {
+		return false, err
+	}
+	values := vectorValues(t)
+	if i >= len(values) {
+		return false, nil
+	}
+	values[i] = 0
+	return true, v.SetValue(vectorTensor(v.DType(), values))
+}
