@@ -20,8 +20,8 @@ import (
 // rule's streaks) as one stored vector per entry over the matrices, in the order of their paths
 // ("/subspace/matrices_residual"): the rules read, write, guard and repair a vector, a few ops
 // an entry, where a scalar variable per matrix cost a stack, a slice, a restore and a repair
-// each (issue 28: ops are an accelerator's kernel launches). Temporal mode keeps per-variable
-// scalars.
+// each (an op the compiler cannot fuse is a kernel launch on an accelerator). Temporal mode
+// keeps per-variable scalars.
 //
 // SvMatrices records which matrix each position holds. A build whose matrices differ (another
 // selection on resume) moves each matrix's values to its new position on the host; one that
