@@ -52,6 +52,7 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		return nil, err
 	}
 	var changes []RankChange
+	positions := matrixPositions(plan)
 	for _, e := range plan {
 		if e.Route != RouteDirect && e.Route != RoutePostHoc {
 			continue
@@ -65,7 +66,7 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		if to == e.Rank || projector.CheckMatrix(e.rows, e.cols, to, e.Side) != nil {
 			continue
 		}
-		if err := migrateRank(store, root, e, to); err != nil {
+		if err := migrateRank(store, root, e, positions[e.Variable], to); err != nil {
 			return changes, fmt.Errorf("hooks: changing the rank of %s from %d to %d: %w", e.Variable, e.Rank, to, err)
 		}
 		o.mu.Lock()
@@ -92,8 +93,9 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 
 // migrateRank resizes a variable's basis (rank axis 1) and every coefficient-shaped state —
 // its coefficients, the curvature signal's history and the base optimizer's moments, found by
-// name and shape — along the rank axis. Streak counters restart.
-func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
+// name and shape — along the rank axis. Its streak counters (position at of the per-matrix
+// vectors) restart.
+func migrateRank(store *model.Store, root string, e PlanEntry, at, to int) error {
 	scope, name := model.SplitPath(e.Variable)
 	stateScope := path.Join(root, scope)
 	basis := store.GetVariable(step.SvBasis.OfVariable(root, e.Variable))
@@ -129,16 +131,8 @@ func migrateRank(store *model.Store, root string, e PlanEntry, to int) error {
 		}
 	}
 	for _, counter := range []rules.StateVar{step.SvHighChecks, step.SvLowChecks} {
-		if done, err := step.ZeroMatrixEntry(store, root, counter, e.Variable); done || err != nil {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		if v := store.GetVariable(counter.OfVariable(root, e.Variable)); v != nil {
-			if err := v.SetValue(tensors.FromScalar(int32(0))); err != nil {
-				return err
-			}
+		if err := step.ZeroMatrixEntry(store, root, counter, at); err != nil {
+			return err
 		}
 	}
 	return nil

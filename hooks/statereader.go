@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/gomlx/gomlx/ml/model"
@@ -13,6 +14,7 @@ import (
 type stateReader struct {
 	store    *model.Store
 	matrixAt map[string]int // each matrix's position in matrix mode's per-matrix vectors
+	vectors  map[string]any // the per-matrix vectors read so far, by path
 	err      error
 }
 
@@ -59,40 +61,31 @@ func (sr *stateReader) optional(p string) any {
 	return nil
 }
 
-// perVariable reads a projected variable's scalar entry s: in matrix mode the variable's element
-// of the entry's per-matrix vector; in temporal mode, and in a store written before the vectors
-// (2026-12-07), its own scalar. Optional entries exist only where their rule is on (nil otherwise).
+// perVariable reads a projected variable's scalar entry s: a matrix's element of the entry's
+// per-matrix vector (each vector read once a Report), a temporal variable's own scalar.
+// Optional entries exist only where their rule is on (nil otherwise).
 func (sr *stateReader) perVariable(root string, s rules.StateVar, variable string, optional bool) any {
-	if i, ok := sr.matrixAt[variable]; ok {
-		if v := sr.store.GetVariable(s.OfMatrices(root)); v != nil {
-			return element(sr.read(v.Path()), i)
+	get := func(p string) any {
+		if optional {
+			return sr.optional(p)
 		}
+		return sr.read(p)
 	}
-	if optional {
-		return sr.optional(s.OfVariable(root, variable))
+	i, matrix := sr.matrixAt[variable]
+	if !matrix {
+		return get(s.OfVariable(root, variable))
 	}
-	return sr.read(s.OfVariable(root, variable))
-}
-
-// element is the i-th value of a vector's Go value (nil where there is none).
-func element(vector any, i int) any {
-	switch x := vector.(type) {
-	case []float32:
-		if i < len(x) {
-			return x[i]
+	p := s.OfMatrices(root)
+	vector, done := sr.vectors[p]
+	if !done {
+		vector = get(p)
+		if sr.vectors == nil {
+			sr.vectors = map[string]any{}
 		}
-	case []float64:
-		if i < len(x) {
-			return x[i]
-		}
-	case []int32:
-		if i < len(x) {
-			return x[i]
-		}
-	case []int64:
-		if i < len(x) {
-			return x[i]
-		}
+		sr.vectors[p] = vector
+	}
+	if v := reflect.ValueOf(vector); v.Kind() == reflect.Slice && i < v.Len() {
+		return v.Index(i).Interface()
 	}
 	return nil
 }

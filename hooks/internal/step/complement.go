@@ -34,10 +34,7 @@ func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
 			scales = append(scales, st.cfg.ComplementFactor(m.side.Rows(m.m, m.n), m.rank, m.compDirs.Shape().Dim(1)))
 		}
 		ms := st.matrices
-		last := ms.read(ms.compLen, group)
-		if dtype := group[0].stepCoef.DType(); last.DType() != dtype {
-			last = ConvertDType(last, dtype)
-		}
+		last := ConvertDType(ms.read(ms.compLen, group), group[0].stepCoef.DType())
 		// A damaged checkpoint's negative or non-finite length restarts the limit instead of
 		// locking it.
 		last = Where(LogicalAnd(IsFinite(last), GreaterOrEqual(last, upstream.ZeroOf(last))), last, upstream.ZeroOf(last))

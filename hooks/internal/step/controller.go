@@ -77,38 +77,28 @@ func (st *stepState) measureDrift(cs controllerState, hs []handler, check stepCh
 	pending := GreaterThan(cs.freshPending.NodeValue(g), Const(g, int32(0)))
 	s.drift = Scalar(g, ldt, -1)
 	if ms := st.matrices; ms != nil { // matrix mode: the rule runs on the vectors over the matrices
-		all := ms.all()
-		resid := ms.read(ms.residual, all)
-		if resid.DType() != ldt {
-			resid = ConvertDType(resid, ldt)
-		}
+		all := ms.members
+		resid := ConvertDType(ms.read(ms.residual, all), ldt)
 		freshVar := ms.vector(SvFreshResidual, ldt)
-		fresh := ms.read(freshVar, all)
-		if fresh.DType() != ldt {
-			fresh = ConvertDType(fresh, ldt)
-		}
+		fresh := ConvertDType(ms.read(freshVar, all), ldt)
 		ms.write(freshVar, all, Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 		s.residual = Max(s.residual, ReduceAllMax(resid))
 		s.drift = Max(s.drift, Where(pending, Scalar(g, ldt, -1), ReduceAllMax(Sub(resid, fresh))))
 		return st.withCurvature(s)
 	}
-	for _, h := range hs {
-		resid := ConvertDType(h.residual(), ldt)
-		freshVar := st.perVariable(h.variable(), SvFreshResidual, shapes.Make(ldt))
+	for _, h := range hs { // temporal mode: a variable at a time
+		tv := h.(*temporalVar)
+		resid := ConvertDType(tv.residual(), ldt)
+		freshVar := st.perVariable(tv.variable(), SvFreshResidual, shapes.Make(ldt))
 		fresh := freshVar.NodeValue(g)
 		freshVar.SetNodeValue(Where(LogicalAnd(st.isCheck, pending), resid, fresh))
 		s.residual = Max(s.residual, resid)
-		drift := Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh))
-		if w, warming := h.(warmingUp); warming {
-			unlearned := w.unlearned()
-			// A basis never learned (zero warm-up gradients) or damaged is replaced at the
-			// next check, as if its residual had grown from zero. (A tracked basis moves by
-			// itself.) A learned temporal basis whose residual is merely high at its first
-			// check is kept: replacing it at every check was measured to cost accuracy (the
-			// MLP table's synthetic set, 9 refreshes: −1.2 points) — such a variable needs
-			// matrix mode (see the plan).
-			drift = Where(unlearned, resid, drift)
-		}
+		// A basis never learned (zero warm-up gradients) or damaged is replaced at the next
+		// check, as if its residual had grown from zero. (A tracked basis moves by itself.) A
+		// learned temporal basis whose residual is merely high at its first check is kept:
+		// replacing it at every check was measured to cost accuracy (the MLP table's synthetic
+		// set, 9 refreshes: −1.2 points) — such a variable needs matrix mode (see the plan).
+		drift := Where(tv.unlearned(), resid, Where(pending, Scalar(g, ldt, -1), Sub(resid, fresh)))
 		s.drift = Max(s.drift, drift)
 	}
 	return st.withCurvature(s)

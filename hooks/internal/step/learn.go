@@ -64,11 +64,8 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 // order of members) into its stored one, as one vector, and marks its basis learned.
 func (st *stepState) trackedResiduals(members []*matrixVar, resids []*Node) {
 	ms := st.matrices
-	dtype := ms.residual.DType()
 	for i, r := range resids {
-		if r.DType() != dtype {
-			resids[i] = ConvertDType(r, dtype)
-		}
+		resids[i] = ConvertDType(r, ms.residual.DType())
 	}
 	resid := resids[0]
 	if len(resids) > 1 {

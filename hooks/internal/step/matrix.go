@@ -146,18 +146,12 @@ func newMatrixDirectProduct(st *stepState, h *matrixVar, p *direct.Product, dy *
 	h.p, h.toW = p, p.ToW
 	sdt := stateDType(h.v)
 	if p.Conv != nil {
-		x, dyc := p.X, ConvertDType(dy, sdt)
-		if x.DType() != sdt {
-			x = ConvertDType(x, sdt)
-		}
+		x, dyc := ConvertDType(p.X, sdt), ConvertDType(dy, sdt)
 		h.stepCoef, h.compCoef, h.products = direct.ConvDirectStep(p.Conv, x, dyc, h.oldBasis, h.compDirs, h.sketch(h.otherSide()), h.side, st.cfg.Policy.TrackingFraction, rules.MinTrackingRows)
 		return
 	}
-	x2 := p.XRows(p.X)
+	x2 := ConvertDType(p.XRows(p.X), sdt)
 	dy2 := p.DyRows(ConvertDType(dy, sdt))
-	if x2.DType() != sdt {
-		x2 = ConvertDType(x2, sdt)
-	}
 	rows := x2.Shape().Dim(0)
 	trackRows := max(int(math.Ceil(st.cfg.Policy.TrackingFraction*float64(rows))), rules.MinTrackingRows)
 	h.stepCoef, h.compCoef, h.products = projector.DirectStepWithComplement(x2, dy2, h.oldBasis, h.compDirs, h.sketchRows(h.otherSide()), h.side, trackRows)
@@ -183,10 +177,7 @@ func (h *matrixVar) otherSide() int {
 	return h.m
 }
 
-func (h *matrixVar) variable() *model.Variable { return h.v }
-func (h *matrixVar) residual() *Node {
-	return Reshape(h.st.matrices.read(h.st.matrices.residual, []*matrixVar{h}))
-}
+func (h *matrixVar) variable() *model.Variable              { return h.v }
 func (h *matrixVar) coefficients() (*model.Variable, *Node) { return h.coef, h.stepCoef }
 
 // directCoefficients is the coefficient gradient computed outside back-propagation, on the

@@ -45,18 +45,18 @@ func (st *stepState) advanceRankStreaks(hs []handler, learnNow *Node, check step
 	g := st.g
 	counted := LogicalAnd(st.isCheck, check.ok)
 	if ms := st.matrices; ms != nil {
-		all := ms.all()
+		all := ms.members
 		highVar, lowVar := ms.vector(SvHighChecks, counterDType), ms.vector(SvLowChecks, counterDType)
 		high, low := rankStreaks(st.cfg.Policy, counted, ms.read(ms.residual, all), ms.read(highVar, all), ms.read(lowVar, all))
 		ms.write(highVar, all, Where(learnNow, ZerosLike(high), high))
 		ms.write(lowVar, all, Where(learnNow, ZerosLike(low), low))
 		return
 	}
-	for _, h := range hs {
+	for _, h := range hs { // temporal mode
 		v := h.variable()
 		highVar := st.perVariable(v, SvHighChecks, shapes.Make(counterDType))
 		lowVar := st.perVariable(v, SvLowChecks, shapes.Make(counterDType))
-		high, low := rankStreaks(st.cfg.Policy, counted, h.residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
+		high, low := rankStreaks(st.cfg.Policy, counted, h.(*temporalVar).residual(), highVar.NodeValue(g), lowVar.NodeValue(g))
 		highVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(high), high))
 		lowVar.SetNodeValue(Where(learnNow, upstream.ZeroOf(low), low))
 	}

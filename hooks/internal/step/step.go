@@ -203,9 +203,6 @@ func newStepState(cfg *Settings, scope *model.Scope, g *Graph, loss *Node, noLos
 // does is its own interface (warmingUp, relearning), or its type's (matrixVar's tracking).
 type handler interface {
 	variable() *model.Variable
-	// residual is the relative residual of this step's full gradient against the current basis;
-	// it is read at drift checks only.
-	residual() *Node
 	// coefficients is the coefficient variable the base optimizer updates, and its gradient.
 	coefficients() (*model.Variable, *Node)
 	// lift maps the base optimizer's coefficient step to the variable's shape: the step the

@@ -113,7 +113,10 @@ func (h *temporalVar) rotateState(state []*model.Variable, stepOK *Node) {
 }
 
 func (h *temporalVar) variable() *model.Variable { return h.v }
-func (h *temporalVar) residual() *Node           { return h.resid }
+
+// residual is the relative residual of this step's full gradient against the current basis,
+// read at drift checks. (Matrix mode's residuals are a vector over the matrices: vectors.go.)
+func (h *temporalVar) residual() *Node { return h.resid }
 
 func (h *temporalVar) useProjection() *Node { return h.useProj }
 

@@ -1,7 +1,6 @@
 package step
 
 import (
-	"hash/fnv"
 	"slices"
 	"strings"
 
@@ -23,7 +22,7 @@ import (
 // each (an op the compiler cannot fuse is a kernel launch on an accelerator). Temporal mode
 // keeps per-variable scalars.
 //
-// SvMatrices records which matrix each position holds. A build whose matrices differ (another
+// SvMatrices records which matrix each position holds (its path hash, matrixVar.pathHash). A build whose matrices differ (another
 // selection on resume) moves each matrix's values to its new position on the host; one that
 // finds a checkpoint written with per-variable scalars takes their values and deletes them.
 
@@ -32,42 +31,24 @@ var (
 	SvMatrices = rules.NewStateVar("matrices", dtypes.Int64, "matrix scalars: the path hash of the matrix at each position of the per-matrix vectors")
 )
 
-// matrixScalars is this build's view of the vectors: the matrices' paths, in vector order.
+// matrixScalars is this build's view of the vectors: the matrices, in vector order.
 type matrixScalars struct {
 	st      *stepState
-	paths   []string
-	members []*matrixVar // in vector order
+	members []*matrixVar // in vector order (by path); each one's position is its at
 
 	valid, residual *model.Variable // each basis's (matrix.go)
 	compLen         *model.Variable // the complement's last step lengths (matrix.go; nil: no complement)
-}
-
-// pathID is the identity SvMatrices stores for a matrix.
-func pathID(path string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(path))
-	return int64(h.Sum64())
 }
 
 // newMatrixScalars orders the matrices by path (each one's at), and lines up the stored vectors
 // with them.
 func newMatrixScalars(st *stepState, ms []*matrixVar) *matrixScalars {
 	sorted := slices.Clone(ms)
-	slices.SortFunc(sorted, func(a, b *matrixVar) int {
-		switch {
-		case a.v.Path() < b.v.Path():
-			return -1
-		case a.v.Path() > b.v.Path():
-			return 1
-		}
-		return 0
-	})
-	s := &matrixScalars{st: st}
+	slices.SortFunc(sorted, func(a, b *matrixVar) int { return strings.Compare(a.v.Path(), b.v.Path()) })
 	for i, m := range sorted {
 		m.at = i
-		s.paths = append(s.paths, m.v.Path())
 	}
-	s.members = sorted
+	s := &matrixScalars{st: st, members: sorted}
 	s.lineUp()
 	return s
 }
@@ -77,9 +58,9 @@ func newMatrixScalars(st *stepState, ms []*matrixVar) *matrixScalars {
 // positions (zero for a matrix new to it), on the host, before the graph reads them.
 func (s *matrixScalars) lineUp() {
 	store, root := s.st.scope.Store(), s.st.root.Scope()
-	ids := make([]int64, len(s.paths))
-	for i, p := range s.paths {
-		ids[i] = pathID(p)
+	ids := make([]int64, len(s.members))
+	for i, m := range s.members {
+		ids[i] = int64(m.pathHash)
 	}
 	idsPath := SvMatrices.Of(root)
 	stored := store.GetVariable(idsPath)
@@ -110,7 +91,7 @@ func (s *matrixScalars) lineUp() {
 			exceptions.Panicf("hooks.Subspace: lining up the per-matrix state: %v", err)
 		}
 	}
-	s.st.root.WithInitializer(initializer.Zero).VariableWithValue(SvMatrices.Name, ids).SetTrainable(false)
+	s.st.root.VariableWithValue(SvMatrices.Name, ids).SetTrainable(false)
 }
 
 // isMatrixVector says whether v is one of the per-matrix vectors under root.
@@ -154,15 +135,15 @@ func (s *matrixScalars) vector(e rules.StateVar, dtype dtypes.DType) *model.Vari
 	full := e.OfMatrices(root)
 	scopePath, name := model.SplitPath(full)
 	if v := store.GetVariable(full); v != nil {
-		if !v.Shape().Equal(shapes.Make(dtype, len(s.paths))) {
+		if want := shapes.Make(dtype, len(s.members)); !v.Shape().Equal(want) {
 			exceptions.Panicf("hooks.Subspace: the store's %s is damaged (from a checkpoint): it is %s where the projector keeps %s. "+
-				"Delete the projector's state (Optimizer.Clear) to learn new bases, or restore the checkpoint", full, v.Shape(), shapes.Make(dtype, len(s.paths)))
+				"Delete the projector's state (Optimizer.Clear) to learn new bases, or restore the checkpoint", full, v.Shape(), want)
 		}
 		return v.SetTrainable(false)
 	}
-	values, found := make([]float64, len(s.paths)), false
-	for i, p := range s.paths {
-		old := store.GetVariable(e.OfVariable(root, p))
+	values, found := make([]float64, len(s.members)), false
+	for i, m := range s.members {
+		old := store.GetVariable(e.OfVariable(root, m.v.Path()))
 		if old == nil {
 			continue
 		}
@@ -176,11 +157,8 @@ func (s *matrixScalars) vector(e rules.StateVar, dtype dtypes.DType) *model.Vari
 	if found {
 		return store.Scope(scopePath).VariableWithValue(name, vectorTensor(dtype, values)).SetTrainable(false)
 	}
-	return store.Scope(scopePath).WithInitializer(initializer.Zero).VariableWithShape(name, shapes.Make(dtype, len(s.paths))).SetTrainable(false)
+	return store.Scope(scopePath).WithInitializer(initializer.Zero).VariableWithShape(name, shapes.Make(dtype, len(s.members))).SetTrainable(false)
 }
-
-// all is every matrix, in vector order.
-func (s *matrixScalars) all() []*matrixVar { return s.members }
 
 // read is v's values at the members' positions, in their order.
 func (s *matrixScalars) read(v *model.Variable, members []*matrixVar) *Node {
@@ -194,14 +172,12 @@ func (s *matrixScalars) read(v *model.Variable, members []*matrixVar) *Node {
 // write sets v's values at the members' positions to values (a vector in their order).
 func (s *matrixScalars) write(v *model.Variable, members []*matrixVar, values *Node) {
 	g := s.st.g
-	if values.DType() != v.DType() {
-		values = ConvertDType(values, v.DType())
-	}
+	values = ConvertDType(values, v.DType())
 	if s.inOrder(members) {
 		v.SetNodeValue(values)
 		return
 	}
-	k := len(s.paths)
+	k := len(s.members)
 	if len(members) == k { // every matrix, in another order: one gather puts them in vector order
 		from := make([][]int32, k)
 		for j, m := range members {
@@ -224,7 +200,7 @@ func (s *matrixScalars) write(v *model.Variable, members []*matrixVar, values *N
 
 // inOrder says whether members are all the matrices, in vector order.
 func (s *matrixScalars) inOrder(members []*matrixVar) bool {
-	if len(members) != len(s.paths) {
+	if len(members) != len(s.members) {
 		return false
 	}
 	for i, m := range members {
@@ -246,84 +222,57 @@ func (s *matrixScalars) indices(members []*matrixVar) *Node {
 
 // vectorValues is t's values as float64 (exact for the dtypes the vectors use).
 func vectorValues(t *tensors.Tensor) []float64 {
-	out := make([]float64, t.Shape().Size())
 	switch t.DType() {
 	case dtypes.Float32:
-		for i, x := range tensors.MustCopyFlatData[float32](t) {
-			out[i] = float64(x)
-		}
-	case dtypes.Float64:
-		copy(out, tensors.MustCopyFlatData[float64](t))
+		return converted[float32, float64](tensors.MustCopyFlatData[float32](t))
 	case dtypes.Int32:
-		for i, x := range tensors.MustCopyFlatData[int32](t) {
-			out[i] = float64(x)
-		}
+		return converted[int32, float64](tensors.MustCopyFlatData[int32](t))
 	case dtypes.Int64:
-		for i, x := range tensors.MustCopyFlatData[int64](t) {
-			out[i] = float64(x)
-		}
+		return converted[int64, float64](tensors.MustCopyFlatData[int64](t))
+	case dtypes.Float64:
+		return tensors.MustCopyFlatData[float64](t)
 	}
-	return out
+	return make([]float64, t.Shape().Size()) // no vector's dtype: an older half-precision scalar restarts at zero
 }
 
 // vectorTensor is values as a vector of dtype.
 func vectorTensor(dtype dtypes.DType, values []float64) *tensors.Tensor {
 	switch dtype {
 	case dtypes.Float32:
-		out := make([]float32, len(values))
-		for i, x := range values {
-			out[i] = float32(x)
-		}
-		return tensors.FromValue(out)
+		return tensors.FromValue(converted[float64, float32](values))
 	case dtypes.Int32:
-		out := make([]int32, len(values))
-		for i, x := range values {
-			out[i] = int32(x)
-		}
-		return tensors.FromValue(out)
+		return tensors.FromValue(converted[float64, int32](values))
 	case dtypes.Int64:
-		out := make([]int64, len(values))
-		for i, x := range values {
-			out[i] = int64(x)
-		}
-		return tensors.FromValue(out)
+		return tensors.FromValue(converted[float64, int64](values))
 	}
 	return tensors.FromValue(values)
 }
 
-// MatrixIndex is the position of the projected matrix at variablePath in the per-matrix vectors
-// of the store's state under root (false: the store keeps none for it), for the host's readers
-// (the Report, the rank rule's host part).
-func MatrixIndex(store *model.Store, root, variablePath string) (int, bool) {
-	v := store.GetVariable(SvMatrices.Of(root))
-	if v == nil {
-		return 0, false
+// converted is xs converted element by element.
+func converted[From, To int32 | int64 | float32 | float64](xs []From) []To {
+	out := make([]To, len(xs))
+	for i, x := range xs {
+		out[i] = To(x)
 	}
-	t, err := v.Value()
-	if err != nil || t.DType() != dtypes.Int64 || t.Rank() != 1 {
-		return 0, false
-	}
-	i := slices.Index(tensors.MustCopyFlatData[int64](t), pathID(variablePath))
-	return i, i >= 0
+	return out
 }
 
-// ZeroMatrixEntry sets the variable's element of entry e's per-matrix vector to zero, on the host
-// (the rank rule's host part restarts a resized matrix's streaks); false where the store keeps no
-// such vector.
-func ZeroMatrixEntry(store *model.Store, root string, e rules.StateVar, variablePath string) (bool, error) {
-	i, ok := MatrixIndex(store, root, variablePath)
+// ZeroMatrixEntry sets position i of entry e's per-matrix vector to zero, on the host (the rank
+// rule's host part restarts a resized matrix's streaks); nothing where the store keeps no such
+// vector.
+func ZeroMatrixEntry(store *model.Store, root string, e rules.StateVar, i int) error {
 	v := store.GetVariable(e.OfMatrices(root))
-	if !ok || v == nil {
-		return false, nil
+	if v == nil {
+		return nil
 	}
 	t, err := v.Value()
 	if err != nil {
-		return false, err
+		return err
 	}
 	values := vectorValues(t)
-	if i >= len(values) {
-		return false, nil
+	if i < 0 || i >= len(values) {
+		return nil
 	}
 	values[i] = 0
-	return true, v.SetValue(vectorTensor(v.DType(), values))
+	return v.SetValue(vectorTensor(v.DType(), values))
 }
