@@ -53,6 +53,10 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	}
 	var changes []RankChange
 	positions := matrixPositions(plan)
+	pathOf := make(map[int64]string, len(positions))
+	for p := range positions {
+		pathOf[int64(step.PathHash(p))] = p
+	}
 	for _, e := range plan {
 		if e.Route != RouteDirect && e.Route != RoutePostHoc {
 			continue
@@ -66,6 +70,8 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 		if to == e.Rank || projector.CheckMatrix(e.rows, e.cols, to, e.Side) != nil {
 			continue
 		}
+		// Its coefficients' state is resized per variable; the next build stacks it again.
+		step.UnstackMatrix(store, root, e.Variable, pathOf)
 		if err := migrateRank(store, root, e, positions[e.Variable], to); err != nil {
 			return changes, fmt.Errorf("hooks: changing the rank of %s from %d to %d: %w", e.Variable, e.Rank, to, err)
 		}
@@ -99,15 +105,13 @@ func migrateRank(store *model.Store, root string, e PlanEntry, at, to int) error
 	scope, name := model.SplitPath(e.Variable)
 	stateScope := path.Join(root, scope)
 	basis := store.GetVariable(step.SvBasis.OfVariable(root, e.Variable))
-	coef := store.GetVariable(step.SvCoefficients.OfVariable(root, e.Variable))
-	if basis == nil || coef == nil {
-		return fmt.Errorf("its basis or coefficients are missing from the store")
+	if basis == nil {
+		return fmt.Errorf("its basis is missing from the store")
 	}
-	coefAxis := 0 // Left: [r, n]
+	coefAxis, oldCoefDims := 0, []int{e.Rank, e.cols} // Left: [r, n]
 	if e.Side == projector.Right {
-		coefAxis = 1 // Right: [m, r]
+		coefAxis, oldCoefDims = 1, []int{e.rows, e.Rank} // Right: [m, r]
 	}
-	oldCoefDims := coef.Shape().Dimensions
 	var targets []*model.Variable
 	for v := range store.IterVariables() {
 		if strings.HasPrefix(v.Name(), name+"_coefficients") && strings.HasSuffix(v.Scope(), stateScope) &&

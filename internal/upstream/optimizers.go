@@ -1,7 +1,11 @@
 package upstream
 
 import (
+	"reflect"
+
 	"strings"
+
+	"github.com/gomlx/compute/shapes"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
@@ -22,8 +26,13 @@ const SecondMomentSuffix = "_2nd_moment"
 // IsStateOf says whether sv is state kept for v by that rule: a variable other than v, named
 // after v ("<v's name>_…"), in a scope that ends with v's scope, of v's shape.
 func IsStateOf(sv, v *model.Variable) bool {
-	return sv != v && strings.HasPrefix(sv.Name(), v.Name()+"_") &&
-		strings.HasSuffix(sv.Scope(), v.Scope()) && sv.Shape().Equal(v.Shape())
+	return sv != v && IsStateAt(sv, v.Scope(), v.Name(), v.Shape())
+}
+
+// IsStateAt is IsStateOf for a variable named name in scope, of shape, whether or not the
+// store holds it.
+func IsStateAt(sv *model.Variable, scope, name string, shape shapes.Shape) bool {
+	return strings.HasPrefix(sv.Name(), name+"_") && strings.HasSuffix(sv.Scope(), scope) && sv.Shape().Equal(shape)
 }
 
 // IsSecondMoment says whether sv is an optimizer's second moment (SecondMomentSuffix).
@@ -49,4 +58,17 @@ func LearningRate(scope *model.Scope, g *Graph) *Node {
 		return nil
 	}
 	return v.NodeValue(g)
+}
+
+// UpdatesElementwise says whether opt is one of GoMLX's own optimizers (SGD, Adam, AdamW,
+// RMSProp, Adamax: optimizer/optimizer.go, adam.go), whose update of a variable is the same
+// arithmetic on each element: stepping a stack of variables as one is then the same as
+// stepping each. An optimizer from elsewhere may normalise or orthogonalise a variable as a
+// whole, and is given each variable on its own.
+func UpdatesElementwise(opt optimizer.Interface) bool {
+	t := reflect.TypeOf(opt)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t != nil && t.PkgPath() == reflect.TypeOf(optimizer.SGDConfig{}).PkgPath()
 }

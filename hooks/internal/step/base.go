@@ -1,7 +1,11 @@
 package step
 
 import (
+	"slices"
+
 	"strings"
+
+	"github.com/gomlx/compute/shapes"
 
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
@@ -21,37 +25,57 @@ import (
 // value after the update is the step. The optimizer's state of a coefficient variable is found by
 // GoMLX's naming rule (coefficientState), its learning rate where GoMLX keeps it.
 type baseAdapter struct {
-	st   *stepState
-	hs   []handler
-	zero map[handler]*Node // each coefficient variable's zero start
+	st     *stepState
+	hs     []handler
+	zero   map[*model.Variable]*Node // each coefficient variable's zero start (a stack's included)
+	stacks []*coefStack              // the stacks of hs's matrices, in order
+	steps  map[*coefStack][]*Node    // each stack's step, by slot (step)
 }
 
 func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
-	return &baseAdapter{st: st, hs: hs, zero: make(map[handler]*Node, len(hs))}
+	a := &baseAdapter{st: st, hs: hs, zero: make(map[*model.Variable]*Node, len(hs)), steps: map[*coefStack][]*Node{}}
+	for _, h := range hs {
+		if m, ok := h.(*matrixVar); ok && m.stack != nil && !slices.Contains(a.stacks, m.stack) {
+			a.stacks = append(a.stacks, m.stack)
+		}
+	}
+	return a
 }
 
 // update runs the base optimizer once over every trainable variable (grads[i] is trainables[i]'s
-// gradient), with the projected variables represented by their coefficient variables.
+// gradient), with the projected variables represented by their coefficient variables: a stack's
+// members by the stack, with their coefficient gradients stacked.
 func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	st, g := a.st, a.st.g
 	byVar := make(map[*model.Variable]handler, len(a.hs))
 	byCoef := make(map[*model.Variable]handler, len(a.hs))
+	byStack := make(map[*model.Variable]*coefStack, len(a.stacks))
+	var coefs []*model.Variable
 	for _, h := range a.hs {
 		v := h.variable()
 		byVar[v] = h
-		coef, _ := h.coefficients()
-		byCoef[coef] = h
-		a.zero[h] = ZerosLike(coef.NodeValue(g))
-		coef.SetNodeValue(a.zero[h])
-		coef.SetTrainable(true)
 		if _, warming := h.(warmingUp); !warming {
 			v.SetTrainable(false)
 		}
+		if coef, _ := h.coefficients(); coef != nil {
+			byCoef[coef] = h
+			coefs = append(coefs, coef)
+		}
+	}
+	for _, s := range a.stacks {
+		byStack[s.v] = s
+		coefs = append(coefs, s.v)
+	}
+	for _, coef := range coefs {
+		a.zero[coef] = ZerosLike(coef.NodeValue(g))
+		coef.SetNodeValue(a.zero[coef])
+		coef.SetTrainable(true)
 	}
 	defer func() {
-		for _, h := range a.hs {
-			coef, _ := h.coefficients()
+		for _, coef := range coefs {
 			coef.SetTrainable(false)
+		}
+		for _, h := range a.hs {
 			h.variable().SetTrainable(true)
 		}
 	}()
@@ -63,6 +87,14 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	var baseGrads []*Node
 	for v := range st.scope.IterVariables() {
 		if !v.Trainable || !v.InUseByGraph(g) {
+			continue
+		}
+		if s, ok := byStack[v]; ok {
+			parts := make([]*Node, len(s.members))
+			for i, m := range s.members {
+				parts[i] = m.stepCoef
+			}
+			baseGrads = append(baseGrads, stacked(parts))
 			continue
 		}
 		if h, ok := byCoef[v]; ok {
@@ -86,19 +118,27 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 }
 
 // step is the coefficient step the base optimizer took for h (its coefficient variable started
-// the update at zero); the variable is reset to zero, as it is stored between steps.
+// the update at zero); the variable is reset to zero, as it is stored between steps. A stack's
+// step is read once and split by slot.
 func (a *baseAdapter) step(h handler) *Node {
+	if m, ok := h.(*matrixVar); ok && m.stack != nil {
+		s := m.stack
+		if a.steps[s] == nil {
+			a.steps[s] = unstacked(s.v.NodeValue(a.st.g))
+			s.v.SetNodeValue(a.zero[s.v])
+		}
+		return a.steps[s][m.slot]
+	}
 	coef, _ := h.coefficients()
 	step := coef.NodeValue(a.st.g)
-	coef.SetNodeValue(a.zero[h])
+	coef.SetNodeValue(a.zero[coef])
 	return step
 }
 
 // keepZeroed tells the guard that the coefficient variables need no restore: the adapter
 // stores them as zero between steps (step), whether the guard takes the step or not.
 func (a *baseAdapter) keepZeroed(guard *stepGuard) {
-	for h := range a.zero {
-		coef, _ := h.coefficients()
+	for coef := range a.zero {
 		guard.guarded[coef] = true
 	}
 }
@@ -139,7 +179,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	if history != nil {
 		history.record() // before the rotation, which carries it into the next basis
 	}
-	st.rotateStates(hs, stepOK)
+	st.rotateStates(hs, stepOK, base.stacks)
 }
 
 // guardedSteps reads the base optimizer's coefficient step of each handler, checked and guarded
@@ -208,7 +248,10 @@ func (st *stepState) clipStep(before, updated *Node) *Node {
 
 // rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
 // into its next basis (handler.rotateState).
-func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
+func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node, stacks []*coefStack) {
+	for _, s := range stacks {
+		st.rotateCoefficientStack(s, stepOK)
+	}
 	rotated := map[*trackedBatch]bool{}
 	for _, h := range hs {
 		if m, ok := h.(*matrixVar); ok && m.batch != nil {
@@ -227,8 +270,7 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node) {
 // moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
 func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK map[handler]*Node) {
 	for _, idx := range groupBy(len(b.members), func(i int) string {
-		coef, _ := b.members[i].coefficients()
-		return coef.Shape().String() + b.members[i].side.String()
+		return b.members[i].coefShape.String() + b.members[i].side.String()
 	}) {
 		rotation := b.rotation
 		if len(idx) < len(b.members) {
@@ -254,9 +296,9 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK ma
 	kinds := map[string][]*model.Variable{}
 	var order []string
 	for i, m := range members {
-		coef, _ := m.coefficients()
+		_, coef := model.SplitPath(SvCoefficients.OfVariable(st.root.Scope(), m.v.Path()))
 		for _, sv := range st.coefficientState(m) {
-			kind := strings.TrimPrefix(sv.Name(), coef.Name())
+			kind := strings.TrimPrefix(sv.Name(), coef)
 			if i == 0 {
 				order = append(order, kind)
 			}
@@ -297,17 +339,54 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK ma
 	}
 }
 
-// coefficientState is a handler's coefficient-shaped state: the base optimizer's
-// ("…_coefficients_1st_moment") and the curvature signal's ("…_coefficients_prev_grad"), found
-// by GoMLX's naming rule for an optimizer's state (upstream.IsStateOf): GoMLX's optimizers keep
-// it under their own scope, mirroring the variable's path, and expose no list of it.
+// rotateCoefficientStack rotates the base optimizer's state of stack s as rotateStack does a
+// group's: one stack a kind, restarting a member from zero after a non-finite step.
+func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK map[handler]*Node) {
+	oks := make([]*Node, len(s.members))
+	for i, m := range s.members {
+		oks[i] = stepOK[m]
+	}
+	ok := Stack(oks, 0)
+	rotation := s.rotation(st.g)
+	for _, sv := range st.stackStateInGraph(s) {
+		value := sv.NodeValue(st.g)
+		rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), s.members[0].side, upstream.IsSecondMoment(sv))
+		keep := LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2)))
+		sv.SetNodeValue(projector.KeepRows(rotated, keep))
+	}
+}
+
+// coefficientState is a handler's coefficient-shaped state kept per variable: the base
+// optimizer's ("…_coefficients_1st_moment", where the coefficients are not stacked) and the
+// gradient history ("…_coefficients_prev_grad"), found by GoMLX's naming rule for an
+// optimizer's state (upstream.IsStateOf): GoMLX's optimizers keep it under their own scope,
+// mirroring the variable's path, and expose no list of it. A stack's is stackStateInGraph.
 func (st *stepState) coefficientState(h handler) []*model.Variable {
-	coef, _ := h.coefficients()
+	scope, name := model.SplitPath(SvCoefficients.OfVariable(st.root.Scope(), h.variable().Path()))
+	shape := coefficientShape(h)
 	var state []*model.Variable
 	for sv := range st.scope.Store().IterVariables() {
-		if sv.InUseByGraph(st.g) && upstream.IsStateOf(sv, coef) {
+		if sv.InUseByGraph(st.g) && upstream.IsStateAt(sv, scope, name, shape) {
 			state = append(state, sv)
 		}
 	}
 	return state
+}
+
+// coefficientShape is the shape of h's coefficients.
+func coefficientShape(h handler) shapes.Shape {
+	if m, ok := h.(*matrixVar); ok {
+		return m.coefShape
+	}
+	coef, _ := h.coefficients()
+	return coef.Shape()
+}
+
+// normalises says whether the base optimizer normalises h's steps (upstream.NormalisesSteps),
+// from its state, its stack's where it has one.
+func (st *stepState) normalises(h handler) bool {
+	if m, ok := h.(*matrixVar); ok && m.stack != nil && upstream.NormalisesSteps(st.stackStateInGraph(m.stack)) {
+		return true
+	}
+	return upstream.NormalisesSteps(st.coefficientState(h))
 }

@@ -20,7 +20,7 @@ func (st *stepState) complementSteps(hs []handler, taken map[handler]*Node) {
 	for _, h := range hs {
 		if m, ok := h.(*matrixVar); ok && m.compCoef != nil {
 			m.scaled(taken[h])
-			normalized[m] = upstream.NormalisesSteps(st.coefficientState(m))
+			normalized[m] = st.normalises(m)
 			ms = append(ms, m)
 		}
 	}

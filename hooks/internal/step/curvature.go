@@ -29,8 +29,8 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	projecting := Const(g, true)
 	var changes, prevSteps []*Node // per handler: c_t − c_{t−1} and s_{t−1}
 	for _, h := range hs {
-		coef, grad := h.coefficients()
-		prevStep := st.perVariable(h.variable(), SvPrevStep, coef.Shape())
+		_, grad := h.coefficients()
+		prevStep := st.perVariable(h.variable(), SvPrevStep, coefficientShape(h))
 		changes = append(changes, Sub(grad, history.previous(h)))
 		prevSteps = append(prevSteps, prevStep.NodeValue(g))
 		prevStep.SetNodeValue(steps[h])

@@ -1,8 +1,8 @@
 package step
 
 import (
-	"hash/fnv"
 	"math"
+	"slices"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -49,8 +49,13 @@ type matrixVar struct {
 	p     *direct.Product // nil on the post-hoc path
 	toW   func(*Node) *Node
 	basis *model.Variable
-	coef  *model.Variable
-	at    int // its position in the per-matrix vectors (matrixScalars)
+	// The coefficients the base optimizer steps: the matrix's own variable (coef), or slot of
+	// a stack shared with matrices of its shape (stacks.go).
+	coef      *model.Variable
+	coefShape shapes.Shape
+	stack     *coefStack
+	slot      int
+	at        int // its position in the per-matrix vectors (matrixScalars)
 	// trackedFactor multiplies the tracked directions' step (the step-length rule); nil: 1.
 	trackedFactor *Node
 
@@ -77,21 +82,18 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 		coefShape = shapes.Make(dtype, m, rank)
 	}
 	h := &matrixVar{
-		st: st, v: v, side: side, m: m, n: n, rank: rank,
-		basis: st.perVariable(v, SvBasis, shapes.Make(dtype, basisRows, rank)),
-		coef:  st.perVariable(v, SvCoefficients, coefShape),
+		st: st, v: v, side: side, m: m, n: n, rank: rank, coefShape: coefShape,
+		basis:    st.perVariable(v, SvBasis, shapes.Make(dtype, basisRows, rank)),
+		pathHash: PathHash(v.Path()),
 	}
-	hash := fnv.New64a()
-	hash.Write([]byte(v.Path()))
-	h.pathHash = hash.Sum64()
 	if s := st.cfg.ComplementOf(basisRows, rank); s > 0 && st.cfg.Mode == rules.Matrix {
 		h.compCount = s
 	}
 	return h
 }
 
-// matrixState lines up the per-matrix vectors with this build's matrices (matrixScalars) and
-// makes the basis's and the complement's: each basis's validity and smoothed residual (floats
+// matrixState lines up the per-matrix vectors with this build's matrices (matrixScalars), makes
+// the coefficient variables (stacks.go), and the basis's and the complement's vectors: each basis's validity and smoothed residual (floats
 // of the widest state dtype), and, where a matrix has a complement, its last step's length.
 func (st *stepState) matrixState(ms []*matrixVar) {
 	s := newMatrixScalars(st, ms)
@@ -102,6 +104,7 @@ func (st *stepState) matrixState(ms []*matrixVar) {
 		}
 		complement = complement || m.compCount > 0
 	}
+	st.coefficientVars(ms)
 	s.valid, s.residual = s.vector(SvValid, dtype), s.vector(SvResidual, dtype)
 	if complement {
 		s.compLen = s.vector(SvComplementLen, dtype)
@@ -244,6 +247,15 @@ func (h *matrixVar) lengthened(step *Node) *Node {
 func (h *matrixVar) tracked(next *Node) {
 	h.basis.SetNodeValue(next)
 	h.rotation = projector.TransposedTimes(next, h.oldBasis)
+}
+
+// rotationNode is R = Q_nextᵀ·Q, where tracked set it or from the batch tracked with it.
+func (h *matrixVar) rotationNode() *Node {
+	if h.rotation != nil || h.batch == nil {
+		return h.rotation
+	}
+	i := slices.Index(h.batch.members, h)
+	return Reshape(Slice(h.batch.rotation, AxisElem(i)), h.rank, h.rank)
 }
 
 // smoothResidual is the next smoothed sketch residual from the stored one (old), the variable's

@@ -22,7 +22,7 @@ var Schema = []rules.StateVar{
 	SvLearnNext, SvRankChanges, SvFastUntil, SvRefreshes, SvByResidual, SvByLoss, SvByCurvature,
 	SvChecks, SvFullUpdates, SvLastFullTurn, SvLearnings, SvLastLearnStep, SvLastLearnCause, SvLastResidual, SvBasesKept,
 	SvBasis, SvCoefficients, SvValid, SvResidual, SvFreshResidual, SvHighChecks, SvLowChecks,
-	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale, SvMatrices,
+	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale, SvMatrices, SvStackMembers,
 }
 
 // scalar returns the scalar state variable s of the state scope, as a float of the loss's dtype

@@ -7,7 +7,6 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/rules"
-	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
@@ -30,8 +29,7 @@ type gradientHistory struct {
 func (st *stepState) loadGradientHistory(hs []handler) *gradientHistory {
 	gh := &gradientHistory{st: st, vars: map[handler]*model.Variable{}, prev: map[handler]*Node{}}
 	for _, h := range hs {
-		coef, _ := h.coefficients()
-		v := st.perVariable(h.variable(), SvPrevGrad, coef.Shape())
+		v := st.perVariable(h.variable(), SvPrevGrad, coefficientShape(h))
 		gh.vars[h], gh.prev[h] = v, v.NodeValue(st.g)
 	}
 	return gh
@@ -69,7 +67,7 @@ func (st *stepState) stepLength(hs []handler) *stepLengthRule {
 	}
 	r := &stepLengthRule{st: st}
 	for _, h := range hs {
-		if _, isMatrix := h.(*matrixVar); isMatrix && upstream.NormalisesSteps(st.coefficientState(h)) {
+		if _, isMatrix := h.(*matrixVar); isMatrix && st.normalises(h) {
 			r.matrices = append(r.matrices, h)
 		}
 	}

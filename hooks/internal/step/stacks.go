@@ -1,0 +1,325 @@
+package step
+
+import (
+	"fmt"
+	"hash/fnv"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/hooks/internal/rules"
+	"github.com/gradsub/gradsub/internal/upstream"
+)
+
+// Coefficient stacks. GoMLX's optimizers update each variable they are given in some 25 ops
+// (Adam's moments, its bias correction, the step), each a kernel launch on an accelerator where
+// the compiler cannot fuse it. Where the base optimizer updates elementwise
+// (upstream.UpdatesElementwise), matrices of one shape, rank and side give it their
+// coefficients as one variable, [k, r, n]: the same arithmetic on each element, one update a
+// stack. Its state (Adam's moments) is then stacked too, and rotated into the next bases as
+// one. A matrix alone keeps its own coefficient variable, as temporal mode's do.
+//
+// Stored: "/subspace/stacks/coefficients_<key>" (zero between steps), the base optimizer's state
+// named after it ("/AdamW/subspace/stacks/coefficients_<key>_1st_moment"), and the members' path
+// hashes in order ("/subspace/stacks/members_<key>"). A build whose stacks differ from the
+// store's (another selection on resume, a rank change, a checkpoint written before stacks)
+// splits the stored stacks back into per-variable state and stacks that into its own, on the
+// host before the graph reads it; the projector's own coefficient-shaped state (the gradient
+// history) stays per variable.
+
+// This state's entries: of the schema (state.go). SvCoefficients names a stack's variable too.
+var (
+	SvStackMembers = rules.NewStateVar("members", dtypes.Int64, "base step: the path hashes of a coefficient stack's matrices, in order")
+)
+
+// StackCoefficients turns the stacks off where false (tests: a checkpoint in the per-variable
+// layout of the coefficients' state).
+var StackCoefficients = true
+
+// coefStack is the coefficients of matrices the base optimizer steps as one variable.
+type coefStack struct {
+	key     string
+	members []*matrixVar // by path: member i is slice i (its slot)
+	v       *model.Variable
+}
+
+// stackKey groups the matrices whose coefficients stack: one dtype, shape, rank and side.
+func stackKey(m *matrixVar) string {
+	return fmt.Sprintf("%s_%dx%d_r%d_%s", m.coefShape.DType, m.m, m.n, m.rank, strings.ToLower(m.side.String()))
+}
+
+// PathHash identifies a projected matrix in stored state: FNV-64a of its variable's path (it
+// also seeds its start basis and complement draws).
+func PathHash(variablePath string) uint64 {
+	hash := fnv.New64a()
+	hash.Write([]byte(variablePath))
+	return hash.Sum64()
+}
+
+// coefficientVars makes each matrix's coefficient variable: its stack's where matrices share a
+// key and the base optimizer updates elementwise, else its own. The store's stacks are lined up
+// with this build's first.
+func (st *stepState) coefficientVars(ms []*matrixVar) {
+	sorted := slices.Clone(ms)
+	slices.SortFunc(sorted, func(a, b *matrixVar) int { return strings.Compare(a.v.Path(), b.v.Path()) })
+	var stacks []*coefStack
+	if StackCoefficients && upstream.UpdatesElementwise(st.cfg.Base) {
+		for _, group := range matrixGroups(sorted, stackKey) {
+			if len(group) > 1 {
+				stacks = append(stacks, &coefStack{key: stackKey(group[0]), members: group})
+			}
+		}
+	}
+	store, root := st.scope.Store(), st.root.Scope()
+	pathOf := make(map[int64]string, len(sorted))
+	for _, m := range sorted {
+		pathOf[int64(m.pathHash)] = m.v.Path()
+	}
+	for _, s := range stacks {
+		ids := s.ids()
+		if stored := storedIDs(store, root, s.key); !slices.Equal(stored, ids) {
+			if stored != nil {
+				unstack(store, root, s.key, pathOf)
+			}
+			st.stack(s, ids)
+		}
+	}
+	// A stored stack this build does not keep goes back to its matrices' per-variable state.
+	for _, key := range storedStackKeys(store, root) {
+		if !slices.ContainsFunc(stacks, func(s *coefStack) bool { return s.key == key }) {
+			unstack(store, root, key, pathOf)
+		}
+	}
+	for _, s := range stacks {
+		dims := append([]int{len(s.members)}, s.members[0].coefShape.Dimensions...)
+		s.v = st.root.At(stacksScope).VariableWithShape(SvCoefficients.Name+"_"+s.key,
+			shapes.Make(s.members[0].coefShape.DType, dims...)).SetTrainable(false)
+		store.GetVariable(stackPath(root, SvStackMembers, s.key)).SetTrainable(false)
+		for i, m := range s.members {
+			m.stack, m.slot = s, i
+		}
+	}
+	for _, m := range sorted {
+		if m.stack == nil {
+			m.coef = st.perVariable(m.v, SvCoefficients, m.coefShape)
+		}
+	}
+}
+
+func (s *coefStack) ids() []int64 {
+	ids := make([]int64, len(s.members))
+	for i, m := range s.members {
+		ids[i] = int64(m.pathHash)
+	}
+	return ids
+}
+
+// stacksScope holds the stacks' variables in the state scope.
+const stacksScope = "stacks"
+
+// stackPath is the path of entry e of stack key.
+func stackPath(root string, e rules.StateVar, key string) string {
+	return path.Join(root, stacksScope, e.Name+"_"+key)
+}
+
+// storedIDs is the stored member list of stack key (nil: none stored).
+func storedIDs(store *model.Store, root, key string) []int64 {
+	v := store.GetVariable(stackPath(root, SvStackMembers, key))
+	if v == nil {
+		return nil
+	}
+	t, err := v.Value()
+	if err != nil || t.DType() != dtypes.Int64 || t.Rank() != 1 {
+		return []int64{} // damaged: split what can be split
+	}
+	return tensors.MustCopyFlatData[int64](t)
+}
+
+// storedStackKeys lists the stacks the store holds.
+func storedStackKeys(store *model.Store, root string) []string {
+	prefix := SvStackMembers.Name + "_"
+	var keys []string
+	for v := range store.IterVariables() {
+		if v.Scope() == path.Join(root, stacksScope) && strings.HasPrefix(v.Name(), prefix) {
+			keys = append(keys, strings.TrimPrefix(v.Name(), prefix))
+		}
+	}
+	return keys
+}
+
+// UnstackMatrix splits the stored stack that holds the matrix at variablePath, if any, back
+// into per-variable state (the rank rule resizes a matrix's state there); pathOf names the
+// matrices by path hash. The next build stacks them again.
+func UnstackMatrix(store *model.Store, root, variablePath string, pathOf map[int64]string) {
+	id := int64(PathHash(variablePath))
+	for _, key := range storedStackKeys(store, root) {
+		if slices.Contains(storedIDs(store, root, key), id) {
+			unstack(store, root, key, pathOf)
+		}
+	}
+}
+
+// unstack moves stack key's state into its members' per-variable state (a member pathOf does
+// not name is dropped: it is no longer projected) and deletes the stack.
+func unstack(store *model.Store, root, key string, pathOf map[int64]string) {
+	ids := storedIDs(store, root, key)
+	name := SvCoefficients.Name + "_" + key
+	for _, sv := range stackState(store, root, key) {
+		x := strings.TrimSuffix(sv.Scope(), path.Join(root, stacksScope))
+		suffix := strings.TrimPrefix(sv.Name(), name)
+		t, err := sv.Value()
+		if suffix != "" && err == nil && t.Rank() >= 1 && t.Shape().Dim(0) == len(ids) {
+			for i, part := range slicesOf(t) {
+				if p, ok := pathOf[ids[i]]; ok {
+					scope, coef := model.SplitPath(SvCoefficients.OfVariable(root, p))
+					deleteIfPresent(store, path.Join(x, scope, coef+suffix))
+					store.Scope(path.Join("/", x, scope)).VariableWithValue(coef+suffix, part).SetTrainable(false)
+				}
+			}
+		}
+		deleteIfPresent(store, sv.Path()) // the stack's own variable is zero: made anew
+	}
+	deleteIfPresent(store, stackPath(root, SvStackMembers, key))
+}
+
+// stack moves the members' per-variable coefficient state (the base optimizer's: a member
+// without it starts from zero) into stack s, and records its members.
+func (st *stepState) stack(s *coefStack, ids []int64) {
+	store, root := st.scope.Store(), st.root.Scope()
+	k := len(s.members)
+	parts := map[[2]string][]*model.Variable{} // (scope prefix, suffix) → each member's
+	var order [][2]string
+	for i, m := range s.members {
+		scope, coef := model.SplitPath(SvCoefficients.OfVariable(root, m.v.Path()))
+		deleteIfPresent(store, path.Join(scope, coef)) // zero between steps
+		for sv := range store.IterVariables() {
+			x, isState := strings.CutSuffix(sv.Scope(), scope)
+			if !isState || x == "" || !strings.HasPrefix(sv.Name(), coef+"_") || !slices.Equal(sv.Shape().Dimensions, m.coefShape.Dimensions) {
+				continue // x == "": the projector's own state (the gradient history) stays per variable
+			}
+			id := [2]string{x, strings.TrimPrefix(sv.Name(), coef)}
+			if parts[id] == nil {
+				parts[id] = make([]*model.Variable, k)
+				order = append(order, id)
+			}
+			parts[id][i] = sv
+		}
+	}
+	for _, id := range order {
+		stacked := stackTensors(parts[id], s.members[0].coefShape.Dimensions)
+		for _, sv := range parts[id] {
+			if sv != nil {
+				deleteIfPresent(store, sv.Path())
+			}
+		}
+		store.Scope(path.Join(id[0], root, stacksScope)).VariableWithValue(SvCoefficients.Name+"_"+s.key+id[1], stacked).SetTrainable(false)
+	}
+	deleteIfPresent(store, stackPath(root, SvStackMembers, s.key))
+	st.root.At(stacksScope).VariableWithValue(SvStackMembers.Name+"_"+s.key, ids).SetTrainable(false)
+}
+
+// stackState is every stored variable of stack key: its coefficients and the state named after
+// them, under any scope (the base optimizer keeps its own).
+func stackState(store *model.Store, root, key string) []*model.Variable {
+	name := SvCoefficients.Name + "_" + key
+	var vars []*model.Variable
+	for v := range store.IterVariables() {
+		if strings.HasSuffix(v.Scope(), path.Join(root, stacksScope)) && (v.Name() == name || strings.HasPrefix(v.Name(), name+"_")) {
+			vars = append(vars, v)
+		}
+	}
+	return vars
+}
+
+// slicesOf splits t ([k, …]) along axis 0.
+func slicesOf(t *tensors.Tensor) []*tensors.Tensor {
+	k := t.Shape().Dim(0)
+	part := shapes.Make(t.DType(), t.Shape().Dimensions[1:]...)
+	size := part.Memory()
+	out := make([]*tensors.Tensor, k)
+	t.ConstBytes(func(data []byte) {
+		for i := range out {
+			out[i] = tensors.FromShape(part)
+			out[i].MutableBytes(func(dst []byte) { copy(dst, data[uintptr(i)*size:uintptr(i+1)*size]) })
+		}
+	})
+	return out
+}
+
+// stackTensors stacks the values of vars ([dims] each; nil: zeros) along a new axis 0.
+func stackTensors(vars []*model.Variable, dims []int) *tensors.Tensor {
+	var dtype dtypes.DType
+	for _, v := range vars {
+		if v != nil {
+			dtype = v.DType()
+		}
+	}
+	part := shapes.Make(dtype, dims...)
+	size := part.Memory()
+	out := tensors.FromShape(shapes.Make(dtype, append([]int{len(vars)}, dims...)...))
+	out.MutableBytes(func(dst []byte) {
+		for i, v := range vars {
+			if v == nil {
+				continue
+			}
+			t, err := v.Value()
+			if err != nil || !t.Shape().Equal(part) {
+				exceptions.Panicf("hooks.Subspace: stacking %s: %v (it is %s, want %s)", v.Path(), err, v.Shape(), part)
+			}
+			t.ConstBytes(func(src []byte) { copy(dst[uintptr(i)*size:], src) })
+		}
+	})
+	return out
+}
+
+func deleteIfPresent(store *model.Store, p string) {
+	if store.GetVariable(p) == nil {
+		return
+	}
+	if err := store.DeleteVariable(p); err != nil {
+		exceptions.Panicf("hooks.Subspace: moving the coefficients' state: %v", err)
+	}
+}
+
+// stackStateInGraph is the state the base optimizer keeps for stack s in this graph (its
+// moments), stacked as the coefficients.
+func (st *stepState) stackStateInGraph(s *coefStack) []*model.Variable {
+	var state []*model.Variable
+	for sv := range st.scope.Store().IterVariables() {
+		if sv.InUseByGraph(st.g) && upstream.IsStateOf(sv, s.v) {
+			state = append(state, sv)
+		}
+	}
+	return state
+}
+
+// stackRotation is the members' rotations into their next bases, [k, r, r], in slot order: the
+// tracked batch's where the stack is all of it, else gathered from it or stacked.
+func (s *coefStack) rotation(g *Graph) *Node {
+	b := s.members[0].batch
+	at := make([][]int32, len(s.members))
+	for i, m := range s.members {
+		if b == nil || m.batch != b {
+			b = nil
+			break
+		}
+		at[i] = []int32{int32(slices.Index(b.members, m))}
+	}
+	if b != nil {
+		if len(b.members) == len(s.members) && slices.Equal(b.members, s.members) {
+			return b.rotation
+		}
+		return Gather(b.rotation, Const(g, at), true)
+	}
+	rs := make([]*Node, len(s.members))
+	for i, m := range s.members {
+		rs[i] = m.rotationNode()
+	}
+	return stacked(rs)
+}
