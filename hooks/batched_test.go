@@ -55,6 +55,10 @@ func TestStackedGroupsStepAsEachMatrixAlone(t *testing.T) {
 
 func testStackedGroupsStepAsEachMatrixAlone(t *testing.T, widths []int) {
 	const steps = 30
+	// A stack draws its complement's directions in one draw (prepareBases): here each matrix
+	// draws from its own seed in both runs, so that they compare the batching alone.
+	step.DrawEachAlone = true
+	defer func() { step.DrawEachAlone = false }()
 	trace := func(alone bool) ([]float64, Report) {
 		step.TrackEachAlone = alone
 		defer func() { step.TrackEachAlone = false }()

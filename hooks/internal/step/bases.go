@@ -1,7 +1,9 @@
 package step
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -19,11 +21,34 @@ func (h *matrixVar) startBasis() [][]float64 {
 	return projector.RandomOrthonormal(h.side.Rows(h.m, h.n), h.rank, h.pathHash)
 }
 
-// complementNoise is this step's draw for the complement's directions (ComplementNoise), from
-// the variable's path and the step number.
-func (h *matrixVar) complementNoise() *Node {
-	seed := projector.ComplementSeedAt(h.st.seedStep(), h.pathHash^complementSeedSalt)
-	return projector.ComplementNoise(seed, shapes.Make(stateDType(h.v), h.side.Rows(h.m, h.n), h.compCount))
+// DrawEachAlone makes each matrix of a stack draw its complement's directions from its own
+// seed, as it does alone (tests: a stacked step compared with each matrix's alone).
+var DrawEachAlone = false
+
+// complementNoise is this step's draw for the complement's directions (ComplementNoise) of
+// group, matrices of one basis shape: [rows, s] for one, [k, rows, s] for a stack, in one draw
+// seeded by the members' paths and the step number (an op the compiler cannot fuse is a kernel
+// launch: a draw costs some eight). A matrix alone draws from its own path's seed.
+func (st *stepState) complementNoise(group []*matrixVar) *Node {
+	if len(group) > 1 && DrawEachAlone {
+		noise := make([]*Node, len(group))
+		for i := range group {
+			noise[i] = st.complementNoise(group[i : i+1])
+		}
+		return stacked(noise)
+	}
+	h := group[0]
+	dims := []int{h.side.Rows(h.m, h.n), h.compCount}
+	seed := h.pathHash
+	if len(group) > 1 {
+		dims = append([]int{len(group)}, dims...)
+		hash := fnv.New64a()
+		for _, m := range group {
+			hash.Write(binary.LittleEndian.AppendUint64(nil, m.pathHash))
+		}
+		seed = hash.Sum64()
+	}
+	return projector.ComplementNoise(projector.ComplementSeedAt(st.seedStep(), seed^complementSeedSalt), shapes.Make(stateDType(h.v), dims...))
 }
 
 // seedStep is this step's number as the complement's seeds read it, made once a step.
@@ -57,7 +82,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 			hasBasis := LogicalAnd(GreaterThan(Reshape(valid), Const(g, int32(0))), LessThan(gramErr, Scalar(g, dtype, rules.BasisTolerance)))
 			h0.oldBasis = Where(hasBasis, q, ConstAsDType(g, dtype, start[0]))
 			if h0.compCount > 0 {
-				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, h0.complementNoise())
+				h0.compDirs = projector.ComplementFromNoise(h0.oldBasis, st.complementNoise(group))
 			}
 			continue
 		}
@@ -69,11 +94,7 @@ func (st *stepState) prepareBases(ms []*matrixVar) {
 			group[i].oldBasis = part
 		}
 		if h0.compCount > 0 {
-			noise := make([]*Node, k)
-			for i, h := range group {
-				noise[i] = h.complementNoise()
-			}
-			for i, dirs := range unstacked(projector.ComplementFromNoise(old, stacked(noise))) {
+			for i, dirs := range unstacked(projector.ComplementFromNoise(old, st.complementNoise(group))) {
 				group[i].compDirs = dirs
 			}
 		}
