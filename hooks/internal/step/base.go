@@ -10,7 +10,6 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
-	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
@@ -29,11 +28,10 @@ type baseAdapter struct {
 	hs     []handler
 	zero   map[*model.Variable]*Node // each coefficient variable's zero start (a stack's included)
 	stacks []*coefStack              // the stacks of hs's matrices, in order
-	steps  map[*coefStack][]*Node    // each stack's step, by slot (step)
 }
 
 func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
-	a := &baseAdapter{st: st, hs: hs, zero: make(map[*model.Variable]*Node, len(hs)), steps: map[*coefStack][]*Node{}}
+	a := &baseAdapter{st: st, hs: hs, zero: make(map[*model.Variable]*Node, len(hs))}
 	for _, h := range hs {
 		if m, ok := h.(*matrixVar); ok && m.stack != nil && !slices.Contains(a.stacks, m.stack) {
 			a.stacks = append(a.stacks, m.stack)
@@ -117,18 +115,17 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	st.cfg.Base.(train.OptimizeWithGradients).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
 }
 
-// step is the coefficient step the base optimizer took for h (its coefficient variable started
-// the update at zero); the variable is reset to zero, as it is stored between steps. A stack's
-// step is read once and split by slot.
+// stackStep is step for a stack: its members' steps, [k, …].
+func (a *baseAdapter) stackStep(s *coefStack) *Node {
+	step := s.v.NodeValue(a.st.g)
+	s.v.SetNodeValue(a.zero[s.v])
+	return step
+}
+
+// step is the coefficient step the base optimizer took for h, not of a stack (its coefficient
+// variable started the update at zero); the variable is reset to zero, as it is stored between
+// steps.
 func (a *baseAdapter) step(h handler) *Node {
-	if m, ok := h.(*matrixVar); ok && m.stack != nil {
-		s := m.stack
-		if a.steps[s] == nil {
-			a.steps[s] = unstacked(s.v.NodeValue(a.st.g))
-			s.v.SetNodeValue(a.zero[s.v])
-		}
-		return a.steps[s][m.slot]
-	}
 	coef, _ := h.coefficients()
 	step := coef.NodeValue(a.st.g)
 	coef.SetNodeValue(a.zero[coef])
@@ -182,73 +179,9 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 	st.rotateStates(hs, stepOK, base.stacks)
 }
 
-// guardedSteps reads the base optimizer's coefficient step of each handler, checked and guarded
-// (taken), and the step the tracked directions take, scaled and lengthened (steps, which the
-// curvature rule measures along); stepOK says which were finite.
-func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[handler]*Node, check stepCheck) (taken, steps, stepOK map[handler]*Node) {
-	taken, steps, stepOK = make(map[handler]*Node, len(hs)), make(map[handler]*Node, len(hs)), make(map[handler]*Node, len(hs))
-	for _, h := range hs {
-		step := base.step(h)
-		// The update itself is checked: a poisoned optimizer state (a damaged checkpoint, an
-		// overflowed moment) can make a non-finite step from finite gradients. Such a step is
-		// not applied, and the coefficient state restarts (rotateStates). A step the guard
-		// skips is zeroed by the same select (one coefficient-sized op, not two).
-		stepOK[h] = allFinite(step)
-		step = Where(LogicalAnd(stepOK[h], check.ok), step, upstream.ZeroOf(step))
-		taken[h], steps[h] = step, step
-		if m, ok := h.(*matrixVar); ok {
-			// As lift builds it: scaled (Config.Scale) and lengthened (the step-length rule).
-			m.trackedFactor = factors[h]
-			steps[h] = m.lengthened(m.scaled(step))
-		}
-	}
-	return taken, steps, stepOK
-}
-
-// liftAll moves each projected weight by its lifted coefficient step (taken), with GoMLX's
-// weight decay at the base optimizer's learning rate lr (nil: none found) and clip.
-func (st *stepState) liftAll(hs []handler, taken map[handler]*Node, lr *Node, guard *stepGuard, check stepCheck) {
-	for _, h := range hs {
-		v, step := h.variable(), taken[h]
-		before := guard.before[v] // the weights are untouched until the base optimizer runs
-		if w, warming := h.(warmingUp); warming {
-			projected := Add(before, h.lift(step))
-			if wd := st.cfg.WeightDecay; wd > 0 && lr != nil {
-				projected = Sub(projected, Mul(ConvertDType(lr, v.DType()), MulScalar(before, wd)))
-			}
-			v.SetNodeValue(Where(w.useProjection(), st.clipStep(before, projected), v.NodeValue(st.g)))
-			continue
-		}
-		// The weight takes W·(1 − lr·wd) + lift(step), with the step guard folded into the
-		// small coefficient step and the decay scalar: a bad step leaves W as it was without a
-		// full-size select (each full-size op is a pass over the weight).
-		lifted := h.lift(step)
-		projected := Add(before, lifted)
-		if wd := st.cfg.WeightDecay; wd > 0 && lr != nil {
-			decay := OneMinus(MulScalar(ConvertDType(lr, v.DType()), wd))
-			projected = Add(Mul(before, Where(check.ok, decay, upstream.OneOf(decay))), lifted)
-		}
-		v.SetNodeValue(st.clipStep(before, projected))
-		guard.guarded[v] = true
-	}
-}
-
-// clipStep applies GoMLX's clip_step_by_value (optimizer.ParamClipStepByValue) to a projected
-// variable's weight step, as the base optimizer applies it to the steps it makes: a lifted
-// coefficient step sums Rank clipped coefficients, so clipping only those (the base optimizer
-// clips the coefficient step too) let a weight move by more than the clip. It costs a pass over
-// the weight, only when the parameter is set.
-func (st *stepState) clipStep(before, updated *Node) *Node {
-	clip := model.GetParamOr(st.scope, optimizer.ParamClipStepByValue, 0.0)
-	if clip <= 0 {
-		return updated
-	}
-	return Add(before, ClipScalar(Sub(updated, before), -clip, clip))
-}
-
 // rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
 // into its next basis (handler.rotateState).
-func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node, stacks []*coefStack) {
+func (st *stepState) rotateStates(hs []handler, stepOK *stepVerdicts, stacks []*coefStack) {
 	for _, s := range stacks {
 		st.rotateCoefficientStack(s, stepOK)
 	}
@@ -261,14 +194,14 @@ func (st *stepState) rotateStates(hs []handler, stepOK map[handler]*Node, stacks
 			}
 			continue
 		}
-		h.rotateState(st.coefficientState(h), stepOK[h])
+		h.rotateState(st.coefficientState(h), stepOK.of(h))
 	}
 }
 
 // rotateBatchStates is matrixVar.rotateState for a group tracked as one stack: the members
 // whose coefficients have one shape rotate each kind of coefficient state (the base optimizer's
 // moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
-func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK map[handler]*Node) {
+func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK *stepVerdicts) {
 	for _, idx := range groupBy(len(b.members), func(i int) string {
 		return b.members[i].coefShape.String() + b.members[i].side.String()
 	}) {
@@ -290,7 +223,7 @@ func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK map[handler]*Node
 
 // rotateStack rotates the coefficient state of members, whose coefficients have one shape, by
 // their rotations ([k, r, r]).
-func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK map[handler]*Node) {
+func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *stepVerdicts) {
 	g, k := st.g, len(members)
 	// Each member's state by its kind: the name after its coefficient variable's.
 	kinds := map[string][]*model.Variable{}
@@ -312,15 +245,11 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK ma
 	if !aligned { // alone, or members with other optimizer state: one by one
 		for i, m := range members {
 			m.rotation = Reshape(Slice(rotation, AxisElem(i)), m.rank, m.rank)
-			m.rotateState(st.coefficientState(m), stepOK[m])
+			m.rotateState(st.coefficientState(m), stepOK.of(m))
 		}
 		return
 	}
-	oks := make([]*Node, k)
-	for i, m := range members {
-		oks[i] = stepOK[m]
-	}
-	ok := Stack(oks, 0)
+	ok := stepOK.vector(members)
 	side := members[0].side
 	for _, kind := range order {
 		vars := kinds[kind]
@@ -341,12 +270,8 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK ma
 
 // rotateCoefficientStack rotates the base optimizer's state of stack s as rotateStack does a
 // group's: one stack a kind, restarting a member from zero after a non-finite step.
-func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK map[handler]*Node) {
-	oks := make([]*Node, len(s.members))
-	for i, m := range s.members {
-		oks[i] = stepOK[m]
-	}
-	ok := Stack(oks, 0)
+func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK *stepVerdicts) {
+	ok := stepOK.stacks[s]
 	rotation := s.rotation(st.g)
 	for _, sv := range st.stackStateInGraph(s) {
 		value := sv.NodeValue(st.g)
