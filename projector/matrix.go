@@ -145,19 +145,25 @@ func DirectCoefficients(x, dy, basis *Node, side Side) *Node {
 // side (Side set) Qᵀ·zᵀ reads the larger operand transposed, which was slower (1.03 against 0.93
 // ms): z·Q is taken as it is.
 func directCoefficients(x, dy, basis *Node, side Side, k, r int) (coef, headRows *Node) {
-	rows, c := x.Shape().Dim(0), basis.Shape().Dim(1)
-	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) }  // a itself when k == rows
+	return directCoefficientsWithHeads(x, dy, SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), basis, side, r)
+}
+
+// directCoefficientsWithHeads is directCoefficients with x's and dy's leading k rows given (the
+// tracking products read them too: one slice each, not two).
+func directCoefficientsWithHeads(x, dy, xHead, dyHead, basis *Node, side Side, r int) (coef, headRows *Node) {
+	rows, c, k := x.Shape().Dim(0), basis.Shape().Dim(1), xHead.Shape().Dim(0)
 	tracked := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, r) } // a itself when r == c
-	z, other := x, dy
+	z, other, otherHead := x, dy, dyHead
 	if side == Right {
-		z, other = dy, x
+		z, other, otherHead = dy, x, xHead
 	}
+	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) } // a itself when k == rows
 	if z.Shape().Dim(1) <= other.Shape().Dim(1) {
 		zq := DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [c, B]
 		coef = tiledRowsTimes(zq, other)                                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
 		headRows = tracked(coef, 0)
 		if k < rows {
-			headRows = tiledRowsTimes(headOf(tracked(zq, 0), 1), headOf(other, 0))
+			headRows = tiledRowsTimes(headOf(tracked(zq, 0), 1), otherHead)
 		}
 		if side == Right {
 			coef = Transpose(coef, 0, 1)
@@ -174,7 +180,7 @@ func directCoefficients(x, dy, basis *Node, side Side, k, r int) (coef, headRows
 	coef = product(zq, other)
 	var head *Node
 	if k < rows || r < c {
-		head = product(headOf(tracked(zq, 1), 0), headOf(other, 0))
+		head = product(headOf(tracked(zq, 1), 0), otherHead)
 	} else {
 		head = coef
 	}

@@ -68,11 +68,12 @@ func DirectStepWithComplement(x, dy, basis, complement, omegaRows *Node, side Si
 	if complement != nil {
 		full = Concatenate([]*Node{basis, complement}, 1)
 	}
-	coef, headRows := directCoefficients(x, dy, full, side, k, r)
+	xHead, dyHead := SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k)
+	coef, headRows := directCoefficientsWithHeads(x, dy, xHead, dyHead, full, side, r)
 	if complement != nil {
 		coef, compCoef = SplitComplement(coef, side, r)
 	}
-	return coef, compCoef, trackingFromRows(SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k), headRows, omegaRows, side)
+	return coef, compCoef, trackingFromRows(xHead, dyHead, headRows, omegaRows, side)
 }
 
 // SliceAlong keeps entries [from, to) of x along axis, as Slice does, by a gather of one window.
