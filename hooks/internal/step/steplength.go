@@ -122,8 +122,9 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
 	ms.write(logVec, order, next)
 	out := make(map[handler]*Node, len(order))
+	factors := Exp(next)
 	for i, h := range order {
-		out[h] = Exp(Reshape(Slice(next, AxisElem(i)))) // a scalar's Exp: a vector's may round otherwise
+		out[h] = Reshape(Slice(factors, AxisElem(i)))
 	}
 	return out
 }
