@@ -1,6 +1,9 @@
 package hooks
 
 import (
+	"cmp"
+	"slices"
+
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/train"
@@ -15,6 +18,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 	given := grads != nil
 	// Plan: which variables are projected, on which path, side and rank.
 	plan, products := o.makePlan(scope, g, trainables, !given)
+	read := firstReads(g, trainables) // before the update sets new values
 	if !projectsAny(plan) {
 		// The automatic rank left every matrix out: the step is the base optimizer's, exactly
 		// (the guard's passes over every weight and moment cost up to half a step on a wide
@@ -24,7 +28,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 		} else {
 			o.cfg.base.UpdateGraph(scope, g, loss)
 		}
-		o.record(g, GraphMarks{Forward: forwardMark, Gradient: len(g.Nodes())}, plan, "", loss)
+		o.record(g, GraphMarks{Forward: forwardMark, Gradient: len(g.Nodes())}, inModelOrder(plan, read), "", loss)
 		return
 	}
 	entries := make([]step.Entry, len(plan))
@@ -37,7 +41,7 @@ func (o *Optimizer) buildStep(scope *model.Scope, g *Graph, trainables []*model.
 			plan[i].StockStateBytes, plan[i].StateBytes = p.Stock, p.Projected
 		}
 	}
-	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, plan, scope.At(StateScope).Scope(), loss)
+	o.record(g, GraphMarks{Forward: forwardMark, Gradient: gradientMark}, inModelOrder(plan, read), scope.At(StateScope).Scope(), loss)
 }
 
 // projectsAny says whether the plan projects any variable.
@@ -48,4 +52,21 @@ func projectsAny(plan []PlanEntry) bool {
 		}
 	}
 	return false
+}
+
+// firstReads is where the model first reads each trainable in g (its value's node), by path.
+func firstReads(g *Graph, trainables []*model.Variable) map[string]NodeId {
+	read := make(map[string]NodeId, len(trainables))
+	for _, v := range trainables {
+		read[v.Path()] = v.NodeValue(g).Id()
+	}
+	return read
+}
+
+// inModelOrder is the plan as the model reads its variables (read: firstReads). The store's
+// own order, which the plan is made in, is a checkpoint's load order after a resume, and that
+// differs from load to load: the printed plan, the Report and the Monitor's lines would too.
+func inModelOrder(plan []PlanEntry, read map[string]NodeId) []PlanEntry {
+	slices.SortStableFunc(plan, func(a, b PlanEntry) int { return cmp.Compare(read[a.Variable], read[b.Variable]) })
+	return plan
 }
