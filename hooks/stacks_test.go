@@ -5,9 +5,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomlx/compute/dtypes"
+	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gomlx/gomlx/ml/model/checkpoint"
+	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks/internal/step"
 	"github.com/stretchr/testify/require"
@@ -208,4 +211,31 @@ func stackMembers(t *testing.T, store *model.Store, name string) []string {
 		}
 	}
 	return paths
+}
+
+// foreignAdam is GoMLX's Adam behind a type of another package: to the projector, an optimizer
+// that might update a variable as a whole.
+type foreignAdam struct{ optimizer.Interface }
+
+func (f foreignAdam) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, lossDType dtypes.DType) {
+	f.Interface.(train.OptimizeWithGradients).UpdateGraphWithGradients(scope, grads, lossDType)
+}
+
+// TestOnlyElementwiseOptimizersStepStacks: a base optimizer not GoMLX's gets each matrix's
+// coefficients on their own; GoMLX's Adam, stepping them stacked, trains the same to the bit.
+func TestOnlyElementwiseOptimizersStepStacks(t *testing.T) {
+	trace := func(base optimizer.Interface) (*model.Store, []float64) {
+		r := deepRunOf(t, model.NewStore(), Subspace(base).Rank(3).WarmUp(6).CheckEvery(4).Done(), stackWidths...)
+		var losses []float64
+		for range 12 {
+			losses = append(losses, r.step(t))
+		}
+		return r.store, losses
+	}
+	stackedStore, stacked := trace(optimizer.Adam().LearningRate(0.01).Done())
+	foreignStore, foreign := trace(foreignAdam{optimizer.Adam().LearningRate(0.01).Done()})
+	require.NotEmpty(t, stackedMoments(stackedStore))
+	require.Empty(t, stackedMoments(foreignStore), "a foreign optimizer steps each matrix's coefficients")
+	require.Equal(t, 8, perVariableMoments(foreignStore))
+	require.Equal(t, stacked, foreign)
 }

@@ -50,7 +50,18 @@ func TestOptimizerStateNaming(t *testing.T) {
 			slices.Sort(names)
 			require.Equal(t, c.state, names, "the weight's state, found by name, scope and shape")
 			require.Equal(t, c.normalises, NormalisesSteps(state))
+			require.True(t, UpdatesElementwise(c.opt), "GoMLX's own: its coefficients may be stacked")
 			require.NotNil(t, store.Scope("/").At(optimizer.Scope).GetVariable(optimizer.ParamLearningRate), "the learning rate where LearningRate looks")
 		})
 	}
+}
+
+// foreignOptimizer is an optimizer from outside GoMLX (here Adam, wrapped): it might normalise
+// or orthogonalise a variable as a whole.
+type foreignOptimizer struct{ optimizer.Interface }
+
+func TestOnlyGoMLXsOptimizersUpdateElementwise(t *testing.T) {
+	require.False(t, UpdatesElementwise(foreignOptimizer{optimizer.Adam().Done()}))
+	require.False(t, UpdatesElementwise(&foreignOptimizer{optimizer.Adam().Done()}))
+	require.False(t, UpdatesElementwise(nil))
 }
