@@ -62,15 +62,25 @@ func DirectStep(x, dy, basis, omegaRows *Node, side Side, trackRows int) (coef *
 // product, and its part of the product, compCoef (Left: Ωᵀ·∂W [s, n]; Right: ∂W·Ω [m, s]), is
 // returned apart. The tracking products read the basis's part only.
 func DirectStepWithComplement(x, dy, basis, complement, omegaRows *Node, side Side, trackRows int) (coef, compCoef *Node, tp TrackingProducts) {
-	k := min(max(trackRows, 1), x.Shape().Dim(0))
-	r := basis.Shape().Dim(1)
-	full := basis
-	if complement != nil {
-		full = Concatenate([]*Node{basis, complement}, 1)
+	return DirectStepInSpan(x, dy, Span(basis, complement), basis.Shape().Dim(1), omegaRows, side, trackRows)
+}
+
+// Span is [Q | Ω], the basis and the complement's directions side by side (the basis where
+// complement is nil): the coefficient's product and the lift both read it.
+func Span(basis, complement *Node) *Node {
+	if complement == nil {
+		return basis
 	}
+	return Concatenate([]*Node{basis, complement}, 1)
+}
+
+// DirectStepInSpan is DirectStepWithComplement with [Q | Ω] given (Span), Q its first r columns.
+func DirectStepInSpan(x, dy, full *Node, r int, omegaRows *Node, side Side, trackRows int) (coef, compCoef *Node, tp TrackingProducts) {
+	k := min(max(trackRows, 1), x.Shape().Dim(0))
+	complement := full.Shape().Dim(1) > r
 	xHead, dyHead := SliceAlong(x, 0, 0, k), SliceAlong(dy, 0, 0, k)
 	coef, headRows := directCoefficientsWithHeads(x, dy, xHead, dyHead, full, side, r)
-	if complement != nil {
+	if complement {
 		coef, compCoef = SplitComplement(coef, side, r)
 	}
 	return coef, compCoef, trackingFromRows(xHead, dyHead, headRows, omegaRows, side)

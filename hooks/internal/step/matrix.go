@@ -62,6 +62,7 @@ type matrixVar struct {
 	oldBasis  *Node  // Q: the basis of this step's coefficients
 	stepCoef  *Node  // the coefficient gradient in Q
 	compDirs  *Node  // Ω: this step's random complement directions ([side rows, s]; nil: none)
+	span      *Node  // [Q | Ω] where the direct step built it (nil: not built)
 	compCoef  *Node  // the coefficient gradient in Ω
 	compCount int    // s, the complement's directions (0: none)
 	pathHash  uint64 // seeds the start basis and the complement's draws
@@ -157,7 +158,8 @@ func newMatrixDirectProduct(st *stepState, h *matrixVar, p *direct.Product, dy *
 	dy2 := p.DyRows(ConvertDType(dy, sdt))
 	rows := x2.Shape().Dim(0)
 	trackRows := max(int(math.Ceil(st.cfg.Policy.TrackingFraction*float64(rows))), rules.MinTrackingRows)
-	h.stepCoef, h.compCoef, h.products = projector.DirectStepWithComplement(x2, dy2, h.oldBasis, h.compDirs, h.sketchRows(h.otherSide()), h.side, trackRows)
+	h.span = projector.Span(h.oldBasis, h.compDirs)
+	h.stepCoef, h.compCoef, h.products = projector.DirectStepInSpan(x2, dy2, h.span, h.rank, h.sketchRows(h.otherSide()), h.side, trackRows)
 }
 
 // newMatrixPostHoc builds the post-hoc path from the full gradient, seen as a matrix by view.
@@ -209,7 +211,10 @@ func (h *matrixVar) lift(step *Node) *Node {
 		if h.side == projector.Right {
 			axis = 1
 		}
-		basis = Concatenate([]*Node{basis, ConvertDType(h.compDirs, basis.DType())}, 1)
+		basis = h.span // [Q | Ω], as the coefficient's product read it
+		if basis == nil {
+			basis = projector.Span(h.oldBasis, h.compDirs)
+		}
 		step = Concatenate([]*Node{h.lengthened(step), h.compStep}, axis)
 	} else {
 		step = h.lengthened(step)
