@@ -81,19 +81,18 @@ func (st *stepState) coefficientVars(ms []*matrixVar) {
 	for _, m := range sorted {
 		pathOf[int64(m.pathHash)] = m.v.Path()
 	}
-	for _, s := range stacks {
-		ids := s.ids()
-		if stored := storedIDs(store, root, s.key); !slices.Equal(stored, ids) {
-			if stored != nil {
-				unstack(store, root, s.key, pathOf)
-			}
-			st.stack(s, ids)
+	// Every stored stack this build does not keep as it is goes back to its matrices'
+	// per-variable state first (a matrix may move from one stack to another), then this build's
+	// new stacks are made from it.
+	for _, key := range storedStackKeys(store, root) {
+		i := slices.IndexFunc(stacks, func(s *coefStack) bool { return s.key == key })
+		if i < 0 || !slices.Equal(storedIDs(store, root, key), stacks[i].ids()) {
+			unstack(store, root, key, pathOf)
 		}
 	}
-	// A stored stack this build does not keep goes back to its matrices' per-variable state.
-	for _, key := range storedStackKeys(store, root) {
-		if !slices.ContainsFunc(stacks, func(s *coefStack) bool { return s.key == key }) {
-			unstack(store, root, key, pathOf)
+	for _, s := range stacks {
+		if storedIDs(store, root, s.key) == nil {
+			st.stack(s, s.ids())
 		}
 	}
 	for _, s := range stacks {
