@@ -53,10 +53,7 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	}
 	var changes []RankChange
 	positions := matrixPositions(plan)
-	pathOf := make(map[int64]string, len(positions))
-	for p := range positions {
-		pathOf[int64(step.PathHash(p))] = p
-	}
+	pathOf := pathsByHash(positions)
 	for _, e := range plan {
 		if e.Route != RouteDirect && e.Route != RoutePostHoc {
 			continue
@@ -95,6 +92,15 @@ func (o *Optimizer) AdaptRanks(trainer *train.Trainer) ([]RankChange, error) {
 	}
 	trainer.ResetComputationGraphs()
 	return changes, nil
+}
+
+// pathsByHash names the matrices (their positions' keys) by path hash, as stored state does.
+func pathsByHash(positions map[string]int) map[int64]string {
+	pathOf := make(map[int64]string, len(positions))
+	for p := range positions {
+		pathOf[int64(step.PathHash(p))] = p
+	}
+	return pathOf
 }
 
 // migrateRank resizes a variable's basis (rank axis 1) and every coefficient-shaped state —

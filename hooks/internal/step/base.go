@@ -28,6 +28,11 @@ type baseAdapter struct {
 	hs     []handler
 	zero   map[*model.Variable]*Node // each coefficient variable's zero start (a stack's included)
 	stacks []*coefStack              // the stacks of hs's matrices, in order
+	// What stands in for what during the update (standIn): by projected variable, by
+	// coefficient variable, by stack variable.
+	byVar   map[*model.Variable]handler
+	byCoef  map[*model.Variable]handler
+	byStack map[*model.Variable]*coefStack
 }
 
 func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
@@ -45,30 +50,7 @@ func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
 // members by the stack, with their coefficient gradients stacked.
 func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	st, g := a.st, a.st.g
-	byVar := make(map[*model.Variable]handler, len(a.hs))
-	byCoef := make(map[*model.Variable]handler, len(a.hs))
-	byStack := make(map[*model.Variable]*coefStack, len(a.stacks))
-	var coefs []*model.Variable
-	for _, h := range a.hs {
-		v := h.variable()
-		byVar[v] = h
-		if _, warming := h.(warmingUp); !warming {
-			v.SetTrainable(false)
-		}
-		if coef, _ := h.coefficients(); coef != nil {
-			byCoef[coef] = h
-			coefs = append(coefs, coef)
-		}
-	}
-	for _, s := range a.stacks {
-		byStack[s.v] = s
-		coefs = append(coefs, s.v)
-	}
-	for _, coef := range coefs {
-		a.zero[coef] = ZerosLike(coef.NodeValue(g))
-		coef.SetNodeValue(a.zero[coef])
-		coef.SetTrainable(true)
-	}
+	coefs := a.standIn()
 	defer func() {
 		for _, coef := range coefs {
 			coef.SetTrainable(false)
@@ -81,38 +63,69 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	for i, v := range trainables {
 		gradOf[v] = grads[i]
 	}
-
 	var baseGrads []*Node
 	for v := range st.scope.IterVariables() {
-		if !v.Trainable || !v.InUseByGraph(g) {
-			continue
+		if v.Trainable && v.InUseByGraph(g) {
+			baseGrads = append(baseGrads, a.gradientFor(v, gradOf))
 		}
-		if s, ok := byStack[v]; ok {
-			parts := make([]*Node, len(s.members))
-			for i, m := range s.members {
-				parts[i] = m.stepCoef
-			}
-			baseGrads = append(baseGrads, stacked(parts))
-			continue
-		}
-		if h, ok := byCoef[v]; ok {
-			_, coefGrad := h.coefficients()
-			if w, warming := h.(warmingUp); warming { // no coefficient step until it projects
-				coefGrad = Where(w.useProjection(), coefGrad, upstream.ZeroOf(coefGrad))
-			}
-			baseGrads = append(baseGrads, coefGrad)
-			continue
-		}
-		grad, ok := gradOf[v]
-		if !ok {
-			exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
-		}
-		if w, warming := byVar[v].(warmingUp); warming { // warm-up: full gradient, masked once projecting
-			grad = Where(w.useProjection(), upstream.ZeroOf(grad), grad)
-		}
-		baseGrads = append(baseGrads, grad)
 	}
 	st.cfg.Base.(train.OptimizeWithGradients).UpdateGraphWithGradients(st.scope, baseGrads, st.loss.DType())
+}
+
+// standIn marks the coefficient variables (a stack's included) trainable in the projected
+// variables' place, each starting at zero, and returns them.
+func (a *baseAdapter) standIn() (coefs []*model.Variable) {
+	a.byVar = make(map[*model.Variable]handler, len(a.hs))
+	a.byCoef = make(map[*model.Variable]handler, len(a.hs))
+	a.byStack = make(map[*model.Variable]*coefStack, len(a.stacks))
+	for _, h := range a.hs {
+		v := h.variable()
+		a.byVar[v] = h
+		if _, warming := h.(warmingUp); !warming {
+			v.SetTrainable(false)
+		}
+		if coef, _ := h.coefficients(); coef != nil {
+			a.byCoef[coef] = h
+			coefs = append(coefs, coef)
+		}
+	}
+	for _, s := range a.stacks {
+		a.byStack[s.v] = s
+		coefs = append(coefs, s.v)
+	}
+	for _, coef := range coefs {
+		a.zero[coef] = ZerosLike(coef.NodeValue(a.st.g))
+		coef.SetNodeValue(a.zero[coef])
+		coef.SetTrainable(true)
+	}
+	return coefs
+}
+
+// gradientFor is the gradient the base optimizer is given for trainable v: a stack's members'
+// coefficient gradients stacked, a coefficient variable's gradient, or v's own (gradOf).
+func (a *baseAdapter) gradientFor(v *model.Variable, gradOf map[*model.Variable]*Node) *Node {
+	if s, ok := a.byStack[v]; ok {
+		parts := make([]*Node, len(s.members))
+		for i, m := range s.members {
+			parts[i] = m.stepCoef
+		}
+		return stacked(parts)
+	}
+	if h, ok := a.byCoef[v]; ok {
+		_, coefGrad := h.coefficients()
+		if w, warming := h.(warmingUp); warming { // no coefficient step until it projects
+			coefGrad = Where(w.useProjection(), coefGrad, upstream.ZeroOf(coefGrad))
+		}
+		return coefGrad
+	}
+	grad, ok := gradOf[v]
+	if !ok {
+		exceptions.Panicf("hooks.Subspace: trainable variable %s appeared while building the step (it has no gradient); create variables in the model function only", v.Path())
+	}
+	if w, warming := a.byVar[v].(warmingUp); warming { // warm-up: full gradient, masked once projecting
+		grad = Where(w.useProjection(), upstream.ZeroOf(grad), grad)
+	}
+	return grad
 }
 
 // stackStep is step for a stack: its members' steps, [k, …].
