@@ -97,8 +97,11 @@ func (st *stepState) coefficientVars(ms []*matrixVar) {
 	}
 	for _, s := range stacks {
 		dims := append([]int{len(s.members)}, s.members[0].coefShape.Dimensions...)
-		s.v = st.root.At(stacksScope).VariableWithShape(SvCoefficients.Name+"_"+s.key,
-			shapes.Make(s.members[0].coefShape.DType, dims...)).SetTrainable(false)
+		shape := shapes.Make(s.members[0].coefShape.DType, dims...)
+		if v := store.GetVariable(stackPath(root, SvCoefficients, s.key)); v != nil && !v.Shape().Equal(shape) {
+			deleteIfPresent(store, v.Path()) // damaged: it holds zeros between steps, made anew
+		}
+		s.v = st.root.At(stacksScope).VariableWithShape(SvCoefficients.Name+"_"+s.key, shape).SetTrainable(false)
 		store.GetVariable(stackPath(root, SvStackMembers, s.key)).SetTrainable(false)
 		for i, m := range s.members {
 			m.stack, m.slot = s, i
