@@ -153,9 +153,14 @@ func ComplementSteps(compCoefs, coefs, baseSteps []*Node, scales []float64, norm
 	// factor is 0 where not ok; a non-finite D's NaN·0 is zeroed after.
 	joined := ZeroNonFinite(Mul(d, Reshape(Mul(factor, limit), k, 1)))
 	shape := compCoefs[0].Shape().Dimensions
+	if k == 1 {
+		return []*Node{Reshape(joined, shape...)}, lengths
+	}
+	// One reshape to the matrices' rows one after another, then a window each.
+	byRows := Reshape(joined, append([]int{k * shape[0]}, shape[1:]...)...)
 	steps = make([]*Node, k)
 	for i := range steps {
-		steps[i] = Reshape(SliceAlong(joined, 0, i, i+1), shape...)
+		steps[i] = SliceAlong(byRows, 0, i*shape[0], (i+1)*shape[0])
 	}
 	return steps, lengths
 }
