@@ -26,7 +26,7 @@ import (
 // one. A matrix alone keeps its own coefficient variable, as temporal mode's do.
 //
 // Stored: "/subspace/stacks/coefficients_<key>" (zero between steps), the base optimizer's state
-// named after it ("/AdamW/subspace/stacks/coefficients_<key>_1st_moment"), and the members' path
+// named after it (Adam's "/AdamOptimizer/subspace/stacks/coefficients_<key>_1st_moment"), and the members' path
 // hashes in order ("/subspace/stacks/members_<key>"). A build whose stacks differ from the
 // store's (another selection on resume, a rank change, a checkpoint written before stacks)
 // splits the stored stacks back into per-variable state and stacks that into its own, on the
