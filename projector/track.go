@@ -4,7 +4,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/support/exceptions"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -169,22 +168,10 @@ func SplitTracking(p *Node, r int) TrackingProducts {
 
 // UnitMax scales x to unit largest magnitude (zero stays zero): the coefficient is scaled so
 // before it enters a tracking product, so that a huge but finite gradient does not overflow it.
-// (The largest magnitude is floored at the smallest normal number, not selected against zero: an
-// op fewer a matrix, and x/floor is x's zero where the magnitude is zero.)
+// (The largest magnitude is floored at the dtype's smallest non-zero value, not selected against
+// zero: an op fewer a matrix, and x/floor is x's zero where the magnitude is zero.)
 func UnitMax(x *Node) *Node {
-	return Div(x, Max(ReduceAllMax(Abs(x)), Scalar(x.Graph(), x.DType(), smallestNormal(x.DType()))))
-}
-
-// smallestNormal is the smallest positive normal number of a float dtype.
-func smallestNormal(dt dtypes.DType) float64 {
-	switch dt {
-	case dtypes.Float64:
-		return 0x1p-1022
-	case dtypes.Float16:
-		return 0x1p-14
-	default: // float32, bfloat16
-		return 0x1p-126
-	}
+	return Div(x, Max(ReduceAllMax(Abs(x)), Const(x.Graph(), x.DType().SmallestNonZeroValueForDType())))
 }
 
 // The functions below take one basis ([rows, r]) or a stack of bases of one shape ([g, rows, r]):

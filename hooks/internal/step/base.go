@@ -270,12 +270,7 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *s
 		for i, sv := range vars {
 			values[i] = sv.NodeValue(g)
 		}
-		value := stacked(values)
-		rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), side, upstream.IsSecondMoment(vars[0]))
-		// As rotateState: after a non-finite step, or holding a non-finite value, a member's
-		// state restarts from zero.
-		keep := LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2)))
-		for i, part := range unstacked(projector.KeepRows(rotated, keep)) {
+		for i, part := range unstacked(rotatedStack(stacked(values), rotation, side, upstream.IsSecondMoment(vars[0]), ok)) {
 			vars[i].SetNodeValue(part)
 		}
 	}
@@ -287,11 +282,16 @@ func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK *stepVerdicts) 
 	ok := stepOK.stacks[s]
 	rotation := s.rotation(st.g)
 	for _, sv := range st.stackStateInGraph(s) {
-		value := sv.NodeValue(st.g)
-		rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), s.members[0].side, upstream.IsSecondMoment(sv))
-		keep := LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2)))
-		sv.SetNodeValue(projector.KeepRows(rotated, keep))
+		sv.SetNodeValue(rotatedStack(sv.NodeValue(st.g), rotation, s.members[0].side, upstream.IsSecondMoment(sv), ok))
 	}
+}
+
+// rotatedStack is a stack of one kind of coefficient state ([k, …]) rotated by rotation ([k, r,
+// r]; second: a second moment). As rotateState: after a non-finite step (ok [k] false), or
+// holding a non-finite value, a member's state restarts from zero.
+func rotatedStack(value, rotation *Node, side projector.Side, second bool, ok *Node) *Node {
+	rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), side, second)
+	return projector.KeepRows(rotated, LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2))))
 }
 
 // coefficientState is a handler's coefficient-shaped state kept per variable: the base
@@ -301,7 +301,12 @@ func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK *stepVerdicts) 
 // mirroring the variable's path, and expose no list of it. A stack's is stackStateInGraph.
 func (st *stepState) coefficientState(h handler) []*model.Variable {
 	scope, name := model.SplitPath(SvCoefficients.OfVariable(st.root.Scope(), h.variable().Path()))
-	shape := coefficientShape(h)
+	return st.stateInGraph(scope, name, coefficientShape(h))
+}
+
+// stateInGraph is the state this graph keeps named after the variable name in scope, of shape
+// (upstream.IsStateAt), whether or not the store holds that variable.
+func (st *stepState) stateInGraph(scope, name string, shape shapes.Shape) []*model.Variable {
 	var state []*model.Variable
 	for sv := range st.scope.Store().IterVariables() {
 		if sv.InUseByGraph(st.g) && upstream.IsStateAt(sv, scope, name, shape) {

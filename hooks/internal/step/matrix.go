@@ -93,9 +93,10 @@ func newMatrixVar(st *stepState, v *model.Variable, m, n, rank int, side project
 	return h
 }
 
-// matrixState lines up the per-matrix vectors with this build's matrices (matrixScalars), makes
-// the coefficient variables (stacks.go), and the basis's and the complement's vectors: each basis's validity and smoothed residual (floats
-// of the widest state dtype), and, where a matrix has a complement, its last step's length.
+// matrixState lines up the per-matrix vectors with this build's matrices (ms, in path order), makes
+// the coefficient variables (stacks.go), and the basis's and the complement's vectors: each
+// basis's validity and smoothed residual (floats of the widest state dtype), and, where a matrix
+// has a complement, its last step's length.
 func (st *stepState) matrixState(ms []*matrixVar) {
 	s := newMatrixScalars(st, ms)
 	dtype, complement := dtypes.Float32, false

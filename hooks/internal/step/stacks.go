@@ -62,12 +62,10 @@ func PathHash(variablePath string) uint64 {
 	return hash.Sum64()
 }
 
-// coefficientVars makes each matrix's coefficient variable: its stack's where matrices share a
-// key and the base optimizer updates elementwise, else its own. The store's stacks are lined up
-// with this build's first.
-func (st *stepState) coefficientVars(ms []*matrixVar) {
-	sorted := slices.Clone(ms)
-	slices.SortFunc(sorted, func(a, b *matrixVar) int { return strings.Compare(a.v.Path(), b.v.Path()) })
+// coefficientVars makes each matrix's coefficient variable (sorted: the matrices in path order,
+// as project gives them): its stack's where matrices share a key and the base optimizer updates
+// elementwise, else its own. The store's stacks are lined up with this build's first.
+func (st *stepState) coefficientVars(sorted []*matrixVar) {
 	var stacks []*coefStack
 	if StackCoefficients && upstream.UpdatesElementwise(st.cfg.Base) {
 		for _, group := range matrixGroups(sorted, stackKey) {
@@ -136,11 +134,7 @@ func storedIDs(store *model.Store, root, key string) []int64 {
 	if v == nil {
 		return nil
 	}
-	t, err := v.Value()
-	if err != nil || t.DType() != dtypes.Int64 || t.Rank() != 1 {
-		return []int64{} // damaged: split what can be split
-	}
-	return tensors.MustCopyFlatData[int64](t)
+	return storedHashes(v) // damaged: none, and the stack restarts
 }
 
 // storedStackKeys lists the stacks the store holds.
@@ -292,13 +286,7 @@ func deleteIfPresent(store *model.Store, p string) {
 // stackStateInGraph is the state the base optimizer keeps for stack s in this graph (its
 // moments), stacked as the coefficients.
 func (st *stepState) stackStateInGraph(s *coefStack) []*model.Variable {
-	var state []*model.Variable
-	for sv := range st.scope.Store().IterVariables() {
-		if sv.InUseByGraph(st.g) && upstream.IsStateOf(sv, s.v) {
-			state = append(state, sv)
-		}
-	}
-	return state
+	return st.stateInGraph(s.v.Scope(), s.v.Name(), s.v.Shape())
 }
 
 // stackRotation is the members' rotations into their next bases, [k, r, r], in slot order: the

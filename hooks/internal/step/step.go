@@ -130,7 +130,8 @@ func (st *stepState) project(trainables []*model.Variable, grads, readerGrads []
 		}
 		prepared = append(prepared, matrices[i])
 	}
-	// By path: a stack's members draw their complement's directions in one draw, in this order.
+	// By path: the per-matrix vectors and the stacks number the matrices in this order, and a
+	// stack's members draw their complement's directions in one draw in it.
 	slices.SortFunc(prepared, func(a, b *matrixVar) int { return strings.Compare(a.v.Path(), b.v.Path()) })
 	if len(prepared) > 0 {
 		st.matrixState(prepared)

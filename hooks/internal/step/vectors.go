@@ -40,11 +40,9 @@ type matrixScalars struct {
 	compLen         *model.Variable // the complement's last step lengths (matrix.go; nil: no complement)
 }
 
-// newMatrixScalars orders the matrices by path (each one's at), and lines up the stored vectors
-// with them.
-func newMatrixScalars(st *stepState, ms []*matrixVar) *matrixScalars {
-	sorted := slices.Clone(ms)
-	slices.SortFunc(sorted, func(a, b *matrixVar) int { return strings.Compare(a.v.Path(), b.v.Path()) })
+// newMatrixScalars numbers the matrices (sorted: in path order, as project gives them; each
+// one's at), and lines up the stored vectors with them.
+func newMatrixScalars(st *stepState, sorted []*matrixVar) *matrixScalars {
 	for i, m := range sorted {
 		m.at = i
 	}
@@ -64,12 +62,8 @@ func (s *matrixScalars) lineUp() {
 	}
 	idsPath := SvMatrices.Of(root)
 	stored := store.GetVariable(idsPath)
-	var old []int64
 	if stored != nil {
-		t, err := stored.Value()
-		if err == nil && t.DType() == dtypes.Int64 && t.Rank() == 1 {
-			old = tensors.MustCopyFlatData[int64](t)
-		}
+		old := storedHashes(stored)
 		if slices.Equal(old, ids) {
 			stored.SetTrainable(false) // checkpoints don't keep the flag
 			return
@@ -92,6 +86,16 @@ func (s *matrixScalars) lineUp() {
 		}
 	}
 	s.st.root.VariableWithValue(SvMatrices.Name, ids).SetTrainable(false)
+}
+
+// storedHashes is the path hashes a stored identity vector holds (SvMatrices, a stack's
+// members); none (an empty list) where it is damaged.
+func storedHashes(v *model.Variable) []int64 {
+	t, err := v.Value()
+	if err != nil || t.DType() != dtypes.Int64 || t.Rank() != 1 {
+		return []int64{}
+	}
+	return tensors.MustCopyFlatData[int64](t)
 }
 
 // isMatrixVector says whether v is one of the per-matrix vectors under root.
