@@ -9,6 +9,7 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gomlx/gomlx/support/exceptions"
+	"github.com/gradsub/gradsub/hooks/internal/step"
 )
 
 // Optimizer is the gradient-subspace optimizer; it implements optimizer.Interface.
@@ -113,6 +114,7 @@ func (o *Optimizer) UpdateGraph(scope *model.Scope, g *Graph, loss *Node) {
 	}
 	forwardMark := len(g.Nodes())
 	if !o.cfg.enabled {
+		step.UnpackAll(scope.Store(), scope.At(StateScope).Scope()) // stock finds its state per variable
 		o.cfg.base.UpdateGraph(scope, g, loss)
 		o.record(g, GraphMarks{Forward: forwardMark, Gradient: len(g.Nodes())}, nil, "", loss)
 		return
@@ -143,6 +145,7 @@ func (o *Optimizer) UpdateGraphWithGradients(scope *model.Scope, grads []*Node, 
 	}
 	g := grads[0].Graph()
 	if !o.cfg.enabled {
+		step.UnpackAll(scope.Store(), scope.At(StateScope).Scope())
 		o.cfg.base.(train.OptimizeWithGradients).UpdateGraphWithGradients(scope, grads, lossDType)
 		o.record(g, GraphMarks{}, nil, "", nil)
 		return

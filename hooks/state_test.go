@@ -42,7 +42,7 @@ func TestStateSchemaCoversTheStore(t *testing.T) {
 				}
 				var entry *rules.StateVar
 				for i, s := range step.Schema {
-					if v.Path() == s.Of(root) || v.Path() == s.OfMatrices(root) || strings.HasPrefix(v.Path(), path.Join(root, "stacks", s.Name+"_")) {
+					if v.Path() == s.Of(root) || v.Path() == s.OfMatrices(root) || strings.HasPrefix(v.Path(), path.Join(root, "stacks", s.Name+"_")) || strings.HasPrefix(v.Path(), path.Join(root, "packs", s.Name+"_")) {
 						entry = &step.Schema[i]
 					}
 					for _, p := range projected {

@@ -33,6 +33,8 @@ type baseAdapter struct {
 	byVar   map[*model.Variable]handler
 	byCoef  map[*model.Variable]handler
 	byStack map[*model.Variable]*coefStack
+	packs   []*varPack // the small unprojected variables, a vector a dtype (packs.go)
+	byPack  map[*model.Variable]*varPack
 }
 
 func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
@@ -51,6 +53,7 @@ func (st *stepState) newBaseAdapter(hs []handler) *baseAdapter {
 func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 	st, g := a.st, a.st.g
 	coefs := a.standIn()
+	a.packIn(trainables)
 	defer func() {
 		for _, coef := range coefs {
 			coef.SetTrainable(false)
@@ -58,6 +61,7 @@ func (a *baseAdapter) update(trainables []*model.Variable, grads []*Node) {
 		for _, h := range a.hs {
 			h.variable().SetTrainable(true)
 		}
+		a.packsBack()
 	}()
 	gradOf := make(map[*model.Variable]*Node, len(trainables))
 	for i, v := range trainables {
@@ -111,6 +115,9 @@ func (a *baseAdapter) gradientFor(v *model.Variable, gradOf map[*model.Variable]
 		}
 		return stacked(parts)
 	}
+	if grad, ok := a.packGradient(v, gradOf); ok {
+		return grad
+	}
 	if h, ok := a.byCoef[v]; ok {
 		_, coefGrad := h.coefficients()
 		if w, warming := h.(warmingUp); warming { // no coefficient step until it projects
@@ -162,6 +169,7 @@ func (a *baseAdapter) learningRate() *Node { return upstream.LearningRate(a.st.s
 func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs []handler, guard *stepGuard, check stepCheck, d decision) {
 	base := st.newBaseAdapter(hs)
 	base.update(trainables, grads)
+	base.packOut(check.ok, guard)
 	// The last coefficient gradients, for the rules that read them: the curvature rule (every
 	// handler) and the step-length rule (its matrices, found from the base optimizer's state).
 	pol := st.cfg.Policy

@@ -23,6 +23,7 @@ var Schema = []rules.StateVar{
 	SvChecks, SvFullUpdates, SvLastFullTurn, SvLearnings, SvLastLearnStep, SvLastLearnCause, SvLastResidual, SvBasesKept,
 	SvBasis, SvCoefficients, SvValid, SvResidual, SvFreshResidual, SvHighChecks, SvLowChecks,
 	SvPrevGrad, SvPrevStep, SvExplained, SvRank, SvSnapshots, SvComplementLen, SvStepLogScale, SvMatrices, SvStackMembers,
+	SvPackValues, SvPackMembers,
 }
 
 // scalar returns the scalar state variable s of the state scope, as a float of the loss's dtype
