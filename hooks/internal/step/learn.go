@@ -21,7 +21,7 @@ var TrackEachAlone = false
 // maxRate), those of one shape stacked into one batch of products, and each takes its next basis
 // (tracked); a refresh (learnNow) is a burst of fast tracking, set by the rate, not a branch.
 // Temporal ones re-learn where learnNow (scalar bool).
-func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
+func (st *stepState) learnAll(hs []handler, learnNow, rate, ok *Node) {
 	var tracked []*matrixVar
 	for _, h := range hs {
 		switch h := h.(type) {
@@ -52,7 +52,7 @@ func (st *stepState) learnAll(hs []handler, learnNow, rate *Node) {
 		}
 		basis := stacked(bases)
 		next := projector.TrackBasis(basis, stacked(powers), rate, maxRate)
-		st.trackedGroup(group, next, projector.Rotations(next, basis))
+		st.trackedGroup(group, next, projector.Rotations(next, basis), basis, ok)
 		resids = append(resids, projector.SketchResidual(basis, stacked(sketches)))
 	}
 	if len(members) > 0 {
@@ -101,11 +101,14 @@ type trackedBatch struct {
 	rotation *Node // [k, r, r]: each member's R = Q_nextᵀ·Q
 }
 
-// trackedGroup is matrixVar.tracked for a group tracked as one stack (next [k, rows, r]).
-func (st *stepState) trackedGroup(group []*matrixVar, next, rotation *Node) {
+// trackedGroup is matrixVar.tracked for a group tracked as one stack (next [k, rows, r]), with
+// the guard's restore taken on the stack: where the step is not taken (ok false) each basis
+// stays as this step read it (basis), one select for the group instead of one a matrix.
+func (st *stepState) trackedGroup(group []*matrixVar, next, rotation, basis, ok *Node) {
 	batch := &trackedBatch{members: group, rotation: rotation}
-	for i, h := range unstacked(next) {
+	for i, h := range unstacked(Where(ok, next, basis)) {
 		group[i].batch = batch
 		group[i].basis.SetNodeValue(h)
+		st.guard.guarded[group[i].basis] = true
 	}
 }

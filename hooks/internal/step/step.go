@@ -48,6 +48,7 @@ func Build(cfg *Settings, scope *model.Scope, g *Graph, trainables []*model.Vari
 	}
 	guard := newStepGuard(scope, g)
 	st := newStepState(cfg, scope, g, loss, given)
+	st.guard = guard
 	// Project: each variable's coefficient gradient in its step's basis, and the products that
 	// move the basis (matrix.go, temporal.go).
 	hs := st.project(trainables, grads, readerGrads, plan, products)
@@ -58,7 +59,7 @@ func Build(cfg *Settings, scope *model.Scope, g *Graph, trainables []*model.Vari
 	// Measure and decide: the drift controller (controller.go).
 	d := st.control(hs, check, lossRule)
 	// Learn: the bases move (tracking) or are re-learned (temporal); then the rules that judge them.
-	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow))
+	st.learnAll(hs, d.learnNow, st.trackingRate(d.learnNow), check.ok)
 	st.afterLearning(hs, d, check)
 	gradientMark = len(g.Nodes())
 	// Base step and lift: the wrapped optimizer on the coefficients, lifted back (base.go).
@@ -175,6 +176,7 @@ type stepState struct {
 
 	seedStepNode *Node          // t as the complement's seeds read it (seedStep)
 	matrices     *matrixScalars // matrix mode's per-matrix scalar state (nil: no matrix projected)
+	guard        *stepGuard     // variables written already guarded (kept on a bad step) tell it
 }
 
 func newStepState(cfg *Settings, scope *model.Scope, g *Graph, loss *Node, noLoss bool) *stepState {
