@@ -62,9 +62,14 @@ func RotateCoefficients(c, rotation *Node, side Side, squared bool) *Node {
 // row's too). A Where whose condition has a lower rank than its operands, or is broadcast to
 // theirs, takes the Go backend's generic path (about 40 ns an element, against 5 for a column
 // multiply and a same-shaped Where, which take its vector kernels).
-func KeepRows(x, keep *Node) *Node {
-	return ZeroNonFinite(Mul(x, rowColumn(ConvertDType(keep, x.DType()), x.Rank())))
-}
+func KeepRows(x, keep *Node) *Node { return KeepRowsBy(x, KeepColumn(keep, x)) }
+
+// KeepColumn is keep ([k], bool) as the 0/1 column KeepRowsBy scales x's rows by (x: [k, …],
+// for its dtype and rank): made once, it serves every x of that dtype and rank.
+func KeepColumn(keep, x *Node) *Node { return rowColumn(ConvertDType(keep, x.DType()), x.Rank()) }
+
+// KeepRowsBy is KeepRows with its column made (KeepColumn).
+func KeepRowsBy(x, column *Node) *Node { return ZeroNonFinite(Mul(x, column)) }
 
 // ChooseRows is onTrue's rows where choose ([k], bool) holds and onFalse's elsewhere (both [k,
 // …]; onFalse finite), as KeepRows does it.

@@ -3,8 +3,6 @@ package step
 import (
 	"slices"
 
-	"strings"
-
 	"github.com/gomlx/compute/shapes"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -12,7 +10,6 @@ import (
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/support/exceptions"
 	"github.com/gradsub/gradsub/internal/upstream"
-	"github.com/gradsub/gradsub/projector"
 )
 
 // baseAdapter runs the wrapped GoMLX optimizer for the projected variables, on their
@@ -198,108 +195,6 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		history.record() // before the rotation, which carries it into the next basis
 	}
 	st.rotateStates(hs, stepOK, base.stacks)
-}
-
-// rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
-// into its next basis (handler.rotateState).
-func (st *stepState) rotateStates(hs []handler, stepOK *stepVerdicts, stacks []*coefStack) {
-	for _, s := range stacks {
-		st.rotateCoefficientStack(s, stepOK)
-	}
-	rotated := map[*trackedBatch]bool{}
-	for _, h := range hs {
-		if m, ok := h.(*matrixVar); ok && m.batch != nil {
-			if !rotated[m.batch] {
-				rotated[m.batch] = true
-				st.rotateBatchStates(m.batch, stepOK)
-			}
-			continue
-		}
-		h.rotateState(st.coefficientState(h), stepOK.of(h))
-	}
-}
-
-// rotateBatchStates is matrixVar.rotateState for a group tracked as one stack: the members
-// whose coefficients have one shape rotate each kind of coefficient state (the base optimizer's
-// moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
-func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK *stepVerdicts) {
-	for _, idx := range groupBy(len(b.members), func(i int) string {
-		return b.members[i].coefShape.String() + b.members[i].side.String()
-	}) {
-		rotation := b.rotation
-		if len(idx) < len(b.members) {
-			at := make([][]int32, len(idx)) // [k', 1]: one index into axis 0 each
-			for j, i := range idx {
-				at[j] = []int32{int32(i)}
-			}
-			rotation = Gather(b.rotation, Const(st.g, at), true) // this shape's members' rotations
-		}
-		members := make([]*matrixVar, len(idx))
-		for j, i := range idx {
-			members[j] = b.members[i]
-		}
-		st.rotateStack(members, rotation, stepOK)
-	}
-}
-
-// rotateStack rotates the coefficient state of members, whose coefficients have one shape, by
-// their rotations ([k, r, r]).
-func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *stepVerdicts) {
-	g, k := st.g, len(members)
-	// Each member's state by its kind: the name after its coefficient variable's.
-	kinds := map[string][]*model.Variable{}
-	var order []string
-	for i, m := range members {
-		_, coef := model.SplitPath(SvCoefficients.OfVariable(st.root.Scope(), m.v.Path()))
-		for _, sv := range st.coefficientState(m) {
-			kind := strings.TrimPrefix(sv.Name(), coef)
-			if i == 0 {
-				order = append(order, kind)
-			}
-			kinds[kind] = append(kinds[kind], sv)
-		}
-	}
-	aligned := k > 1
-	for _, vars := range kinds {
-		aligned = aligned && len(vars) == k
-	}
-	if !aligned { // alone, or members with other optimizer state: one by one
-		for i, m := range members {
-			m.rotation = Reshape(Slice(rotation, AxisElem(i)), m.rank, m.rank)
-			m.rotateState(st.coefficientState(m), stepOK.of(m))
-		}
-		return
-	}
-	ok := stepOK.vector(members)
-	side := members[0].side
-	for _, kind := range order {
-		vars := kinds[kind]
-		values := make([]*Node, k)
-		for i, sv := range vars {
-			values[i] = sv.NodeValue(g)
-		}
-		for i, part := range unstacked(rotatedStack(stacked(values), rotation, side, upstream.IsSecondMoment(vars[0]), ok)) {
-			vars[i].SetNodeValue(part)
-		}
-	}
-}
-
-// rotateCoefficientStack rotates the base optimizer's state of stack s as rotateStack does a
-// group's: one stack a kind, restarting a member from zero after a non-finite step.
-func (st *stepState) rotateCoefficientStack(s *coefStack, stepOK *stepVerdicts) {
-	ok := stepOK.stacks[s]
-	rotation := s.rotation(st.g)
-	for _, sv := range st.stackStateInGraph(s) {
-		sv.SetNodeValue(rotatedStack(sv.NodeValue(st.g), rotation, s.members[0].side, upstream.IsSecondMoment(sv), ok))
-	}
-}
-
-// rotatedStack is a stack of one kind of coefficient state ([k, …]) rotated by rotation ([k, r,
-// r]; second: a second moment). As rotateState: after a non-finite step (ok [k] false), or
-// holding a non-finite value, a member's state restarts from zero.
-func rotatedStack(value, rotation *Node, side projector.Side, second bool, ok *Node) *Node {
-	rotated := projector.RotateCoefficientsStack(value, ConvertDType(rotation, value.DType()), side, second)
-	return projector.KeepRows(rotated, LogicalAnd(ok, IsFinite(ReduceSum(value, 1, 2))))
 }
 
 // coefficientState is a handler's coefficient-shaped state kept per variable: the base

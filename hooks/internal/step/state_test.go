@@ -27,7 +27,7 @@ var stateOwners = map[string][]string{
 	"rank rule":         {"rankrule.go"},
 	"tracking":          {"learn.go"},
 	"basis":             {"matrix.go", "temporal.go"},
-	"base step":         {"base.go", "matrix.go", "temporal.go", "stacks.go", "packs.go", "packstore.go"},
+	"base step":         {"base.go", "matrix.go", "temporal.go", "stacks.go", "packs.go", "packstore.go", "rotate.go"},
 	"temporal basis":    {"temporal.go"},
 	"temporal learning": {"temporal.go"},
 	"complement":        {"matrix.go"},
