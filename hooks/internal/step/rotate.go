@@ -1,6 +1,7 @@
 package step
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
@@ -16,26 +17,29 @@ import (
 // rotateStates hands each handler its coefficient-shaped state (coefficientState), to carry
 // into its next basis (handler.rotateState).
 func (st *stepState) rotateStates(hs []handler, stepOK *stepVerdicts, stacks []*coefStack) {
-	for _, s := range stacks {
-		st.rotateCoefficientStack(s, stepOK)
-	}
 	rotated := map[*trackedBatch]bool{}
+	withHistory := map[*coefStack]bool{} // rotated with its members' history (rotateStack)
 	for _, h := range hs {
 		if m, ok := h.(*matrixVar); ok && m.batch != nil {
 			if !rotated[m.batch] {
 				rotated[m.batch] = true
-				st.rotateBatchStates(m.batch, stepOK)
+				st.rotateBatchStates(m.batch, stepOK, withHistory)
 			}
 			continue
 		}
 		h.rotateState(st.coefficientState(h), stepOK.of(h))
+	}
+	for _, s := range stacks {
+		if !withHistory[s] {
+			st.rotateCoefficientStack(s, stepOK)
+		}
 	}
 }
 
 // rotateBatchStates is matrixVar.rotateState for a group tracked as one stack: the members
 // whose coefficients have one shape rotate each kind of coefficient state (the base optimizer's
 // moments, the gradient history) as one stack, in a few ops for the lot and a slice each.
-func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK *stepVerdicts) {
+func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK *stepVerdicts, withHistory map[*coefStack]bool) {
 	for _, idx := range groupBy(len(b.members), func(i int) string {
 		return b.members[i].coefShape.String() + b.members[i].side.String()
 	}) {
@@ -51,13 +55,14 @@ func (st *stepState) rotateBatchStates(b *trackedBatch, stepOK *stepVerdicts) {
 		for j, i := range idx {
 			members[j] = b.members[i]
 		}
-		st.rotateStack(members, rotation, stepOK)
+		st.rotateStack(members, rotation, stepOK, withHistory)
 	}
 }
 
 // rotateStack rotates the coefficient state of members, whose coefficients have one shape, by
-// their rotations ([k, r, r]).
-func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *stepVerdicts) {
+// their rotations ([k, r, r]): where they are a coefficient stack, its state too, under one
+// verdict a member (withHistory records the stack).
+func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *stepVerdicts, withHistory map[*coefStack]bool) {
 	g, k := st.g, len(members)
 	// Each member's state by its kind: the name after its coefficient variable's.
 	kinds := map[string][]*model.Variable{}
@@ -83,19 +88,31 @@ func (st *stepState) rotateStack(members []*matrixVar, rotation *Node, stepOK *s
 		}
 		return
 	}
-	stacks, second := make([]*Node, len(order)), make([]bool, len(order))
-	for j, kind := range order {
+	var stacks []*Node
+	var second []bool
+	var set []func(*Node) // each stack's writer
+	for _, kind := range order {
 		vars := kinds[kind]
 		values := make([]*Node, k)
 		for i, sv := range vars {
 			values[i] = sv.NodeValue(g)
 		}
-		stacks[j], second[j] = stacked(values), upstream.IsSecondMoment(vars[0])
+		stacks, second = append(stacks, stacked(values)), append(second, upstream.IsSecondMoment(vars[0]))
+		set = append(set, func(rotated *Node) {
+			for i, part := range unstacked(rotated) {
+				vars[i].SetNodeValue(part)
+			}
+		})
+	}
+	if s := members[0].stack; s != nil && slices.Equal(s.members, members) {
+		withHistory[s] = true
+		for _, sv := range st.stackStateInGraph(s) {
+			stacks, second = append(stacks, sv.NodeValue(g)), append(second, upstream.IsSecondMoment(sv))
+			set = append(set, sv.SetNodeValue)
+		}
 	}
 	for j, rotated := range rotatedStacks(stacks, rotation, members[0].side, second, stepOK.vector(members)) {
-		for i, part := range unstacked(rotated) {
-			kinds[order[j]][i].SetNodeValue(part)
-		}
+		set[j](rotated)
 	}
 }
 
