@@ -83,10 +83,10 @@ func LimitGrowth(step, last *Node) (limited, length *Node) {
 	n := Sqrt(ReduceAllSum(Square(step)))
 	last = ConvertDType(last, n.DType())
 	bound := MulScalar(last, ComplementGrowth)
-	over := LogicalAnd(GreaterThan(last, upstream.ZeroOf(last)), GreaterThan(n, bound))
+	over := LogicalAnd(upstream.Positive(last), GreaterThan(n, bound))
 	factor := Where(over, Div(bound, SafeDivisor(n)), upstream.OneOf(n))
 	limited = Mul(step, factor)
-	length = Where(GreaterThan(n, upstream.ZeroOf(n)), Mul(n, factor), last)
+	length = Where(upstream.Positive(n), Mul(n, factor), last)
 	return limited, length
 }
 
@@ -146,9 +146,9 @@ func ComplementSteps(compCoefs, coefs, baseSteps []*Node, scales []float64, norm
 
 	last := ConvertDType(lasts, dt)
 	bound := MulScalar(last, ComplementGrowth)
-	over := LogicalAnd(GreaterThan(last, upstream.ZeroOf(last)), GreaterThan(n, bound))
+	over := LogicalAnd(upstream.Positive(last), GreaterThan(n, bound))
 	limit := Where(over, Div(bound, SafeDivisor(n)), upstream.OneOf(n))
-	lengths = ConvertDType(Where(GreaterThan(n, upstream.ZeroOf(n)), Mul(n, limit), last), lasts.DType())
+	lengths = ConvertDType(Where(upstream.Positive(n), Mul(n, limit), last), lasts.DType())
 
 	// factor is 0 where not ok; a non-finite D's NaN·0 is zeroed after.
 	joined := ZeroNonFinite(Mul(d, Reshape(Mul(factor, limit), k, 1)))

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // Side says on which side of a weight matrix W ∈ R^{m×n} (used as y = x·W) the basis lives.
@@ -159,8 +160,9 @@ func directCoefficientsWithHeads(x, dy, xHead, dyHead, basis *Node, side Side, r
 	}
 	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) } // a itself when k == rows
 	if z.Shape().Dim(1) <= other.Shape().Dim(1) {
-		zq := DotGeneral(Transpose(basis, 0, 1), []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [c, B]
-		coef = tiledRowsTimes(zq, other)                                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
+		basisT := upstream.Shared(basis.Graph(), "transpose:"+upstream.IDs(basis), func() *Node { return Transpose(basis, 0, 1) })
+		zq := DotGeneral(basisT, []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [c, B]
+		coef = tiledRowsTimes(zq, other)                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
 		headRows = tracked(coef, 0)
 		if k < rows {
 			headRows = tiledRowsTimes(headOf(tracked(zq, 0), 1), otherHead)

@@ -41,7 +41,7 @@ func Orthonormalize(a *Node, tol float64) *Node {
 
 // SafeDivisor replaces zeros (and negatives) by ones, so that dividing by a length never makes NaN.
 func SafeDivisor(x *Node) *Node {
-	return Where(GreaterThan(x, upstream.ZeroOf(x)), x, upstream.OneOf(x))
+	return Where(upstream.Positive(x), x, upstream.OneOf(x))
 }
 
 // OrthonormalityError is max |QᵀQ − D|, where D is the identity restricted to Q's present columns,
@@ -63,6 +63,6 @@ func AtMostOne(x *Node) *Node { return Where(GreaterThan(x, upstream.OneOf(x)), 
 // gradient b whose part outside a subspace is a.
 func RelativeLength(a, b *Node) *Node {
 	aLen, bLen := Sqrt(ReduceAllSum(Square(a))), Sqrt(ReduceAllSum(Square(b)))
-	positive := GreaterThan(bLen, upstream.ZeroOf(bLen))
+	positive := upstream.Positive(bLen)
 	return Where(positive, Div(aLen, SafeDivisor(bLen)), upstream.ZeroOf(bLen))
 }

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"fmt"
 	"math"
 	"slices"
 
@@ -103,7 +104,9 @@ func SliceAlong(x *Node, axis, from, to int) *Node {
 	for i := range offsets {
 		offsets[i] = i
 	}
-	return BackendGather(x, Const(x.Graph(), []int32{int32(from)}), 0, offsets, nil, []int{axis}, sizes, true)
+	return upstream.Shared(x.Graph(), fmt.Sprint("slice", x.Id(), axis, from, to), func() *Node {
+		return BackendGather(x, Const(x.Graph(), []int32{int32(from)}), 0, offsets, nil, []int{axis}, sizes, true)
+	})
 }
 
 // DirectTrackingProducts computes, for y = x·W with x [B, m] and dy [B, n], the tracking products
@@ -211,7 +214,7 @@ func SketchResidual(basis, sketch *Node) *Node {
 	sk = stackedUnitMax(sk)
 	outside := Sub(sk, timesStack(q, transposedTimesStack(q, sk)))
 	outLen, skLen := Sqrt(perMatrixSum(Square(outside))), Sqrt(perMatrixSum(Square(sk)))
-	resid := Where(GreaterThan(skLen, upstream.ZeroOf(skLen)), Div(outLen, SafeDivisor(skLen)), upstream.ZeroOf(skLen))
+	resid := Where(upstream.Positive(skLen), Div(outLen, SafeDivisor(skLen)), upstream.ZeroOf(skLen))
 	resid = AtMostOne(resid) // a sketch wholly outside the basis can round to 1 + ulp
 	resid = Reshape(resid, resid.Shape().Dim(0))
 	if basis.Rank() == 2 {

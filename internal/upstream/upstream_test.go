@@ -103,6 +103,22 @@ func TestNoOpViewsBuildNothing(t *testing.T) {
 	require.Equal(t, []NodeType{NodeTypeTranspose}, ops(func() { TransposeTo(x, 1, 0) }))
 }
 
+// TestSharedBuildsOneNodeAKey: the same view of the same node twice is one op, and a graph's
+// shared nodes are its own (GoMLX does not merge equal ops when it builds them).
+func TestSharedBuildsOneNodeAKey(t *testing.T) {
+	backend, err := backends.New("go")
+	require.NoError(t, err)
+	g, h := NewGraph(backend, "shared"), NewGraph(backend, "other")
+	x := Parameter(g, "x", shapes.Make(dtypes.Float32, 3, 4))
+	y := Parameter(h, "x", shapes.Make(dtypes.Float32, 3, 4))
+	require.NotSame(t, Reshape(x, 4, 3), Reshape(x, 4, 3), "GoMLX merges equal ops now: Shared can go")
+	require.Same(t, ReshapeTo(x, 4, 3), ReshapeTo(x, 4, 3))
+	require.NotSame(t, ReshapeTo(x, 4, 3), ReshapeTo(x, 2, 6))
+	require.Same(t, Positive(x), Positive(x))
+	require.NotSame(t, Positive(x), Positive(Neg(x)))
+	require.Equal(t, h, ReshapeTo(y, 4, 3).Graph(), "the same key in another graph is that graph's node")
+}
+
 // TestHostFedBuffersLeaveThePool pins a cost of the Go backend (compute v0.1.14) that a program
 // feeding batches built from Go slices pays every step: the upload takes a buffer from the
 // backend's pool and, once the step has used it, drops it instead of returning it, so some op of

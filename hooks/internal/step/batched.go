@@ -5,6 +5,7 @@ import (
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gradsub/gradsub/internal/upstream"
 	"github.com/gradsub/gradsub/projector"
 )
 
@@ -81,7 +82,14 @@ func joined(xs []*Node, group []int) *Node {
 	for j, i := range group {
 		parts[j] = xs[i]
 	}
-	return Concatenate(parts, 0)
+	return concatenated(parts)
+}
+
+// concatenated is Concatenate(xs, 0), one op for the graph however many rules join the same
+// tensors (the coefficient gradients: the base step's stack, the step-length and curvature
+// rules, the gradient history).
+func concatenated(xs []*Node) *Node {
+	return upstream.Shared(xs[0].Graph(), "concat0:"+upstream.IDs(xs...), func() *Node { return Concatenate(xs, 0) })
 }
 
 // allFiniteBatched is allFinite over every tensor of xs (true for none), with the small ones
@@ -108,7 +116,7 @@ func allFiniteBatched(g *Graph, xs []*Node) *Node {
 // and one Reshape (GoMLX's Stack adds a reshape per operand).
 func stacked(xs []*Node) *Node {
 	dims := append([]int{len(xs)}, xs[0].Shape().Dimensions...)
-	return Reshape(Concatenate(xs, 0), dims...)
+	return upstream.ReshapeTo(concatenated(xs), dims...)
 }
 
 // unstacked undoes stacked: x's slices along axis 0, each without that axis, as one Reshape and

@@ -27,11 +27,11 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	g := st.g
 	ldt := st.loss.DType()
 	projecting := Const(g, true)
-	var changes, prevSteps []*Node // per handler: c_t − c_{t−1} and s_{t−1}
+	var grads, prevGrads, prevSteps []*Node // per handler: c_t, c_{t−1} and s_{t−1}
 	for _, h := range hs {
 		_, grad := h.coefficients()
 		prevStep := st.perVariable(h.variable(), SvPrevStep, coefficientShape(h))
-		changes = append(changes, Sub(grad, history.previous(h)))
+		grads, prevGrads = append(grads, grad), append(prevGrads, history.previous(h))
 		prevSteps = append(prevSteps, prevStep.NodeValue(g))
 		prevStep.SetNodeValue(steps[h])
 		if w, warming := h.(warmingUp); warming {
@@ -42,7 +42,10 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	var num, den *Node
 	for _, group := range joinGroups(prevSteps, joinLimit) {
 		s := flat(joined(prevSteps, group))
-		n, d := ConvertDType(DotProduct(flat(joined(changes, group)), s), ldt), ConvertDType(DotProduct(s, s), ldt)
+		// c_t − c_{t−1} of the group as one difference of the joined gradients, which the
+		// step-length rule joins too (one concatenation for both: concatenated).
+		change := flat(Sub(joined(grads, group), joined(prevGrads, group)))
+		n, d := ConvertDType(DotProduct(change, s), ldt), ConvertDType(DotProduct(s, s), ldt)
 		if num == nil {
 			num, den = n, d
 		} else {
@@ -54,7 +57,7 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	}
 	comparableVar := st.scalar(SvComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
-	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), GreaterThan(den, upstream.ZeroOf(den)))
+	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), upstream.Positive(den))
 	measured = LogicalAnd(measured, projecting)
 	// The next step is comparable with this one if this one projected and kept its bases.
 	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(learnNow)), dtypes.Int32))
@@ -68,7 +71,7 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	ema, count := emaVar.NodeValue(g), countVar.NodeValue(g)
 	mag := Abs(kappa)
 	seeded := GreaterOrEqual(count, Const(g, int64(rules.CurvatureWarmUp)))
-	positive := GreaterThan(ema, upstream.ZeroOf(ema))
+	positive := upstream.Positive(ema)
 	ratio := Where(LogicalAnd(seeded, positive), Div(mag, Where(positive, ema, upstream.OneOf(ema))), upstream.ZeroOf(ema))
 	peakVar.SetNodeValue(Where(measured, Max(peakVar.NodeValue(g), ratio), peakVar.NodeValue(g)))
 	newEMA := Where(Equal(count, Const(g, int64(0))), mag, Add(MulScalar(ema, rules.CurvatureEMADecay), MulScalar(mag, 1-rules.CurvatureEMADecay)))

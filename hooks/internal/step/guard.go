@@ -81,7 +81,7 @@ func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 	if factor := st.cfg.Policy.ExplodeFactor; factor > 0 {
 		early = LessOrEqual(st.t, Const(g, int64(max(st.cfg.WarmUp, rules.DivergenceWindow))))
 		bound := Where(LogicalOr(LogicalOr(early, hold.held), hold.onTrial), Scalar(g, ema.DType(), math.Sqrt(factor)), Scalar(g, ema.DType(), factor))
-		exploded = LogicalAnd(LogicalAnd(GreaterThan(st.t, Const(g, int64(1))), GreaterThan(ema, upstream.ZeroOf(ema))),
+		exploded = LogicalAnd(LogicalAnd(GreaterThan(st.t, Const(g, int64(1))), upstream.Positive(ema)),
 			GreaterThan(st.loss, Mul(ema, bound)))
 	}
 	// A loss that stays high is a new level, not a spike: after ExplodePatience skipped steps in

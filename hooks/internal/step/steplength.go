@@ -7,6 +7,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/rules"
+	"github.com/gradsub/gradsub/internal/upstream"
 )
 
 // This rule's state: entries of the schema (state.go).
@@ -110,16 +111,17 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 		return Concatenate(xs, 0)
 	}
 	dot, norms := joinAll(dots), Sqrt(Mul(joinAll(gradSqs), joinAll(prevSqs)))
-	positive := GreaterThan(norms, ZerosLike(norms))
-	cos := Where(positive, Div(dot, Where(positive, norms, OnesLike(norms))), ZerosLike(norms))
-	cos = Where(IsFinite(cos), cos, ZerosLike(cos))
+	zero := upstream.ZeroOf(norms) // scalar constants: a Where or Max broadcasts them, no op
+	positive := upstream.Positive(norms)
+	cos := Where(positive, Div(dot, Where(positive, norms, upstream.OneOf(norms))), zero)
+	cos = Where(IsFinite(cos), cos, zero)
 	// A damaged checkpoint's value restarts at 1 for this step's factor already (repairStatistics
 	// mends the stored one only at the step's end).
 	ms := r.st.matrices
 	logVec := ms.vector(SvStepLogScale, dtypes.Float32)
 	last := ms.read(logVec, order)
-	last = Where(IsFinite(last), last, ZerosLike(last))
-	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), ZerosLike(last)), Const(g, maxLogs))
+	last = Where(IsFinite(last), last, zero)
+	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), zero), Const(g, maxLogs))
 	ms.write(logVec, order, next)
 	out := make(map[handler]*Node, len(order))
 	factors := Exp(next)

@@ -87,7 +87,7 @@ func (h *temporalVar) startBasis() *Node {
 		ok := LessThan(projector.OrthonormalityError(stored), Scalar(g, stored.DType(), rules.BasisTolerance))
 		h.stored = Where(ok, stored, upstream.ZeroOf(stored))
 		valid := h.valid.NodeValue(g)
-		h.learned = LogicalAnd(ok, GreaterThan(valid, upstream.ZeroOf(valid)))
+		h.learned = LogicalAnd(ok, upstream.Positive(valid))
 	}
 	return h.stored
 }
@@ -165,5 +165,5 @@ func (h *temporalVar) relearn(learnNow *Node) {
 	newValid := Where(t.Valid, upstream.OneOf(oldValid), oldValid)
 	h.valid.SetNodeValue(newValid)
 	h.coefGrad = projector.Coefficients(t.Basis, h.flat)
-	h.useProj = LogicalAnd(LogicalNot(h.st.warm), GreaterThan(newValid, upstream.ZeroOf(newValid)))
+	h.useProj = LogicalAnd(LogicalNot(h.st.warm), upstream.Positive(newValid))
 }
