@@ -60,10 +60,10 @@ func TestComparisonWritesTableReportPlotAndJSON(t *testing.T) {
 	require.Positive(t, ops["adamw"])
 	require.Greater(t, ops["subspace-matrix"], ops["adamw"], "the projector's ops come on top of the model's")
 	// The step's ops are kernel launches on an accelerator (issue 28): the rules' fixed ops, which
-	// TestOpsPerProjectedMatrix does not see, are pinned here (1,342 against AdamW's 728 on
-	// 2026-12-07, with the packs of small unprojected variables; 1,648 before them; a rise past
-	// the margin is a new op count to justify).
-	require.LessOrEqual(t, ops["subspace-matrix"], 1380.0, "ops a step: AdamW %.0f, the projector %.0f", ops["adamw"], ops["subspace-matrix"])
+	// TestOpsPerProjectedMatrix does not see, are pinned here (1,296 against AdamW's 728 on
+	// 2026-12-07; 1,648 before the packs of small unprojected variables; a rise past the margin
+	// is a new op count to justify). The default width's bound: transformer's ops_test.go.
+	require.LessOrEqual(t, ops["subspace-matrix"], 1330.0, "ops a step: AdamW %.0f, the projector %.0f", ops["adamw"], ops["subspace-matrix"])
 }
 
 func TestRunRejectsBadInput(t *testing.T) {

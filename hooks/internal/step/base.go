@@ -184,7 +184,7 @@ func (st *stepState) applyBase(trainables []*model.Variable, grads []*Node, hs [
 		factors = lengths.factors(history)
 	}
 
-	taken, steps, stepOK := st.guardedSteps(base, hs, factors, check)
+	taken, steps, stepOK := st.guardedSteps(base, hs, factors, lengths, check)
 	base.keepZeroed(guard)
 	st.complementSteps(hs, taken)
 	st.liftAll(hs, taken, base.learningRate(), guard, check)

@@ -57,10 +57,11 @@ func (st *stepState) curvature(hs []handler, steps map[handler]*Node, history *g
 	}
 	comparableVar := st.scalar(SvComparable)
 	comparable := GreaterThan(comparableVar.NodeValue(g), Const(g, int32(0)))
-	measured := LogicalAnd(LogicalAnd(comparable, LogicalNot(learnNow)), upstream.Positive(den))
+	keeps := LogicalNot(learnNow) // this step keeps its bases
+	measured := LogicalAnd(LogicalAnd(comparable, keeps), upstream.Positive(den))
 	measured = LogicalAnd(measured, projecting)
 	// The next step is comparable with this one if this one projected and kept its bases.
-	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, LogicalNot(learnNow)), dtypes.Int32))
+	comparableVar.SetNodeValue(ConvertDType(LogicalAnd(projecting, keeps), dtypes.Int32))
 
 	kappa := Where(measured, Div(num, Where(measured, den, upstream.OneOf(den))), upstream.ZeroOf(den))
 	kappaVar := st.scalar(SvCurvature)

@@ -90,8 +90,9 @@ func (st *stepState) explosionRule(ok, ema *Node) (skip, newLevel *Node) {
 	streakVar := st.scalar(SvExplodeStreak)
 	streak := Max(streakVar.NodeValue(g), Const(g, int32(0))) // negative: a damaged checkpoint
 	patience := Where(hold.held, Const(g, int32(rules.DivergenceHold)), Const(g, int32(rules.ExplodePatience)))
-	newLevel = LogicalAnd(LogicalAnd(ok, exploded), GreaterOrEqual(streak, patience))
-	st.advanceDivergenceHold(hold, ok, exploded, early, newLevel)
+	okExploded := LogicalAnd(ok, exploded)
+	newLevel = LogicalAnd(okExploded, GreaterOrEqual(streak, patience))
+	st.advanceDivergenceHold(hold, ok, exploded, okExploded, early, newLevel)
 	skip = LogicalAnd(exploded, LogicalNot(newLevel))
 	streakVar.SetNodeValue(Where(LogicalAnd(ok, skip), AddScalar(streak, 1), upstream.ZeroOf(streak)))
 	return skip, newLevel
@@ -119,8 +120,8 @@ func (st *stepState) loadDivergenceHold() divergenceHold {
 	}
 }
 
-// advanceDivergenceHold sets the hold after a step (ok: finite; exploded; early: in the first
-// steps; newLevel: taken as a new level).
+// advanceDivergenceHold sets the hold after a step (ok: finite; exploded; okExploded: both;
+// early: in the first steps; newLevel: taken as a new level).
 //
 // After SGD, whose step grows with the gradient, an explosion in the first steps is held at
 // once: the next step would be longer still. After a base optimizer that normalises its step
@@ -131,9 +132,9 @@ func (st *stepState) loadDivergenceHold() divergenceHold {
 // 30, 19, … in stock training; held, it lost 109 of 300 steps). A second explosion on trial is a
 // divergence, and the guard holds the weights there. The hold and the trial end at a step taken
 // unexploded.
-func (st *stepState) advanceDivergenceHold(h divergenceHold, ok, exploded, early, newLevel *Node) {
+func (st *stepState) advanceDivergenceHold(h divergenceHold, ok, exploded, okExploded, early, newLevel *Node) {
 	g := st.g
-	earlyExplosion := LogicalAnd(LogicalAnd(ok, exploded), early)
+	earlyExplosion := LogicalAnd(okExploded, early)
 	startHold, trial := earlyExplosion, Const(g, false)
 	if !st.cfg.BaseIsSGD {
 		startHold = LogicalAnd(earlyExplosion, h.onTrial)

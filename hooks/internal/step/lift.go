@@ -22,7 +22,7 @@ import (
 // moment) can make a non-finite step from finite gradients. Such a step is not applied, and the
 // coefficient state restarts (rotateStates). A step the guard skips is zeroed by the same
 // select (one coefficient-sized op, not two). A stack's members are checked and zeroed as one.
-func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[handler]*Node, check stepCheck) (taken, steps map[handler]*Node, stepOK *stepVerdicts) {
+func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[handler]*Node, lengths *stepLengthRule, check stepCheck) (taken, steps map[handler]*Node, stepOK *stepVerdicts) {
 	taken, steps = make(map[handler]*Node, len(hs)), make(map[handler]*Node, len(hs))
 	stepOK = &stepVerdicts{one: make(map[handler]*Node, len(hs)), stacks: map[*coefStack]*Node{}}
 	for _, s := range base.stacks {
@@ -31,9 +31,7 @@ func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[h
 		rows := Reshape(step, k, step.Shape().Size()/k)
 		finite := IsFinite(rowDots(rows, rows)) // allFinite of each member's step: [k]
 		stepOK.stacks[s] = finite
-		for i, part := range unstacked(projector.KeepRows(step, LogicalAnd(finite, check.ok))) {
-			taken[s.members[i]] = part
-		}
+		st.stackSteps(s, projector.KeepRows(step, LogicalAnd(finite, check.ok)), factors, lengths, taken)
 	}
 	for _, h := range hs {
 		step, stacked := taken[h]
@@ -50,6 +48,33 @@ func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[h
 		}
 	}
 	return taken, steps, stepOK
+}
+
+// stackSteps gives each member of stack s its step (taken) from the stack's guarded steps
+// ([k, …]): scaled (Config.Scale: one scale for a stack's shape and rank) and lengthened (the
+// step-length rule's factors, a column) on the stack, a slice each, where each member took a
+// slice, a scale and a factor before. The members' scaled and lengthened memos hold them, so the
+// lift, the complement's sizing and the curvature rule read them as before.
+func (st *stepState) stackSteps(s *coefStack, kept *Node, factors map[handler]*Node, lengths *stepLengthRule, taken map[handler]*Node) {
+	m0 := s.members[0]
+	scaled := kept
+	if scale := st.cfg.ScaleOf(m0.side.Rows(m0.m, m0.n), m0.rank); scale != 1 {
+		scaled = MulScalar(kept, scale)
+	}
+	parts := unstacked(scaled)
+	var lengthened []*Node
+	if lengths != nil && factors[m0] != nil {
+		column := lengths.column(s.members, scaled.Rank())
+		lengthened = unstacked(Mul(scaled, ConvertDType(column, scaled.DType())))
+	}
+	for i, m := range s.members {
+		taken[m] = parts[i]
+		m.scaledFrom, m.scaledStep = parts[i], parts[i] // scaled already
+		if lengthened != nil {
+			m.trackedFactor = factors[m]
+			m.lengthenedFrom, m.lengthenedStep = parts[i], lengthened[i]
+		}
+	}
 }
 
 // stepVerdicts says whose coefficient steps were finite: a scalar a handler, a vector a stack.

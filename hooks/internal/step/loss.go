@@ -44,7 +44,7 @@ func (r lossRule) smoothed() *Node { return r.ema.NodeValue(r.st.g) }
 func (r lossRule) measure(check stepCheck) lossSignal {
 	st, g := r.st, r.st.g
 	ema := r.ema.NodeValue(g)
-	isFirst := LogicalOr(LogicalOr(Equal(st.t, Const(g, int64(1))), check.reseed), LogicalNot(IsFinite(ema)))
+	isFirst := LogicalOr(LogicalOr(st.first, check.reseed), LogicalNot(IsFinite(ema)))
 	newEMA := Where(isFirst, st.loss, Add(MulScalar(ema, rules.LossEMADecay), MulScalar(st.loss, 1-rules.LossEMADecay)))
 	newEMA = Where(check.ok, newEMA, ema)
 	if st.noLoss {

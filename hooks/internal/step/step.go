@@ -170,6 +170,7 @@ type stepState struct {
 	noLoss  bool  // the trainer gave gradients and no loss (UpdateGraphWithGradients): its rules are off
 	build   int64 // a random number for this build of the step graph (the guard's hold lasts one build)
 	t       *Node // this step's number, 1-based (int64)
+	first   *Node // t == 1
 	warm    *Node // t ≤ WarmUp
 	isCheck *Node // a drift check runs this step
 	learnAt *Node // steps that learn without a trigger: temporal t == WarmUp; matrix t == 1
@@ -189,10 +190,11 @@ func newStepState(cfg *Settings, scope *model.Scope, g *Graph, loss *Node, noLos
 	stepVar.SetNodeValue(st.t)
 	n0 := int64(st.cfg.WarmUp)
 	st.warm = LessOrEqual(st.t, Const(g, n0))
+	st.first = Equal(st.t, Const(g, int64(1)))
 	if st.cfg.Mode == rules.Temporal {
 		st.learnAt = Equal(st.t, Const(g, n0))
 	} else {
-		st.learnAt = Equal(st.t, Const(g, int64(1))) // warm-up's fast tracking starts
+		st.learnAt = st.first // warm-up's fast tracking starts
 	}
 	if k := int64(st.cfg.Policy.CheckEvery); k > 0 {
 		sinceWarm := Sub(st.t, Const(g, n0))

@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 	"github.com/gradsub/gradsub/hooks/internal/rules"
 	"github.com/gradsub/gradsub/internal/upstream"
+	"github.com/gradsub/gradsub/projector"
 )
 
 // This rule's state: entries of the schema (state.go).
@@ -57,6 +58,33 @@ func (gh *gradientHistory) record() {
 type stepLengthRule struct {
 	st       *stepState
 	matrices []handler // the matrices whose base optimizer normalises its steps
+	// After factors: every matrix's factor as one vector, and each matrix's place in it (a
+	// stack's steps are lengthened as one: guardedSteps).
+	vector *Node
+	at     map[handler]int
+}
+
+// column is the factors of members ([k]) as a column that scales a stack of their steps of the
+// given rank, in one gather (or slice) and one reshape.
+func (r *stepLengthRule) column(members []*matrixVar, rank int) *Node {
+	idx := make([]int32, len(members))
+	contiguous := true
+	for i, m := range members {
+		idx[i] = int32(r.at[m])
+		contiguous = contiguous && idx[i] == idx[0]+int32(i)
+	}
+	var v *Node
+	if contiguous {
+		v = projector.SliceAlong(r.vector, 0, int(idx[0]), int(idx[0])+len(members))
+	} else {
+		v = Gather(r.vector, Reshape(Const(r.st.g, idx), len(members), 1), true)
+	}
+	dims := make([]int, rank)
+	for i := range dims {
+		dims[i] = 1
+	}
+	dims[0] = len(members)
+	return Reshape(v, dims...)
 }
 
 // stepLength is the rule for this step, or nil where it is off or has no matrix to lengthen (a
@@ -124,9 +152,10 @@ func (r *stepLengthRule) factors(history *gradientHistory) map[handler]*Node {
 	next := Min(Max(Add(last, MulScalar(cos, r.st.cfg.ScaleAdaptation)), zero), Const(g, maxLogs))
 	ms.write(logVec, order, next)
 	out := make(map[handler]*Node, len(order))
-	factors := Exp(next)
+	r.vector, r.at = Exp(next), make(map[handler]int, len(order))
 	for i, h := range order {
-		out[h] = Reshape(Slice(factors, AxisElem(i)))
+		out[h] = Reshape(Slice(r.vector, AxisElem(i))) // built only where read: a matrix alone
+		r.at[h] = i
 	}
 	return out
 }
