@@ -7,7 +7,6 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gomlx/gomlx/ml/model/checkpoint"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks/internal/step"
 	"github.com/stretchr/testify/require"
@@ -112,25 +111,11 @@ func TestPacksResumeExactlyInEitherLayout(t *testing.T) {
 	defer func() { step.PackVariables = true }()
 	for _, writtenPacked := range []bool{false, true} {
 		step.PackVariables = writtenPacked
-		first := deepRunOf(t, model.NewStore(), vectorOptimizer(), stackWidths...)
-		for range 20 {
-			first.step(t)
-		}
-		dir := t.TempDir()
-		saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
-		require.NoError(t, err)
-		require.NoError(t, saver.Save())
+		dir, written := savedAfter(t, vectorOptimizer(), 20, stackWidths...)
+		require.Equal(t, writtenPacked, len(packedMoments(written)) > 0, "written packed: %v", writtenPacked)
 		resume := func(packed bool) (*model.Store, []float64) {
 			step.PackVariables = packed
-			store := model.NewStore()
-			_, err := checkpoint.Build(store).Dir(dir).Immediate().Done()
-			require.NoError(t, err)
-			r := deepRunOf(t, store, vectorOptimizer(), stackWidths...)
-			var losses []float64
-			for range 12 {
-				losses = append(losses, r.step(t))
-			}
-			return store, losses
+			return resumedLosses(t, dir, vectorOptimizer(), 12, nil, stackWidths...)
 		}
 		asWritten, want := resume(writtenPacked)
 		other, got := resume(!writtenPacked)

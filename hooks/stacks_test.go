@@ -9,7 +9,6 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
-	"github.com/gomlx/gomlx/ml/model/checkpoint"
 	"github.com/gomlx/gomlx/ml/train"
 	"github.com/gomlx/gomlx/ml/train/optimizer"
 	"github.com/gradsub/gradsub/hooks/internal/step"
@@ -56,26 +55,11 @@ func TestCoefficientStacksResumeExactlyInEitherLayout(t *testing.T) {
 	defer func() { step.StackCoefficients = true }()
 	for _, writtenStacked := range []bool{false, true} {
 		step.StackCoefficients = writtenStacked
-		first := deepRunOf(t, model.NewStore(), vectorOptimizer(), stackWidths...)
-		for range 20 {
-			first.step(t)
-		}
-		require.Equal(t, writtenStacked, len(stackedMoments(first.store)) > 0, "written stacked: %v", writtenStacked)
-		dir := t.TempDir()
-		saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
-		require.NoError(t, err)
-		require.NoError(t, saver.Save())
+		dir, written := savedAfter(t, vectorOptimizer(), 20, stackWidths...)
+		require.Equal(t, writtenStacked, len(stackedMoments(written)) > 0, "written stacked: %v", writtenStacked)
 		resume := func(stacked bool) (*model.Store, []float64) {
 			step.StackCoefficients = stacked
-			store := model.NewStore()
-			_, err := checkpoint.Build(store).Dir(dir).Immediate().Done()
-			require.NoError(t, err)
-			r := deepRunOf(t, store, vectorOptimizer(), stackWidths...)
-			var losses []float64
-			for range 12 {
-				losses = append(losses, r.step(t))
-			}
-			return store, losses
+			return resumedLosses(t, dir, vectorOptimizer(), 12, nil, stackWidths...)
 		}
 		asWritten, want := resume(writtenStacked)
 		other, got := resume(!writtenStacked)

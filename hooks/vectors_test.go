@@ -42,36 +42,47 @@ func matrixVectors(store *model.Store) map[string]*model.Variable {
 	return out
 }
 
-// TestCheckpointWithPerMatrixScalarsResumesExactly: a checkpoint of the layout before the
-// vectors (each matrix's validity, residuals, complement length, step factor and rank streaks
-// as its own scalar variable) resumes as the same checkpoint in today's layout: the same losses,
-// step by step, and the old variables are gone into the vectors.
-func TestCheckpointWithPerMatrixScalarsResumesExactly(t *testing.T) {
-	first := deepRunOf(t, model.NewStore(), vectorOptimizer(), vectorWidths...)
-	for range 20 {
+// savedAfter trains a deep run of opt for steps steps and saves it: the checkpoint's directory
+// and the run's store.
+func savedAfter(t *testing.T, opt *Optimizer, steps int, widths ...int) (string, *model.Store) {
+	t.Helper()
+	first := deepRunOf(t, model.NewStore(), opt, widths...)
+	for range steps {
 		first.step(t)
 	}
 	dir := t.TempDir()
 	saver, err := checkpoint.Build(first.store).Dir(dir).Immediate().Done()
 	require.NoError(t, err)
 	require.NoError(t, saver.Save())
-	resume := func(oldLayout bool) (*model.Store, []float64) {
-		store := model.NewStore()
-		_, err := checkpoint.Build(store).Dir(dir).Immediate().Done()
-		require.NoError(t, err)
-		opt := vectorOptimizer()
-		r := deepRunOf(t, store, opt, vectorWidths...)
-		if oldLayout {
-			toPerMatrixScalars(t, store)
-		}
-		var losses []float64
-		for range 12 {
-			losses = append(losses, r.step(t))
-		}
-		return store, losses
+	return dir, first.store
+}
+
+// resumedLosses loads the checkpoint in dir into a new store, lets edit change it (nil: none)
+// once the run is built, and trains steps steps of opt: the store and the losses.
+func resumedLosses(t *testing.T, dir string, opt *Optimizer, steps int, edit func(*model.Store), widths ...int) (*model.Store, []float64) {
+	t.Helper()
+	store := model.NewStore()
+	_, err := checkpoint.Build(store).Dir(dir).Immediate().Done()
+	require.NoError(t, err)
+	r := deepRunOf(t, store, opt, widths...)
+	if edit != nil {
+		edit(store)
 	}
-	_, want := resume(false)
-	store, got := resume(true)
+	var losses []float64
+	for range steps {
+		losses = append(losses, r.step(t))
+	}
+	return store, losses
+}
+
+// TestCheckpointWithPerMatrixScalarsResumesExactly: a checkpoint of the layout before the
+// vectors (each matrix's validity, residuals, complement length, step factor and rank streaks
+// as its own scalar variable) resumes as the same checkpoint in today's layout: the same losses,
+// step by step, and the old variables are gone into the vectors.
+func TestCheckpointWithPerMatrixScalarsResumesExactly(t *testing.T) {
+	dir, _ := savedAfter(t, vectorOptimizer(), 20, vectorWidths...)
+	_, want := resumedLosses(t, dir, vectorOptimizer(), 12, nil, vectorWidths...)
+	store, got := resumedLosses(t, dir, vectorOptimizer(), 12, func(store *model.Store) { toPerMatrixScalars(t, store) }, vectorWidths...)
 	require.Equal(t, want, got, "losses after resuming the old layout")
 	root := path.Join("/", StateScope)
 	for _, m := range []string{"/layer_0/dense/weights", "/layer_3/dense/weights"} {

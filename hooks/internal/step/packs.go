@@ -88,14 +88,14 @@ func (st *stepState) packsFor(vars []*model.Variable) []*varPack {
 		packs = append(packs, p)
 	}
 	slices.SortFunc(packs, func(a, b *varPack) int { return strings.Compare(a.key, b.key) })
-	for _, key := range storedPackKeys(store, root) {
+	for _, key := range packMembers.keys(store, root) {
 		i := slices.IndexFunc(packs, func(p *varPack) bool { return p.key == key })
-		if i < 0 || !slices.Equal(storedPackIDs(store, root, key), packs[i].ids()) {
+		if i < 0 || !slices.Equal(packMembers.ids(store, root, key), packs[i].ids()) {
 			unpack(store, root, key)
 		}
 	}
 	for _, p := range packs {
-		if storedPackIDs(store, root, p.key) == nil {
+		if packMembers.ids(store, root, p.key) == nil {
 			st.pack(p)
 		}
 		shape := shapes.Make(p.members[0].DType(), p.offsets[len(p.members)])
@@ -103,7 +103,7 @@ func (st *stepState) packsFor(vars []*model.Variable) []*varPack {
 			deleteIfPresent(store, v.Path()) // damaged: it holds zeros, made anew
 		}
 		p.v = st.root.At(packsScope).WithInitializer(initializer.Zero).VariableWithShape(SvPackValues.Name+"_"+p.key, shape).SetTrainable(false)
-		store.GetVariable(packPath(root, SvPackMembers, p.key)).SetTrainable(false)
+		store.GetVariable(packMembers.path(root, p.key)).SetTrainable(false)
 	}
 	return packs
 }

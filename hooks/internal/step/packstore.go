@@ -20,31 +20,10 @@ func packPath(root string, e rules.StateVar, key string) string {
 	return path.Join(root, packsScope, e.Name+"_"+key)
 }
 
-// storedPackIDs is the stored member list of pack key (nil: none stored).
-func storedPackIDs(store *model.Store, root, key string) []int64 {
-	v := store.GetVariable(packPath(root, SvPackMembers, key))
-	if v == nil {
-		return nil
-	}
-	return storedHashes(v)
-}
-
-// storedPackKeys lists the packs the store holds.
-func storedPackKeys(store *model.Store, root string) []string {
-	prefix := SvPackMembers.Name + "_"
-	var keys []string
-	for v := range store.IterVariables() {
-		if v.Scope() == path.Join(root, packsScope) && strings.HasPrefix(v.Name(), prefix) {
-			keys = append(keys, strings.TrimPrefix(v.Name(), prefix))
-		}
-	}
-	return keys
-}
-
 // UnpackAll splits every stored pack back into its variables' own state: the base optimizer
 // run alone (the projector disabled) finds its state where it keeps it.
 func UnpackAll(store *model.Store, root string) {
-	for _, key := range storedPackKeys(store, root) {
+	for _, key := range packMembers.keys(store, root) {
 		unpack(store, root, key)
 	}
 }
@@ -66,7 +45,7 @@ func packState(store *model.Store, root, key string) []*model.Variable {
 // it, and deletes the pack. A member the store no longer holds cannot be sized: the pack's state
 // is then dropped, and its members' state restarts from zero, as after Optimizer.Clear.
 func unpack(store *model.Store, root, key string) {
-	ids := storedPackIDs(store, root, key)
+	ids := packMembers.ids(store, root, key)
 	byHash := make(map[int64]*model.Variable, len(ids))
 	for v := range store.IterVariables() {
 		if slices.Contains(ids, int64(PathHash(v.Path()))) {
@@ -101,7 +80,7 @@ func unpack(store *model.Store, root, key string) {
 		}
 		deleteIfPresent(store, sv.Path())
 	}
-	deleteIfPresent(store, packPath(root, SvPackMembers, key))
+	deleteIfPresent(store, packMembers.path(root, key))
 }
 
 // pack moves the members' own state (the base optimizer's, found by its naming rule: a member
@@ -136,7 +115,7 @@ func (st *stepState) pack(p *varPack) {
 		}
 		store.Scope(path.Join(id[0], root, packsScope)).VariableWithValue(SvPackValues.Name+"_"+p.key+id[1], packedState).SetTrainable(false)
 	}
-	deleteIfPresent(store, packPath(root, SvPackMembers, p.key))
+	deleteIfPresent(store, packMembers.path(root, p.key))
 	st.root.At(packsScope).VariableWithValue(SvPackMembers.Name+"_"+p.key, p.ids()).SetTrainable(false)
 }
 

@@ -82,14 +82,14 @@ func (st *stepState) coefficientVars(sorted []*matrixVar) {
 	// Every stored stack this build does not keep as it is goes back to its matrices'
 	// per-variable state first (a matrix may move from one stack to another), then this build's
 	// new stacks are made from it.
-	for _, key := range storedStackKeys(store, root) {
+	for _, key := range stackMembers.keys(store, root) {
 		i := slices.IndexFunc(stacks, func(s *coefStack) bool { return s.key == key })
-		if i < 0 || !slices.Equal(storedIDs(store, root, key), stacks[i].ids()) {
+		if i < 0 || !slices.Equal(stackMembers.ids(store, root, key), stacks[i].ids()) {
 			unstack(store, root, key, pathOf)
 		}
 	}
 	for _, s := range stacks {
-		if storedIDs(store, root, s.key) == nil {
+		if stackMembers.ids(store, root, s.key) == nil {
 			st.stack(s, s.ids())
 		}
 	}
@@ -100,7 +100,7 @@ func (st *stepState) coefficientVars(sorted []*matrixVar) {
 			deleteIfPresent(store, v.Path()) // damaged: it holds zeros between steps, made anew
 		}
 		s.v = st.root.At(stacksScope).VariableWithShape(SvCoefficients.Name+"_"+s.key, shape).SetTrainable(false)
-		store.GetVariable(stackPath(root, SvStackMembers, s.key)).SetTrainable(false)
+		store.GetVariable(stackMembers.path(root, s.key)).SetTrainable(false)
 		for i, m := range s.members {
 			m.stack, m.slot = s, i
 		}
@@ -128,21 +128,38 @@ func stackPath(root string, e rules.StateVar, key string) string {
 	return path.Join(root, stacksScope, e.Name+"_"+key)
 }
 
-// storedIDs is the stored member list of stack key (nil: none stored).
-func storedIDs(store *model.Store, root, key string) []int64 {
-	v := store.GetVariable(stackPath(root, SvStackMembers, key))
+// memberLists are the stored lists of path hashes (entry, "<name>_<key>" in scope under the
+// state root) that say which variables a stack or a pack holds, in order.
+type memberLists struct {
+	scope string
+	entry rules.StateVar
+}
+
+var (
+	stackMembers = memberLists{stacksScope, SvStackMembers}
+	packMembers  = memberLists{packsScope, SvPackMembers}
+)
+
+// path is the path of key's list.
+func (l memberLists) path(root, key string) string {
+	return path.Join(root, l.scope, l.entry.Name+"_"+key)
+}
+
+// ids is key's stored list (nil: none stored, or damaged: the stack or pack restarts).
+func (l memberLists) ids(store *model.Store, root, key string) []int64 {
+	v := store.GetVariable(l.path(root, key))
 	if v == nil {
 		return nil
 	}
-	return storedHashes(v) // damaged: none, and the stack restarts
+	return storedHashes(v)
 }
 
-// storedStackKeys lists the stacks the store holds.
-func storedStackKeys(store *model.Store, root string) []string {
-	prefix := SvStackMembers.Name + "_"
+// keys lists the keys the store holds lists of.
+func (l memberLists) keys(store *model.Store, root string) []string {
+	prefix := l.entry.Name + "_"
 	var keys []string
 	for v := range store.IterVariables() {
-		if v.Scope() == path.Join(root, stacksScope) && strings.HasPrefix(v.Name(), prefix) {
+		if v.Scope() == path.Join(root, l.scope) && strings.HasPrefix(v.Name(), prefix) {
 			keys = append(keys, strings.TrimPrefix(v.Name(), prefix))
 		}
 	}
@@ -154,8 +171,8 @@ func storedStackKeys(store *model.Store, root string) []string {
 // matrices by path hash. The next build stacks them again.
 func UnstackMatrix(store *model.Store, root, variablePath string, pathOf map[int64]string) {
 	id := int64(PathHash(variablePath))
-	for _, key := range storedStackKeys(store, root) {
-		if slices.Contains(storedIDs(store, root, key), id) {
+	for _, key := range stackMembers.keys(store, root) {
+		if slices.Contains(stackMembers.ids(store, root, key), id) {
 			unstack(store, root, key, pathOf)
 		}
 	}
@@ -164,7 +181,7 @@ func UnstackMatrix(store *model.Store, root, variablePath string, pathOf map[int
 // unstack moves stack key's state into its members' per-variable state (a member pathOf does
 // not name is dropped: it is no longer projected) and deletes the stack.
 func unstack(store *model.Store, root, key string, pathOf map[int64]string) {
-	ids := storedIDs(store, root, key)
+	ids := stackMembers.ids(store, root, key)
 	name := SvCoefficients.Name + "_" + key
 	for _, sv := range stackState(store, root, key) {
 		x := strings.TrimSuffix(sv.Scope(), path.Join(root, stacksScope))
@@ -181,7 +198,7 @@ func unstack(store *model.Store, root, key string, pathOf map[int64]string) {
 		}
 		deleteIfPresent(store, sv.Path()) // the stack's own variable is zero: made anew
 	}
-	deleteIfPresent(store, stackPath(root, SvStackMembers, key))
+	deleteIfPresent(store, stackMembers.path(root, key))
 }
 
 // stack moves the members' per-variable coefficient state (the base optimizer's: a member
@@ -216,7 +233,7 @@ func (st *stepState) stack(s *coefStack, ids []int64) {
 		}
 		store.Scope(path.Join(id[0], root, stacksScope)).VariableWithValue(SvCoefficients.Name+"_"+s.key+id[1], stacked).SetTrainable(false)
 	}
-	deleteIfPresent(store, stackPath(root, SvStackMembers, s.key))
+	deleteIfPresent(store, stackMembers.path(root, s.key))
 	st.root.At(stacksScope).VariableWithValue(SvStackMembers.Name+"_"+s.key, ids).SetTrainable(false)
 }
 
