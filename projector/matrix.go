@@ -160,7 +160,7 @@ func directCoefficientsWithHeads(x, dy, xHead, dyHead, basis *Node, side Side, r
 	}
 	headOf := func(a *Node, axis int) *Node { return SliceAlong(a, axis, 0, k) } // a itself when k == rows
 	if z.Shape().Dim(1) <= other.Shape().Dim(1) {
-		basisT := upstream.Shared(basis.Graph(), "transpose:"+upstream.IDs(basis), func() *Node { return Transpose(basis, 0, 1) })
+		basisT := upstream.TransposeTo(basis, 1, 0)               // one for every product that reads this span
 		zq := DotGeneral(basisT, []int{1}, nil, z, []int{1}, nil) // (z·Q)ᵀ: [c, B]
 		coef = tiledRowsTimes(zq, other)                          // Left: Qᵀ∂W; Right: (∂W·Q)ᵀ
 		headRows = tracked(coef, 0)

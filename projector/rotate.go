@@ -66,7 +66,7 @@ func KeepRows(x, keep *Node) *Node { return KeepRowsBy(x, KeepColumn(keep, x)) }
 
 // KeepColumn is keep ([k], bool) as the 0/1 column KeepRowsBy scales x's rows by (x: [k, …],
 // for its dtype and rank): made once, it serves every x of that dtype and rank.
-func KeepColumn(keep, x *Node) *Node { return rowColumn(ConvertDType(keep, x.DType()), x.Rank()) }
+func KeepColumn(keep, x *Node) *Node { return RowColumn(ConvertDType(keep, x.DType()), x.Rank()) }
 
 // KeepRowsBy is KeepRows with its column made (KeepColumn).
 func KeepRowsBy(x, column *Node) *Node { return ZeroNonFinite(Mul(x, column)) }
@@ -74,15 +74,15 @@ func KeepRowsBy(x, column *Node) *Node { return ZeroNonFinite(Mul(x, column)) }
 // ChooseRows is onTrue's rows where choose ([k], bool) holds and onFalse's elsewhere (both [k,
 // …]; onFalse finite), as KeepRows does it.
 func ChooseRows(choose, onTrue, onFalse *Node) *Node {
-	m := rowColumn(ConvertDType(choose, onTrue.DType()), onTrue.Rank())
+	m := RowColumn(ConvertDType(choose, onTrue.DType()), onTrue.Rank())
 	return Add(ZeroNonFinite(Mul(onTrue, m)), Mul(onFalse, OneMinus(m)))
 }
 
 // ZeroNonFinite is x with its NaN and ±Inf entries zeroed.
 func ZeroNonFinite(x *Node) *Node { return Where(IsFinite(x), x, upstream.ZeroOf(x)) }
 
-// rowColumn reshapes v ([k]) to [k, 1, …, 1] of the given rank, to scale rows.
-func rowColumn(v *Node, rank int) *Node {
+// RowColumn reshapes v ([k]) to [k, 1, …, 1] of the given rank, to scale a stack's rows.
+func RowColumn(v *Node, rank int) *Node {
 	dims := make([]int, rank)
 	for i := range dims {
 		dims[i] = 1

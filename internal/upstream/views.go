@@ -20,7 +20,8 @@ func ZeroOf(x *Node) *Node { return ScalarZero(x.Graph(), x.DType()) }
 // OneOf is 1 of x's dtype as a scalar constant, for ops that broadcast a scalar operand.
 func OneOf(x *Node) *Node { return ScalarOne(x.Graph(), x.DType()) }
 
-// ReshapeTo is Reshape(x, dims...), or x itself where it has those dimensions already.
+// ReshapeTo is Reshape(x, dims...), or x itself where it has those dimensions already; one op a
+// graph for the same x and dims (Shared).
 func ReshapeTo(x *Node, dims ...int) *Node {
 	if slices.Equal(x.Shape().Dimensions, dims) {
 		return x
@@ -28,11 +29,12 @@ func ReshapeTo(x *Node, dims ...int) *Node {
 	return Shared(x.Graph(), fmt.Sprint("reshape", x.Id(), dims), func() *Node { return Reshape(x, dims...) })
 }
 
-// TransposeTo is TransposeAllAxes(x, perm...), or x itself where perm is the identity.
+// TransposeTo is TransposeAllAxes(x, perm...), or x itself where perm is the identity; one op a
+// graph for the same x and perm (Shared).
 func TransposeTo(x *Node, perm ...int) *Node {
 	for i, a := range perm {
 		if a != i {
-			return TransposeAllAxes(x, perm...)
+			return Shared(x.Graph(), fmt.Sprint("transpose", x.Id(), perm), func() *Node { return TransposeAllAxes(x, perm...) })
 		}
 	}
 	return x

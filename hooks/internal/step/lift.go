@@ -53,8 +53,8 @@ func (st *stepState) guardedSteps(base *baseAdapter, hs []handler, factors map[h
 // stackSteps gives each member of stack s its step (taken) from the stack's guarded steps
 // ([k, …]): scaled (Config.Scale: one scale for a stack's shape and rank) and lengthened (the
 // step-length rule's factors, a column) on the stack, a slice each, where each member took a
-// slice, a scale and a factor before. The members' scaled and lengthened memos hold them, so the
-// lift, the complement's sizing and the curvature rule read them as before.
+// slice, a scale and a factor before (matrixVar.stepsFromStack), so the lift, the complement's
+// sizing and the curvature rule read them as before.
 func (st *stepState) stackSteps(s *coefStack, kept *Node, factors map[handler]*Node, lengths *stepLengthRule, taken map[handler]*Node) {
 	m0 := s.members[0]
 	scaled := kept
@@ -69,10 +69,10 @@ func (st *stepState) stackSteps(s *coefStack, kept *Node, factors map[handler]*N
 	}
 	for i, m := range s.members {
 		taken[m] = parts[i]
-		m.scaledFrom, m.scaledStep = parts[i], parts[i] // scaled already
 		if lengthened != nil {
-			m.trackedFactor = factors[m]
-			m.lengthenedFrom, m.lengthenedStep = parts[i], lengthened[i]
+			m.stepsFromStack(parts[i], lengthened[i], factors[m])
+		} else {
+			m.stepsFromStack(parts[i], nil, nil)
 		}
 	}
 }

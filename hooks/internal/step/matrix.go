@@ -236,6 +236,16 @@ func (h *matrixVar) scaled(step *Node) *Node {
 	return h.scaledStep
 }
 
+// stepsFromStack gives h its step scaled already (taken: scaled returns it as it is) and, where
+// the rule lengthens it (factor not nil), lengthened already: both made on h's coefficient stack.
+func (h *matrixVar) stepsFromStack(scaled, lengthened, factor *Node) {
+	h.scaledFrom, h.scaledStep = scaled, scaled
+	if factor != nil {
+		h.trackedFactor = factor
+		h.lengthenedFrom, h.lengthenedStep = scaled, lengthened
+	}
+}
+
 // lengthened is the tracked directions' step times the step-length rule's factor: the
 // complement's step was sized against the step before it (ComplementScale).
 func (h *matrixVar) lengthened(step *Node) *Node {

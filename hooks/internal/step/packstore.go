@@ -28,17 +28,10 @@ func UnpackAll(store *model.Store, root string) {
 	}
 }
 
-// packState is every stored variable of pack key: the stand-in and the state named after it,
-// under any scope (the base optimizer keeps its own).
+// packState is every stored variable of pack key: the stand-in and the state named after it
+// (namedState).
 func packState(store *model.Store, root, key string) []*model.Variable {
-	name := SvPackValues.Name + "_" + key
-	var vars []*model.Variable
-	for v := range store.IterVariables() {
-		if strings.HasSuffix(v.Scope(), path.Join(root, packsScope)) && (v.Name() == name || strings.HasPrefix(v.Name(), name+"_")) {
-			vars = append(vars, v)
-		}
-	}
-	return vars
+	return namedState(store, path.Join(root, packsScope), SvPackValues.Name+"_"+key)
 }
 
 // unpack moves pack key's state into its members' own state, named as the base optimizer names
@@ -94,8 +87,8 @@ func (st *stepState) pack(p *varPack) {
 	var order [][2]string
 	for i, v := range p.members {
 		for sv := range store.IterVariables() {
-			x, ok := memberStateScope(sv, v, root)
-			if !ok || sv.InUseByGraph(st.g) { // the model's variables are read by now, state not yet
+			x, ok := optimizerStateScope(sv, v.Scope(), v.Name(), v.Shape().Dimensions, root)
+			if !ok || sv == v || sv.InUseByGraph(st.g) { // the model's variables are read by now, state not yet
 				continue
 			}
 			id := [2]string{x, strings.TrimPrefix(sv.Name(), v.Name())}
@@ -117,21 +110,6 @@ func (st *stepState) pack(p *varPack) {
 	}
 	deleteIfPresent(store, packMembers.path(root, p.key))
 	st.root.At(packsScope).VariableWithValue(SvPackMembers.Name+"_"+p.key, p.ids()).SetTrainable(false)
-}
-
-// memberStateScope says whether sv is state an optimizer keeps for v (GoMLX's naming rule:
-// "<v's name>_…", of v's dimensions, in a scope that is v's under the optimizer's own, x), and
-// gives x. The projector's own state is not. (A checkpoint does not keep the Trainable flag:
-// loaded state reads as trainable until its optimizer marks it.)
-func memberStateScope(sv, v *model.Variable, root string) (x string, ok bool) {
-	if sv == v || !strings.HasPrefix(sv.Name(), v.Name()+"_") || !slices.Equal(sv.Shape().Dimensions, v.Shape().Dimensions) {
-		return "", false
-	}
-	x, found := strings.CutSuffix(sv.Scope(), strings.TrimSuffix(v.Scope(), "/"))
-	if !found || x == "" || x == "/" || path.Join(x, v.Scope()) != sv.Scope() || strings.HasPrefix(sv.Scope()+"/", root+"/") {
-		return "", false
-	}
-	return x, true
 }
 
 // concatTensors is the values of vars (nil: zeros), flattened and concatenated: member i at

@@ -212,9 +212,9 @@ func (st *stepState) stack(s *coefStack, ids []int64) {
 		scope, coef := model.SplitPath(SvCoefficients.OfVariable(root, m.v.Path()))
 		deleteIfPresent(store, path.Join(scope, coef)) // zero between steps
 		for sv := range store.IterVariables() {
-			x, isState := strings.CutSuffix(sv.Scope(), scope)
-			if !isState || x == "" || !strings.HasPrefix(sv.Name(), coef+"_") || !slices.Equal(sv.Shape().Dimensions, m.coefShape.Dimensions) {
-				continue // x == "": the projector's own state (the gradient history) stays per variable
+			x, isState := optimizerStateScope(sv, scope, coef, m.coefShape.Dimensions, root)
+			if !isState {
+				continue // the projector's own state (the gradient history) stays per variable
 			}
 			id := [2]string{x, strings.TrimPrefix(sv.Name(), coef)}
 			if parts[id] == nil {
@@ -238,16 +238,9 @@ func (st *stepState) stack(s *coefStack, ids []int64) {
 }
 
 // stackState is every stored variable of stack key: its coefficients and the state named after
-// them, under any scope (the base optimizer keeps its own).
+// them (namedState).
 func stackState(store *model.Store, root, key string) []*model.Variable {
-	name := SvCoefficients.Name + "_" + key
-	var vars []*model.Variable
-	for v := range store.IterVariables() {
-		if strings.HasSuffix(v.Scope(), path.Join(root, stacksScope)) && (v.Name() == name || strings.HasPrefix(v.Name(), name+"_")) {
-			vars = append(vars, v)
-		}
-	}
-	return vars
+	return namedState(store, path.Join(root, stacksScope), SvCoefficients.Name+"_"+key)
 }
 
 // slicesOf splits t ([k, …]) along axis 0.

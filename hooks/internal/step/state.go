@@ -2,6 +2,8 @@ package step
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/gomlx/compute/dtypes"
@@ -111,4 +113,32 @@ func (st *stepState) repairStatistics() {
 		x := v.NodeValue(st.g)
 		v.SetNodeValue(Where(IsFinite(x), x, upstream.ZeroOf(x)))
 	}
+}
+
+// namedState is every stored variable called name in scope, and the state named after it under
+// any scope that ends with scope (the base optimizer keeps its own, GoMLX's naming rule).
+func namedState(store *model.Store, scope, name string) []*model.Variable {
+	var vars []*model.Variable
+	for v := range store.IterVariables() {
+		if strings.HasSuffix(v.Scope(), scope) && (v.Name() == name || strings.HasPrefix(v.Name(), name+"_")) {
+			vars = append(vars, v)
+		}
+	}
+	return vars
+}
+
+// optimizerStateScope says whether sv is state an optimizer keeps for the variable called name
+// in scope, of dims (GoMLX's naming rule: "<name>_…", of those dimensions, in scope under the
+// optimizer's own, x), and gives x. The projector's own state (under root, or in scope itself)
+// is not. Dtypes may differ (an optimizer may keep its state in its own); the Trainable flag is
+// not read (a checkpoint does not keep it).
+func optimizerStateScope(sv *model.Variable, scope, name string, dims []int, root string) (x string, ok bool) {
+	if !strings.HasPrefix(sv.Name(), name+"_") || !slices.Equal(sv.Shape().Dimensions, dims) {
+		return "", false
+	}
+	x, found := strings.CutSuffix(sv.Scope(), strings.TrimSuffix(scope, "/"))
+	if !found || x == "" || x == "/" || path.Join(x, scope) != sv.Scope() || strings.HasPrefix(sv.Scope()+"/", root+"/") {
+		return "", false
+	}
+	return x, true
 }

@@ -79,12 +79,7 @@ func (r *stepLengthRule) column(members []*matrixVar, rank int) *Node {
 	} else {
 		v = Gather(r.vector, Reshape(Const(r.st.g, idx), len(members), 1), true)
 	}
-	dims := make([]int, rank)
-	for i := range dims {
-		dims[i] = 1
-	}
-	dims[0] = len(members)
-	return Reshape(v, dims...)
+	return projector.RowColumn(v, rank)
 }
 
 // stepLength is the rule for this step, or nil where it is off or has no matrix to lengthen (a
