@@ -19,15 +19,7 @@ import (
 // the pack changes, and the projector disabled finds the state where stock keeps it.
 
 // packedMoments are the store's packed base-optimizer state (outside the state scope), by name.
-func packedMoments(store *model.Store) map[string]*model.Variable {
-	out := map[string]*model.Variable{}
-	for v := range store.IterVariables() {
-		if strings.HasSuffix(v.Scope(), path.Join("/", StateScope, "packs")) && !strings.HasPrefix(v.Scope(), "/"+StateScope) {
-			out[v.Name()] = v
-		}
-	}
-	return out
-}
+func packedMoments(store *model.Store) map[string]*model.Variable { return baseStateIn(store, "packs") }
 
 // biasMoments counts the base optimizer's per-variable moments of the biases.
 func biasMoments(store *model.Store) int {

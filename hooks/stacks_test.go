@@ -26,10 +26,14 @@ var stackWidths = []int{16, 16, 16, 16}
 
 // stackedMoments are the store's stacked variables of the base optimizer (outside the state
 // scope), by name.
-func stackedMoments(store *model.Store) map[string]*model.Variable {
+func stackedMoments(store *model.Store) map[string]*model.Variable { return baseStateIn(store, "stacks") }
+
+// baseStateIn is the base optimizer's variables (outside the state scope) kept for the state
+// scope's sub-scope sub ("stacks", "packs"), by name.
+func baseStateIn(store *model.Store, sub string) map[string]*model.Variable {
 	out := map[string]*model.Variable{}
 	for v := range store.IterVariables() {
-		if strings.HasSuffix(v.Scope(), path.Join("/", StateScope, "stacks")) && !strings.HasPrefix(v.Scope(), "/"+StateScope) {
+		if strings.HasSuffix(v.Scope(), path.Join("/", StateScope, sub)) && !strings.HasPrefix(v.Scope(), "/"+StateScope) {
 			out[v.Name()] = v
 		}
 	}
