@@ -26,7 +26,9 @@ var stackWidths = []int{16, 16, 16, 16}
 
 // stackedMoments are the store's stacked variables of the base optimizer (outside the state
 // scope), by name.
-func stackedMoments(store *model.Store) map[string]*model.Variable { return baseStateIn(store, "stacks") }
+func stackedMoments(store *model.Store) map[string]*model.Variable {
+	return baseStateIn(store, "stacks")
+}
 
 // baseStateIn is the base optimizer's variables (outside the state scope) kept for the state
 // scope's sub-scope sub ("stacks", "packs"), by name.
